@@ -1,0 +1,148 @@
+"""PEMSCL model configuration (ships to the Hub as remote code: imports transformers only)."""
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+LOSS_KINDS = ("pemscl", "atlop", "bce")
+GAMMA_KINDS = ("count", "one")
+CONTRASTIVE_AVERAGES = ("inside", "outside")
+NA_LABEL = "Na"
+# DocRED and Re-DocRED have 96 relations; index 0 is the NA / threshold class.
+DEFAULT_NUM_RELATIONS = 96
+
+
+class PemsclConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`PemsclModel`]: a pretrained encoder (nested config, like `EncoderDecoderConfig`),
+    the ATLOP pair head (Zhou et al., 2021; paper appendix D) and the PEMSCL loss (Guo et al., EACL 2023).
+
+    Args:
+        encoder (`PreTrainedConfig` or `dict`, *optional*):
+            Configuration of the encoder (any `AutoModel` encoder with self-attention, e.g. BERT, RoBERTa).
+            Defaults to a `bert` configuration.
+        id2label (`dict[int, str]`, *optional*):
+            Relation vocabulary: index 0 is the NA / threshold class (`"Na"`), the others Wikidata ids such as
+            `"P17"`. Defaults to 96 relations named `R1` ... `R96` (DocRED's size).
+        relation_names (`dict[str, str]`, *optional*):
+            Human-readable relation names keyed by label (`{"P17": "country"}`), used by decoding outputs.
+        pair_embedding_size (`int`, defaults to 768):
+            Size d1 of the head / tail representations z_h, z_t (Eq. 14). ATLOP: 768.
+        bilinear_block_size (`int`, defaults to 64):
+            Group size k of the grouped bilinear layer; the pair vector x_{h,t} has d1 * k dimensions
+            (49,152 with the defaults). Must divide `pair_embedding_size`.
+        entity_marker (`str`, defaults to `"*"`):
+            Token inserted before and after every entity mention (ATLOP). Used by the featurizer.
+        max_relations_per_pair (`int`, defaults to 4):
+            Decoding keeps at most this many relations per entity pair (top-k above the threshold); 0 = no limit.
+        loss (`str`, defaults to `"pemscl"`):
+            `"pemscl"`: Eq. 4 + Eq. 5-6 + lambda * Eq. 8-10; `"atlop"`: ATLOP adaptive-thresholding loss;
+            `"bce"`: binary cross-entropy on the relation logits (decoded with a global threshold of 0).
+        contrastive_temperature (`float`, defaults to 0.2):
+            Temperature tau of Eq. 8-9 (Re-DocRED: 0.2; DocRED: 2.0). Not named `temperature`, which
+            transformers reserves for generation.
+        contrastive_weight (`float`, defaults to 0.1):
+            lambda of Eq. 11 (Re-DocRED: 0.1; DocRED: 2.0).
+        gamma_pos (`str`, defaults to `"count"`):
+            gamma_1 of Eq. 6: `"count"` = |P_{h,t}|, `"one"` = 1.
+        gamma_neg (`str`, defaults to `"count"`):
+            gamma_2 of Eq. 6: `"count"` = |N_{h,t}| (the full negative set, also when sampling), `"one"` = 1.
+        use_entropy (`bool`, defaults to `True`):
+            Whether the entropy-minimization term L_em (Eq. 6) is used (ablation of Table 3).
+        use_contrastive (`bool`, defaults to `True`):
+            Whether the supervised contrastive term L_2 (Eq. 10) is used (ablation of Table 3).
+        contrastive_average (`str`, defaults to `"inside"`):
+            `"inside"`: Eq. 8 as printed (log of the mean over positives); `"outside"`: mean of the logs, as in
+            supervised contrastive learning (Khosla et al., 2020).
+        negative_sample_ratio (`float`, defaults to 1.0):
+            Fraction of negative relations kept per NA pair in training (Eq. 12-13); 1.0 = sampling off.
+        contrastive_global_batch (`bool`, defaults to `True`):
+            Under torch.distributed, gather pair embeddings of every process so the contrastive loss sees the
+            global batch (the loss then equals the single-process loss on the concatenated batch).
+        window_length (`int`, *optional*):
+            Tokens per encoder window, special tokens included. Longer documents are encoded in overlapping
+            windows. Defaults to the encoder's position limit (at most 512).
+        window_stride (`int`, *optional*):
+            Distance between the starts of consecutive windows. Defaults to half a window's content.
+        bilinear_chunk_size (`int`, defaults to 256):
+            Pairs per chunk in the grouped bilinear layer, which never stores the full [num_pairs, d1 * k] pair
+            matrix; only speed and memory depend on it.
+    """
+
+    model_type = "pemscl"
+    sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+
+    encoder: PreTrainedConfig | dict | None = None
+    relation_names: dict | None = None
+    pair_embedding_size: int = 768
+    bilinear_block_size: int = 64
+    entity_marker: str = "*"
+    max_relations_per_pair: int = 4
+    loss: str = "pemscl"
+    contrastive_temperature: float = 0.2
+    contrastive_weight: float = 0.1
+    gamma_pos: str = "count"
+    gamma_neg: str = "count"
+    use_entropy: bool = True
+    use_contrastive: bool = True
+    contrastive_average: str = "inside"
+    negative_sample_ratio: float = 1.0
+    contrastive_global_batch: bool = True
+    window_length: int | None = None
+    window_stride: int | None = None
+    bilinear_chunk_size: int = 256
+
+    def __post_init__(self, **kwargs):
+        if self.id2label is None and kwargs.get("num_labels") is None:
+            self.id2label = {0: NA_LABEL, **{i: f"R{i}" for i in range(1, DEFAULT_NUM_RELATIONS + 1)}}
+        super().__post_init__(**kwargs)
+        if self.label2id is None or len(self.label2id) != len(self.id2label):
+            self.label2id = {label: index for index, label in self.id2label.items()}
+        self.validate_pemscl_settings()
+
+    def validate_pemscl_settings(self):
+        """Raise a `ValueError` naming the setting that is out of range."""
+        choices = {
+            "loss": LOSS_KINDS,
+            "gamma_pos": GAMMA_KINDS,
+            "gamma_neg": GAMMA_KINDS,
+            "contrastive_average": CONTRASTIVE_AVERAGES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"PemsclConfig.{name}={getattr(self, name)!r}; expected one of {allowed}.")
+        if self.num_labels < 2:
+            raise ValueError(f"PemsclConfig needs NA plus at least one relation in id2label, got {self.num_labels}.")
+        if self.pair_embedding_size % self.bilinear_block_size != 0:
+            raise ValueError(
+                f"pair_embedding_size={self.pair_embedding_size} must be a multiple of "
+                f"bilinear_block_size={self.bilinear_block_size}."
+            )
+        if not 0.0 < self.negative_sample_ratio <= 1.0:
+            raise ValueError(f"negative_sample_ratio={self.negative_sample_ratio} must be in (0, 1].")
+        if self.contrastive_temperature <= 0:
+            raise ValueError(f"contrastive_temperature={self.contrastive_temperature} must be positive.")
+        if self.contrastive_weight < 0:
+            raise ValueError(f"contrastive_weight={self.contrastive_weight} must be non-negative.")
+        if self.window_length is not None and self.window_length < 8:
+            raise ValueError(f"window_length={self.window_length} is too small (at least 8 tokens).")
+        if self.window_stride is not None and self.window_stride < 1:
+            raise ValueError(f"window_stride={self.window_stride} must be at least 1.")
+
+    @property
+    def num_relations(self) -> int:
+        """Number of relations R, NA excluded (`num_labels - 1`)."""
+        return self.num_labels - 1
+
+    @property
+    def encoder_window_length(self) -> int:
+        """Tokens per encoder window, special tokens included."""
+        if self.window_length is not None:
+            return self.window_length
+        limit = getattr(self.encoder, "max_position_embeddings", 512) or 512
+        # RoBERTa-style encoders reserve `pad_token_id + 1` positions (514 -> 512 usable).
+        if getattr(self.encoder, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+            limit -= (self.encoder.pad_token_id or 0) + 1
+        return min(limit, 512)
+
+
+__all__ = ["PemsclConfig"]

@@ -1,0 +1,522 @@
+"""PEMSCL: an ATLOP pair head on a pretrained encoder, trained with the PEMSCL loss.
+
+This file ships to the Hub as remote code: it imports torch, transformers and its own siblings only.
+Shapes: B documents, L tokens, E entities, M mentions per entity, P entity pairs (all documents of the
+batch, flattened), H attention heads, d encoder width, d1 = `pair_embedding_size`, G groups of k =
+`bilinear_block_size` (d1 = G * k), R + 1 labels with NA / threshold at index 0.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_pemscl import PemsclConfig
+from .losses import (
+    GroupedPairEmbeddings,
+    contrastive_loss,
+    decode_relations,
+    pemscl_objective,
+    sample_negative_mask,
+)
+
+
+@dataclass
+class PemsclModelOutput(ModelOutput):
+    """
+    Output of [`PemsclModel`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            The training objective selected by `config.loss` (Eq. 11 / Eq. 13 for `"pemscl"`).
+        logits (`torch.FloatTensor` of shape `(num_pairs, num_labels)`):
+            f_{h,t} (Eq. 15) for every entity pair of the batch, in the order of `hts`; column 0 is the threshold.
+        pair_embeddings (`GroupedPairEmbeddings`, fields `head` and `tail` of shape `(num_pairs, G, k)`):
+            z_h and z_t (Eq. 14), which define x_{h,t} = concat_g z_h^g (x) z_t^g without storing its d1 * k
+            dimensions; `pair_embeddings.materialize()` gives x of shape `(num_pairs, d1 * k)`.
+        pmt_loss, entropy_loss, contrastive_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            The separate loss terms (batch means of Eq. 4, Eq. 6, Eq. 10), for logging. `None` when unused.
+        predictions (`torch.BoolTensor` of shape `(num_pairs, num_labels)`, *optional*):
+            Decoded relations (see [`PemsclModel.decode`]), returned when `return_predictions=True`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    pair_embeddings: GroupedPairEmbeddings | None = None
+    pmt_loss: torch.FloatTensor | None = None
+    entropy_loss: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    predictions: torch.BoolTensor | None = None
+
+
+class _GroupedBilinearFunction(torch.autograd.Function):
+    """f = W_o x + b_o with x = concat_g z_h^g (x) z_t^g (Eq. 14-15), chunked over pairs.
+
+    The [P, G * k * k] pair matrix is built chunk by chunk (it fits in cache) and recomputed in backward
+    instead of being stored: same arithmetic as `F.linear` on the materialized x, a fraction of the memory
+    traffic.
+    """
+
+    @staticmethod
+    def forward(ctx, head, tail, weight, bias, chunk_size):
+        num_pairs, groups, block = head.shape
+        logits = head.new_empty(num_pairs, weight.shape[0])
+        for start in range(0, num_pairs, chunk_size):
+            end = min(start + chunk_size, num_pairs)
+            pair_vectors = _outer_product(head[start:end], tail[start:end])
+            torch.addmm(bias, pair_vectors, weight.t(), out=logits[start:end])
+        ctx.save_for_backward(head, tail, weight)
+        ctx.chunk_size = chunk_size
+        return logits
+
+    @staticmethod
+    def backward(ctx, grad_logits):
+        head, tail, weight = ctx.saved_tensors
+        num_pairs, groups, block = head.shape
+        grad_logits = grad_logits.to(weight.dtype).contiguous()
+        grad_head = torch.empty_like(head)
+        grad_tail = torch.empty_like(tail)
+        grad_weight = torch.zeros_like(weight)
+        for start in range(0, num_pairs, ctx.chunk_size):
+            end = min(start + ctx.chunk_size, num_pairs)
+            chunk_head, chunk_tail, chunk_grad = head[start:end], tail[start:end], grad_logits[start:end]
+            grad_weight.addmm_(chunk_grad.t(), _outer_product(chunk_head, chunk_tail))
+            grad_pairs = (chunk_grad @ weight).view(end - start, groups, block, block)
+            grad_head[start:end] = torch.einsum("pgij,pgj->pgi", grad_pairs, chunk_tail)
+            grad_tail[start:end] = torch.einsum("pgij,pgi->pgj", grad_pairs, chunk_head)
+        grad_bias = grad_logits.sum(0)
+        return grad_head, grad_tail, grad_weight, grad_bias, None
+
+
+def _outer_product(head, tail):
+    """[p, G, k] x [p, G, k] -> [p, G * k * k], row-major (g, i, j)."""
+    return (head.unsqueeze(-1) * tail.unsqueeze(-2)).flatten(1)
+
+
+class GroupedBilinear(nn.Module):
+    """The grouped bilinear classifier of ATLOP (Eq. 14-15): logits from z_h and z_t.
+
+    Args:
+        pair_embedding_size: d1, the size of z_h and z_t.
+        block_size: k, the group size (d1 / k groups).
+        num_labels: R + 1 outputs.
+        chunk_size: pairs per chunk of the memory-saving kernel.
+    """
+
+    def __init__(self, pair_embedding_size: int, block_size: int, num_labels: int, chunk_size: int = 256):
+        super().__init__()
+        self.block_size = block_size
+        self.num_groups = pair_embedding_size // block_size
+        self.chunk_size = chunk_size
+        self.weight = nn.Parameter(torch.empty(num_labels, pair_embedding_size * block_size))
+        self.bias = nn.Parameter(torch.zeros(num_labels))
+
+    def split_groups(self, representation: torch.Tensor) -> torch.Tensor:
+        """[P, d1] -> [P, G, k]."""
+        return representation.view(-1, self.num_groups, self.block_size)
+
+    def forward(self, head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            head, tail: z_h and z_t of shape `(num_pairs, G, k)`.
+
+        Returns:
+            Logits of shape `(num_pairs, num_labels)`.
+        """
+        weight, bias = self.weight, self.bias
+        device_type = head.device.type
+        if torch.is_autocast_enabled(device_type):
+            # Autocast does not reach inside autograd Functions: cast once here, as F.linear would.
+            compute_dtype = torch.get_autocast_dtype(device_type)
+            head, tail, weight, bias = (t.to(compute_dtype) for t in (head, tail, weight, bias))
+        with torch.autocast(device_type=device_type, enabled=False):
+            return _GroupedBilinearFunction.apply(
+                head.contiguous(), tail.contiguous(), weight, bias, self.chunk_size
+            )
+
+
+class PemsclPreTrainedModel(PreTrainedModel):
+    config_class = PemsclConfig
+    base_model_prefix = "pemscl"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+
+    def _init_weights(self, module):
+        std = getattr(self.config.encoder, "initializer_range", 0.02)
+        if isinstance(module, (nn.Linear, GroupedBilinear)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+class PemsclModel(PemsclPreTrainedModel):
+    """
+    Document-level relation extraction with PEMSCL (Guo et al., EACL 2023): an encoder with the ATLOP pair
+    head (entity markers, logsumexp mention pooling, localized context pooling, grouped bilinear classifier)
+    and the pairwise moving-threshold + entropy + supervised contrastive objective.
+
+    The batch format is the one `data_collators.DataCollatorForDocRE` builds (docs/batch_format.md).
+    Documents longer than `config.encoder_window_length` tokens are encoded in overlapping windows.
+    """
+
+    # New layers, trained with the larger learning rate (ATLOP: 1e-4 vs 2e-5 for the encoder).
+    head_parameter_prefixes = ("head_extractor.", "tail_extractor.", "bilinear.")
+
+    def __init__(self, config: PemsclConfig, encoder: PreTrainedModel | None = None):
+        super().__init__(config)
+        if encoder is None:
+            encoder = _encoder_from_config(config.encoder)
+        self.encoder = encoder
+        self.config.encoder = encoder.config
+        hidden_size = encoder.config.hidden_size
+        self.head_extractor = nn.Linear(2 * hidden_size, config.pair_embedding_size)
+        self.tail_extractor = nn.Linear(2 * hidden_size, config.pair_embedding_size)
+        self.bilinear = GroupedBilinear(
+            config.pair_embedding_size, config.bilinear_block_size, config.num_labels, config.bilinear_chunk_size
+        )
+        self.post_init()
+
+    @classmethod
+    def from_encoder_pretrained(cls, encoder_name_or_path: str, **config_kwargs) -> "PemsclModel":
+        """Start a PEMSCL model from a pretrained encoder (local folder or Hub id); the head is new.
+
+        Args:
+            encoder_name_or_path: anything `AutoModel.from_pretrained` takes.
+            **config_kwargs: [`PemsclConfig`] settings (`id2label`, `loss`, ...). `encoder_kwargs` (a dict) is
+                passed to `AutoModel.from_pretrained` (e.g. `{"revision": ...}`).
+        """
+        encoder_kwargs = config_kwargs.pop("encoder_kwargs", {})
+        encoder = _encoder_from_pretrained(encoder_name_or_path, **encoder_kwargs)
+        config = PemsclConfig(encoder=encoder.config.to_dict(), **config_kwargs)
+        model = cls(config, encoder=encoder)
+        return model
+
+    def get_input_embeddings(self):
+        return self.encoder.get_input_embeddings()
+
+    def head_parameter_names(self) -> list[str]:
+        """Names of the parameters that are new (not from the pretrained encoder)."""
+        return [name for name, _ in self.named_parameters() if name.startswith(self.head_parameter_prefixes)]
+
+    # ---------------------------------------------------------------- encoding
+    def encode(self, input_ids, attention_mask, mention_positions):
+        """Encode documents of any length and gather last-layer attention rows of the mentions.
+
+        Args:
+            input_ids, attention_mask: `(B, L)`; each row `[CLS] tokens [SEP]` then padding.
+            mention_positions: `(B, E, M)`, -1 where absent.
+
+        Returns:
+            hidden `(B, L, d)` and mention attention `(B, E * M, H, L)` (absent mentions: arbitrary rows).
+        """
+        window = self.config.encoder_window_length
+        flat_positions = mention_positions.flatten(1).clamp(min=0)  # [B, E*M]
+        if input_ids.shape[1] <= window:
+            outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
+            attention = outputs.attentions[-1]  # [B, H, L, L]
+            rows = torch.gather(
+                attention, 2, flat_positions[:, None, :, None].expand(-1, attention.shape[1], -1, attention.shape[3])
+            )  # [B, H, E*M, L]
+            return outputs.last_hidden_state, rows.transpose(1, 2)
+        return self._encode_windows(input_ids, attention_mask, flat_positions, window)
+
+    def _encode_windows(self, input_ids, attention_mask, flat_positions, window):
+        """Overlapping windows `[CLS] chunk [SEP]`; hidden states and attention averaged where they overlap."""
+        device = input_ids.device
+        batch_size, length = input_ids.shape
+        content = window - 2
+        stride = self.config.window_stride or max(content // 2, 1)
+        lengths = attention_mask.sum(1).tolist()
+
+        # Index bookkeeping on the host: a handful of windows per document.
+        window_docs, window_positions, window_spans = [], [], []
+        for doc, doc_length in enumerate(lengths):
+            n_content = doc_length - 2
+            starts = [0] if n_content <= content else list(range(0, n_content - content, stride)) + [n_content - content]
+            for start in starts:
+                span = (1 + start, 1 + start + min(content, n_content))  # document positions of the content
+                positions = [0] + list(range(*span)) + [doc_length - 1]
+                window_docs.append(doc)
+                window_spans.append(span)
+                window_positions.append(positions + [-1] * (window - len(positions)))
+        window_docs = torch.tensor(window_docs, device=device)
+        window_spans = torch.tensor(window_spans, device=device)  # [NW, 2]
+        window_positions = torch.tensor(window_positions, device=device)  # [NW, W], -1 = padding
+        valid = window_positions >= 0
+        pad_id = self.config.encoder.pad_token_id if self.config.encoder.pad_token_id is not None else 0
+        window_ids = input_ids[window_docs[:, None], window_positions.clamp(min=0)].masked_fill(~valid, pad_id)
+        outputs = self.encoder(input_ids=window_ids, attention_mask=valid.long(), output_attentions=True)
+        window_hidden, window_attention = outputs.last_hidden_state, outputs.attentions[-1]  # [NW,W,d], [NW,H,W,W]
+
+        # Hidden states: average over the windows that cover each token.
+        hidden_size = window_hidden.shape[-1]
+        flat_index = (window_docs[:, None] * length + window_positions.clamp(min=0))[valid]  # [V]
+        hidden = window_hidden.new_zeros(batch_size * length, hidden_size).index_add(0, flat_index, window_hidden[valid])
+        coverage = window_hidden.new_zeros(batch_size * length).index_add(
+            0, flat_index, torch.ones_like(flat_index, dtype=window_hidden.dtype)
+        )
+        hidden = (hidden / coverage.clamp(min=1).unsqueeze(-1)).view(batch_size, length, hidden_size)
+
+        # Attention rows of the mentions: every window that holds a mention contributes its row, spread onto
+        # document positions; rows are averaged over those windows and renormalized.
+        heads = window_attention.shape[1]
+        num_mentions = flat_positions.shape[1]
+        window_start, window_end = window_spans[:, 0], window_spans[:, 1]
+        mention_pos = flat_positions[window_docs]  # [NW, EM]
+        inside = (mention_pos >= window_start[:, None]) & (mention_pos < window_end[:, None])
+        window_index, mention_index = inside.nonzero(as_tuple=True)  # [V2]
+        local_row = mention_pos[window_index, mention_index] - window_start[window_index] + 1
+        rows = window_attention[window_index, :, local_row, :]  # [V2, H, W]
+        target_row = window_docs[window_index] * num_mentions + mention_index  # [V2]
+        columns = window_positions[window_index].masked_fill(~valid[window_index], length)  # [V2, W]; pad -> dummy
+        spread = rows.new_zeros(batch_size * num_mentions, heads, length + 1)
+        spread.index_put_(
+            (target_row[:, None, None].expand_as(rows), torch.arange(heads, device=device)[None, :, None].expand_as(rows),
+             columns[:, None, :].expand_as(rows)),
+            rows,
+            accumulate=True,
+        )
+        spread = spread[..., :length]
+        spread = spread / spread.sum(-1, keepdim=True).clamp(min=1e-12)
+        return hidden, spread.view(batch_size, num_mentions, heads, length)
+
+    # ---------------------------------------------------------------- pair head
+    def pair_representations(self, hidden, mention_attention, mention_positions, hts, pair_document_index):
+        """z_h and z_t (Eq. 14) for every pair.
+
+        Args:
+            hidden: `(B, L, d)`; mention_attention: `(B, E * M, H, L)`; mention_positions: `(B, E, M)`;
+            hts: `(P, 2)`; pair_document_index: `(P,)`.
+
+        Returns:
+            head and tail representations, each `(P, d1)`.
+        """
+        batch_size, num_entities, num_mentions = mention_positions.shape
+        hidden_size = hidden.shape[-1]
+        mention_mask = mention_positions >= 0  # [B, E, M]
+        entity_has_mention = mention_mask.any(-1)  # [B, E]
+        # Absent entities get their first slot (position 0) so logsumexp stays finite; they are never used.
+        pool_mask = mention_mask.clone()
+        pool_mask[..., 0] |= ~entity_has_mention
+        positions = mention_positions.clamp(min=0).flatten(1)  # [B, E*M]
+
+        # Logsumexp pooling of the start-marker embeddings (appendix D).
+        mention_embeddings = torch.gather(hidden, 1, positions.unsqueeze(-1).expand(-1, -1, hidden_size))
+        mention_embeddings = mention_embeddings.view(batch_size, num_entities, num_mentions, hidden_size).float()
+        mention_embeddings = mention_embeddings.masked_fill(~pool_mask.unsqueeze(-1), float("-inf"))
+        entity_embeddings = torch.logsumexp(mention_embeddings, dim=2)  # [B, E, d]
+
+        # Entity attention: mean of its mentions' attention rows.
+        heads, length = mention_attention.shape[-2:]
+        weights = mention_mask.to(mention_attention.dtype).view(batch_size, num_entities, num_mentions, 1, 1)
+        entity_attention = (mention_attention.view(batch_size, num_entities, num_mentions, heads, length) * weights).sum(2)
+        entity_attention = entity_attention / weights.sum(2).clamp(min=1)  # [B, E, H, L]
+
+        head_index = pair_document_index * num_entities + hts[:, 0]
+        tail_index = pair_document_index * num_entities + hts[:, 1]
+        entity_embeddings = entity_embeddings.view(batch_size * num_entities, hidden_size)
+        entity_attention = entity_attention.view(batch_size * num_entities, heads, length)
+
+        # Localized context pooling: attention shared by both entities, averaged over heads.
+        pair_attention = (entity_attention[head_index] * entity_attention[tail_index]).mean(1)  # [P, L]
+        pair_attention = pair_attention / (pair_attention.sum(-1, keepdim=True) + 1e-5)
+        context = _per_document_matmul(pair_attention, hidden, pair_document_index)  # [P, d]
+
+        head_input = torch.cat([entity_embeddings[head_index].to(context.dtype), context], dim=-1)
+        tail_input = torch.cat([entity_embeddings[tail_index].to(context.dtype), context], dim=-1)
+        return torch.tanh(self.head_extractor(head_input)), torch.tanh(self.tail_extractor(tail_input))
+
+    # ---------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor,
+        mention_positions: torch.LongTensor,
+        hts: torch.LongTensor,
+        pair_document_index: torch.LongTensor,
+        labels: torch.FloatTensor | None = None,
+        negative_mask: torch.BoolTensor | None = None,
+        return_predictions: bool = False,
+        **unused,
+    ) -> PemsclModelOutput:
+        """
+        Args:
+            input_ids (`torch.LongTensor` of shape `(B, L)`): documents with entity markers, any length.
+            attention_mask (`torch.LongTensor` of shape `(B, L)`): 1 on tokens, 0 on padding.
+            mention_positions (`torch.LongTensor` of shape `(B, E, M)`): start-marker position of each mention,
+                -1 where absent.
+            hts (`torch.LongTensor` of shape `(P, 2)`): head and tail entity index of every pair in its document.
+            pair_document_index (`torch.LongTensor` of shape `(P,)`): the batch row of each pair (non-decreasing).
+            labels (`torch.FloatTensor` of shape `(P, R + 1)`, *optional*): multi-hot relations, NA at column 0.
+            negative_mask (`torch.BoolTensor` of shape `(P, R + 1)`, *optional*): negative labels kept for NA
+                pairs (Eq. 12). Drawn per pair in training when `config.negative_sample_ratio < 1` and not given.
+            return_predictions (`bool`): also decode relations (`predictions`, `(P, R + 1)` bool).
+
+        Returns:
+            [`PemsclModelOutput`].
+        """
+        unknown = set(unused) - {"num_items_in_batch", "return_dict", "output_attentions", "output_hidden_states"}
+        if unknown:
+            raise TypeError(f"PemsclModel.forward got unexpected inputs {sorted(unknown)}")
+        _check_batch(input_ids, attention_mask, mention_positions, hts, pair_document_index, labels, self.config)
+        hidden, mention_attention = self.encode(input_ids, attention_mask, mention_positions)
+        head, tail = self.pair_representations(hidden, mention_attention, mention_positions, hts, pair_document_index)
+        head, tail = self.bilinear.split_groups(head), self.bilinear.split_groups(tail)
+        logits = self.bilinear(head, tail)
+        embeddings = GroupedPairEmbeddings(head, tail)
+
+        output = PemsclModelOutput(logits=logits, pair_embeddings=embeddings)
+        if labels is not None:
+            labels = labels.to(logits.device)
+            if negative_mask is None and self.training and self.config.negative_sample_ratio < 1.0:
+                negative_mask = sample_negative_mask(labels, self.config.negative_sample_ratio)
+            terms = self._objective(logits, labels, embeddings, negative_mask)
+            output.loss = terms["loss"]
+            output.pmt_loss = terms.get("pmt_loss")
+            output.entropy_loss = terms.get("entropy_loss")
+            output.contrastive_loss = terms.get("contrastive_loss")
+        if return_predictions:
+            output.predictions = self.decode(logits)
+        return output
+
+    def _objective(self, logits, labels, embeddings, negative_mask):
+        config = self.config
+        kwargs = dict(
+            loss=config.loss,
+            temperature=config.contrastive_temperature,
+            contrastive_weight=config.contrastive_weight,
+            gamma_pos=config.gamma_pos,
+            gamma_neg=config.gamma_neg,
+            use_entropy=config.use_entropy,
+            use_contrastive=config.use_contrastive,
+            contrastive_average=config.contrastive_average,
+            negative_mask=negative_mask,
+        )
+        needs_contrastive = config.loss == "pemscl" and config.use_contrastive and config.contrastive_weight > 0
+        if needs_contrastive and self.training and config.contrastive_global_batch and _world_size() > 1:
+            return _distributed_objective(logits, labels, embeddings, kwargs)
+        return pemscl_objective(logits, labels, embeddings if needs_contrastive else None, **kwargs)
+
+    def decode(self, logits: torch.Tensor) -> torch.BoolTensor:
+        """Relations whose logit beats the threshold logit (a global 0 for `"bce"`), at most
+        `config.max_relations_per_pair`; NA (column 0) when none. Returns a bool tensor like `logits`."""
+        threshold = "global" if self.config.loss == "bce" else "adaptive"
+        return decode_relations(logits, max_relations=self.config.max_relations_per_pair, threshold=threshold)
+
+
+# ------------------------------------------------------------------- helpers
+def _encoder_from_config(encoder_config):
+    """The encoder with eager attention (the head reads last-layer attention) and no pooler."""
+    try:
+        return AutoModel.from_config(encoder_config, attn_implementation="eager", add_pooling_layer=False)
+    except TypeError:  # encoders without a pooler argument
+        return AutoModel.from_config(encoder_config, attn_implementation="eager")
+
+
+def _encoder_from_pretrained(name_or_path, **kwargs):
+    try:
+        return AutoModel.from_pretrained(name_or_path, attn_implementation="eager", add_pooling_layer=False, **kwargs)
+    except TypeError:
+        return AutoModel.from_pretrained(name_or_path, attn_implementation="eager", **kwargs)
+
+
+def _per_document_matmul(pair_weights, hidden, pair_document_index):
+    """`pair_weights[p] @ hidden[pair_document_index[p]]` for every pair, as one padded batched matmul.
+
+    Args:
+        pair_weights: `(P, L)`; hidden: `(B, L, d)`; pair_document_index: `(P,)`, non-decreasing.
+
+    Returns:
+        `(P, d)`.
+    """
+    batch_size = hidden.shape[0]
+    num_pairs = pair_weights.shape[0]
+    if num_pairs == 0:
+        return hidden.new_zeros(0, hidden.shape[-1])
+    counts = torch.bincount(pair_document_index, minlength=batch_size)
+    offsets = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(num_pairs, device=hidden.device) - offsets[pair_document_index]
+    padded = pair_weights.new_zeros(batch_size, int(counts.max()), pair_weights.shape[-1])
+    padded[pair_document_index, rank] = pair_weights
+    context = torch.bmm(padded.to(hidden.dtype), hidden)
+    return context[pair_document_index, rank]
+
+
+def _check_batch(input_ids, attention_mask, mention_positions, hts, pair_document_index, labels, config):
+    """Shape checks that turn a wrong batch into a readable error instead of an indexing failure."""
+    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"input_ids and attention_mask must both be (B, L); got {tuple(input_ids.shape)} and "
+            f"{tuple(attention_mask.shape)}."
+        )
+    if mention_positions.dim() != 3 or mention_positions.shape[0] != input_ids.shape[0]:
+        raise ValueError(f"mention_positions must be (B, E, M) with B={input_ids.shape[0]}; got {tuple(mention_positions.shape)}.")
+    if hts.dim() != 2 or hts.shape[1] != 2 or pair_document_index.shape != (hts.shape[0],):
+        raise ValueError(
+            f"hts must be (P, 2) and pair_document_index (P,); got {tuple(hts.shape)} and {tuple(pair_document_index.shape)}."
+        )
+    if labels is not None and labels.shape != (hts.shape[0], config.num_labels):
+        raise ValueError(
+            f"labels must be (P, num_labels) = ({hts.shape[0]}, {config.num_labels}); got {tuple(labels.shape)}. "
+            "Does the relation vocabulary of the data match config.id2label?"
+        )
+    if hts.numel() and (int(hts.max()) >= mention_positions.shape[1] or int(hts.min()) < 0):
+        raise ValueError(f"hts holds entity index {int(hts.max())} but mention_positions has {mention_positions.shape[1]} entities.")
+
+
+def _world_size() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def _distributed_objective(logits, labels, embeddings, kwargs):
+    """The objective of the global batch under torch.distributed.
+
+    Every process gathers the pair embeddings and labels of all processes (autograd-aware all-gather), so each
+    local anchor's contrastive term (Eq. 8-10) runs over the global batch. Per-pair terms are weighted by
+    world_size / global pair count: after DDP averages gradients over processes, the update equals the
+    single-process one on the concatenated batch.
+    """
+    from torch.distributed.nn.functional import all_gather
+
+    world_size = torch.distributed.get_world_size()
+    rank = torch.distributed.get_rank()
+    local_count = torch.tensor([labels.shape[0]], device=labels.device)
+    counts = [torch.zeros_like(local_count) for _ in range(world_size)]
+    torch.distributed.all_gather(counts, local_count)
+    counts = [int(c) for c in counts]
+    largest = max(counts)
+
+    def gather(tensor):
+        padded = F.pad(tensor, (0,) * (2 * (tensor.dim() - 1)) + (0, largest - tensor.shape[0]))
+        parts = all_gather(padded.contiguous())
+        return torch.cat([part[:count] for part, count in zip(parts, counts)])
+
+    global_embeddings = GroupedPairEmbeddings(gather(embeddings.head), gather(embeddings.tail))
+    global_labels = gather(labels)
+    per_pair = contrastive_loss(
+        global_embeddings, global_labels, kwargs["temperature"], average=kwargs["contrastive_average"]
+    )
+    start = sum(counts[:rank])
+    local_contrastive = per_pair[start : start + counts[rank]]
+    terms = pemscl_objective(logits, labels, None, contrastive_per_pair=local_contrastive, **kwargs)
+    # pemscl_objective averaged over the local pairs; rescale so that the mean over processes of the local
+    # losses is the global-batch loss.
+    total = max(sum(counts), 1)
+    scale = world_size * labels.shape[0] / total
+    return {name: (value * scale if value is not None else None) for name, value in terms.items()}
+
+
+__all__ = ["PemsclModel", "PemsclPreTrainedModel", "PemsclModelOutput", "GroupedBilinear"]

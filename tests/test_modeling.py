@@ -1,0 +1,281 @@
+"""PemsclModel: the vectorized ATLOP head against a per-pair loop, long documents, the bilinear kernel,
+Auto-class and remote-code loading, zero-pair batches and bf16."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel
+
+from model_helpers import NUM_LABELS, make_batch, random_document, tiny_config, tiny_model
+from modeling_pemscl import GroupedBilinear, PemsclConfig, PemsclModel, pemscl_objective
+
+
+def reference_logits(model, batch):
+    """ATLOP head (paper appendix D) written per document, per entity and per pair with plain loops."""
+    config = model.config
+    outputs = model.encoder(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True
+    )
+    hidden, attention = outputs.last_hidden_state, outputs.attentions[-1]
+    block = config.bilinear_block_size
+    logits = []
+    for (h, t), doc in zip(batch["hts"].tolist(), batch["pair_document_index"].tolist()):
+        def entity(e):
+            positions = [p for p in batch["mention_positions"][doc, e].tolist() if p >= 0]
+            embedding = torch.logsumexp(torch.stack([hidden[doc, p] for p in positions]), dim=0)
+            entity_attention = torch.stack([attention[doc, :, p, :] for p in positions]).mean(0)  # [H, L]
+            return embedding, entity_attention
+
+        head_embedding, head_attention = entity(h)
+        tail_embedding, tail_attention = entity(t)
+        shared = (head_attention * tail_attention).mean(0)
+        shared = shared / (shared.sum() + 1e-5)
+        context = shared @ hidden[doc]
+        z_h = torch.tanh(model.head_extractor(torch.cat([head_embedding, context])))
+        z_t = torch.tanh(model.tail_extractor(torch.cat([tail_embedding, context])))
+        x = torch.cat([torch.outer(z_h[g : g + block], z_t[g : g + block]).flatten() for g in range(0, len(z_h), block)])
+        logits.append(model.bilinear.weight @ x + model.bilinear.bias)
+    return torch.stack(logits)
+
+
+@pytest.fixture
+def generator():
+    return torch.Generator().manual_seed(1234)
+
+
+def test_vectorized_head_matches_per_pair_loop(generator):
+    model = tiny_model()
+    documents = [random_document(generator, 40, 4), random_document(generator, 23, 3), random_document(generator, 30, 5)]
+    batch = make_batch(documents, generator=generator)
+    with torch.no_grad():
+        output = model(**batch)
+        expected = reference_logits(model, batch)
+    assert output.logits.shape == (4 * 3 + 3 * 2 + 5 * 4, NUM_LABELS)
+    torch.testing.assert_close(output.logits, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_grouped_bilinear_matches_materialized_linear():
+    torch.manual_seed(0)
+    layer = GroupedBilinear(pair_embedding_size=12, block_size=4, num_labels=5, chunk_size=3).double()
+    torch.nn.init.normal_(layer.weight)
+    torch.nn.init.normal_(layer.bias)
+    head = torch.randn(11, 3, 4, dtype=torch.double, requires_grad=True)
+    tail = torch.randn(11, 3, 4, dtype=torch.double, requires_grad=True)
+    x = (head.unsqueeze(-1) * tail.unsqueeze(-2)).flatten(1)
+    expected = F.linear(x, layer.weight, layer.bias)
+    torch.testing.assert_close(layer(head, tail), expected)
+    upstream = torch.randn_like(expected)
+    grads = torch.autograd.grad((layer(head, tail) * upstream).sum(), (head, tail, layer.weight, layer.bias))
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), (head, tail, layer.weight, layer.bias))
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(lambda h, t: layer(h, t), (head, tail))
+
+
+def test_one_window_encoding_equals_plain_encoding(generator):
+    model = tiny_model()
+    batch = make_batch([random_document(generator, 50, 4), random_document(generator, 30, 3)], generator=generator)
+    positions = batch["mention_positions"]
+    with torch.no_grad():
+        hidden, attention = model.encode(batch["input_ids"], batch["attention_mask"], positions)
+        windowed_hidden, windowed_attention = model._encode_windows(
+            batch["input_ids"], batch["attention_mask"], positions.flatten(1).clamp(min=0), window=64
+        )
+    real_tokens = batch["attention_mask"].bool()
+    real_mentions = positions.flatten(1) >= 0
+    torch.testing.assert_close(windowed_hidden[real_tokens], hidden[real_tokens])
+    torch.testing.assert_close(windowed_attention[real_mentions], attention[real_mentions])
+
+
+def test_document_longer_than_two_windows(generator):
+    model = tiny_model()
+    window = model.config.encoder_window_length
+    ids, entities = random_document(generator, 3 * window, 3)
+    late = 2 * window + 10  # far past the first window
+    entities[2] = [late]
+    batch = make_batch([(ids, entities), random_document(generator, 20, 2)], generator=generator)
+    model.train()
+    output = model(**batch)
+    assert torch.isfinite(output.logits).all() and torch.isfinite(output.loss)
+    output.loss.backward()
+    assert model.bilinear.weight.grad is not None
+
+    model.eval()
+    with torch.no_grad():
+        before = model(**batch).logits
+        moved = dict(batch)
+        moved["mention_positions"] = batch["mention_positions"].clone()
+        taken = set(batch["mention_positions"][0].flatten().tolist())
+        moved["mention_positions"][0, 0, 0] = next(p for p in range(late + 1, late + 20) if p not in taken)
+        after_move = model(**moved).logits
+        changed = dict(batch)
+        changed["input_ids"] = batch["input_ids"].clone()
+        changed["input_ids"][0, late] = (changed["input_ids"][0, late] + 1) % 100 + 5  # the late mention's token
+        after_token = model(**changed).logits
+    pairs_of_doc0 = batch["pair_document_index"] == 0
+    assert not torch.allclose(before[pairs_of_doc0], after_move[pairs_of_doc0])
+    assert not torch.allclose(before[pairs_of_doc0], after_token[pairs_of_doc0])
+    # The second document is unaffected by edits to the first.
+    torch.testing.assert_close(before[~pairs_of_doc0], after_token[~pairs_of_doc0])
+
+
+def test_windows_cover_every_token_and_mention(generator):
+    model = tiny_model(window_stride=17)
+    window = model.config.encoder_window_length
+    ids, entities = random_document(generator, 2 * window + 7, 6)
+    batch = make_batch([(ids, entities)], generator=generator)
+    with torch.no_grad():
+        hidden, attention = model.encode(batch["input_ids"], batch["attention_mask"], batch["mention_positions"])
+    assert hidden.shape == (1, len(ids), 32)
+    assert (hidden.abs().sum(-1) > 0).all()  # no token left without a window
+    real = batch["mention_positions"].flatten(1) >= 0
+    torch.testing.assert_close(attention[real].sum(-1), torch.ones(int(real.sum()), 4))
+
+
+def test_loss_is_the_objective_of_the_losses_module(generator):
+    model = tiny_model().train()
+    batch = make_batch([random_document(generator, 30, 4), random_document(generator, 25, 3)], generator=generator)
+    output = model(**batch)
+    terms = pemscl_objective(
+        output.logits,
+        batch["labels"],
+        output.pair_embeddings,
+        loss="pemscl",
+        temperature=0.5,
+        contrastive_weight=0.3,
+    )
+    torch.testing.assert_close(output.loss, terms["loss"])
+    torch.testing.assert_close(output.loss, output.pmt_loss + output.entropy_loss + 0.3 * output.contrastive_loss)
+
+
+@pytest.mark.parametrize("loss", ["atlop", "bce"])
+def test_baseline_losses_train(generator, loss):
+    model = tiny_model(loss=loss).train()
+    batch = make_batch([random_document(generator, 30, 4)], generator=generator)
+    output = model(**batch)
+    assert output.contrastive_loss is None and torch.isfinite(output.loss)
+    output.loss.backward()
+
+
+def test_negative_sampling_changes_only_na_rows(generator):
+    model = tiny_model(negative_sample_ratio=0.5).train()
+    batch = make_batch([random_document(generator, 30, 4)], generator=generator)
+    torch.manual_seed(0)
+    first = model(**batch).loss
+    torch.manual_seed(1)
+    second = model(**batch).loss
+    assert not torch.allclose(first, second)  # a new negative subset per step
+    model.eval()
+    with torch.no_grad():  # no sampling outside training
+        assert torch.allclose(model(**batch).loss, model(**batch).loss)
+
+
+def test_zero_pair_batches(generator):
+    model = tiny_model().train()
+    batch = make_batch([random_document(generator, 12, 1), random_document(generator, 9, 0)], generator=generator)
+    assert batch["hts"].shape == (0, 2)
+    output = model(**batch, return_predictions=True)
+    assert output.logits.shape == (0, NUM_LABELS) and output.predictions.shape == (0, NUM_LABELS)
+    assert output.loss.item() == 0.0
+    output.loss.backward()
+
+    mixed = make_batch([random_document(generator, 12, 1), random_document(generator, 20, 3)], generator=generator)
+    assert model(**mixed).logits.shape == (6, NUM_LABELS)
+
+
+def test_bad_batches_raise_clear_errors(generator):
+    model = tiny_model()
+    batch = make_batch([random_document(generator, 20, 3)], generator=generator)
+    with pytest.raises(ValueError, match="labels must be"):
+        model(**{**batch, "labels": batch["labels"][:, :3]})
+    with pytest.raises(ValueError, match="hts holds entity index"):
+        model(**{**batch, "hts": batch["hts"] + 5})
+    with pytest.raises(TypeError, match="unexpected inputs"):
+        model(**batch, token_type_ids=batch["input_ids"])
+
+
+def test_bf16_autocast_is_finite_and_close(generator):
+    model = tiny_model().train()
+    batch = make_batch([random_document(generator, 40, 5), random_document(generator, 30, 3)], generator=generator)
+    reference = model(**batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(**batch)
+    assert torch.isfinite(output.loss)
+    output.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    torch.testing.assert_close(output.logits.float(), reference.logits, atol=0.15, rtol=0.05)
+
+
+def test_decode_uses_threshold_and_top_k():
+    model = tiny_model(max_relations_per_pair=2)
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, -1.0, 0.5, -2.0], [5.0, 1.0, 2.0, 3.0, -1.0, 0.5, -2.0]])
+    predictions = model.decode(logits)
+    assert predictions[0].nonzero().flatten().tolist() == [2, 3]
+    assert predictions[1].nonzero().flatten().tolist() == [0]
+
+
+def test_from_encoder_pretrained_keeps_encoder_weights(tmp_path):
+    torch.manual_seed(0)
+    encoder = AutoModel.from_config(tiny_config().encoder)
+    encoder.save_pretrained(tmp_path / "encoder")
+    model = PemsclModel.from_encoder_pretrained(str(tmp_path / "encoder"), id2label={0: "Na", 1: "P17"})
+    torch.testing.assert_close(
+        model.encoder.embeddings.word_embeddings.weight, encoder.embeddings.word_embeddings.weight
+    )
+    assert model.config.num_labels == 2 and model.config.encoder.hidden_size == 32
+    assert model.encoder.config._attn_implementation == "eager"
+    assert set(model.head_parameter_names()) == {
+        "head_extractor.weight", "head_extractor.bias", "tail_extractor.weight", "tail_extractor.bias",
+        "bilinear.weight", "bilinear.bias",
+    }
+
+
+def test_save_and_reload_with_auto_classes_and_remote_code(tmp_path, generator):
+    model = tiny_model(seed=3)
+    batch = make_batch([random_document(generator, 30, 4)], generator=generator, with_labels=False)
+    with torch.no_grad():
+        expected = model(**batch).logits
+    model.save_pretrained(tmp_path / "saved")
+    files = sorted(os.listdir(tmp_path / "saved"))
+    assert {"config.json", "model.safetensors", "modeling_pemscl.py", "configuration_pemscl.py", "losses.py"} <= set(files)
+    config = AutoConfig.from_pretrained(tmp_path / "saved")
+    assert isinstance(config, PemsclConfig) and config.auto_map["AutoModel"] == "modeling_pemscl.PemsclModel"
+
+    reloaded = AutoModel.from_pretrained(tmp_path / "saved").eval()
+    assert isinstance(reloaded, PemsclModel)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, expected, rtol=0, atol=0)
+
+    torch.save({k: v for k, v in batch.items()}, tmp_path / "batch.pt")
+    torch.save(expected, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["modeling_pemscl"] = None  # this project's package must not be importable here
+        try:
+            import modeling_pemscl
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("modeling_pemscl was importable")
+        import torch
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(tmp_path / "saved")!r}, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        batch = torch.load({str(tmp_path / "batch.pt")!r})
+        with torch.no_grad():
+            logits = model(**batch).logits
+        torch.testing.assert_close(logits, torch.load({str(tmp_path / "expected.pt")!r}), rtol=0, atol=0)
+        print("REMOTE-OK")
+        """
+    )
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "REMOTE-OK" in result.stdout, result.stderr[-3000:]
