@@ -63,7 +63,7 @@ class PemsclConfig(PreTrainedConfig):
             windows. Defaults to the encoder's position limit (at most 512).
         window_stride (`int`, *optional*):
             Distance between the starts of consecutive windows. Defaults to half a window's content.
-        bilinear_chunk_size (`int`, defaults to 256):
+        bilinear_chunk_size (`int`, defaults to 64):
             Pairs per chunk in the grouped bilinear layer, which never stores the full [num_pairs, d1 * k] pair
             matrix; only speed and memory depend on it.
     """
@@ -89,7 +89,7 @@ class PemsclConfig(PreTrainedConfig):
     contrastive_global_batch: bool = True
     window_length: int | None = None
     window_stride: int | None = None
-    bilinear_chunk_size: int = 256
+    bilinear_chunk_size: int = 64
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and kwargs.get("num_labels") is None:

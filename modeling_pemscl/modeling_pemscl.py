@@ -106,7 +106,7 @@ class GroupedBilinear(nn.Module):
         chunk_size: pairs per chunk of the memory-saving kernel.
     """
 
-    def __init__(self, pair_embedding_size: int, block_size: int, num_labels: int, chunk_size: int = 256):
+    def __init__(self, pair_embedding_size: int, block_size: int, num_labels: int, chunk_size: int = 64):
         super().__init__()
         self.block_size = block_size
         self.num_groups = pair_embedding_size // block_size
@@ -333,9 +333,11 @@ class PemsclModel(PemsclPreTrainedModel):
         pair_attention = pair_attention / (pair_attention.sum(-1, keepdim=True) + 1e-5)
         context = _per_document_matmul(pair_attention, hidden, pair_document_index)  # [P, d]
 
-        head_input = torch.cat([entity_embeddings[head_index].to(context.dtype), context], dim=-1)
-        tail_input = torch.cat([entity_embeddings[tail_index].to(context.dtype), context], dim=-1)
-        return torch.tanh(self.head_extractor(head_input)), torch.tanh(self.tail_extractor(tail_input))
+        # W [h_e; c] = W_e h_e + W_c c (Eq. 14): the entity half runs once per entity, not once per pair.
+        entity_embeddings = entity_embeddings.to(context.dtype)
+        z_h = _split_linear(self.head_extractor, entity_embeddings, head_index, context)
+        z_t = _split_linear(self.tail_extractor, entity_embeddings, tail_index, context)
+        return torch.tanh(z_h), torch.tanh(z_t)
 
     # ---------------------------------------------------------------- forward
     def forward(
@@ -429,6 +431,13 @@ def _encoder_from_pretrained(name_or_path, **kwargs):
         return AutoModel.from_pretrained(name_or_path, attn_implementation="eager", add_pooling_layer=False, **kwargs)
     except TypeError:
         return AutoModel.from_pretrained(name_or_path, attn_implementation="eager", **kwargs)
+
+
+def _split_linear(linear: nn.Linear, entity_embeddings, entity_index, context):
+    """`linear(cat([entity_embeddings[entity_index], context], -1))` with the entity half computed per entity."""
+    hidden_size = entity_embeddings.shape[-1]
+    per_entity = F.linear(entity_embeddings, linear.weight[:, :hidden_size])
+    return per_entity[entity_index] + F.linear(context, linear.weight[:, hidden_size:], linear.bias)
 
 
 def _per_document_matmul(pair_weights, hidden, pair_document_index):
