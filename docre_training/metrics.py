@@ -1,0 +1,298 @@
+"""The official DocRED / Re-DocRED scores (Yao et al., ACL 2019), plus the head / mid / tail F1 of PEMSCL's Table 3.
+
+Standard library only, so that the trainer, the `evaluate` module `metrics/docred` and the command line share one
+scorer:
+
+    python -m docre_training.metrics --predictions pred.json --gold test_revised.json --train train_revised.json \
+        [--rel_info rel_info.json] [--output scores.json]
+
+Definitions (those of the official DocRED evaluation script; a *fact* is `(title, h, t, r)`):
+
+- **Gold facts**: the set of facts labeled in the gold documents (a label repeated in a document counts once);
+  `num_gold` is its size.
+- **Submission**: the predicted facts, de-duplicated on `(title, h_idx, t_idx, r)` (the first occurrence keeps its
+  evidence). `num_predictions` is its size and the precision denominator, *including* predictions whose title is not
+  a gold document (they are never correct).
+- `num_correct`: submission facts that are gold facts.
+- **Facts in train**: `(name of a head mention, name of a tail mention, r)` for every training label and every pair of
+  mentions of its head and tail entities. A correct fact is *in train* when any pair of mention names of its head and
+  tail entities (in the gold document) with its relation is in that set; `num_correct_in_train` counts them.
+- `precision = num_correct / num_predictions`, `recall = num_correct / num_gold`, `f1 = 2 p r / (p + r)`, each 0 when
+  its denominator is 0.
+- `ign_precision = (num_correct - num_correct_in_train) / (num_predictions - num_correct_in_train)` and
+  `ign_f1 = 2 ign_p r / (ign_p + r)` with the plain recall. The official script adds 1e-5 to the `ign_precision`
+  denominator; here an exact 0 denominator gives 0 (its numerator is then 0 too) and otherwise the division is exact,
+  which differs from the official value by less than 1e-5 (as a fraction, 1e-3 in percent).
+- **Evidence** (reported only when some prediction has an `"evidence"` key): over correct facts, the number of
+  predicted evidence sentences that are gold evidence of the fact; precision divides by all predicted evidence
+  sentences of predictions on gold titles, recall by all gold evidence sentences. (The official script counts the
+  evidence of repeated gold labels once per repetition and matches against the last one; here a repeated label
+  contributes the union of its evidence once. The two agree when no label is repeated, as in Re-DocRED.)
+- **Head / mid / tail** (PEMSCL Table 3): relations ranked by their number of labeled entity pairs in the training
+  documents, descending, ties by relation id; head = the first 10, tail = the last 20, mid = the rest. Relations of the
+  relation vocabulary and of the gold documents that training never labels count as frequency 0; any other predicted
+  relation is tail. `head_f1` etc. is the F1 above with gold facts and predictions restricted to the group's relations.
+
+All rates are returned in percent (x100); the `num_*` counts are ints.
+"""
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+
+
+logger = logging.getLogger(__name__)
+
+GROUPS = ("head", "mid", "tail")
+
+
+def load_json(path):
+    """Reads a JSON file.
+
+    Args:
+        path (`str` or `os.PathLike`): the file (a DocRED document list, a submission list or `rel_info.json`).
+
+    Returns:
+        The decoded JSON value.
+    """
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _normalize_document(document):
+    """Reads one gold or training document in either accepted shape.
+
+    Accepted shapes: DocRED JSON (`"vertexSet"`: entities as lists of mention dicts; `"labels"`: a list of
+    `{"h", "t", "r", "evidence"}`), and rows of a `datasets` builder, whose `"labels"` may be a dict of lists or a list
+    of dicts keyed `head` / `tail` / `relation_id` (and whose entities may be dicts of lists, `{"name": [...], ...}`).
+
+    Args:
+        document (`dict`): one document.
+
+    Returns:
+        `(title, entity_names, labels)`: the title, for each entity the set of its mention names, and a list of
+        `(h, t, r, evidence)` with `h`, `t` ints, `r` a string and `evidence` a tuple of sentence ids.
+
+    Raises:
+        ValueError: when the document has no title, no `vertexSet` or a label without head, tail or relation.
+    """
+    if "title" not in document:
+        raise ValueError(f"A document has no `title` (keys: {sorted(document)}).")
+    title = str(document["title"])
+    if "vertexSet" not in document:
+        raise ValueError(f"Document {title!r} has no `vertexSet`.")
+    entity_names = []
+    for entity in document["vertexSet"]:
+        names = entity["name"] if isinstance(entity, dict) else [mention["name"] for mention in entity]
+        entity_names.append(set(names))
+
+    raw_labels = document.get("labels") or []
+    if isinstance(raw_labels, dict):  # dict of lists -> list of dicts
+        keys = list(raw_labels)
+        raw_labels = [dict(zip(keys, values)) for values in zip(*(raw_labels[key] for key in keys))]
+    labels = []
+    for label in raw_labels:
+        try:
+            h = label["h"] if "h" in label else label["head"]
+            t = label["t"] if "t" in label else label["tail"]
+            r = label["r"] if "r" in label else label["relation_id"]
+        except KeyError as error:
+            raise ValueError(
+                f"A label of document {title!r} has no {error.args[0]!r} (accepted keys: h/t/r or head/tail/relation_id)."
+            ) from None
+        labels.append((int(h), int(t), str(r), tuple(label.get("evidence") or ())))
+    return title, entity_names, labels
+
+
+def train_facts(train_documents):
+    """The facts in train: `(head mention name, tail mention name, r)` for every label and mention pair.
+
+    Args:
+        train_documents (`list[dict]`): training documents (any shape `official_scores` accepts).
+
+    Returns:
+        `set[tuple[str, str, str]]`.
+    """
+    facts = set()
+    for document in train_documents:
+        _, entity_names, labels = _normalize_document(document)
+        for h, t, r, _ in labels:
+            facts.update((n1, n2, r) for n1 in entity_names[h] for n2 in entity_names[t])
+    return facts
+
+
+def relation_frequency_groups(train_documents, relation_vocabulary=None, head=10, tail=20):
+    """Splits relations into head / mid / tail by their number of labeled entity pairs in training (PEMSCL Table 3).
+
+    Relations are ranked by frequency, descending, ties broken by relation id. Head takes the first `head`, tail the
+    last `tail` of the rest, mid what remains (so with fewer than `head + tail` relations mid is empty and tail short).
+
+    Args:
+        train_documents (`list[dict]`): training documents; a label repeated within a document counts once.
+        relation_vocabulary (`Iterable[str]`, *optional*): relations to rank even if training never labels them
+            (frequency 0), e.g. the keys of `rel_info.json`.
+        head (`int`, defaults to 10): size of the head group.
+        tail (`int`, defaults to 20): size of the tail group.
+
+    Returns:
+        `dict[str, set[str]]` with keys `"head"`, `"mid"`, `"tail"`.
+    """
+    frequency = Counter()
+    for document in train_documents:
+        _, _, labels = _normalize_document(document)
+        frequency.update(r for _, _, r in {(h, t, r) for h, t, r, _ in labels})
+    for relation in relation_vocabulary or ():
+        frequency[str(relation)] += 0
+    ranked = sorted(frequency, key=lambda relation: (-frequency[relation], relation))
+    tail_start = max(head, len(ranked) - tail)
+    return {"head": set(ranked[:head]), "mid": set(ranked[head:tail_start]), "tail": set(ranked[tail_start:])}
+
+
+def _precision_recall_f1(correct, predicted, gold):
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / gold if gold else 0.0
+    return precision, recall, _f1(precision, recall)
+
+
+def _f1(precision, recall):
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def official_scores(predictions, gold_documents, train_documents=None, relation_vocabulary=None):
+    """Scores a submission against gold documents with the official DocRED definitions (see the module docstring).
+
+    Args:
+        predictions (`list[dict]`): the official submission format, `{"title", "h_idx", "t_idx", "r"}` with optional
+            `"evidence"` (sentence ids) and `"score"` (ignored).
+        gold_documents (`list[dict]`): gold documents, DocRED JSON or `datasets` builder rows.
+        train_documents (`list[dict]`, *optional*): training documents, for Ign F1 and the head / mid / tail groups.
+            Without them `ign_*` equals the plain scores and the group scores are left out (both logged).
+        relation_vocabulary (`Iterable[str]`, *optional*): all relation ids (e.g. the keys of `rel_info.json`),
+            ranked for the groups even when training never labels them.
+
+    Returns:
+        `dict`: `precision`, `recall`, `f1`, `ign_precision`, `ign_f1`, then `head_f1`, `mid_f1`, `tail_f1` (with
+        training documents), `evidence_precision`, `evidence_recall`, `evidence_f1` (when a prediction carries
+        evidence), all floats in percent; then the ints `num_predictions`, `num_gold`, `num_correct`,
+        `num_correct_in_train`.
+
+    Raises:
+        ValueError: when a prediction lacks `title`, `h_idx`, `t_idx` or `r`, or a document is malformed.
+    """
+    gold = {}  # fact -> set of gold evidence sentences
+    entity_names_by_title = {}
+    for document in gold_documents:
+        title, entity_names, labels = _normalize_document(document)
+        entity_names_by_title[title] = entity_names
+        for h, t, r, evidence in labels:
+            gold.setdefault((title, h, t, r), set()).update(evidence)
+
+    submission = {}  # fact -> predicted evidence (or None), first occurrence kept
+    has_evidence = False
+    for prediction in predictions:
+        try:
+            fact = (str(prediction["title"]), int(prediction["h_idx"]), int(prediction["t_idx"]), str(prediction["r"]))
+        except KeyError as error:
+            raise ValueError(
+                f"A prediction has no {error.args[0]!r}; the submission format is "
+                '{"title", "h_idx", "t_idx", "r"[, "evidence"]}.'
+            ) from None
+        evidence = prediction.get("evidence")
+        has_evidence = has_evidence or evidence is not None
+        submission.setdefault(fact, evidence)
+
+    in_train = set() if train_documents is None else train_facts(train_documents)
+    if train_documents is None:
+        logger.info("No training documents were given: Ign F1 equals F1 and head / mid / tail F1 are not computed.")
+
+    correct = []
+    num_correct_in_train = correct_evidence = predicted_evidence = 0
+    for fact, evidence in submission.items():
+        title, h, t, r = fact
+        if title not in entity_names_by_title:
+            continue
+        predicted_evidence += len(set(evidence or ()))
+        if fact not in gold:
+            continue
+        correct.append(fact)
+        correct_evidence += len(gold[fact].intersection(evidence or ()))
+        if in_train:
+            entity_names = entity_names_by_title[title]
+            if any((n1, n2, r) in in_train for n1 in entity_names[h] for n2 in entity_names[t]):
+                num_correct_in_train += 1
+
+    num_predictions, num_gold, num_correct = len(submission), len(gold), len(correct)
+    precision, recall, f1 = _precision_recall_f1(num_correct, num_predictions, num_gold)
+    ign_denominator = num_predictions - num_correct_in_train
+    ign_precision = (num_correct - num_correct_in_train) / ign_denominator if ign_denominator else 0.0
+    scores = {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "ign_precision": ign_precision,
+        "ign_f1": _f1(ign_precision, recall),
+    }
+
+    if train_documents is not None:
+        vocabulary = set(map(str, relation_vocabulary or ())) | {r for _, _, _, r in gold}
+        groups = relation_frequency_groups(train_documents, vocabulary)
+        group_of = {relation: group for group in ("head", "mid") for relation in groups[group]}
+        counts = {group: Counter() for group in GROUPS}
+        for name, facts in (("predicted", submission), ("gold", gold), ("correct", correct)):
+            for fact in facts:
+                counts[group_of.get(fact[3], "tail")][name] += 1
+        for group in GROUPS:
+            c = counts[group]
+            scores[f"{group}_f1"] = _precision_recall_f1(c["correct"], c["predicted"], c["gold"])[2]
+
+    if has_evidence:
+        total_gold_evidence = sum(len(evidence) for evidence in gold.values())
+        evidence_scores = _precision_recall_f1(correct_evidence, predicted_evidence, total_gold_evidence)
+        scores.update(zip(("evidence_precision", "evidence_recall", "evidence_f1"), evidence_scores))
+
+    scores = {key: 100 * value for key, value in scores.items()}
+    scores.update(
+        num_predictions=num_predictions,
+        num_gold=num_gold,
+        num_correct=num_correct,
+        num_correct_in_train=num_correct_in_train,
+    )
+    return scores
+
+
+def main(argv=None):
+    """Command line: scores a submission file and prints the scores (one `key: value` a line).
+
+    Args:
+        argv (`list[str]`, *optional*): arguments, `sys.argv[1:]` by default.
+
+    Returns:
+        `dict`: the scores of `official_scores`.
+    """
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--predictions", required=True, help="submission JSON: list of {title, h_idx, t_idx, r}")
+    parser.add_argument("--gold", required=True, help="gold documents, DocRED JSON (e.g. test_revised.json)")
+    parser.add_argument("--train", help="training documents, DocRED JSON, for Ign F1 and head / mid / tail F1")
+    parser.add_argument("--rel_info", help="rel_info.json: its keys are the relation vocabulary of the groups")
+    parser.add_argument("--output", help="also write the scores to this JSON file")
+    args = parser.parse_args(argv)
+
+    scores = official_scores(
+        load_json(args.predictions),
+        load_json(args.gold),
+        train_documents=load_json(args.train) if args.train else None,
+        relation_vocabulary=load_json(args.rel_info) if args.rel_info else None,
+    )
+    for key, value in scores.items():
+        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(scores, f, indent=2)
+    return scores
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    main()

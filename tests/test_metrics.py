@@ -1,0 +1,268 @@
+"""Tests of `docre_training.metrics` and the `evaluate` module `metrics/docred`, against hand-computed scores."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import docre_training.metrics
+from docre_training.metrics import official_scores, relation_frequency_groups, train_facts
+
+
+REPO = Path(__file__).resolve().parents[1]
+RE_DOCRED = Path(__file__).resolve().parents[2] / "shared" / "data" / "re-docred"
+
+
+def entities(*names_per_entity):
+    """A `vertexSet` whose entity i has one mention per name in `names_per_entity[i]`."""
+    return [
+        [{"name": name, "sent_id": 0, "pos": [0, 1], "type": "MISC"} for name in names] for names in names_per_entity
+    ]
+
+
+def label(h, t, r, evidence=()):
+    return {"h": h, "t": t, "r": r, "evidence": list(evidence)}
+
+
+def fact(title, h, t, r, **extra):
+    return {"title": title, "h_idx": h, "t_idx": t, "r": r, **extra}
+
+
+# Paris (mentioned twice, the second time as "City of Light"), France, Seine.
+GOLD = [
+    {
+        "title": "Doc1",
+        "sents": [["Paris", "is", "in", "France", "."]],
+        "vertexSet": entities(["Paris", "City of Light"], ["France"], ["Seine"]),
+        # (0, 1, P17) is labeled twice: one gold fact.
+        "labels": [label(0, 1, "P17", [0]), label(2, 1, "P17"), label(0, 2, "P206"), label(0, 1, "P17", [0])],
+    },
+    {"title": "Doc2", "vertexSet": entities(["Alice"], ["Bob"]), "labels": [label(0, 1, "P26")]},
+    {"title": "Doc3", "vertexSet": entities(["X"], ["Y"]), "labels": []},
+]
+# 4 gold facts: (Doc1, 0, 1, P17), (Doc1, 2, 1, P17), (Doc1, 0, 2, P206), (Doc2, 0, 1, P26).
+
+TRAIN = [
+    {
+        "title": "Train1",
+        "vertexSet": entities(["City of Light"], ["France"], ["Paris"], ["Seine"]),
+        # ("City of Light", "France", P17) makes (Doc1, 0, 1, P17) in train through Paris' second mention name;
+        # ("Paris", "Seine", P17) has another relation than the prediction (Doc1, 0, 2, P206), which stays out of train.
+        "labels": [label(0, 1, "P17"), label(2, 3, "P17")],
+    }
+]
+
+PREDICTIONS = [
+    fact("Doc1", 0, 1, "P17", score=3.0),  # correct, in train
+    fact("Doc1", 0, 1, "P17", score=1.0),  # duplicate: dropped
+    fact("Doc1", 0, 2, "P206"),  # correct, not in train
+    fact("Doc1", 1, 0, "P17"),  # wrong direction
+    fact("Doc2", 0, 1, "P26"),  # correct, not in train
+    fact("Unknown", 0, 1, "P17"),  # title not in gold: wrong, still counted
+    fact("Doc3", 0, 1, "P1"),  # document without gold relations: wrong
+]
+
+
+def test_precision_recall_f1_and_ign_f1():
+    scores = official_scores(PREDICTIONS, GOLD, TRAIN)
+    # 6 predictions after de-duplication, 4 gold facts, 3 correct of which 1 in train.
+    assert (scores["num_predictions"], scores["num_gold"], scores["num_correct"]) == (6, 4, 3)
+    assert scores["num_correct_in_train"] == 1
+    assert scores["precision"] == pytest.approx(100 * 3 / 6)
+    assert scores["recall"] == pytest.approx(100 * 3 / 4)
+    # f1 = 2 (1/2)(3/4) / (1/2 + 3/4) = 3/5
+    assert scores["f1"] == pytest.approx(100 * 3 / 5)
+    # ign_p = (3 - 1) / (6 - 1) = 2/5; ign_f1 = 2 (2/5)(3/4) / (2/5 + 3/4) = (3/5) / (23/20) = 12/23
+    assert scores["ign_precision"] == pytest.approx(100 * 2 / 5)
+    assert scores["ign_f1"] == pytest.approx(100 * 12 / 23)
+    assert "evidence_f1" not in scores
+
+
+def test_train_facts_use_every_mention_name_pair():
+    assert train_facts(TRAIN) == {("City of Light", "France", "P17"), ("Paris", "Seine", "P17")}
+    two_names = [{"title": "T", "vertexSet": entities(["A", "B"], ["C"]), "labels": [label(0, 1, "P1")]}]
+    assert train_facts(two_names) == {("A", "C", "P1"), ("B", "C", "P1")}
+
+
+def test_without_train_documents_ign_equals_plain():
+    scores = official_scores(PREDICTIONS, GOLD)
+    assert scores["ign_precision"] == scores["precision"] and scores["ign_f1"] == scores["f1"]
+    assert scores["num_correct_in_train"] == 0
+    assert "head_f1" not in scores
+
+
+def test_empty_submission_and_documents_without_relations_give_zeros():
+    for predictions, gold in [([], GOLD), ([], [GOLD[2]]), ([], []), ([fact("Doc3", 0, 1, "P1")], [GOLD[2]])]:
+        scores = official_scores(predictions, gold, TRAIN)
+        rates = {key: value for key, value in scores.items() if not key.startswith("num_")}
+        assert set(rates.values()) == {0.0}, (predictions, gold)
+    assert official_scores([fact("Doc3", 0, 1, "P1")], [GOLD[2]])["num_predictions"] == 1
+
+
+def test_evidence_scores():
+    gold = [{"title": "E", "vertexSet": entities(["A"], ["B"], ["C"]),
+             "labels": [label(0, 1, "P17", [0, 1]), label(0, 2, "P131", [2])]}]  # 3 gold evidence sentences
+    predictions = [
+        fact("E", 0, 1, "P17", evidence=[1, 3]),  # correct, 1 of its 2 evidence sentences is gold
+        fact("E", 0, 2, "P150", evidence=[0]),  # wrong: its evidence counts as predicted only
+        fact("Other", 0, 1, "P17", evidence=[5]),  # title not in gold: its evidence is not counted
+    ]
+    scores = official_scores(predictions, gold)
+    # precision = 1 / (2 + 1), recall = 1 / 3, f1 = 1/3
+    assert scores["evidence_precision"] == pytest.approx(100 / 3)
+    assert scores["evidence_recall"] == pytest.approx(100 / 3)
+    assert scores["evidence_f1"] == pytest.approx(100 / 3)
+
+
+def test_builder_row_shapes_score_like_docred_json():
+    rows = []
+    for document in GOLD:
+        rows.append({
+            "title": document["title"],
+            # entities as dicts of lists, labels as a dict of lists keyed head / tail / relation_id
+            "vertexSet": [{"name": [m["name"] for m in entity]} for entity in document["vertexSet"]],
+            "labels": {
+                "head": [x["h"] for x in document["labels"]],
+                "tail": [x["t"] for x in document["labels"]],
+                "relation_id": [x["r"] for x in document["labels"]],
+                "evidence": [x["evidence"] for x in document["labels"]],
+            },
+        })
+    train_rows = [{**TRAIN[0], "labels": [{"head": x["h"], "tail": x["t"], "relation_id": x["r"]}
+                                          for x in TRAIN[0]["labels"]]}]
+    assert official_scores(PREDICTIONS, rows, train_rows) == official_scores(PREDICTIONS, GOLD, TRAIN)
+
+
+def test_malformed_prediction_names_the_missing_key():
+    with pytest.raises(ValueError, match="'r'"):
+        official_scores([{"title": "Doc1", "h_idx": 0, "t_idx": 1}], GOLD)
+
+
+def relation(k):
+    return f"R{k:02d}"
+
+
+def frequency_train_documents():
+    """Training labels where R01..R30 are labeled 30..1 times, R35 20 times (tied with R11), R31..R34 never.
+
+    R35 also has two repeated labels, which count once: counted, its 22 would put it in the head.
+    """
+    frequency = {relation(k): 31 - k for k in range(1, 31)} | {"R35": 20}
+    labels = [label(0, j, r) for r, n in frequency.items() for j in range(1, n + 1)]
+    labels += [label(0, 1, "R35"), label(0, 2, "R35")]
+    return [{"title": "Freq", "vertexSet": entities(*[[f"E{i}"] for i in range(31)]), "labels": labels}]
+
+
+VOCABULARY = [relation(k) for k in range(1, 36)]
+
+
+def test_relation_frequency_groups():
+    groups = relation_frequency_groups(frequency_train_documents(), VOCABULARY)
+    # ranking: R01..R10 (30..21), R11 (20), R35 (20, tie broken by id), R12..R30 (19..1), R31..R34 (0)
+    assert groups["head"] == {relation(k) for k in range(1, 11)}
+    assert groups["mid"] == {"R11", "R35", "R12", "R13", "R14"}
+    assert groups["tail"] == {relation(k) for k in range(15, 35)}  # 16 seen in training + the 4 unseen ones
+    assert len(groups["tail"]) == 20
+    # Without the vocabulary, the 31 relations of training rank alone: the tail moves up by 4.
+    groups = relation_frequency_groups(frequency_train_documents())
+    assert groups["mid"] == {"R11"} and groups["tail"] == {"R35"} | {relation(k) for k in range(12, 31)}
+    # Fewer than head + tail relations: head first, the rest tail, no mid.
+    small = relation_frequency_groups([{"title": "S", "vertexSet": entities(["A"], ["B"]),
+                                        "labels": [label(0, 1, relation(k)) for k in range(1, 13)]}])
+    assert (len(small["head"]), small["mid"], len(small["tail"])) == (10, set(), 2)
+
+
+def test_head_mid_tail_f1():
+    gold = [{
+        "title": "G",
+        "vertexSet": entities(*[[f"N{i}"] for i in range(5)]),
+        # head: R01, R02; mid: R35; tail: R31, R20
+        "labels": [label(0, 1, "R01"), label(0, 2, "R02"), label(0, 1, "R35"), label(0, 1, "R31"), label(0, 2, "R20")],
+    }]
+    predictions = [
+        fact("G", 0, 1, "R01"),  # head, correct
+        fact("G", 0, 3, "R03"),  # head, wrong
+        fact("G", 0, 1, "R35"),  # mid, correct
+        fact("G", 0, 1, "R31"),  # tail, correct
+        fact("G", 0, 4, "R25"),  # tail, wrong
+        fact("G", 0, 3, "R99"),  # a relation nowhere in training, vocabulary or gold: frequency 0, tail, wrong
+    ]
+    scores = official_scores(predictions, gold, frequency_train_documents(), VOCABULARY)
+    # head: 1 correct / 2 predicted, 1 / 2 gold -> f1 1/2
+    assert scores["head_f1"] == pytest.approx(100 / 2)
+    # mid: 1 / 1, 1 / 1 -> 1
+    assert scores["mid_f1"] == pytest.approx(100.0)
+    # tail: P = 1/3, R = 1/2 -> f1 = 2 (1/6) / (5/6) = 2/5
+    assert scores["tail_f1"] == pytest.approx(100 * 2 / 5)
+    # overall: 3 / 6 predicted, 3 / 5 gold -> f1 = 2 (1/2)(3/5) / (11/10) = 6/11
+    assert scores["f1"] == pytest.approx(100 * 6 / 11)
+
+
+def test_cli_writes_and_prints_the_scores(tmp_path):
+    paths = {}
+    for name, value in [("pred", PREDICTIONS), ("gold", GOLD), ("train", TRAIN), ("rel_info", {"P17": "country"})]:
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(value))
+    output = tmp_path / "scores.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "docre_training.metrics", "--predictions", paths["pred"], "--gold", paths["gold"],
+         "--train", paths["train"], "--rel_info", paths["rel_info"], "--output", output],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    expected = official_scores(PREDICTIONS, GOLD, TRAIN, ["P17"])
+    assert json.loads(output.read_text()) == pytest.approx(expected)
+    assert f"ign_f1: {expected['ign_f1']:.4f}" in completed.stdout
+    assert "num_correct: 3" in completed.stdout
+
+
+def as_module_rows(predictions, gold):
+    """`metrics/docred` rows, as JSON strings: each gold document, and its predicted facts in the same position.
+
+    Facts on titles outside the gold documents go to the last row (rows are pooled before scoring).
+    """
+    rows = {document["title"]: [] for document in gold}
+    for prediction in predictions:
+        rows.get(prediction["title"], rows[gold[-1]["title"]]).append(prediction)
+    return [json.dumps(facts) for facts in rows.values()], [json.dumps(document) for document in gold]
+
+
+@pytest.fixture(scope="module")
+def docred_metric():
+    evaluate = pytest.importorskip("evaluate")  # slow: it imports transformers
+    return evaluate.load(str(REPO / "metrics" / "docred"))
+
+
+def test_evaluate_module_matches_official_scores(docred_metric):
+    predictions = PREDICTIONS + [fact("Doc2", 0, 1, "P26", evidence=[0])]  # adds evidence, keeps the facts
+    rows, references = as_module_rows(predictions, GOLD)
+    scores = docred_metric.compute(
+        predictions=rows, references=references, train_documents=TRAIN, relation_vocabulary=["P17"]
+    )
+    assert scores == pytest.approx(official_scores(predictions, GOLD, TRAIN, ["P17"]))
+    assert scores["ign_f1"] == pytest.approx(100 * 12 / 23) and "evidence_f1" in scores
+
+
+def test_evaluate_module_finds_the_scorer_outside_the_repository(docred_metric, monkeypatch):
+    """`evaluate` runs a cached copy of the script; with the project not importable it loads the repository's file."""
+    script = sys.modules[type(docred_metric).__module__]
+    assert Path(script.__file__).parent != REPO / "metrics" / "docred"  # the cached copy
+    monkeypatch.setitem(sys.modules, "docre_training", None)  # makes `import docre_training` fail
+    scorer = script._load_scorer()
+    assert scorer is not docre_training.metrics
+    assert Path(scorer.__file__) == REPO / "docre_training" / "metrics.py"
+    assert scorer.official_scores(PREDICTIONS, GOLD, TRAIN) == official_scores(PREDICTIONS, GOLD, TRAIN)
+
+
+@pytest.mark.skipif(not (RE_DOCRED / "test_revised.json").is_file(), reason="shared Re-DocRED data not found")
+def test_gold_against_itself_on_re_docred_test():
+    gold = json.loads((RE_DOCRED / "test_revised.json").read_text())
+    predictions = [fact(doc["title"], x["h"], x["t"], x["r"]) for doc in gold for x in doc["labels"]]
+    scores = official_scores(predictions, gold)
+    assert scores["num_gold"] == scores["num_correct"] == scores["num_predictions"] == 17448
+    assert scores["precision"] == scores["recall"] == scores["f1"] == 100.0
+    scores = official_scores(predictions, gold, train_documents=gold)
+    assert scores["num_correct_in_train"] == 17448
+    assert scores["ign_f1"] == 0.0
+    assert scores["head_f1"] == scores["mid_f1"] == scores["tail_f1"] == 100.0
