@@ -24,6 +24,8 @@ import transformers
 from transformers import AutoConfig, AutoModel, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 
 from data_collators import DataCollatorForDocRE, RelationVocab, check_tokenizer, featurize_dataset, load_docred
+from docre_training.hub import check_dry_run_dir, publish_to_hub
+from docre_training.pipeline import check_model_and_tokenizer
 from docre_training.trainer import DocRETrainer
 from modeling_pemscl import PemsclConfig, PemsclModel
 
@@ -52,6 +54,9 @@ class ModelArguments:
     pair_embedding_size: int = field(default=768, metadata={"help": "d1 of Eq. 14."})
     bilinear_block_size: int = field(default=64, metadata={"help": "Group size k of the grouped bilinear."})
     head_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the new head layers."})
+    hub_dry_run: str | None = field(default=None, metadata={"help": "At the end, write the Hub folder (safetensors "
+                                    "weights, config, remote code, tokenizer, model card) to this empty folder and "
+                                    "upload nothing. --push_to_hub --hub_model_id org/name uploads that folder."})
 
 
 @dataclass
@@ -139,6 +144,13 @@ def load_splits(data_args: DataArguments, seed: int):
     if data_args.validation_split_size and "validation" not in raw and "train" in raw:
         held_out = raw["train"].train_test_split(test_size=data_args.validation_split_size, seed=seed, shuffle=True)
         raw["train"], raw["validation"] = held_out["train"], held_out["test"]
+        if data_args.label_drop_rate or data_args.train_labels_file:
+            # The label regimes corrupt the training labels only: held-out documents keep their own labels.
+            regimes = ("label_drop_rate", "label_drop_seed", "train_labels_file")
+            clean = load_docred(data_args.dataset, data_dir=None if files else data_args.data_dir,
+                                data_files=files or None, **{k: v for k, v in options.items() if k not in regimes})
+            row_of_title = {title: row for row, title in enumerate(clean["train"]["title"])}
+            raw["validation"] = clean["train"].select([row_of_title[t] for t in raw["validation"]["title"]])
     for split, limit in (("train", data_args.max_train_documents), ("validation", data_args.max_eval_documents),
                          ("test", data_args.max_predict_documents)):
         if limit is not None and split in raw:
@@ -201,7 +213,7 @@ def build_model(model_args: ModelArguments, vocab: RelationVocab):
         for name, value in settings.items():
             setattr(config, name, value)
         config.validate_pemscl_settings()
-        return AutoModel.from_pretrained(model_args.model_name_or_path, config=config)
+        return AutoModel.from_pretrained(model_args.model_name_or_path, config=config, use_safetensors=True)
     return PemsclModel.from_encoder_pretrained(
         model_args.model_name_or_path,
         id2label=vocab.id2label,
@@ -214,6 +226,9 @@ def build_model(model_args: ModelArguments, vocab: RelationVocab):
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_arguments(argv)
+    # One Hub upload, at the end and with the model card (docre_training.hub): the Trainer's own pushes stay off.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    check_dry_run_dir(model_args.hub_dry_run)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
@@ -228,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     vocab = relation_vocabulary(data_args, saved if isinstance(saved, PemsclConfig) else None)
     tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path)
     model = build_model(model_args, vocab)
+    check_model_and_tokenizer(model, tokenizer)
 
     with training_args.main_process_first(desc="loading and featurizing the data"):
         raw = load_splits(data_args, training_args.seed)
@@ -272,6 +288,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if trainer.is_world_process_zero():
         summary = {k: v for k, v in results.items() if k.endswith(("_f1", "_ign_f1", "_precision", "_recall"))}
         print(json.dumps(summary, indent=2, sort_keys=True))
+    if (push_to_hub or model_args.hub_dry_run) and trainer.is_world_process_zero():
+        publish_to_hub(trainer.model, tokenizer, training_args, data_args, model_args, dry_run_dir=model_args.hub_dry_run)
     return results
 
 

@@ -1,0 +1,212 @@
+"""Hub publishing: a tiny `run_docre.py` run with `--push_to_hub --hub_dry_run` writes exactly the Hub folder (and
+uploads nothing, the Trainer's own pushes included), its README.md is a valid model card with the run's scores, the
+folder loads as remote code where this project is not importable, and a (mocked) push uploads that folder."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard
+from safetensors.torch import save_file
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, Trainer
+
+import run_docre
+from data_collators import DataCollatorForDocRE, featurize_document
+from data_helpers import DOCRED_DIR, REDOCRED_DIR, minilm_tokenizer, requires_docred, requires_redocred
+from docre_training import hub
+from model_cards import generate_model_card
+
+pytestmark = [requires_redocred, requires_docred]
+
+MODEL_ID = "org/pemscl-tiny"
+HUB_FILES = {"README.md", "config.json", "model.safetensors", "configuration_pemscl.py", "modeling_pemscl.py",
+             "losses.py", "tokenizer.json", "tokenizer_config.json"}
+PROJECT_PACKAGES = ("modeling_pemscl", "data_collators", "docre_training", "model_cards", "run_docre")
+
+
+def _forbidden(*args, **kwargs):
+    raise AssertionError("the Hub was contacted")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 3-step run on 4 Re-DocRED documents (tiny random BERT, MiniLM tokenizer), evaluated on 2, predicting 2
+    unlabeled DocRED documents, with `--push_to_hub --hub_model_id org/pemscl-tiny --hub_dry_run DIR`."""
+    root = tmp_path_factory.mktemp("run")
+    tokenizer = minilm_tokenizer()
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64), add_pooling_layer=False)
+    encoder.save_pretrained(root / "encoder")
+    tokenizer.save_pretrained(root / "encoder")
+    data = root / "data"
+    data.mkdir()
+    with open(REDOCRED_DIR / "dev_revised.json") as f:
+        labelled = json.load(f)[:6]
+    with open(DOCRED_DIR / "test_unlabeled.json") as f:
+        unlabeled = json.load(f)[:2]
+    for name, documents in (("train.json", labelled[:4]), ("dev.json", labelled[4:]), ("test.json", unlabeled)):
+        (data / name).write_text(json.dumps(documents))
+    for name in ("rel2id.json", "rel_info.json"):
+        shutil.copy(REDOCRED_DIR / name, data / name)
+    argv = [
+        "--model_name_or_path", str(root / "encoder"), "--output_dir", str(root / "out"),
+        "--train_file", str(data / "train.json"), "--validation_file", str(data / "dev.json"),
+        "--test_file", str(data / "test.json"), "--do_train", "--do_eval", "--do_predict",
+        "--max_steps", "3", "--per_device_train_batch_size", "2", "--pair_embedding_size", "32",
+        "--bilinear_block_size", "8", "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
+        "--use_cpu", "--seed", "0", "--label_drop_rate", "0.25",
+        "--push_to_hub", "--hub_model_id", MODEL_ID, "--hub_dry_run", str(root / "hub"),
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        for method in ("create_repo", "upload_folder", "create_commit"):
+            patch.setattr(HfApi, method, _forbidden)
+        patch.setattr(Trainer, "init_hf_repo", _forbidden)
+        patch.setattr(Trainer, "push_to_hub", _forbidden)
+        results = run_docre.main(argv)
+    return SimpleNamespace(root=root, out=root / "out", hub=root / "hub", results=results, documents=labelled)
+
+
+def test_dry_run_writes_exactly_the_hub_folder(tiny_run):
+    assert set(os.listdir(tiny_run.hub)) == HUB_FILES
+    config = json.loads((tiny_run.hub / "config.json").read_text())
+    assert config["auto_map"] == {"AutoConfig": "configuration_pemscl.PemsclConfig",
+                                  "AutoModel": "modeling_pemscl.PemsclModel"}
+    assert len(config["id2label"]) == 97 and config["relation_names"]["P17"] == "country"
+    # The unlabeled test split: predictions written, no test metrics.
+    assert (tiny_run.out / "predictions_test.json").is_file()
+    all_results = json.loads((tiny_run.out / "all_results.json").read_text())
+    assert "eval_f1" in all_results and not any(key.startswith("test_") for key in all_results)
+
+
+def test_model_card_metadata(tiny_run):
+    card = ModelCard.load(tiny_run.hub / "README.md")
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers"
+    assert {"pemscl", "document-level-relation-extraction", "relation-extraction"} <= set(data["tags"])
+    assert data["datasets"] == ["tonytan48/Re-DocRED"]
+    (index,) = data["model-index"]
+    assert index["name"] == MODEL_ID
+    (result,) = index["results"]
+    assert result["task"]["type"] == "document-relation-extraction"
+    assert result["dataset"]["split"] == "validation"
+    metrics = {metric["type"]: metric["value"] for metric in result["metrics"]}
+    all_results = json.loads((tiny_run.out / "all_results.json").read_text())
+    assert metrics["f1"] == round(all_results["eval_f1"], 2) == round(tiny_run.results["eval_f1"], 2)
+    assert metrics["ign_f1"] == round(all_results["eval_ign_f1"], 2)
+    text = card.text
+    assert f'pipeline("document-relation-extraction", model="{MODEL_ID}")' in text
+    assert "25% of the training triples were removed" in text  # --label_drop_rate 0.25
+    assert "Guo, Jia and Kok, Stanley and Bing, Lidong" in text
+
+
+def test_folder_loads_without_the_project(tiny_run, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_run.hub)
+    run_model = AutoModel.from_pretrained(tiny_run.out).eval()  # the run's own saved model
+    features = featurize_document(tiny_run.documents[4], tokenizer, run_model.config.label2id)
+    batch = DataCollatorForDocRE(tokenizer=tokenizer)([features])
+    with torch.no_grad():
+        expected = run_model(**batch).logits
+    save_file({**batch, "expected": expected}, tmp_path / "batch.safetensors")
+    text_ids = tokenizer("Paris is the capital of France .")["input_ids"]
+    blocked = "\n".join(f"sys.modules[{name!r}] = None" for name in PROJECT_PACKAGES)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        {{blocked}}
+        for name in {PROJECT_PACKAGES!r}:
+            try:
+                __import__(name)
+            except ImportError:
+                pass
+            else:
+                raise SystemExit(name + " was importable")
+        import torch
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoTokenizer
+        folder = {str(tiny_run.hub)!r}
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        assert tokenizer("Paris is the capital of France .")["input_ids"] == {text_ids!r}
+        batch = load_file({str(tmp_path / "batch.safetensors")!r})
+        expected = batch.pop("expected")
+        with torch.no_grad():
+            logits = model(**batch).logits
+        torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+        print("REMOTE-OK")
+        """
+    ).replace("{blocked}", blocked)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert "REMOTE-OK" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def test_push_uploads_the_card_folder(tiny_run, monkeypatch):
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, repo_type=None, private=None, exist_ok=False):
+            calls["create_repo"] = (repo_id, repo_type, private, exist_ok)
+            return SimpleNamespace(repo_id=repo_id)
+
+        def upload_folder(self, repo_id, repo_type, folder_path, commit_message):
+            calls["upload"] = (repo_id, repo_type, sorted(os.listdir(folder_path)))
+            calls["card"] = ModelCard.load(os.path.join(folder_path, "README.md")).data.to_dict()
+            return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0")
+
+    monkeypatch.setattr(hub, "HfApi", FakeApi)
+    model = AutoModel.from_pretrained(tiny_run.hub)
+    arguments = SimpleNamespace(output_dir=str(tiny_run.out), hub_model_id=MODEL_ID, hub_token="secret",
+                                hub_private_repo=True)
+    url = hub.publish_to_hub(model, AutoTokenizer.from_pretrained(tiny_run.hub), arguments,
+                             data_args={"dataset": "re-docred"})
+    assert url == f"https://huggingface.co/{MODEL_ID}/commit/0"
+    assert calls["token"] == "secret"
+    assert calls["create_repo"] == (MODEL_ID, "model", True, True)
+    assert calls["upload"] == (MODEL_ID, "model", sorted(HUB_FILES))
+    assert calls["card"]["model-index"][0]["name"] == MODEL_ID
+
+
+def test_card_reports_noisy_label_regimes_and_test_scores(tmp_path):
+    (tmp_path / "all_results.json").write_text(json.dumps(
+        {"eval_f1": 61.234, "eval_ign_f1": 59.5, "test_f1": 60.1, "test_ign_f1": 58.04, "test_head_f1": 70.0}))
+    card = ModelCard(generate_model_card(
+        tmp_path, "org/pemscl-roberta",
+        training_args={"learning_rate": 3e-5, "num_train_epochs": 8, "max_steps": -1, "seed": 66},
+        data_args={"dataset": "docred", "train_file": "/d/train_annotated.json", "validation_file": "/d/dev.json",
+                   "test_file": "/d/test_labelled.json", "label_drop_rate": 0.5, "label_drop_seed": 3,
+                   "train_labels_file": "/d/oog_labels.json"},
+        model_args={"model_name_or_path": "FacebookAI/roberta-large", "head_learning_rate": 1e-4},
+        model_config={"negative_sample_ratio": 0.1, "id2label": {str(i): f"P{i}" for i in range(97)},
+                      "loss": "pemscl"},
+    ))
+    data = card.data.to_dict()
+    assert data["base_model"] == "FacebookAI/roberta-large" and data["datasets"] == ["thunlp/docred"]
+    splits = {result["dataset"]["split"]: {m["type"]: m["value"] for m in result["metrics"]}
+              for result in data["model-index"][0]["results"]}
+    assert splits == {"validation": {"f1": 61.23, "ign_f1": 59.5},
+                      "test": {"f1": 60.1, "ign_f1": 58.04, "head_f1": 70.0}}
+    for phrase in ("`oog_labels.json`", "50% of the training triples were removed at random (seed 3)",
+                   "kept 10% of its negative", "| num_train_epochs | 8 |", "| learning rate (head) | 0.0001 |"):
+        assert phrase in card.text, phrase
+    empty = ModelCard(generate_model_card(tmp_path / "missing", "org/x"))
+    assert "model-index" not in empty.data.to_dict() and "No evaluation results" in empty.text
+
+
+def test_dry_run_folder_must_be_empty(tmp_path):
+    hub.check_dry_run_dir(tmp_path / "new")
+    hub.check_dry_run_dir(tmp_path)
+    (tmp_path / "old.txt").write_text("x")
+    with pytest.raises(ValueError, match="not an empty folder"):
+        hub.check_dry_run_dir(tmp_path)
