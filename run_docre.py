@@ -131,7 +131,11 @@ def parse_arguments(argv: list[str] | None = None):
 
 
 def load_splits(data_args: DataArguments, seed: int):
-    """The raw splits (`train`, `validation`, `test`, as present) through the `datasets` builder."""
+    """The raw splits (`train`, `validation`, `test`, as present) through the `datasets` builder.
+
+    A validation split held out of the training file (`--validation_split_size`) keeps its gold labels: the label
+    regimes (`--label_drop_rate`, `--train_labels_file`) act on the documents trained on only.
+    """
     files = {split: path for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file),
                                              ("test", data_args.test_file)) if path}
     options = dict(label_drop_rate=data_args.label_drop_rate, label_drop_seed=data_args.label_drop_seed,

@@ -132,10 +132,22 @@ class DocRETrainer(Trainer):
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        """Adds the mean of each loss term since the last log to the training logs."""
+        """Adds the mean of each loss term since the last log to the training logs.
+
+        Under torch.distributed each process holds its own share of the terms (scaled so that their mean over
+        processes is the global-batch term, like `loss`); they are averaged over processes here. Every process
+        calls `log` with the training `loss` (the Trainer gathers `loss` just before), so the collective is safe.
+        """
         if "loss" in logs and self._loss_term_count:
-            for name, total in self._loss_term_sums.items():
-                logs[name] = round(total / self._loss_term_count, 4)
+            present = [name for name in LOSS_TERMS if name in self._loss_term_sums]
+            means = [self._loss_term_sums[name] / self._loss_term_count for name in present]
+            if self.args.world_size > 1 and present:
+                # Every process has the same terms (they depend on the config only).
+                means = self.accelerator.reduce(
+                    torch.tensor(means, dtype=torch.float32, device=self.args.device), reduction="mean"
+                ).tolist()
+            for name, value in zip(present, means):
+                logs[name] = round(value, 4)
             self._loss_term_sums.clear()
             self._loss_term_count = 0
         super().log(logs, *args, **kwargs)
@@ -147,7 +159,8 @@ class DocRETrainer(Trainer):
 
         Returns:
             per document, a list of `{"h_idx", "t_idx", "r", "score"}` with `r` the relation label
-            (Wikidata id) and `score` the logit margin over the threshold.
+            (Wikidata id) and `score` the logit margin over the decoding threshold (the pair's NA logit; 0 for
+            the `"bce"` loss).
         """
         model = self.model
         model.eval()
@@ -159,7 +172,9 @@ class DocRETrainer(Trainer):
             batch.pop("labels", None)
             with self.compute_loss_context_manager():
                 outputs = model(**batch, return_predictions=True)
-            scores = (outputs.logits.float() - outputs.logits.float()[:, :1]).cpu()
+            logits = outputs.logits.float()
+            # The margin over the threshold `decode` used: the NA logit, or 0 for the "bce" baseline.
+            scores = (logits if model.config.loss == "bce" else logits - logits[:, :1]).cpu()
             predictions = outputs.predictions.cpu()
             hts = batch["hts"].cpu()
             documents = batch["pair_document_index"].cpu()

@@ -1,0 +1,254 @@
+"""`run_docre.main` end to end on a few Re-DocRED documents with a tiny random encoder: the files a run writes,
+agreement with the standalone scorer, evaluating the saved model, and resuming from a checkpoint."""
+
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import run_docre
+from docre_training.trainer import DocRETrainer
+from docre_training.metrics import official_scores
+from train_helpers import (
+    COMMON_ARGUMENTS,
+    DATA_ARGUMENTS,
+    HEAD_ARGUMENTS,
+    REL_INFO_FILE,
+    read_json,
+    requires_redocred,
+    run_documents,
+    save_tiny_encoder,
+    write_json,
+)
+
+pytestmark = requires_redocred
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+LOSS_TERMS = ("pmt_loss", "entropy_loss", "contrastive_loss")
+GROUP_KEYS = ("head_f1", "mid_f1", "tail_f1")
+MAX_STEPS = 6
+CHECKPOINT_STEP = 2  # mid-epoch: 6 documents, 2 per step, 3 steps an epoch
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    return save_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+def training_arguments(encoder, output_dir, *extra):
+    """Train 6 steps (2 documents a step, checkpoints every 2 steps) with negative sampling, so that resuming
+    depends on the RNG state as well as on the data order; evaluate and predict."""
+    return [
+        "--model_name_or_path", str(encoder), "--output_dir", str(output_dir),
+        *DATA_ARGUMENTS, *HEAD_ARGUMENTS, *COMMON_ARGUMENTS,
+        "--do_train", "--do_eval", "--do_predict",
+        "--max_steps", str(MAX_STEPS), "--save_steps", str(CHECKPOINT_STEP),
+        "--per_device_train_batch_size", "2", "--logging_steps", "1",
+        "--negative_sample_ratio", "0.5",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(encoder, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("run") / "output"
+    argv = training_arguments(encoder, output_dir)
+    results = run_docre.main(argv)
+    return {"argv": argv, "output_dir": output_dir, "results": results, "documents": run_documents(argv)}
+
+
+def metrics_with_prefix(results, prefix):
+    return {key: value for key, value in results.items() if key.startswith(prefix)}
+
+
+# ------------------------------------------------------------------ the files of a run
+def test_predictions_file_is_in_the_official_format(trained):
+    predictions = read_json(trained["output_dir"] / "predictions_test.json")
+    test_documents = {document["title"]: document for document in trained["documents"]["test"]}
+    relations = set(read_json(REL_INFO_FILE))
+    assert isinstance(predictions, list) and predictions
+    for prediction in predictions:
+        assert set(prediction) == {"title", "h_idx", "t_idx", "r", "score"}
+        assert prediction["r"] in relations
+        num_entities = len(test_documents[prediction["title"]]["vertexSet"])
+        assert isinstance(prediction["h_idx"], int) and isinstance(prediction["t_idx"], int)
+        assert 0 <= prediction["h_idx"] < num_entities and 0 <= prediction["t_idx"] < num_entities
+        assert prediction["h_idx"] != prediction["t_idx"]
+        assert isinstance(prediction["score"], float) and prediction["score"] >= 0  # margin over the threshold, rounded
+    facts = [(p["title"], p["h_idx"], p["t_idx"], p["r"]) for p in predictions]
+    assert len(set(facts)) == len(facts)
+    # At most 4 relations per pair (max_relations_per_pair), every test document predicted.
+    per_pair = {}
+    for title, h, t, _ in facts:
+        per_pair[title, h, t] = per_pair.get((title, h, t), 0) + 1
+    assert max(per_pair.values()) <= 4
+    assert {title for title, *_ in facts} == set(test_documents)
+
+
+def test_result_files_hold_the_docred_metrics(trained):
+    output_dir = trained["output_dir"]
+    names = ("f1", "ign_f1", "precision", "recall", "ign_precision") + GROUP_KEYS
+    eval_results = read_json(output_dir / "eval_results.json")
+    predict_results = read_json(output_dir / "predict_results.json")
+    all_results = read_json(output_dir / "all_results.json")
+    for prefix, results in (("eval", eval_results), ("test", predict_results)):
+        for name in names:
+            value = results[f"{prefix}_{name}"]
+            assert isinstance(value, float) and 0.0 <= value <= 100.0, (prefix, name, value)
+            assert all_results[f"{prefix}_{name}"] == value
+    gold = {split: sum(len({(l["h"], l["t"], l["r"]) for l in d["labels"]}) for d in trained["documents"][split])
+            for split in ("validation", "test")}
+    assert eval_results["eval_num_gold"] == gold["validation"]
+    assert predict_results["test_num_gold"] == gold["test"]
+    assert predict_results["test_num_predictions"] == len(read_json(output_dir / "predictions_test.json"))
+    assert read_json(output_dir / "train_results.json")["epoch"] == pytest.approx(2.0)
+    assert (output_dir / "model.safetensors").is_file() and (output_dir / "config.json").is_file()
+
+
+def test_loss_terms_are_logged_every_step(trained):
+    history = read_json(trained["output_dir"] / "trainer_state.json")["log_history"]
+    steps = [entry for entry in history if "loss" in entry]
+    assert [entry["step"] for entry in steps] == list(range(1, MAX_STEPS + 1))
+    for entry in steps:
+        for name in LOSS_TERMS:
+            assert math.isfinite(entry[name]) and entry[name] > 0, (name, entry)
+        # loss = pmt + entropy + 0.1 * contrastive (Eq. 11), with the terms rounded to 4 decimals in the log.
+        expected = entry["pmt_loss"] + entry["entropy_loss"] + 0.1 * entry["contrastive_loss"]
+        assert entry["loss"] == pytest.approx(expected, abs=2e-4)
+
+
+# ------------------------------------------------------------------ agreement with the standalone scorer
+def test_standalone_scorer_gives_the_trainer_metrics(trained, tmp_path):
+    documents = trained["documents"]
+    gold_file = write_json(documents["test"], tmp_path / "gold.json")
+    train_file = write_json(documents["train"], tmp_path / "train.json")
+    scores_file = tmp_path / "scores.json"
+    subprocess.run(
+        [sys.executable, "-m", "docre_training.metrics", "--predictions", str(trained["output_dir"] / "predictions_test.json"),
+         "--gold", str(gold_file), "--train", str(train_file), "--rel_info", str(REL_INFO_FILE), "--output", str(scores_file)],
+        cwd=REPOSITORY, check=True, capture_output=True, timeout=120,
+    )
+    scores = read_json(scores_file)
+    predict_results = read_json(trained["output_dir"] / "predict_results.json")
+    assert {f"test_{key}" for key in scores} == set(metrics_with_prefix(predict_results, "test_"))
+    for key, value in scores.items():
+        assert predict_results[f"test_{key}"] == pytest.approx(value, abs=1e-9), key
+    assert scores["num_correct"] > 0  # something to agree on
+
+    # The same for the validation predictions against the held-out documents.
+    eval_scores = official_scores(
+        read_json(trained["output_dir"] / "predictions_eval.json"), documents["validation"],
+        train_documents=documents["train"], relation_vocabulary=read_json(REL_INFO_FILE),
+    )
+    eval_results = read_json(trained["output_dir"] / "eval_results.json")
+    for key, value in eval_scores.items():
+        assert eval_results[f"eval_{key}"] == pytest.approx(value, abs=1e-9), key
+
+    # The check depends on which training documents the scorer is given: with others, the groups differ.
+    other_train = official_scores(
+        read_json(trained["output_dir"] / "predictions_test.json"), documents["test"],
+        train_documents=documents["validation"], relation_vocabulary=read_json(REL_INFO_FILE),
+    )
+    assert any(other_train[key] != pytest.approx(scores[key]) for key in GROUP_KEYS)
+
+
+def test_ign_f1_reference_is_the_training_labels_after_label_drop(trained, tmp_path):
+    """With `--label_drop_rate` the Trainer scores Ign F1 and the head / mid / tail groups against the training
+    documents as the model sees them (half their labels dropped); held-out documents keep all their labels."""
+    argv = [
+        "--model_name_or_path", str(trained["output_dir"]), "--output_dir", str(tmp_path / "dropped"),
+        *DATA_ARGUMENTS, *COMMON_ARGUMENTS, "--label_drop_rate", "0.5", "--do_eval", "--do_predict",
+    ]
+    results = run_docre.main(argv)
+    _, data_args, training_args = run_docre.parse_arguments(argv)
+    dropped_train = list(run_docre.load_splits(data_args, training_args.seed)["train"])
+    documents = trained["documents"]
+    assert [document["title"] for document in dropped_train] == [document["title"] for document in documents["train"]]
+    num_labels = sum(len(document["labels"]) for document in dropped_train)
+    assert 0 < num_labels < sum(len(document["labels"]) for document in documents["train"])
+
+    predictions = read_json(tmp_path / "dropped" / "predictions_test.json")
+    relations = read_json(REL_INFO_FILE)
+    expected = official_scores(predictions, documents["test"], train_documents=dropped_train, relation_vocabulary=relations)
+    for key, value in expected.items():
+        assert results[f"test_{key}"] == pytest.approx(value, abs=1e-9), key
+    with_all_labels = official_scores(predictions, documents["test"], train_documents=documents["train"],
+                                      relation_vocabulary=relations)
+    assert any(with_all_labels[key] != pytest.approx(expected[key]) for key in GROUP_KEYS)
+    assert results["eval_num_gold"] == trained["results"]["eval_num_gold"]  # the validation labels are whole
+
+
+# ------------------------------------------------------------------ the saved model
+def test_saved_model_evaluates_to_the_metrics_of_the_end_of_training(trained, tmp_path):
+    argv = [
+        "--model_name_or_path", str(trained["output_dir"]), "--output_dir", str(tmp_path / "evaluation"),
+        *DATA_ARGUMENTS, *COMMON_ARGUMENTS, "--do_eval", "--do_predict",
+    ]
+    results = run_docre.main(argv)
+    for prefix in ("eval_", "test_"):
+        expected = metrics_with_prefix(trained["results"], prefix)
+        assert {k for k in expected if not k.endswith(("_runtime", "_per_second"))} <= set(results)
+        for key, value in expected.items():
+            if not key.endswith(("_runtime", "_per_second")):
+                assert results[key] == pytest.approx(value, abs=1e-9), key
+    assert read_json(tmp_path / "evaluation" / "predictions_test.json") == read_json(
+        trained["output_dir"] / "predictions_test.json"
+    )
+    assert not (tmp_path / "evaluation" / "model.safetensors").exists()  # nothing was trained
+
+
+# ------------------------------------------------------------------ resuming
+def test_resumed_run_matches_the_uninterrupted_run(trained, encoder, tmp_path, monkeypatch):
+    # A run stopped after its checkpoint at step 2: the state on disk is that checkpoint.
+    stopped = tmp_path / "stopped"
+    checkpoint = stopped / f"checkpoint-{CHECKPOINT_STEP}"
+    shutil.copytree(trained["output_dir"] / f"checkpoint-{CHECKPOINT_STEP}", checkpoint)
+    trained_steps = []
+    log = DocRETrainer.log
+
+    def recording_log(self, logs, *args, **kwargs):
+        if "loss" in logs:
+            trained_steps.append(self.state.global_step)
+        return log(self, logs, *args, **kwargs)
+
+    monkeypatch.setattr(DocRETrainer, "log", recording_log)
+    resumed_dir = tmp_path / "resumed"
+    results = run_docre.main(
+        training_arguments(encoder, resumed_dir, "--resume_from_checkpoint", str(checkpoint))
+    )
+
+    assert trained_steps == list(range(CHECKPOINT_STEP + 1, MAX_STEPS + 1))  # it resumed, not restarted
+    history = read_json(resumed_dir / "trainer_state.json")["log_history"]
+    expected_history = read_json(trained["output_dir"] / "trainer_state.json")["log_history"]
+    expected_losses = {entry["step"]: entry["loss"] for entry in expected_history if "loss" in entry}
+    losses = {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+    assert losses == pytest.approx(expected_losses, rel=1e-6)
+
+    expected_weights = load_file(trained["output_dir"] / "model.safetensors")
+    weights = load_file(resumed_dir / "model.safetensors")
+    assert set(weights) == set(expected_weights)
+    initial = load_file(checkpoint / "model.safetensors")
+    assert any(not torch.equal(initial[name], weights[name]) for name in weights)  # it did train after resuming
+    for name, tensor in expected_weights.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=0, atol=1e-6, msg=name)
+    for key, value in metrics_with_prefix(trained["results"], "eval_").items():
+        if not key.endswith(("_runtime", "_per_second")):
+            assert results[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_resuming_without_the_rng_state_diverges(trained, encoder, tmp_path):
+    """Dropout and negative sampling draw from the RNG the checkpoint saves: without it the run differs, so the
+    test above would see a resume that does not restore it."""
+    checkpoint = tmp_path / "stopped" / f"checkpoint-{CHECKPOINT_STEP}"
+    shutil.copytree(trained["output_dir"] / f"checkpoint-{CHECKPOINT_STEP}", checkpoint)
+    (checkpoint / "rng_state.pth").unlink()
+    run_docre.main(training_arguments(encoder, tmp_path / "resumed", "--resume_from_checkpoint", str(checkpoint),
+                                      "--do_eval", "false", "--do_predict", "false"))
+    expected_weights = load_file(trained["output_dir"] / "model.safetensors")
+    weights = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert max(float((weights[name] - tensor).abs().max()) for name, tensor in expected_weights.items()) > 1e-5

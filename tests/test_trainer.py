@@ -1,0 +1,201 @@
+"""DocRETrainer on a tiny random model and hand-made featurized documents: the two learning rates, the logged loss
+terms, predictions against a per-document loop, evaluation with the official scorer and its error messages."""
+
+from itertools import permutations
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import TrainingArguments
+
+from data_collators import DataCollatorForDocRE
+from docre_training.metrics import official_scores
+from docre_training.trainer import LOSS_TERMS, DocRETrainer, documents_from_features
+from model_helpers import NUM_LABELS, make_batch, random_document, tiny_model
+from train_helpers import read_json
+
+
+def featurized_rows(seed=0, shapes=((30, 3), (45, 5), (22, 2), (38, 4), (26, 3))):
+    """Rows as `featurize_dataset` writes them (input_ids, mention_positions, hts, labels, title, vertexSet)."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for index, (length, num_entities) in enumerate(shapes):
+        ids, entities = random_document(generator, length, num_entities)
+        hts = [list(pair) for pair in permutations(range(num_entities), 2)]
+        labels = make_batch([(ids, entities)], generator=generator)["labels"].long().tolist()
+        rows.append({
+            "title": f"document {index}",
+            "vertexSet": [[{"name": f"entity {index}.{e}.{m}", "sent_id": 0, "pos": [p, p + 1], "type": "MISC"}
+                           for m, p in enumerate(mentions)] for e, mentions in enumerate(entities)],
+            "input_ids": ids.tolist(),
+            "mention_positions": entities,
+            "hts": hts,
+            "labels": labels,
+        })
+    return rows
+
+
+@pytest.fixture
+def dataset():
+    return Dataset.from_list(featurized_rows())
+
+
+def make_trainer(tmp_path, model=None, train_dataset=None, **kwargs):
+    arguments = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True, disable_tqdm=True,
+                     per_device_train_batch_size=2, per_device_eval_batch_size=2, learning_rate=2e-5,
+                     weight_decay=0.01)
+    arguments.update(kwargs.pop("arguments", {}))
+    return DocRETrainer(
+        model=model if model is not None else tiny_model(),
+        args=TrainingArguments(**arguments),
+        train_dataset=train_dataset,
+        data_collator=DataCollatorForDocRE(pad_token_id=0, num_labels=NUM_LABELS),
+        **kwargs,
+    )
+
+
+# ------------------------------------------------------------------ training
+def test_head_and_encoder_have_their_own_learning_rates(tmp_path):
+    trainer = make_trainer(tmp_path, head_learning_rate=1e-3)
+    optimizer = trainer.create_optimizer()
+    model = trainer.model
+    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    parameters = dict(model.named_parameters())
+    assert len(group_of) == len(parameters) == sum(len(group["params"]) for group in optimizer.param_groups)
+    head = set(model.head_parameter_names())
+    assert head and {name.split(".")[0] for name in head} == {"head_extractor", "tail_extractor", "bilinear"}
+    for name, parameter in parameters.items():
+        group = group_of[id(parameter)]
+        assert group["lr"] == (1e-3 if name in head else 2e-5), name
+        decays = not (name.endswith("bias") or "LayerNorm" in name or "layernorm" in name.lower())
+        assert group["weight_decay"] == (0.01 if decays else 0.0), name
+
+
+def test_default_head_learning_rate_and_columns(tmp_path):
+    trainer = make_trainer(tmp_path, arguments={"remove_unused_columns": True})
+    assert trainer.head_learning_rate == pytest.approx(5 * 2e-5)
+    assert trainer.args.remove_unused_columns is False
+
+
+def test_logged_loss_terms_are_means_since_the_last_log(tmp_path, dataset):
+    trainer = make_trainer(tmp_path)
+    model = trainer.model.train()
+    collator = trainer.data_collator
+    outputs = []
+    for rows in (dataset.select(range(2)), dataset.select(range(2, 5))):
+        batch = collator(list(rows))
+        trainer.compute_loss(model, batch)
+        outputs.append(model(**batch))
+    logs = {"loss": 1.0}
+    trainer.log(logs)
+    for name in LOSS_TERMS:
+        expected = sum(float(getattr(output, name).detach()) for output in outputs) / 2
+        assert logs[name] == pytest.approx(expected, abs=1e-4), name
+    assert trainer.state.log_history[-1]["contrastive_loss"] == logs["contrastive_loss"]
+    later = {"loss": 1.0}
+    trainer.log(later)  # nothing accumulated since: no stale terms
+    assert not set(LOSS_TERMS) & set(later)
+    model.eval()
+    trainer.compute_loss(model, collator(list(dataset.select(range(2)))))  # evaluation losses are not logged
+    eval_logs = {"loss": 1.0}
+    trainer.log(eval_logs)
+    assert not set(LOSS_TERMS) & set(eval_logs)
+
+
+def test_compute_loss_requires_labels(tmp_path, dataset):
+    trainer = make_trainer(tmp_path)
+    batch = trainer.data_collator(list(dataset.remove_columns("labels").select(range(2))))
+    with pytest.raises(ValueError, match="labelled documents"):
+        trainer.compute_loss(trainer.model, batch)
+
+
+# ------------------------------------------------------------------ evaluation
+def expected_predictions(model, rows):
+    """Each document alone through the model and its decoder: the facts `predict` must return, in order."""
+    collator = DataCollatorForDocRE(pad_token_id=0, num_labels=NUM_LABELS)
+    facts = []
+    for row in rows:
+        batch = collator([row])
+        batch.pop("labels")
+        with torch.no_grad():
+            logits = model.eval()(**batch).logits
+        predicted = model.decode(logits)
+        for pair, label in predicted[:, 1:].nonzero().tolist():
+            head, tail = row["hts"][pair]
+            facts.append({"title": row["title"], "h_idx": head, "t_idx": tail,
+                          "r": model.config.id2label[label + 1], "margin": float(logits[pair, label + 1] - logits[pair, 0])})
+    return facts
+
+
+def test_predictions_match_a_per_document_loop(tmp_path, dataset):
+    trainer = make_trainer(tmp_path)
+    predictions, metrics = trainer.predict(dataset, metric_key_prefix="test")
+    expected = expected_predictions(trainer.model, list(dataset))
+    assert len(predictions) == len(expected) > 0
+    for prediction, fact in zip(predictions, expected):
+        assert set(prediction) == {"title", "h_idx", "t_idx", "r", "score"}
+        assert [prediction[k] for k in ("title", "h_idx", "t_idx", "r")] == [fact[k] for k in ("title", "h_idx", "t_idx", "r")]
+        assert prediction["score"] == pytest.approx(fact["margin"], abs=1e-4)
+    assert read_json(tmp_path / "predictions_test.json") == predictions
+    assert set(metrics) >= {"test_f1", "test_ign_f1", "test_precision", "test_recall"}
+    assert metrics["test_num_predictions"] == len(predictions)
+
+
+def test_bce_scores_are_margins_over_the_global_threshold(tmp_path, dataset):
+    trainer = make_trainer(tmp_path, model=tiny_model(loss="bce"))
+    predictions, _ = trainer.predict(dataset.remove_columns("labels"))
+    expected = expected_predictions(trainer.model, list(dataset))
+    assert predictions and len(predictions) == len(expected)
+    logits = {}
+    for row in dataset:
+        batch = trainer.data_collator([row])
+        batch.pop("labels")
+        with torch.no_grad():
+            logits[row["title"]] = trainer.model(**batch).logits
+    for prediction in predictions:
+        row = next(r for r in dataset if r["title"] == prediction["title"])
+        pair = row["hts"].index([prediction["h_idx"], prediction["t_idx"]])
+        label = trainer.model.config.label2id[prediction["r"]]
+        assert prediction["score"] == pytest.approx(float(logits[prediction["title"]][pair, label]), abs=1e-4)
+        assert prediction["score"] >= 0
+
+
+def test_evaluate_uses_the_official_scores(tmp_path, dataset):
+    train, evaluation = dataset.select(range(3)), dataset.select(range(3, 5))
+    trainer = make_trainer(tmp_path, train_dataset=train, eval_dataset=evaluation)
+    metrics = trainer.evaluate()
+    assert metrics.pop("epoch") == 0  # Trainer.log adds it
+    predictions = read_json(tmp_path / "predictions_eval.json")
+    id2label = trainer.model.config.id2label
+    expected = official_scores(
+        predictions,
+        documents_from_features(list(evaluation), id2label),
+        train_documents=documents_from_features(list(train), id2label),
+        relation_vocabulary=[label for index, label in id2label.items() if index],
+    )
+    assert metrics == {f"eval_{key}": value for key, value in expected.items()}
+    assert trainer.state.log_history[-1]["eval_f1"] == metrics["eval_f1"]
+
+
+def test_user_metrics_are_merged(tmp_path, dataset):
+    trainer = make_trainer(tmp_path, compute_metrics=lambda predictions: {"count": len(predictions)})
+    metrics = trainer.evaluate(dataset, metric_key_prefix="dev")
+    assert metrics["dev_count"] == metrics["dev_num_predictions"] and "dev_f1" in metrics
+
+
+def test_evaluate_names_missing_columns(tmp_path, dataset):
+    trainer = make_trainer(tmp_path)
+    with pytest.raises(ValueError, match=r"\['title', 'vertexSet'\].*featurize_dataset"):
+        trainer.evaluate(dataset.remove_columns(["title", "vertexSet"]))
+    with pytest.raises(ValueError, match="eval_dataset"):
+        trainer.evaluate()
+
+
+def test_documents_from_features_rebuilds_the_labels():
+    rows = [{"title": "d", "vertexSet": [[{"name": "a"}], [{"name": "b"}], [{"name": "c"}]],
+             "hts": [[0, 1], [0, 2], [1, 0], [1, 2], [2, 0], [2, 1]],
+             "labels": [[0, 1, 1], [1, 0, 0], [1, 0, 0], [0, 0, 1], [1, 0, 0], [1, 0, 0]]}]
+    documents = documents_from_features(rows, {0: "Na", 1: "P1", 2: "P2"})
+    assert documents == [{"title": "d", "vertexSet": rows[0]["vertexSet"],
+                          "labels": [{"h": 0, "t": 1, "r": "P1"}, {"h": 0, "t": 1, "r": "P2"}, {"h": 1, "t": 2, "r": "P2"}]}]
+    assert documents_from_features([{**rows[0], "labels": None}], {0: "Na"})[0]["labels"] == []
