@@ -74,7 +74,8 @@ def test_grouped_bilinear_matches_materialized_linear():
     expected_grads = torch.autograd.grad((expected * upstream).sum(), (head, tail, layer.weight, layer.bias))
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want)
-    assert torch.autograd.gradcheck(lambda h, t: layer(h, t), (head, tail))
+    small_head, small_tail = head[:4].detach().requires_grad_(), tail[:4].detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda h, t: layer(h, t), (small_head, small_tail))
 
 
 def test_one_window_encoding_equals_plain_encoding(generator):
