@@ -63,9 +63,9 @@ class PemsclConfig(PreTrainedConfig):
             windows. Defaults to the encoder's position limit (at most 512).
         window_stride (`int`, *optional*):
             Distance between the starts of consecutive windows. Defaults to half a window's content.
-        bilinear_chunk_size (`int`, defaults to 64):
-            Pairs per chunk in the grouped bilinear layer, which never stores the full [num_pairs, d1 * k] pair
-            matrix; only speed and memory depend on it.
+        bilinear_block_elements (`int`, defaults to 2**24):
+            Largest slice of the [num_pairs, d1 * k] pair matrix the grouped bilinear layer builds at once (it
+            never stores the whole matrix); only speed and memory depend on it.
     """
 
     model_type = "pemscl"
@@ -89,7 +89,7 @@ class PemsclConfig(PreTrainedConfig):
     contrastive_global_batch: bool = True
     window_length: int | None = None
     window_stride: int | None = None
-    bilinear_chunk_size: int = 64
+    bilinear_block_elements: int = 2**24
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and kwargs.get("num_labels") is None:

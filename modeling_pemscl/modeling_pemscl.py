@@ -53,23 +53,24 @@ class PemsclModelOutput(ModelOutput):
 
 
 class _GroupedBilinearFunction(torch.autograd.Function):
-    """f = W_o x + b_o with x = concat_g z_h^g (x) z_t^g (Eq. 14-15), chunked over pairs.
+    """f = W_o x + b_o with x = concat_g z_h^g (x) z_t^g (Eq. 14-15), computed one column block at a time.
 
-    The [P, G * k * k] pair matrix is built chunk by chunk (it fits in cache) and recomputed in backward
-    instead of being stored: same arithmetic as `F.linear` on the materialized x, a fraction of the memory
-    traffic.
+    A block is (part of) one group: the columns of x that z_h^g[i0:i1] (x) z_t^g fill. It is built, used
+    and dropped, and rebuilt in backward instead of being stored, so the [P, d1 * k] pair matrix never
+    exists as a whole. Blocking over columns (not pairs) keeps every matmul's inner dimension large
+    (d1 * k / blocks forward, P for the weight gradient) and writes each weight-gradient block once.
     """
 
     @staticmethod
-    def forward(ctx, head, tail, weight, bias, chunk_size):
+    def forward(ctx, head, tail, weight, bias, block_elements):
         num_pairs, groups, block = head.shape
-        logits = head.new_empty(num_pairs, weight.shape[0])
-        for start in range(0, num_pairs, chunk_size):
-            end = min(start + chunk_size, num_pairs)
-            pair_vectors = _outer_product(head[start:end], tail[start:end])
-            torch.addmm(bias, pair_vectors, weight.t(), out=logits[start:end])
+        head_units = head.reshape(num_pairs, groups * block)  # unit u = (g, i) -> z_h^g[i]
+        logits = bias.expand(num_pairs, -1).clone()
+        for group, start, end in _column_blocks(num_pairs, groups, block, block_elements):
+            pair_block = _pair_block(head_units, tail, group, start, end)
+            logits.addmm_(pair_block, weight[:, start * block : end * block].t())
         ctx.save_for_backward(head, tail, weight)
-        ctx.chunk_size = chunk_size
+        ctx.block_elements = block_elements
         return logits
 
     @staticmethod
@@ -77,23 +78,32 @@ class _GroupedBilinearFunction(torch.autograd.Function):
         head, tail, weight = ctx.saved_tensors
         num_pairs, groups, block = head.shape
         grad_logits = grad_logits.to(weight.dtype).contiguous()
-        grad_head = torch.empty_like(head)
-        grad_tail = torch.empty_like(tail)
-        grad_weight = torch.zeros_like(weight)
-        for start in range(0, num_pairs, ctx.chunk_size):
-            end = min(start + ctx.chunk_size, num_pairs)
-            chunk_head, chunk_tail, chunk_grad = head[start:end], tail[start:end], grad_logits[start:end]
-            grad_weight.addmm_(chunk_grad.t(), _outer_product(chunk_head, chunk_tail))
-            grad_pairs = (chunk_grad @ weight).view(end - start, groups, block, block)
-            grad_head[start:end] = torch.einsum("pgij,pgj->pgi", grad_pairs, chunk_tail)
-            grad_tail[start:end] = torch.einsum("pgij,pgi->pgj", grad_pairs, chunk_head)
-        grad_bias = grad_logits.sum(0)
-        return grad_head, grad_tail, grad_weight, grad_bias, None
+        head_units = head.reshape(num_pairs, groups * block)
+        grad_head = torch.empty_like(head_units)
+        grad_tail = torch.zeros_like(tail)
+        grad_weight = torch.empty_like(weight)
+        for group, start, end in _column_blocks(num_pairs, groups, block, ctx.block_elements):
+            columns = slice(start * block, end * block)
+            pair_block = _pair_block(head_units, tail, group, start, end)
+            torch.mm(grad_logits.t(), pair_block, out=grad_weight[:, columns])
+            grad_pairs = (grad_logits @ weight[:, columns]).view(num_pairs, end - start, block)
+            grad_head[:, start:end] = torch.einsum("pnj,pj->pn", grad_pairs, tail[:, group])
+            grad_tail[:, group] += torch.einsum("pnj,pn->pj", grad_pairs, head_units[:, start:end])
+        return grad_head.view_as(head), grad_tail, grad_weight, grad_logits.sum(0), None
 
 
-def _outer_product(head, tail):
-    """[p, G, k] x [p, G, k] -> [p, G * k * k], row-major (g, i, j)."""
-    return (head.unsqueeze(-1) * tail.unsqueeze(-2)).flatten(1)
+def _column_blocks(num_pairs, groups, block, block_elements):
+    """(group, first unit, end unit) of each column block; units u = g * k + i, at most `block_elements`
+    entries of the pair matrix per block, never crossing a group."""
+    units_per_block = max(1, min(block, block_elements // max(num_pairs * block, 1)))
+    for group in range(groups):
+        for first in range(0, block, units_per_block):
+            yield group, group * block + first, group * block + min(first + units_per_block, block)
+
+
+def _pair_block(head_units, tail, group, start, end):
+    """Columns [start * k, end * k) of x: z_h^g[i] * z_t^g[j] for units i in [start, end), j < k."""
+    return (head_units[:, start:end, None] * tail[:, group, None, :]).flatten(1)
 
 
 class GroupedBilinear(nn.Module):
@@ -103,14 +113,14 @@ class GroupedBilinear(nn.Module):
         pair_embedding_size: d1, the size of z_h and z_t.
         block_size: k, the group size (d1 / k groups).
         num_labels: R + 1 outputs.
-        chunk_size: pairs per chunk of the memory-saving kernel.
+        block_elements: largest slice of the pair matrix built at once (speed and memory only).
     """
 
-    def __init__(self, pair_embedding_size: int, block_size: int, num_labels: int, chunk_size: int = 64):
+    def __init__(self, pair_embedding_size: int, block_size: int, num_labels: int, block_elements: int = 2**24):
         super().__init__()
         self.block_size = block_size
         self.num_groups = pair_embedding_size // block_size
-        self.chunk_size = chunk_size
+        self.block_elements = block_elements
         self.weight = nn.Parameter(torch.empty(num_labels, pair_embedding_size * block_size))
         self.bias = nn.Parameter(torch.zeros(num_labels))
 
@@ -134,7 +144,7 @@ class GroupedBilinear(nn.Module):
             head, tail, weight, bias = (t.to(compute_dtype) for t in (head, tail, weight, bias))
         with torch.autocast(device_type=device_type, enabled=False):
             return _GroupedBilinearFunction.apply(
-                head.contiguous(), tail.contiguous(), weight, bias, self.chunk_size
+                head.contiguous(), tail.contiguous(), weight, bias, self.block_elements
             )
 
 
@@ -183,7 +193,7 @@ class PemsclModel(PemsclPreTrainedModel):
         self.head_extractor = nn.Linear(2 * hidden_size, config.pair_embedding_size)
         self.tail_extractor = nn.Linear(2 * hidden_size, config.pair_embedding_size)
         self.bilinear = GroupedBilinear(
-            config.pair_embedding_size, config.bilinear_block_size, config.num_labels, config.bilinear_chunk_size
+            config.pair_embedding_size, config.bilinear_block_size, config.num_labels, config.bilinear_block_elements
         )
         self.post_init()
 

@@ -25,7 +25,7 @@ def tiny_config(**overrides) -> PemsclConfig:
         id2label={0: "Na", **{i: f"P{i}" for i in range(1, NUM_LABELS)}},
         pair_embedding_size=32,
         bilinear_block_size=8,
-        bilinear_chunk_size=5,
+        bilinear_block_elements=200,  # several column blocks per group
         contrastive_temperature=0.5,
         contrastive_weight=0.3,
     )

@@ -61,7 +61,7 @@ def test_vectorized_head_matches_per_pair_loop(generator):
 
 def test_grouped_bilinear_matches_materialized_linear():
     torch.manual_seed(0)
-    layer = GroupedBilinear(pair_embedding_size=12, block_size=4, num_labels=5, chunk_size=3).double()
+    layer = GroupedBilinear(pair_embedding_size=12, block_size=4, num_labels=5, block_elements=20).double()
     torch.nn.init.normal_(layer.weight)
     torch.nn.init.normal_(layer.bias)
     head = torch.randn(11, 3, 4, dtype=torch.double, requires_grad=True)
