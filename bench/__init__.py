@@ -1,0 +1,1 @@
+"""Benchmarks and reproduction scripts of pemscl (not shipped): they use the public API only."""

