@@ -92,7 +92,7 @@ def demo_arguments(argv: list[str]) -> list[str]:
         "--output_dir", os.path.join("outputs", "demo"),
         
         "--do_train", "--do_eval", "--do_predict",
-        "--num_train_epochs", "5",
+        "--num_train_epochs", "4",
         "--learning_rate", "5e-5",
         "--head_learning_rate", "3e-4",
         "--warmup_steps", "0.06",
