@@ -63,7 +63,7 @@ class PemsclConfig(PreTrainedConfig):
             windows. Defaults to the encoder's position limit (at most 512).
         window_stride (`int`, *optional*):
             Distance between the starts of consecutive windows. Defaults to half a window's content.
-        bilinear_block_elements (`int`, defaults to 2**24):
+        bilinear_block_elements (`int`, defaults to 2**21):
             Largest slice of the [num_pairs, d1 * k] pair matrix the grouped bilinear layer builds at once (it
             never stores the whole matrix); only speed and memory depend on it.
     """
@@ -89,7 +89,7 @@ class PemsclConfig(PreTrainedConfig):
     contrastive_global_batch: bool = True
     window_length: int | None = None
     window_stride: int | None = None
-    bilinear_block_elements: int = 2**24
+    bilinear_block_elements: int = 2**21
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and kwargs.get("num_labels") is None:

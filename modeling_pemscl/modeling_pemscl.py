@@ -66,8 +66,9 @@ class _GroupedBilinearFunction(torch.autograd.Function):
         num_pairs, groups, block = head.shape
         head_units = head.reshape(num_pairs, groups * block)  # unit u = (g, i) -> z_h^g[i]
         logits = bias.expand(num_pairs, -1).clone()
+        buffers = _BlockBuffers(head)
         for group, start, end in _column_blocks(num_pairs, groups, block, block_elements):
-            pair_block = _pair_block(head_units, tail, group, start, end)
+            pair_block = _pair_block(head_units, tail, group, start, end, buffers.get("pairs", end - start))
             logits.addmm_(pair_block, weight[:, start * block : end * block].t())
         ctx.save_for_backward(head, tail, weight)
         ctx.block_elements = block_elements
@@ -82,15 +83,34 @@ class _GroupedBilinearFunction(torch.autograd.Function):
         grad_head = torch.empty_like(head_units)
         grad_tail = torch.zeros_like(tail)
         grad_weight = torch.empty_like(weight)
+        buffers = _BlockBuffers(head)
         for group, start, end in _column_blocks(num_pairs, groups, block, ctx.block_elements):
             columns = slice(start * block, end * block)
-            pair_block = _pair_block(head_units, tail, group, start, end)
+            pair_block = _pair_block(head_units, tail, group, start, end, buffers.get("pairs", end - start))
             torch.mm(grad_logits.t(), pair_block, out=grad_weight[:, columns])
-            grad_pairs = (grad_logits @ weight[:, columns]).view(num_pairs, end - start, block)
+            grad_pairs = buffers.get("grad", end - start)
+            torch.mm(grad_logits, weight[:, columns], out=grad_pairs)
+            grad_pairs = grad_pairs.view(num_pairs, end - start, block)
             # Batched matrix-vector products (bmm is about twice as fast as einsum's route here).
             grad_head[:, start:end] = torch.bmm(grad_pairs, tail[:, group, :, None]).squeeze(-1)
             grad_tail[:, group] += torch.bmm(head_units[:, None, start:end], grad_pairs).squeeze(1)
         return grad_head.view_as(head), grad_tail, grad_weight, grad_logits.sum(0), None
+
+
+class _BlockBuffers:
+    """Scratch [P, units * k] matrices reused across column blocks: a fresh large allocation per block is
+    returned to the OS and page-faulted in again each time, which costs as much as the matmuls."""
+
+    def __init__(self, like: torch.Tensor):
+        self.like = like
+        self.storage: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, units: int) -> torch.Tensor:
+        num_pairs, _, block = self.like.shape
+        size = num_pairs * units * block
+        if name not in self.storage or self.storage[name].numel() < size:
+            self.storage[name] = self.like.new_empty(size)
+        return self.storage[name][:size].view(num_pairs, units * block)
 
 
 def _column_blocks(num_pairs, groups, block, block_elements):
@@ -102,9 +122,12 @@ def _column_blocks(num_pairs, groups, block, block_elements):
             yield group, group * block + first, group * block + min(first + units_per_block, block)
 
 
-def _pair_block(head_units, tail, group, start, end):
-    """Columns [start * k, end * k) of x: z_h^g[i] * z_t^g[j] for units i in [start, end), j < k."""
-    return (head_units[:, start:end, None] * tail[:, group, None, :]).flatten(1)
+def _pair_block(head_units, tail, group, start, end, out):
+    """Columns [start * k, end * k) of x, written into `out` [P, (end - start) * k]:
+    z_h^g[i] * z_t^g[j] for units i in [start, end), j < k."""
+    num_pairs, block = tail.shape[0], tail.shape[-1]
+    torch.mul(head_units[:, start:end, None], tail[:, group, None, :], out=out.view(num_pairs, end - start, block))
+    return out
 
 
 class GroupedBilinear(nn.Module):
@@ -117,7 +140,7 @@ class GroupedBilinear(nn.Module):
         block_elements: largest slice of the pair matrix built at once (speed and memory only).
     """
 
-    def __init__(self, pair_embedding_size: int, block_size: int, num_labels: int, block_elements: int = 2**24):
+    def __init__(self, pair_embedding_size: int, block_size: int, num_labels: int, block_elements: int = 2**21):
         super().__init__()
         self.block_size = block_size
         self.num_groups = pair_embedding_size // block_size
