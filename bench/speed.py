@@ -199,20 +199,6 @@ def step_kinds(model, batch: dict, precision: str) -> dict[str, Step]:
     }
 
 
-def objective_kwargs(config) -> dict[str, Any]:
-    """The `pemscl_objective` settings of a `PemsclConfig` (as the model passes them)."""
-    return dict(
-        loss=config.loss,
-        temperature=config.contrastive_temperature,
-        contrastive_weight=config.contrastive_weight,
-        gamma_pos=config.gamma_pos,
-        gamma_neg=config.gamma_neg,
-        use_entropy=config.use_entropy,
-        use_contrastive=config.use_contrastive,
-        contrastive_average=config.contrastive_average,
-    )
-
-
 # ------------------------------------------------------------------------------------------ output
 class Results:
     """The JSON result file, rewritten (atomically) after every section."""
@@ -413,7 +399,7 @@ def section_breakdown(model, batch: dict, repeats: int) -> dict:
     """Full step vs its parts, each timed alone (fwd + bwd from detached leaves), interleaved."""
     log(f"\n== 4. breakdown: where the full step's time goes (batch 1, {batch['hts'].shape[0]} pairs), median of {repeats} ==")
     config = model.config
-    kwargs = objective_kwargs(config)
+    kwargs = config.objective_kwargs()
     labels = batch["labels"]
     pair_inputs = (batch["mention_positions"], batch["hts"], batch["pair_document_index"])
     steps: dict[str, Step] = {}

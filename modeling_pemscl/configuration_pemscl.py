@@ -128,6 +128,19 @@ class PemsclConfig(PreTrainedConfig):
         if self.window_stride is not None and self.window_stride < 1:
             raise ValueError(f"window_stride={self.window_stride} must be at least 1.")
 
+    def objective_kwargs(self) -> dict:
+        """The settings `losses.pemscl_objective` takes, from this configuration."""
+        return dict(
+            loss=self.loss,
+            temperature=self.contrastive_temperature,
+            contrastive_weight=self.contrastive_weight,
+            gamma_pos=self.gamma_pos,
+            gamma_neg=self.gamma_neg,
+            use_entropy=self.use_entropy,
+            use_contrastive=self.use_contrastive,
+            contrastive_average=self.contrastive_average,
+        )
+
     @property
     def num_relations(self) -> int:
         """Number of relations R, NA excluded (`num_labels - 1`)."""

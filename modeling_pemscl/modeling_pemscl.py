@@ -428,17 +428,7 @@ class PemsclModel(PemsclPreTrainedModel):
 
     def _objective(self, logits, labels, embeddings, negative_mask):
         config = self.config
-        kwargs = dict(
-            loss=config.loss,
-            temperature=config.contrastive_temperature,
-            contrastive_weight=config.contrastive_weight,
-            gamma_pos=config.gamma_pos,
-            gamma_neg=config.gamma_neg,
-            use_entropy=config.use_entropy,
-            use_contrastive=config.use_contrastive,
-            contrastive_average=config.contrastive_average,
-            negative_mask=negative_mask,
-        )
+        kwargs = dict(config.objective_kwargs(), negative_mask=negative_mask)
         needs_contrastive = config.loss == "pemscl" and config.use_contrastive and config.contrastive_weight > 0
         if needs_contrastive and self.training and config.contrastive_global_batch and _world_size() > 1:
             return _distributed_objective(logits, labels, embeddings, kwargs)
