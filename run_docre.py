@@ -253,11 +253,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raw = load_splits(data_args, training_args.seed)
         features = featurize_dataset(raw, tokenizer, vocab.rel2id, entity_marker=model.config.entity_marker,
                                      num_proc=data_args.preprocessing_num_workers)
-    for split, needed in (("train", training_args.do_train), ("validation", training_args.do_eval),
-                          ("test", training_args.do_predict)):
+    for split, flag, needed in (("train", "--do_train", training_args.do_train),
+                                ("validation", "--do_eval", training_args.do_eval),
+                                ("test", "--do_predict", training_args.do_predict)):
         if needed and split not in features:
-            raise ValueError(f"--do_{ {'train': 'train', 'validation': 'eval', 'test': 'predict'}[split]} needs a "
-                             f"{split} split: pass --{split}_file or a --data_dir that has it "
+            raise ValueError(f"{flag} needs a {split} split: pass --{split}_file or a --data_dir that has it "
                              f"(or --validation_split_size for validation).")
 
     trainer = DocRETrainer(
