@@ -71,6 +71,12 @@ class GroupedPairEmbeddings(NamedTuple):
         """N, the number of pairs."""
         return self.head.shape[0]
 
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of the pair vectors this stands for, ``[N, G*Kh*Kt]`` (nothing is built)."""
+        n, g, kh = self.head.shape
+        return torch.Size((n, g * kh * self.tail.shape[-1]))
+
     def materialize(self) -> torch.Tensor:
         """Returns the pair vectors ``x`` [N, G*Kh*Kt] (memory heavy: for tests and small N)."""
         n, g, kh = self.head.shape

@@ -57,6 +57,10 @@ def test_vectorized_head_matches_per_pair_loop(generator):
         expected = reference_logits(model, batch)
     assert output.logits.shape == (4 * 3 + 3 * 2 + 5 * 4, NUM_LABELS)
     torch.testing.assert_close(output.logits, expected, rtol=1e-4, atol=1e-5)
+    # x_{h,t} of Eq. 14 (the contrastive embeddings) stands behind the factored pair embeddings.
+    assert output.pair_embeddings.shape == (38, 32 * 8) == output.pair_embeddings.materialize().shape
+    x = output.pair_embeddings.materialize()
+    torch.testing.assert_close(x @ model.bilinear.weight.t() + model.bilinear.bias, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_grouped_bilinear_matches_materialized_linear():
