@@ -21,6 +21,11 @@ LOSS_TERMS = ("pmt_loss", "entropy_loss", "contrastive_loss")
 EVALUATION_COLUMNS = ("title", "vertexSet", "hts")
 
 
+def _reference_rows(dataset):
+    """The columns `documents_from_features` reads (labels where the split has them)."""
+    return dataset.select_columns([c for c in (*EVALUATION_COLUMNS, "labels") if c in dataset.column_names])
+
+
 def documents_from_features(rows: Sequence[Mapping[str, Any]], id2label: Mapping[int, str]) -> list[dict]:
     """DocRED-format documents (title, vertexSet, labels as h/t/r) rebuilt from featurized rows.
 
@@ -190,9 +195,8 @@ class DocRETrainer(Trainer):
 
     def _train_reference_documents(self):
         if self._train_documents is None and self.train_dataset is not None:
-            columns = [c for c in ("title", "vertexSet", "hts", "labels") if c in self.train_dataset.column_names]
             self._train_documents = documents_from_features(
-                self.train_dataset.select_columns(columns), self.model.config.id2label
+                _reference_rows(self.train_dataset), self.model.config.id2label
             )
         return self._train_documents
 
@@ -223,7 +227,7 @@ class DocRETrainer(Trainer):
 
     def _evaluate_dataset(self, dataset, prefix: str):
         per_document = self.predict_documents(dataset)
-        rows = dataset.select_columns([c for c in ("title", "vertexSet", "hts", "labels") if c in dataset.column_names])
+        rows = _reference_rows(dataset)
         predictions = [
             {"title": title, **fact} for title, facts in zip(rows["title"], per_document) for fact in facts
         ]
