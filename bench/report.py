@@ -184,6 +184,33 @@ def verdicts(summaries, speed) -> list[str]:
     return lines
 
 
+def speed_table(speed: dict) -> list[str]:
+    """Table rows of the speed run: ratios, throughput and peak memory, fp32 next to bf16."""
+    precisions = {"fp32": speed, "bf16": speed.get("bf16", {})}
+
+    def row(label, values):
+        return f"| {label} | " + " | ".join(values) + " |"
+
+    def formatted(key, template):
+        return [template.format(p[key]) if key in p else "-" for p in precisions.values()]
+
+    rows = [
+        row("train step / encoder-only step", formatted("train_step_ratio_vs_encoder", "{:.2f}x")),
+        row("inference / encoder-only inference", formatted("infer_ratio_vs_encoder", "{:.2f}x")),
+        row("training docs/s (full model)", formatted("train_docs_per_s", "{:.2f}")),
+        row("training docs/s (encoder only)", formatted("encoder_train_docs_per_s", "{:.2f}")),
+        row("inference docs/s (full model)", formatted("infer_docs_per_s", "{:.2f}")),
+        row("inference docs/s (encoder only)", formatted("encoder_infer_docs_per_s", "{:.2f}")),
+    ]
+    memory = speed.get("memory", {})
+    if memory:
+        for key, label in (("full_train_mib", "peak memory, training step"), ("encoder_train_mib", "peak memory, encoder-only training step"),
+                           ("full_infer_mib", "peak memory, inference"), ("encoder_infer_mib", "peak memory, encoder-only inference")):
+            rows.append(row(f"{label} (MiB, {memory.get('pairs', '?')} pairs)",
+                            [f"{memory[p][key]:.0f}" if key in memory.get(p, {}) else "-" for p in precisions]))
+    return rows
+
+
 def main():
     rows = load_rows()
     summaries = {name: aggregate(records) for name, records in rows.items()}
@@ -233,11 +260,7 @@ def main():
     if speed:
         out += ["## Speed", "", f"Machine: {speed.get('machine', '?')}.", "",
                 "| | fp32 | bf16 |", "|---|---|---|"]
-        bf16 = speed.get("bf16", {})
-        for key, label in (("train_step_ratio_vs_encoder", "train step / encoder-only step"),
-                           ("infer_ratio_vs_encoder", "inference / encoder-only inference"),
-                           ("train_docs_per_s", "training docs/s"), ("infer_docs_per_s", "inference docs/s")):
-            out.append(f"| {label} | {speed.get(key, '-')} | {bf16.get(key, '-')} |")
+        out += speed_table(speed)
         out += ["", "![scaling](results/speed_scaling.png)", ""]
     if NOTES.exists():
         out += ["## Diagnosis and notes", "", NOTES.read_text().strip(), ""]
