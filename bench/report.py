@@ -185,29 +185,32 @@ def verdicts(summaries, speed) -> list[str]:
 
 
 def speed_table(speed: dict) -> list[str]:
-    """Table rows of the speed run: ratios, throughput and peak memory, fp32 next to bf16."""
-    precisions = {"fp32": speed, "bf16": speed.get("bf16", {})}
-
-    def row(label, values):
-        return f"| {label} | " + " | ".join(values) + " |"
-
-    def formatted(key, template):
-        return [template.format(p[key]) if key in p else "-" for p in precisions.values()]
-
-    rows = [
-        row("train step / encoder-only step", formatted("train_step_ratio_vs_encoder", "{:.2f}x")),
-        row("inference / encoder-only inference", formatted("infer_ratio_vs_encoder", "{:.2f}x")),
-        row("training docs/s (full model)", formatted("train_docs_per_s", "{:.2f}")),
-        row("training docs/s (encoder only)", formatted("encoder_train_docs_per_s", "{:.2f}")),
-        row("inference docs/s (full model)", formatted("infer_docs_per_s", "{:.2f}")),
-        row("inference docs/s (encoder only)", formatted("encoder_infer_docs_per_s", "{:.2f}")),
-    ]
+    """The speed run as a Markdown table: ratios, throughput and peak memory, one column per precision."""
+    precisions = ("fp32", "bf16")
+    measured = {"fp32": speed, "bf16": speed.get("bf16", {})}
     memory = speed.get("memory", {})
+
+    def row(label, values_by_precision, key, template):
+        cells = [template.format(values_by_precision[p][key]) if key in values_by_precision.get(p, {}) else "-"
+                 for p in precisions]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    rows = ["| | " + " | ".join(precisions) + " |", "|---" * (len(precisions) + 1) + "|"]
+    for key, label, template in (
+        ("train_step_ratio_vs_encoder", "train step / encoder-only step", "{:.2f}x"),
+        ("infer_ratio_vs_encoder", "inference / encoder-only inference", "{:.2f}x"),
+        ("train_docs_per_s", "training docs/s (full model)", "{:.2f}"),
+        ("encoder_train_docs_per_s", "training docs/s (encoder only)", "{:.2f}"),
+        ("infer_docs_per_s", "inference docs/s (full model)", "{:.2f}"),
+        ("encoder_infer_docs_per_s", "inference docs/s (encoder only)", "{:.2f}"),
+    ):
+        rows.append(row(label, measured, key, template))
     if memory:
-        for key, label in (("full_train_mib", "peak memory, training step"), ("encoder_train_mib", "peak memory, encoder-only training step"),
-                           ("full_infer_mib", "peak memory, inference"), ("encoder_infer_mib", "peak memory, encoder-only inference")):
-            rows.append(row(f"{label} (MiB, {memory.get('pairs', '?')} pairs)",
-                            [f"{memory[p][key]:.0f}" if key in memory.get(p, {}) else "-" for p in precisions]))
+        for key, label in (("full_train_mib", "peak memory, training step"),
+                           ("encoder_train_mib", "peak memory, encoder-only training step"),
+                           ("full_infer_mib", "peak memory, inference"),
+                           ("encoder_infer_mib", "peak memory, encoder-only inference")):
+            rows.append(row(f"{label} (MiB, {memory.get('pairs', '?')} pairs)", memory, key, "{:.0f}"))
     return rows
 
 
@@ -258,8 +261,7 @@ def main():
             "![F1 by relation frequency](results/f1_by_frequency.png)", "",
             "![margins](results/margins.png)", ""]
     if speed:
-        out += ["## Speed", "", f"Machine: {speed.get('machine', '?')}.", "",
-                "| | fp32 | bf16 |", "|---|---|---|"]
+        out += ["## Speed", "", f"Machine: {speed.get('machine', '?')}.", ""]
         out += speed_table(speed)
         out += ["", "![scaling](results/speed_scaling.png)", ""]
     if NOTES.exists():

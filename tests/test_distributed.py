@@ -22,8 +22,9 @@ WORLD_SIZE = 2
 REPOSITORY = Path(__file__).resolve().parents[1]
 # Every connection stays on the loopback: by default gloo binds to, and torchrun advertises, the address the
 # machine's host name resolves to, which may be unreachable or unresolvable (a CI machine named `vm` with no
-# such entry in /etc/hosts made both hang).
-LOOPBACK_ENVIRONMENT = {"GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
+# such entry in /etc/hosts made both hang). Gloo takes its interface from here; torchrun's address is its
+# `--local-addr` flag (it sets MASTER_ADDR for its workers itself, and the file:// init uses none).
+LOOPBACK_ENVIRONMENT = {"GLOO_SOCKET_IFNAME": "lo"}
 PROCESS_GROUP_TIMEOUT = timedelta(seconds=120)
 SPAWN_TIMEOUT_S = 300
 
