@@ -1,0 +1,39 @@
+"""bench/report.py: the paired seed differences and the per-run table that the report's claims rest on."""
+
+import statistics
+
+from bench.report import paired_difference, per_seed_table
+
+
+def record(row, seed, f1, tail=0.0, minutes=10.0, threads=None):
+    result = {"row": row, "seed": seed, "minutes": minutes,
+              "metrics": {"test_f1": f1, "test_tail_f1": tail}}
+    if threads is not None:
+        result["torch_threads"] = threads
+    return result
+
+
+def test_paired_difference_uses_only_seeds_both_rows_have():
+    rows = {
+        "pemscl": [record("pemscl", 0, 44.0), record("pemscl", 1, 46.0), record("pemscl", 2, 41.0)],
+        "atlop": [record("atlop", 0, 45.0), record("atlop", 1, 43.0)],  # seed 2 missing
+    }
+    mean, spread, differences = paired_difference(rows, "pemscl", "atlop")
+    assert differences == [-1.0, 3.0]
+    assert mean == 1.0
+    assert spread == statistics.stdev([-1.0, 3.0])
+
+
+def test_paired_difference_of_another_metric_and_missing_rows():
+    rows = {"pemscl": [record("pemscl", 0, 44.0, tail=2.5)], "atlop": [record("atlop", 0, 45.0, tail=4.0)]}
+    assert paired_difference(rows, "pemscl", "atlop", "test_tail_f1") == (-1.5, 0.0, [-1.5])
+    assert paired_difference(rows, "pemscl", "bce") is None
+
+
+def test_per_seed_table_marks_missing_runs_and_threads():
+    rows = {"atlop": [record("atlop", 0, 44.82, minutes=13.2), record("atlop", 2, 45.5, minutes=20.4, threads=1)]}
+    table = per_seed_table(rows)
+    assert "| row | seed 0 | seed 2 |" in table
+    assert "| atlop | 44.82 (13 min, 2) | 45.50 (20 min, 1) |" in table
+    assert "| pemscl | - | - |" in table
+    assert not any(line.startswith("| drop50_pemscl_nls1.0 ") for line in table)  # an alias, not a run
