@@ -38,9 +38,9 @@ PAPER = {
 METRICS = ["test_f1", "test_ign_f1", "test_head_f1", "test_mid_f1", "test_tail_f1", "eval_f1"]
 
 
-def load_rows() -> dict[str, list[dict]]:
+def load_rows(rows_dir: Path = ROWS_DIR) -> dict[str, list[dict]]:
     rows = defaultdict(list)
-    for path in sorted(ROWS_DIR.glob("*__seed*.json")):
+    for path in sorted(rows_dir.glob("*__seed*.json")):
         record = json.loads(path.read_text())
         rows[record["row"]].append(record)
     for alias, source in ALIASES.items():
@@ -217,6 +217,32 @@ def verdicts(rows, summaries, speed) -> list[str]:
     return lines
 
 
+def variant_sections(main_rows, variants_root: Path = RESULTS / "variants") -> list[str]:
+    """Diagnostic runs outside the main tables (`reproduce.py --variant NAME`), one small table each, next to
+    the same rows under the main budget (`main_rows`)."""
+    out = []
+    for variant_dir in sorted(variants_root.glob("*/rows")):
+        rows = load_rows(variant_dir)
+        if not rows:
+            continue
+        budget = next(iter(rows.values()))[0]["budget"]
+        out += [f"### Variant `{variant_dir.parent.name}`", "", f"Budget: `{' '.join(budget)}`.", "",
+                "| row | seeds | test F1 | test Ign F1 | head F1 | mid F1 | tail F1 | dev F1 | same row, main budget |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for name in ROW_ORDER:
+            if name not in rows or name in ALIASES:
+                continue
+            s, main = aggregate(rows[name]), aggregate(main_rows[name]) if name in main_rows else None
+            out.append(f"| {name} | {s['seeds']} | {cell(s, 'test_f1')} | {cell(s, 'test_ign_f1')} | "
+                       f"{cell(s, 'test_head_f1')} | {cell(s, 'test_mid_f1')} | {cell(s, 'test_tail_f1')} | "
+                       f"{cell(s, 'eval_f1')} | {cell(main, 'test_f1')} |")
+        gap = paired_difference(rows, "pemscl", "atlop")
+        if gap:
+            out += ["", f"PEMSCL - ATLOP test F1 in this variant: {describe_difference(gap)}."]
+        out.append("")
+    return (["## Diagnostic variants", ""] + out) if out else []
+
+
 def per_seed_table(rows) -> list[str]:
     """Test F1 of every run, one column per seed, with its wall time and thread count."""
     seeds = sorted({record["seed"] for records in rows.values() for record in records})
@@ -318,6 +344,7 @@ def main():
             "![F1 by relation frequency](results/f1_by_frequency.png)", "",
             "![margins](results/margins.png)", ""]
     out += per_seed_table(rows) + [""]
+    out += variant_sections(rows)
     if speed:
         out += ["## Speed", "", f"Machine: {speed.get('machine', '?')}.", ""]
         out += speed_table(speed)

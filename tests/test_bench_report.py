@@ -2,7 +2,7 @@
 
 import statistics
 
-from bench.report import paired_difference, per_seed_table
+from bench.report import paired_difference, per_seed_table, variant_sections
 
 
 def record(row, seed, f1, tail=0.0, minutes=10.0, threads=None):
@@ -37,3 +37,21 @@ def test_per_seed_table_marks_missing_runs_and_threads():
     assert "| atlop | 44.82 (13 min, 2) | 45.50 (20 min, 1) |" in table
     assert "| pemscl | - | - |" in table
     assert not any(line.startswith("| drop50_pemscl_nls1.0 ") for line in table)  # an alias, not a run
+
+
+def test_variant_sections_compare_with_the_main_budget(tmp_path):
+    import json
+
+    rows_dir = tmp_path / "epochs8" / "rows"
+    rows_dir.mkdir(parents=True)
+    for row, f1 in (("pemscl", 47.0), ("atlop", 46.0)):
+        run = record(row, 0, f1, threads=1)
+        run["budget"] = ["--num_train_epochs", "8"]
+        (rows_dir / f"{row}__seed0.json").write_text(json.dumps(run))
+    main_rows = {"pemscl": [record("pemscl", 0, 43.7)], "atlop": [record("atlop", 0, 44.82)]}
+    section = variant_sections(main_rows, tmp_path)
+    assert "### Variant `epochs8`" in section
+    assert "Budget: `--num_train_epochs 8`." in section
+    assert any(line.startswith("| pemscl | 1 | 47.00 |") and line.endswith("| 43.70 |") for line in section)
+    assert "PEMSCL - ATLOP test F1 in this variant: +1.00 (1 seed)." in section
+    assert variant_sections(main_rows, tmp_path / "none") == []
