@@ -118,6 +118,20 @@ def threshold_margins(model_dir: Path, gold_path: Path, limit: int = 200) -> dic
     return {"positive": [round(x, 3) for x in positive], "negative": [round(x, 3) for x in negative]}
 
 
+def code_version() -> str:
+    """The commit the row ran with (`+dirty` with uncommitted changes), or "unknown" outside git."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
 def results_dir(args) -> Path:
     return VARIANTS / args.variant / "rows" if args.variant else RESULTS
 
@@ -156,6 +170,7 @@ def run_row(name: str, seed: int, args) -> dict:
         "minutes": round((time.time() - started) / 60, 2),
         # Wall time depends on it: seeds 1-2 ran two rows at once, one thread each (2 cores).
         "torch_threads": torch.get_num_threads(),
+        "commit": code_version(),
         "metrics": results,
         "per_relation_test": per_relation_counts(output_dir / "predictions_test.json",
                                                  args.data_dir / "test_revised.json"),
