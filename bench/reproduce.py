@@ -132,6 +132,15 @@ def code_version() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+def dev_curve(output_dir: Path) -> list[list[float]]:
+    """[[epoch, dev F1], ...] from the run's `trainer_state.json` (the model-selection curve)."""
+    state_path = output_dir / "trainer_state.json"
+    if not state_path.exists():
+        return []
+    history = json.loads(state_path.read_text())["log_history"]
+    return [[round(entry["epoch"], 2), round(float(entry["eval_f1"]), 2)] for entry in history if "eval_f1" in entry]
+
+
 def results_dir(args) -> Path:
     return VARIANTS / args.variant / "rows" if args.variant else RESULTS
 
@@ -159,7 +168,7 @@ def run_row(name: str, seed: int, args) -> dict:
     if checkpoints:
         flags += ["--resume_from_checkpoint", checkpoints[-1]]
         print(f"[{name} seed {seed}] resuming from {checkpoints[-1]}", flush=True)
-    started = time.time()
+    started, commit = time.time(), code_version()  # before training: the code the row runs with
     results = run_docre.main(flags)
     record = {
         "row": name,
@@ -170,8 +179,9 @@ def run_row(name: str, seed: int, args) -> dict:
         "minutes": round((time.time() - started) / 60, 2),
         # Wall time depends on it: seeds 1-2 ran two rows at once, one thread each (2 cores).
         "torch_threads": torch.get_num_threads(),
-        "commit": code_version(),
+        "commit": commit,
         "metrics": results,
+        "dev_f1_per_epoch": dev_curve(output_dir),
         "per_relation_test": per_relation_counts(output_dir / "predictions_test.json",
                                                  args.data_dir / "test_revised.json"),
     }
