@@ -133,6 +133,39 @@ def plot_frequency_f1(rows, path):
     plt.close(fig)
 
 
+def plot_dev_curves(rows, variants: dict[str, dict], path) -> bool:
+    """Dev F1 after each epoch of every PEMSCL and ATLOP run that kept its curve (main budget solid,
+    variants dashed). Returns False (and writes nothing) when no run has a curve yet."""
+    import matplotlib.pyplot as plt
+
+    runs = [("", "-", rows)] + [(f" {name}", "--", variant_rows) for name, variant_rows in variants.items()]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    drawn = False
+    for suffix, style, source in runs:
+        for color, name in (("C0", "pemscl"), ("C3", "atlop")):
+            for record in source.get(name, []):
+                curve = record.get("dev_f1_per_epoch")
+                if not curve:
+                    continue
+                epochs, f1 = zip(*curve)
+                ax.plot(epochs, f1, style, color=color, marker="o", markersize=3, alpha=0.8,
+                        label=f"{name.upper()}{suffix} seed {record['seed']}")
+                ax.annotate(str(record["seed"]), (epochs[-1], f1[-1]), fontsize=7, xytext=(3, 0),
+                            textcoords="offset points", color=color)
+                drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("dev F1 (%), 50 held-out documents")
+    ax.set_title("Model-selection curves: PEMSCL (blue) vs ATLOP (red)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def plot_margins(rows, path):
     import matplotlib.pyplot as plt
 
@@ -311,6 +344,8 @@ def main():
     plot_sweep(summaries, RESULTS / "sampling_ratio.png")
     plot_frequency_f1(rows, RESULTS / "f1_by_frequency.png")
     plot_margins(rows, RESULTS / "margins.png")
+    variants = {d.parent.name: load_rows(d) for d in sorted((RESULTS / "variants").glob("*/rows"))}
+    has_curves = plot_dev_curves(rows, variants, RESULTS / "dev_curves.png")
 
     budget = next((records[0]["budget"] for records in rows.values() if records), [])
     out = ["# Reproducing PEMSCL at CPU scale", ""]
@@ -343,6 +378,8 @@ def main():
     out += ["", "![sampling ratio](results/sampling_ratio.png)", "",
             "![F1 by relation frequency](results/f1_by_frequency.png)", "",
             "![margins](results/margins.png)", ""]
+    if has_curves:
+        out += ["![dev F1 per epoch](results/dev_curves.png)", ""]
     out += per_seed_table(rows) + [""]
     out += variant_sections(rows)
     if speed:
