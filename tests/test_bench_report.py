@@ -55,3 +55,16 @@ def test_variant_sections_compare_with_the_main_budget(tmp_path):
     assert any(line.startswith("| pemscl | 1 | 47.00 |") and line.endswith("| 43.70 |") for line in section)
     assert "PEMSCL - ATLOP test F1 in this variant: +1.00 (1 seed)." in section
     assert variant_sections(main_rows, tmp_path / "none") == []
+
+
+def test_sampling_share_compares_the_same_seeds_only():
+    from bench.report import verdicts
+
+    rows = {
+        "pemscl": [record("pemscl", 0, 40.0), record("pemscl", 1, 30.0), record("pemscl", 2, 50.0)],
+        "drop50_pemscl_nls0.1": [record("drop50_pemscl_nls0.1", 0, 36.0), record("drop50_pemscl_nls0.1", 1, 24.0)],
+    }
+    line = next(line for line in verdicts(rows, {}, {}) if "negative sampling 0.1:" in line)
+    # (36 + 24) / (40 + 30), not / the mean over all three clean seeds.
+    assert "85.7% of the clean-label F1 over 2 paired seed(s) (seed 0: 90.0%, seed 1: 80.0%)" in line
+    assert line.endswith("holds.")
