@@ -49,8 +49,30 @@ def load_rows(rows_dir: Path = ROWS_DIR) -> dict[str, list[dict]]:
     return rows
 
 
+# A run whose best dev F1 stays below this never left the all-NA state within its budget.
+STUCK_DEV_F1 = 5.0
+
+
+def is_stuck(record: dict) -> bool:
+    return record["metrics"].get("eval_f1", 0.0) < STUCK_DEV_F1
+
+
+def stuck_seeds(rows, *names: str) -> list[str]:
+    """`row seed N` for every run of these rows that never left the all-NA state."""
+    return [f"{name} seed {r['seed']}" for name in names for r in sorted(rows.get(name, []), key=lambda r: r["seed"])
+            if is_stuck(r)]
+
+
+def stuck_note(rows, *names: str) -> str:
+    stuck = stuck_seeds(rows, *names)
+    if not stuck:
+        return ""
+    return (f" Never left the all-NA state within the budget (best dev F1 < {STUCK_DEV_F1:g}): "
+            f"{', '.join(stuck)}.")
+
+
 def aggregate(records: list[dict]) -> dict:
-    summary = {"seeds": len(records)}
+    summary = {"seeds": len(records), "stuck_at_na": sum(is_stuck(r) for r in records)}
     for metric in METRICS:
         values = [r["metrics"][metric] for r in records if metric in r["metrics"]]
         if values:
@@ -58,6 +80,13 @@ def aggregate(records: list[dict]) -> dict:
             summary[f"{metric}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else 0.0
     summary["minutes_per_run"] = round(statistics.fmean(r["minutes"] for r in records), 1)
     return summary
+
+
+def seeds_cell(summary: dict | None) -> str:
+    if not summary:
+        return "0"
+    stuck = summary.get("stuck_at_na", 0)
+    return f"{summary['seeds']} ({stuck} stuck at NA)" if stuck else str(summary["seeds"])
 
 
 def cell(summary: dict | None, metric: str) -> str:
@@ -214,7 +243,8 @@ def verdicts(rows, summaries, speed) -> list[str]:
     gap = paired_difference(rows, "pemscl", "atlop")
     if gap:
         lines.append(f"- PEMSCL vs ATLOP loss on Re-DocRED test F1: {describe_difference(gap)} (target +1.5): "
-                     f"{'holds' if gap[0] >= 1.5 else 'does not hold'} at this scale.")
+                     f"{'holds' if gap[0] >= 1.5 else 'does not hold'} at this scale."
+                     + stuck_note(rows, "pemscl", "atlop"))
     else:
         lines.append("- PEMSCL vs ATLOP loss: not measured yet.")
     for ablated, term in (("pemscl_no_entropy", "the entropy term (Eq. 5-6)"),
@@ -223,10 +253,12 @@ def verdicts(rows, summaries, speed) -> list[str]:
         overall, tail = paired_difference(rows, "pemscl", ablated), paired_difference(rows, "pemscl", ablated, "test_tail_f1")
         if overall and tail:
             lines.append(f"- Effect of {term} (pemscl - {ablated}): test F1 {describe_difference(overall)}; "
-                         f"tail F1 {tail[0]:+.2f}. The paper: it helps, most on tail relations (Table 3).")
+                         f"tail F1 {tail[0]:+.2f}. The paper: it helps, most on tail relations (Table 3)."
+                         + stuck_note(rows, "pemscl", ablated))
     recovered = paired_difference(rows, "drop50_pemscl_nls0.1", "drop50_pemscl")
     if recovered:
-        lines.append(f"- Half the training labels dropped: negative sampling 0.1 vs none, test F1 {describe_difference(recovered)}.")
+        lines.append(f"- Half the training labels dropped: negative sampling 0.1 vs none, test F1 {describe_difference(recovered)}."
+                     + stuck_note(rows, "drop50_pemscl_nls0.1", "drop50_pemscl"))
     sampled, clean = per_seed(rows, "drop50_pemscl_nls0.1"), per_seed(rows, "pemscl")
     paired = sorted(sampled.keys() & clean.keys())
     if paired:
@@ -235,7 +267,7 @@ def verdicts(rows, summaries, speed) -> list[str]:
         shares = ", ".join(f"seed {s}: {100 * sampled[s] / clean[s]:.1f}%" for s in paired)
         lines.append(f"- Half the training labels dropped, negative sampling 0.1: {share:.1f}% of the clean-label F1 "
                      f"over {len(paired)} paired seed(s) ({shares}) (target 85%): "
-                     f"{'holds' if share >= 85 else 'does not hold'}.")
+                     f"{'holds' if share >= 85 else 'does not hold'}." + stuck_note(rows, "drop50_pemscl_nls0.1"))
     else:
         lines.append("- Negative sampling under dropped labels: not measured yet.")
     if speed:
@@ -267,7 +299,7 @@ def variant_sections(main_rows, variants_root: Path = RESULTS / "variants") -> l
             if name not in rows or name in ALIASES:
                 continue
             s, main = aggregate(rows[name]), aggregate(main_rows[name]) if name in main_rows else None
-            out.append(f"| {name} | {s['seeds']} | {cell(s, 'test_f1')} | {cell(s, 'test_ign_f1')} | "
+            out.append(f"| {name} | {seeds_cell(s)} | {cell(s, 'test_f1')} | {cell(s, 'test_ign_f1')} | "
                        f"{cell(s, 'test_head_f1')} | {cell(s, 'test_mid_f1')} | {cell(s, 'test_tail_f1')} | "
                        f"{cell(s, 'eval_f1')} | {cell(main, 'test_f1')} |")
         gap = paired_difference(rows, "pemscl", "atlop")
@@ -282,7 +314,9 @@ def per_seed_table(rows) -> list[str]:
     seeds = sorted({record["seed"] for records in rows.values() for record in records})
     out = ["## Every run", "",
            "Test F1 per seed (minutes, torch threads). Seed 0 ran one row at a time with 2 threads; later seeds "
-           "ran two rows at once with one thread each, which is why their wall time is longer.", "",
+           "ran two rows at once with one thread each, which is why their wall time is longer. Each seed also "
+           "draws its own 50 held-out documents. † = never left the all-NA state within the budget "
+           f"(best dev F1 < {STUCK_DEV_F1:g}).", "",
            "| row | " + " | ".join(f"seed {seed}" for seed in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
     for name in ROW_ORDER:
         if name in ALIASES:
@@ -295,7 +329,8 @@ def per_seed_table(rows) -> list[str]:
                 cells.append("-")
             else:
                 threads = record.get("torch_threads", 2)  # seed-0 records predate the field: 2 threads
-                cells.append(f"{record['metrics']['test_f1']:.2f} ({record['minutes']:.0f} min, {threads})")
+                marker = " †" if is_stuck(record) else ""
+                cells.append(f"{record['metrics']['test_f1']:.2f}{marker} ({record['minutes']:.0f} min, {threads})")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     return out
 
@@ -364,18 +399,18 @@ def main():
     for name in ROW_ORDER[:6]:
         s, p = summaries.get(name), PAPER.get(name, {})
         paper_groups = " / ".join(f"{p[k]:.2f}" for k in ("head_f1", "mid_f1", "tail_f1") if k in p) or "-"
-        out.append(f"| {name} | {s['seeds'] if s else 0} | {cell(s, 'test_f1')} | {cell(s, 'test_ign_f1')} | "
+        out.append(f"| {name} | {seeds_cell(s)} | {cell(s, 'test_f1')} | {cell(s, 'test_ign_f1')} | "
                    f"{cell(s, 'test_head_f1')} | {cell(s, 'test_mid_f1')} | {cell(s, 'test_tail_f1')} | "
                    f"{cell(s, 'eval_f1')} | {p.get('test_f1', p.get('dev_f1', '-'))} | {paper_groups} |")
     out += ["", "The paper's ablation numbers (Table 3) are dev F1 with RoBERTa-large.", ""]
     out += ["## Incomplete training labels (Table 4, Figure 2)", "",
             "Half of the training triples dropped (seeded): about DocRED's degree of incompleteness relative to "
             "Re-DocRED. Paper (OOG regime, Gold-Test F1): ATLOP 47.65, PEMSCL 51.10, PEMSCL with sampling 0.1: 64.03.", "",
-            "| row | seeds | test F1 | test Ign F1 | dev F1 (dropped labels) |", "|---|---|---|---|---|"]
+            "| row | seeds | test F1 | test Ign F1 | dev F1 |", "|---|---|---|---|---|"]
     for name in ROW_ORDER[6:]:
         s = summaries.get(name)
         label = f"{name} (= {ALIASES[name]}: ratio 1.0 keeps every negative label)" if name in ALIASES else name
-        out.append(f"| {label} | {s['seeds'] if s else 0} | {cell(s, 'test_f1')} | {cell(s, 'test_ign_f1')} | {cell(s, 'eval_f1')} |")
+        out.append(f"| {label} | {seeds_cell(s)} | {cell(s, 'test_f1')} | {cell(s, 'test_ign_f1')} | {cell(s, 'eval_f1')} |")
     out += ["", "![sampling ratio](results/sampling_ratio.png)", "",
             "![F1 by relation frequency](results/f1_by_frequency.png)", "",
             "![margins](results/margins.png)", ""]

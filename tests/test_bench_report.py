@@ -68,3 +68,14 @@ def test_sampling_share_compares_the_same_seeds_only():
     # (36 + 24) / (40 + 30), not / the mean over all three clean seeds.
     assert "85.7% of the clean-label F1 over 2 paired seed(s) (seed 0: 90.0%, seed 1: 80.0%)" in line
     assert line.endswith("holds.")
+
+
+def test_runs_stuck_at_na_are_counted_and_named():
+    from bench.report import aggregate, stuck_note
+
+    stuck, fine = record("drop50_pemscl", 1, 0.7), record("drop50_pemscl", 0, 16.9)
+    stuck["metrics"]["eval_f1"], fine["metrics"]["eval_f1"] = 1.41, 21.0
+    rows = {"drop50_pemscl": [fine, stuck]}
+    assert aggregate(rows["drop50_pemscl"])["stuck_at_na"] == 1
+    assert stuck_note(rows, "drop50_pemscl").endswith(": drop50_pemscl seed 1.")
+    assert stuck_note({"drop50_pemscl": [fine]}, "drop50_pemscl") == ""
