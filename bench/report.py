@@ -54,7 +54,8 @@ STUCK_DEV_F1 = 5.0
 
 
 def is_stuck(record: dict) -> bool:
-    return record["metrics"].get("eval_f1", 0.0) < STUCK_DEV_F1
+    dev_f1 = record["metrics"].get("eval_f1")  # a run without dev evaluation cannot be judged
+    return dev_f1 is not None and dev_f1 < STUCK_DEV_F1
 
 
 def stuck_seeds(rows, *names: str) -> list[str]:
