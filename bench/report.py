@@ -294,12 +294,14 @@ def variant_sections(main_rows, variants_root: Path = RESULTS / "variants") -> l
             continue
         budget = next(iter(rows.values()))[0]["budget"]
         out += [f"### Variant `{variant_dir.parent.name}`", "", f"Budget: `{' '.join(budget)}`.", "",
-                "| row | seeds | test F1 | test Ign F1 | head F1 | mid F1 | tail F1 | dev F1 | same row, main budget |",
+                "| row | seeds | test F1 | test Ign F1 | head F1 | mid F1 | tail F1 | dev F1 | test F1, main budget, same seeds |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for name in ROW_ORDER:
             if name not in rows or name in ALIASES:
                 continue
-            s, main = aggregate(rows[name]), aggregate(main_rows[name]) if name in main_rows else None
+            seeds = {r["seed"] for r in rows[name]}
+            same_seeds = [r for r in main_rows.get(name, []) if r["seed"] in seeds]
+            s, main = aggregate(rows[name]), aggregate(same_seeds) if same_seeds else None
             out.append(f"| {name} | {seeds_cell(s)} | {cell(s, 'test_f1')} | {cell(s, 'test_ign_f1')} | "
                        f"{cell(s, 'test_head_f1')} | {cell(s, 'test_mid_f1')} | {cell(s, 'test_tail_f1')} | "
                        f"{cell(s, 'eval_f1')} | {cell(main, 'test_f1')} |")

@@ -48,7 +48,7 @@ def test_variant_sections_compare_with_the_main_budget(tmp_path):
         run = record(row, 0, f1, threads=1)
         run["budget"] = ["--num_train_epochs", "8"]
         (rows_dir / f"{row}__seed0.json").write_text(json.dumps(run))
-    main_rows = {"pemscl": [record("pemscl", 0, 43.7)], "atlop": [record("atlop", 0, 44.82)]}
+    main_rows = {"pemscl": [record("pemscl", 0, 43.7), record("pemscl", 1, 29.7)], "atlop": [record("atlop", 0, 44.82)]}
     section = variant_sections(main_rows, tmp_path)
     assert "### Variant `epochs8`" in section
     assert "Budget: `--num_train_epochs 8`." in section
