@@ -154,7 +154,9 @@ def run_row(name: str, seed: int, args) -> dict:
     import torch
 
     output_dir = work_dir(args) / f"{name}__seed{seed}"
-    checkpoints = sorted(glob.glob(str(output_dir / "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
+    # A run killed while saving leaves a checkpoint without its trainer state (written last): skip it.
+    complete = [p for p in glob.glob(str(output_dir / "checkpoint-*")) if os.path.exists(os.path.join(p, "trainer_state.json"))]
+    checkpoints = sorted(complete, key=lambda p: int(p.rsplit("-", 1)[1]))
     flags = [
         "--model_name_or_path", args.model_name_or_path,
         "--dataset", "re-docred",
