@@ -295,16 +295,25 @@ def verdicts(rows, summaries, speed, variants: dict[str, dict] | None = None) ->
     return lines
 
 
-def variant_sections(main_rows, variants_root: Path = RESULTS / "variants") -> list[str]:
-    """Diagnostic runs outside the main tables (`reproduce.py --variant NAME`), one small table each, next to
+def load_variants(variants_root: Path = RESULTS / "variants") -> dict[str, dict[str, list[dict]]]:
+    """Variant name -> its rows (`reproduce.py --variant NAME`), skipping variants without a finished run."""
+    variants = {d.parent.name: load_rows(d) for d in sorted(variants_root.glob("*/rows"))}
+    return {name: rows for name, rows in variants.items() if rows}
+
+
+def result_cells(summary: dict | None) -> str:
+    """The seeds, test F1, Ign F1, head / mid / tail F1 and dev F1 cells of a results table row."""
+    return " | ".join([seeds_cell(summary)] + [cell(summary, metric) for metric in (
+        "test_f1", "test_ign_f1", "test_head_f1", "test_mid_f1", "test_tail_f1", "eval_f1")])
+
+
+def variant_sections(main_rows, variants: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """Diagnostic runs outside the main tables (from :func:`load_variants`), one small table each, next to
     the same rows under the main budget (`main_rows`)."""
     out = []
-    for variant_dir in sorted(variants_root.glob("*/rows")):
-        rows = load_rows(variant_dir)
-        if not rows:
-            continue
+    for variant, rows in variants.items():
         budget = next(iter(rows.values()))[0]["budget"]
-        out += [f"### Variant `{variant_dir.parent.name}`", "", f"Budget: `{' '.join(budget)}`.", "",
+        out += [f"### Variant `{variant}`", "", f"Budget: `{' '.join(budget)}`.", "",
                 "| row | seeds | test F1 | test Ign F1 | head F1 | mid F1 | tail F1 | dev F1 | test F1, main budget, same seeds |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for name in ROW_ORDER:
@@ -312,10 +321,8 @@ def variant_sections(main_rows, variants_root: Path = RESULTS / "variants") -> l
                 continue
             seeds = {r["seed"] for r in rows[name]}
             same_seeds = [r for r in main_rows.get(name, []) if r["seed"] in seeds]
-            s, main = aggregate(rows[name]), aggregate(same_seeds) if same_seeds else None
-            out.append(f"| {name} | {seeds_cell(s)} | {cell(s, 'test_f1')} | {cell(s, 'test_ign_f1')} | "
-                       f"{cell(s, 'test_head_f1')} | {cell(s, 'test_mid_f1')} | {cell(s, 'test_tail_f1')} | "
-                       f"{cell(s, 'eval_f1')} | {cell(main, 'test_f1')} |")
+            main = aggregate(same_seeds) if same_seeds else None
+            out.append(f"| {name} | {result_cells(aggregate(rows[name]))} | {cell(main, 'test_f1')} |")
         gap = paired_difference(rows, "pemscl", "atlop")
         if gap:
             out += ["", f"PEMSCL - ATLOP test F1 in this variant: {describe_difference(gap)}."]
@@ -394,7 +401,7 @@ def main():
     plot_sweep(rows, RESULTS / "sampling_ratio.png")
     plot_frequency_f1(rows, RESULTS / "f1_by_frequency.png")
     plot_margins(rows, RESULTS / "margins.png")
-    variants = {d.parent.name: load_rows(d) for d in sorted((RESULTS / "variants").glob("*/rows"))}
+    variants = load_variants()
     has_curves = plot_dev_curves(rows, variants, RESULTS / "dev_curves.png")
 
     budget = next((records[0]["budget"] for records in rows.values() if records), [])
@@ -413,9 +420,7 @@ def main():
     for name in ROW_ORDER[:6]:
         s, p = summaries.get(name), PAPER.get(name, {})
         paper_groups = " / ".join(f"{p[k]:.2f}" for k in ("head_f1", "mid_f1", "tail_f1") if k in p) or "-"
-        out.append(f"| {name} | {seeds_cell(s)} | {cell(s, 'test_f1')} | {cell(s, 'test_ign_f1')} | "
-                   f"{cell(s, 'test_head_f1')} | {cell(s, 'test_mid_f1')} | {cell(s, 'test_tail_f1')} | "
-                   f"{cell(s, 'eval_f1')} | {p.get('test_f1', p.get('dev_f1', '-'))} | {paper_groups} |")
+        out.append(f"| {name} | {result_cells(s)} | {p.get('test_f1', p.get('dev_f1', '-'))} | {paper_groups} |")
     out += ["", "The paper's ablation numbers (Table 3) are dev F1 with RoBERTa-large.", ""]
     out += ["## Incomplete training labels (Table 4, Figure 2)", "",
             "Half of the training triples dropped (seeded): about DocRED's degree of incompleteness relative to "
@@ -431,7 +436,7 @@ def main():
     if has_curves:
         out += ["![dev F1 per epoch](results/dev_curves.png)", ""]
     out += per_seed_table(rows) + [""]
-    out += variant_sections(rows)
+    out += variant_sections(rows, variants)
     if speed:
         out += ["## Speed", "", f"Machine: {speed.get('machine', '?')}.", ""]
         out += speed_table(speed)

@@ -2,7 +2,7 @@
 
 import statistics
 
-from bench.report import paired_difference, per_seed_table, variant_sections
+from bench.report import load_variants, paired_difference, per_seed_table, variant_sections
 
 
 def record(row, seed, f1, tail=0.0, minutes=10.0, threads=None, dev_f1=None):
@@ -49,12 +49,12 @@ def test_variant_sections_compare_with_the_main_budget(tmp_path):
         run["budget"] = ["--num_train_epochs", "8"]
         (rows_dir / f"{row}__seed0.json").write_text(json.dumps(run))
     main_rows = {"pemscl": [record("pemscl", 0, 43.7), record("pemscl", 1, 29.7)], "atlop": [record("atlop", 0, 44.82)]}
-    section = variant_sections(main_rows, tmp_path)
+    section = variant_sections(main_rows, load_variants(tmp_path))
     assert "### Variant `epochs8`" in section
     assert "Budget: `--num_train_epochs 8`." in section
     assert any(line.startswith("| pemscl | 1 | 47.00 |") and line.endswith("| 43.70 |") for line in section)
     assert "PEMSCL - ATLOP test F1 in this variant: +1.00 (1 seed)." in section
-    assert variant_sections(main_rows, tmp_path / "none") == []
+    assert variant_sections(main_rows, load_variants(tmp_path / "none")) == []
 
 
 def test_sampling_share_compares_the_same_seeds_only():
