@@ -145,15 +145,16 @@ def results_dir(args) -> Path:
     return VARIANTS / args.variant / "rows" if args.variant else RESULTS
 
 
-def work_dir(args) -> Path:
-    return WORK / args.variant if args.variant else WORK
+def row_work_dir(args, name: str, seed: int) -> Path:
+    """Checkpoints and predictions of one (row, seed) while it runs."""
+    return (WORK / args.variant if args.variant else WORK) / f"{name}__seed{seed}"
 
 
 def run_row(name: str, seed: int, args) -> dict:
     import run_docre
     import torch
 
-    output_dir = work_dir(args) / f"{name}__seed{seed}"
+    output_dir = row_work_dir(args, name, seed)
     # A run killed while saving leaves a checkpoint without its trainer state (written last): skip it.
     complete = [p for p in glob.glob(str(output_dir / "checkpoint-*")) if os.path.exists(os.path.join(p, "trainer_state.json"))]
     checkpoints = sorted(complete, key=lambda p: int(p.rsplit("-", 1)[1]))
@@ -179,7 +180,7 @@ def run_row(name: str, seed: int, args) -> dict:
         "flags": ROWS[name],
         "budget": budget_flags(args),
         "minutes": round((time.time() - started) / 60, 2),
-        # Wall time depends on it: seeds 1-2 ran two rows at once, one thread each (2 cores).
+        # Wall time depends on it (rows may run two at a time with one thread each, see the docstring).
         "torch_threads": torch.get_num_threads(),
         "commit": commit,
         "metrics": results,
@@ -231,7 +232,7 @@ def main(argv=None):
             os.replace(temporary, target)
             print(f"[{name} seed {seed}] test F1 {record['metrics'].get('test_f1')} in {record['minutes']} min", flush=True)
             if not args.keep_work:
-                shutil.rmtree(work_dir(args) / f"{name}__seed{seed}", ignore_errors=True)
+                shutil.rmtree(row_work_dir(args, name, seed), ignore_errors=True)
 
 
 if __name__ == "__main__":
