@@ -70,6 +70,9 @@ def _worker(rank: int, init_file: str, output_folder: str) -> None:
             },
             os.path.join(output_folder, f"rank{rank}.pt"),
         )
+        # DDP's reducer holds the process group: release it while the group is alive. Left to the end of the
+        # function it was destroyed after the group, and about one run in six hung in that teardown.
+        del outputs, ddp_model
     finally:
         dist.destroy_process_group()
 
