@@ -64,10 +64,26 @@ def test_sampling_share_compares_the_same_seeds_only():
         "pemscl": [record("pemscl", 0, 40.0), record("pemscl", 1, 30.0), record("pemscl", 2, 50.0)],
         "drop50_pemscl_nls0.1": [record("drop50_pemscl_nls0.1", 0, 36.0), record("drop50_pemscl_nls0.1", 1, 24.0)],
     }
-    line = next(line for line in verdicts(rows, {}, {}) if "negative sampling 0.1:" in line)
+    line = next(line for line in verdicts(rows, {}) if "negative sampling 0.1:" in line)
     # (36 + 24) / (40 + 30), not / the mean over all three clean seeds.
     assert "85.7% of the clean-label F1 over 2 paired seed(s) (seed 0: 90.0%, seed 1: 80.0%)" in line
-    assert line.endswith("holds.")
+    assert line.endswith("holds under the main budget.")
+
+
+def test_variant_claims_follow_the_main_claims_on_their_own_runs():
+    from bench.report import verdicts
+
+    main = {"pemscl": [record("pemscl", 0, 40.0)], "atlop": [record("atlop", 0, 41.0)]}
+    longer = {"pemscl": [record("pemscl", 0, 50.0), record("pemscl", 1, 48.0)],
+              "atlop": [record("atlop", 0, 47.0), record("atlop", 1, 47.0)]}
+    lines = verdicts(main, {}, {"epochs8": longer, "empty": {"bce": [record("bce", 0, 30.0)]}})
+    assert lines[0].startswith("- PEMSCL vs ATLOP loss on Re-DocRED test F1: -1.00 (1 seed) (target +1.5): "
+                               "does not hold under the main budget.")
+    position = lines.index("- The same claims in variant `epochs8` (see Diagnostic variants):")
+    assert lines[position + 1].startswith("  - PEMSCL vs ATLOP loss on Re-DocRED test F1: +2.00 ± 1.41 over 2 "
+                                          "paired seeds (+3.00, +1.00) (target +1.5): holds in variant `epochs8`.")
+    assert not any("`empty`" in line for line in lines)  # a variant with no claim's rows adds nothing
+    assert verdicts({}, {}) == ["- No row of the main budget has finished yet."]
 
 
 def test_runs_stuck_at_na_are_counted_and_named():
