@@ -245,6 +245,17 @@ def describe_difference(result: tuple[float, float, list[float]]) -> str:
     return f"{mean:+.2f} ± {spread:.2f} over {len(differences)} paired seeds ({seeds})"
 
 
+def target_verdict(result: tuple[float, float, list[float]], target: float) -> str:
+    """Whether a paired mean difference reaches `target`; one that falls short but has the claimed sign at
+    every seed is said so (a consistent, smaller effect is not the same finding as no effect)."""
+    mean, _, differences = result
+    if mean >= target:
+        return "holds"
+    if len(differences) > 1 and all(d > 0 for d in differences):
+        return f"below target, though positive at all {len(differences)} seeds,"
+    return "does not hold"
+
+
 def method_claims(rows, budget: str) -> list[str]:
     """The paper's claims about the losses, each as a paired-seed difference over the runs of `rows` (one
     budget); a claim whose rows have no run yet is left out."""
@@ -252,7 +263,7 @@ def method_claims(rows, budget: str) -> list[str]:
     gap = paired_difference(rows, "pemscl", "atlop")
     if gap:
         lines.append(f"- PEMSCL vs ATLOP loss on Re-DocRED test F1: {describe_difference(gap)} (target +1.5): "
-                     f"{'holds' if gap[0] >= 1.5 else 'does not hold'} {budget}."
+                     f"{target_verdict(gap, 1.5)} {budget}."
                      + stuck_note(rows, "pemscl", "atlop"))
     for ablated, term in (("pemscl_no_entropy", "the entropy term (Eq. 5-6)"),
                           ("pemscl_no_contrastive", "the contrastive term (Eq. 8-10)"),

@@ -82,6 +82,10 @@ def test_variant_claims_follow_the_main_claims_on_their_own_runs():
     position = lines.index("- The same claims in variant `epochs8` (see Diagnostic variants):")
     assert lines[position + 1].startswith("  - PEMSCL vs ATLOP loss on Re-DocRED test F1: +2.00 ± 1.41 over 2 "
                                           "paired seeds (+3.00, +1.00) (target +1.5): holds in variant `epochs8`.")
+    smaller = {"pemscl": [record("pemscl", 0, 48.0), record("pemscl", 1, 48.5)],
+               "atlop": [record("atlop", 0, 47.0), record("atlop", 1, 47.0)]}
+    assert verdicts(smaller, {})[0].endswith("(target +1.5): below target, though positive at all 2 seeds, "
+                                             "under the main budget.")
     assert not any("`empty`" in line for line in lines)  # a variant with no claim's rows adds nothing
     assert verdicts({}, {}) == ["- No row of the main budget has finished yet."]
 
