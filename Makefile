@@ -16,4 +16,4 @@ test: install
 	PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q --durations=15 tests
 
 demo: install
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) run_docre.py --demo --data_dir $(SHARED)/re-docred
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) run_docre.py --demo --data_dir $(SHARED)/re-docred $(ARGS)
