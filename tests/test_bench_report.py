@@ -2,7 +2,7 @@
 
 import statistics
 
-from bench.report import load_variants, paired_difference, per_seed_table, variant_sections
+from bench.report import load_variants, paired_difference, per_seed_table, variant_sections, verdicts
 
 
 def record(row, seed, f1, tail=0.0, minutes=10.0, threads=None, dev_f1=None):
@@ -58,8 +58,6 @@ def test_variant_sections_compare_with_the_main_budget(tmp_path):
 
 
 def test_sampling_share_compares_the_same_seeds_only():
-    from bench.report import verdicts
-
     rows = {
         "pemscl": [record("pemscl", 0, 40.0), record("pemscl", 1, 30.0), record("pemscl", 2, 50.0)],
         "drop50_pemscl_nls0.1": [record("drop50_pemscl_nls0.1", 0, 36.0), record("drop50_pemscl_nls0.1", 1, 24.0)],
@@ -71,8 +69,6 @@ def test_sampling_share_compares_the_same_seeds_only():
 
 
 def test_variant_claims_follow_the_main_claims_on_their_own_runs():
-    from bench.report import verdicts
-
     main = {"pemscl": [record("pemscl", 0, 40.0)], "atlop": [record("atlop", 0, 41.0)]}
     longer = {"pemscl": [record("pemscl", 0, 50.0), record("pemscl", 1, 48.0)],
               "atlop": [record("atlop", 0, 47.0), record("atlop", 1, 47.0)]}
