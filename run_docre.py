@@ -49,9 +49,15 @@ class ModelArguments:
     use_contrastive: bool = field(default=True, metadata={"help": "Contrastive term L_2; --no_use_contrastive to ablate."})
     contrastive_average: str = field(default="inside", metadata={"choices": ["inside", "outside"],
                                      "help": "inside = Eq. 8 as printed; outside = mean of logs (SupCon)."})
+    contrastive_anchors: str = field(default="positive", metadata={"choices": ["positive", "all"],
+                                     "help": "positive = pairs with a relation (Eq. 10 as printed); all = every "
+                                     "pair, NA pairs through Eq. 9 (the released code)."})
     negative_sample_ratio: float = field(default=1.0, metadata={"help": "Negative labels kept per NA pair (Eq. 12); 1 = off."})
     max_relations_per_pair: int = field(default=4, metadata={"help": "Top-k relations decoded per pair."})
-    pair_embedding_size: int = field(default=768, metadata={"help": "d1 of Eq. 14."})
+    pair_embedding_size: int = field(default=768, metadata={"help": "d1 of Eq. 14 (ATLOP 768; the released PEMSCL code 1024)."})
+    head_init: str = field(default="normal", metadata={"choices": ["normal", "fan_in_uniform"],
+                           "help": "normal = transformers' normal(0, initializer_range); fan_in_uniform = "
+                           "torch.nn.Linear's default (the released code)."})
     bilinear_block_size: int = field(default=64, metadata={"help": "Group size k of the grouped bilinear."})
     head_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the new head layers."})
     hub_dry_run: str | None = field(default=None, metadata={"help": "At the end, write the Hub folder (safetensors "
@@ -204,6 +210,7 @@ def build_model(model_args: ModelArguments, vocab: RelationVocab):
         use_entropy=model_args.use_entropy,
         use_contrastive=model_args.use_contrastive,
         contrastive_average=model_args.contrastive_average,
+        contrastive_anchors=model_args.contrastive_anchors,
         negative_sample_ratio=model_args.negative_sample_ratio,
         max_relations_per_pair=model_args.max_relations_per_pair,
     )
@@ -223,6 +230,7 @@ def build_model(model_args: ModelArguments, vocab: RelationVocab):
         id2label=vocab.id2label,
         relation_names=vocab.relation_names,
         pair_embedding_size=model_args.pair_embedding_size,
+        head_init=model_args.head_init,
         bilinear_block_size=model_args.bilinear_block_size,
         **settings,
     )

@@ -150,41 +150,51 @@ def row_work_dir(args, name: str, seed: int) -> Path:
     return (WORK / args.variant if args.variant else WORK) / f"{name}__seed{seed}"
 
 
-def run_row(name: str, seed: int, args) -> dict:
+def train_resumably(output_dir: Path, flags: list[str], label: str) -> dict:
+    """`run_docre.main(flags + --output_dir)`, resumed from the newest complete checkpoint of `output_dir`.
+
+    Returns the run's record fields: metrics, minutes, torch threads, commit and dev curve.
+    """
     import run_docre
     import torch
 
-    output_dir = row_work_dir(args, name, seed)
     # A run killed while saving leaves a checkpoint without its trainer state (written last): skip it.
     complete = [p for p in glob.glob(str(output_dir / "checkpoint-*")) if os.path.exists(os.path.join(p, "trainer_state.json"))]
     checkpoints = sorted(complete, key=lambda p: int(p.rsplit("-", 1)[1]))
-    flags = [
-        "--model_name_or_path", args.model_name_or_path,
-        "--dataset", "re-docred",
-        "--train_file", str(args.data_dir / "dev_revised.json"),
-        "--test_file", str(args.data_dir / "test_revised.json"),
-        "--output_dir", str(output_dir),
-        "--do_train", "--do_eval", "--do_predict",
-        "--seed", str(seed),
-        "--label_drop_seed", str(seed),
-    ] + budget_flags(args) + ROWS[name]
+    flags = flags + ["--output_dir", str(output_dir)]
     if checkpoints:
         flags += ["--resume_from_checkpoint", checkpoints[-1]]
-        print(f"[{name} seed {seed}] resuming from {checkpoints[-1]}", flush=True)
+        print(f"[{label}] resuming from {checkpoints[-1]}", flush=True)
     started, commit = time.time(), code_version()  # before training: the code the row runs with
     results = run_docre.main(flags)
-    record = {
-        "row": name,
-        "seed": seed,
-        "variant": args.variant,
-        "flags": ROWS[name],
-        "budget": budget_flags(args),
+    return {
         "minutes": round((time.time() - started) / 60, 2),
         # Wall time depends on it (rows may run two at a time with one thread each, see the docstring).
         "torch_threads": torch.get_num_threads(),
         "commit": commit,
         "metrics": results,
         "dev_f1_per_epoch": dev_curve(output_dir),
+    }
+
+
+def run_row(name: str, seed: int, args) -> dict:
+    output_dir = row_work_dir(args, name, seed)
+    flags = [
+        "--model_name_or_path", args.model_name_or_path,
+        "--dataset", "re-docred",
+        "--train_file", str(args.data_dir / "dev_revised.json"),
+        "--test_file", str(args.data_dir / "test_revised.json"),
+        "--do_train", "--do_eval", "--do_predict",
+        "--seed", str(seed),
+        "--label_drop_seed", str(seed),
+    ] + budget_flags(args) + ROWS[name]
+    record = {
+        "row": name,
+        "seed": seed,
+        "variant": args.variant,
+        "flags": ROWS[name],
+        "budget": budget_flags(args),
+        **train_resumably(output_dir, flags, f"{name} seed {seed}"),
         "per_relation_test": per_relation_counts(output_dir / "predictions_test.json",
                                                  args.data_dir / "test_revised.json"),
     }

@@ -459,7 +459,8 @@ def section_breakdown(model, batch: dict, repeats: int) -> dict:
             gh, gt = leaf(head), leaf(tail)
             with autocast(precision):
                 loss = contrastive_loss(
-                    GroupedPairEmbeddings(gh, gt), labels, config.contrastive_temperature, config.contrastive_average
+                    GroupedPairEmbeddings(gh, gt), labels, config.contrastive_temperature, config.contrastive_average,
+                    config.contrastive_anchors,
                 ).mean()
             loss.backward()
 

@@ -6,6 +6,8 @@ from transformers.configuration_utils import SubConfigSpec
 LOSS_KINDS = ("pemscl", "atlop", "bce")
 GAMMA_KINDS = ("count", "one")
 CONTRASTIVE_AVERAGES = ("inside", "outside")
+CONTRASTIVE_ANCHORS = ("positive", "all")
+HEAD_INITS = ("normal", "fan_in_uniform")
 NA_LABEL = "Na"
 # DocRED and Re-DocRED have 96 relations; index 0 is the NA / threshold class.
 DEFAULT_NUM_RELATIONS = 96
@@ -26,7 +28,14 @@ class PemsclConfig(PreTrainedConfig):
         relation_names (`dict[str, str]`, *optional*):
             Human-readable relation names keyed by label (`{"P17": "country"}`), used by decoding outputs.
         pair_embedding_size (`int`, defaults to 768):
-            Size d1 of the head / tail representations z_h, z_t (Eq. 14). ATLOP: 768.
+            Size d1 of the head / tail representations z_h, z_t (Eq. 14). The paper does not print it; ATLOP
+            uses 768; the released PEMSCL code uses 1024 (its `DocREModel` default, never overridden).
+        head_init (`str`, defaults to `"normal"`):
+            Initialization of the new head layers (the two extractors of Eq. 14 and the bilinear W_o of
+            Eq. 15). `"normal"`: weights from normal(0, `encoder.initializer_range`), biases 0, as transformers
+            initializes new layers; `"fan_in_uniform"`: what `torch.nn.Linear` does by default, weights and
+            biases uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), as the released code (plain `nn.Linear` layers).
+            At fan-in d1 * k = 49,152 the bilinear then starts about 8x smaller (std 1/sqrt(3 * fan_in) = 0.0026).
         bilinear_block_size (`int`, defaults to 64):
             Group size k of the grouped bilinear layer; the pair vector x_{h,t} has d1 * k dimensions
             (49,152 with the defaults). Must divide `pair_embedding_size`.
@@ -52,7 +61,11 @@ class PemsclConfig(PreTrainedConfig):
             Whether the supervised contrastive term L_2 (Eq. 10) is used (ablation of Table 3).
         contrastive_average (`str`, defaults to `"inside"`):
             `"inside"`: Eq. 8 as printed (log of the mean over positives); `"outside"`: mean of the logs, as in
-            supervised contrastive learning (Khosla et al., 2020).
+            supervised contrastive learning (Khosla et al., 2020) and the released code.
+        contrastive_anchors (`str`, defaults to `"positive"`):
+            Which pairs are anchors of the contrastive loss. `"positive"`: the pairs with a relation (B_P of
+            Eq. 10, as printed); `"all"`: every pair, NA pairs through Eq. 9 (pushed away from every other pair),
+            which is what the released code computes (it zeroes the NA label column before the loss).
         negative_sample_ratio (`float`, defaults to 1.0):
             Fraction of negative relations kept per NA pair in training (Eq. 12-13); 1.0 = sampling off.
         contrastive_global_batch (`bool`, defaults to `True`):
@@ -74,6 +87,7 @@ class PemsclConfig(PreTrainedConfig):
     encoder: PreTrainedConfig | dict | None = None
     relation_names: dict | None = None
     pair_embedding_size: int = 768
+    head_init: str = "normal"
     bilinear_block_size: int = 64
     entity_marker: str = "*"
     max_relations_per_pair: int = 4
@@ -85,6 +99,7 @@ class PemsclConfig(PreTrainedConfig):
     use_entropy: bool = True
     use_contrastive: bool = True
     contrastive_average: str = "inside"
+    contrastive_anchors: str = "positive"
     negative_sample_ratio: float = 1.0
     contrastive_global_batch: bool = True
     window_length: int | None = None
@@ -106,6 +121,8 @@ class PemsclConfig(PreTrainedConfig):
             "gamma_pos": GAMMA_KINDS,
             "gamma_neg": GAMMA_KINDS,
             "contrastive_average": CONTRASTIVE_AVERAGES,
+            "contrastive_anchors": CONTRASTIVE_ANCHORS,
+            "head_init": HEAD_INITS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -139,6 +156,7 @@ class PemsclConfig(PreTrainedConfig):
             use_entropy=self.use_entropy,
             use_contrastive=self.use_contrastive,
             contrastive_average=self.contrastive_average,
+            contrastive_anchors=self.contrastive_anchors,
         )
 
     @property

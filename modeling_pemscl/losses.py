@@ -36,12 +36,14 @@ __all__ = [
     "LOSS_KINDS",
     "GAMMA_CHOICES",
     "CONTRASTIVE_AVERAGES",
+    "CONTRASTIVE_ANCHORS",
     "THRESHOLD_KINDS",
 ]
 
 LOSS_KINDS = ("pemscl", "atlop", "bce")
 GAMMA_CHOICES = ("count", "one")
 CONTRASTIVE_AVERAGES = ("inside", "outside")
+CONTRASTIVE_ANCHORS = ("positive", "all")
 THRESHOLD_KINDS = ("adaptive", "global")
 
 _NORM_EPS = 1e-12  # same floor on the L2 norm as torch.nn.functional.normalize
@@ -345,6 +347,7 @@ def contrastive_loss(
     labels: torch.Tensor,
     temperature: float,
     average: str = "inside",
+    anchors: str = "positive",
 ) -> torch.Tensor:
     """Multi-label supervised contrastive loss, Eq. 8-10 (one value per pair).
 
@@ -358,23 +361,34 @@ def contrastive_loss(
       ``mean_{p in S_i} -log(exp(s_ip) / sum_{d != i} exp(s_id))``;
     - ``S_i`` empty (Eq. 9): ``log sum_{d != i} exp(s_id)``.
 
-    NA pairs (no positive relation) get 0, as they are outside ``B_P`` in Eq. 10; a batch of one
-    pair gives 0. Similarity rows are only computed for anchors (rows [n_anchor, N]).
+    Which pairs are anchors:
+
+    - ``anchors="positive"`` (Eq. 10 as printed): the pairs of ``B_P``, with a positive relation;
+      NA pairs get 0;
+    - ``anchors="all"`` (what the released code computes: it zeroes the NA column of the labels
+      before this loss): every pair; an NA pair shares no relation with anyone, so it takes the
+      Eq. 9 term and is pushed away from every other pair of the batch.
+
+    A batch of one pair gives 0. Similarity rows are only computed for anchors ([n_anchor, N]).
 
     Args:
         embeddings: [N, D] tensor or :class:`GroupedPairEmbeddings` (never materialized).
         labels: [N, R+1] multi-hot, column 0 = NA.
         temperature: tau > 0.
         average: ``"inside"`` or ``"outside"``.
+        anchors: ``"positive"`` or ``"all"``.
 
     Returns:
         float32 [N].
 
     Raises:
-        ValueError: for an unknown ``average``, a non-positive ``temperature`` or mismatched shapes.
+        ValueError: for an unknown ``average`` or ``anchors``, a non-positive ``temperature`` or
+            mismatched shapes.
     """
     if average not in CONTRASTIVE_AVERAGES:
         raise ValueError(f"`average` must be one of {CONTRASTIVE_AVERAGES}, got {average!r}.")
+    if anchors not in CONTRASTIVE_ANCHORS:
+        raise ValueError(f"`anchors` must be one of {CONTRASTIVE_ANCHORS}, got {anchors!r}.")
     if not temperature > 0:
         raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
     n = _check_embeddings(embeddings)
@@ -385,7 +399,7 @@ def contrastive_loss(
     parts = tuple(embeddings) if isinstance(embeddings, GroupedPairEmbeddings) else (embeddings,)
     device = parts[0].device
     positive = _positive(labels).to(device)
-    is_anchor = positive.any(dim=1)
+    is_anchor = positive.any(dim=1) if anchors == "positive" else torch.ones(n, dtype=torch.bool, device=device)
     anchors = is_anchor.nonzero(as_tuple=True)[0]
     if n < 2 or anchors.numel() == 0:
         return _zero_with_graph(n, *parts, device=device)
@@ -514,13 +528,15 @@ def pemscl_objective(
     use_entropy: bool = True,
     use_contrastive: bool = True,
     contrastive_average: str = "inside",
+    contrastive_anchors: str = "positive",
     negative_mask: Optional[torch.Tensor] = None,
     contrastive_per_pair: Optional[torch.Tensor] = None,
 ) -> Dict[str, Optional[torch.Tensor]]:
     """The training objective: Eq. 11 (Eq. 13 when ``negative_mask`` is given), or a baseline.
 
     For ``loss="pemscl"``: ``mean_pairs(pmt + entropy) + contrastive_weight * mean_pairs(contrastive)``,
-    both means over all N pairs of the batch (NA pairs contribute their 0 to the contrastive mean).
+    both means over all N pairs of the batch (with ``contrastive_anchors="positive"`` NA pairs
+    contribute their 0 to the contrastive mean).
     The paper sums over the batch (Eq. 7, 10); the means only rescale the learning rate.
     For ``"atlop"`` / ``"bce"``: the mean of that loss over pairs (no entropy or contrastive term).
 
@@ -535,6 +551,7 @@ def pemscl_objective(
         use_entropy: add the entropy term (Eq. 6).
         use_contrastive: add the contrastive term (Eq. 10).
         contrastive_average: ``"inside"`` or ``"outside"`` (see :func:`contrastive_loss`).
+        contrastive_anchors: ``"positive"`` (Eq. 10) or ``"all"`` (see :func:`contrastive_loss`).
         negative_mask: optional bool [N, R+1] from :func:`sample_negative_mask` (Eq. 12-13).
         contrastive_per_pair: optional precomputed float [M] per-pair contrastive values (e.g. from
             :func:`contrastive_loss` on a batch gathered across processes); its mean over its M
@@ -556,6 +573,10 @@ def pemscl_objective(
     if contrastive_average not in CONTRASTIVE_AVERAGES:
         raise ValueError(
             f"`contrastive_average` must be one of {CONTRASTIVE_AVERAGES}, got {contrastive_average!r}."
+        )
+    if contrastive_anchors not in CONTRASTIVE_ANCHORS:
+        raise ValueError(
+            f"`contrastive_anchors` must be one of {CONTRASTIVE_ANCHORS}, got {contrastive_anchors!r}."
         )
     if not temperature > 0:
         raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
@@ -594,7 +615,9 @@ def pemscl_objective(
         if contrastive_per_pair is not None:
             contrastive = contrastive_per_pair.float()
         elif embeddings is not None:
-            contrastive = contrastive_loss(embeddings, labels, temperature, contrastive_average)
+            contrastive = contrastive_loss(
+                embeddings, labels, temperature, contrastive_average, contrastive_anchors
+            )
         else:
             raise ValueError(
                 "use_contrastive=True needs `embeddings` (or a precomputed `contrastive_per_pair`); "

@@ -180,7 +180,12 @@ class PemsclPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         std = getattr(self.config.encoder, "initializer_range", 0.02)
-        if isinstance(module, (nn.Linear, GroupedBilinear)):
+        if getattr(module, "_is_pemscl_head", False) and self.config.head_init == "fan_in_uniform":
+            # torch.nn.Linear's own default (kaiming_uniform with a=sqrt(5) is uniform(+-1/sqrt(fan_in))).
+            bound = 1.0 / module.weight.shape[1] ** 0.5
+            nn.init.uniform_(module.weight, -bound, bound)
+            nn.init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, (nn.Linear, GroupedBilinear)):
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -219,6 +224,8 @@ class PemsclModel(PemsclPreTrainedModel):
         self.bilinear = GroupedBilinear(
             config.pair_embedding_size, config.bilinear_block_size, config.num_labels, config.bilinear_block_elements
         )
+        for layer in (self.head_extractor, self.tail_extractor, self.bilinear):
+            layer._is_pemscl_head = True  # initialized by `config.head_init`
         self.post_init()
 
     @classmethod
@@ -544,7 +551,8 @@ def _distributed_objective(logits, labels, embeddings, kwargs):
     global_embeddings = GroupedPairEmbeddings(gather(embeddings.head), gather(embeddings.tail))
     global_labels = gather(labels)
     per_pair = contrastive_loss(
-        global_embeddings, global_labels, kwargs["temperature"], average=kwargs["contrastive_average"]
+        global_embeddings, global_labels, kwargs["temperature"], average=kwargs["contrastive_average"],
+        anchors=kwargs["contrastive_anchors"],
     )
     start = sum(counts[:rank])
     local_contrastive = per_pair[start : start + counts[rank]]

