@@ -87,7 +87,8 @@ def oracle_entropy(logits, labels, mask=None, gamma_pos="count", gamma_neg="coun
     return out
 
 
-def oracle_contrastive(emb, labels, tau, average="inside"):
+def oracle_contrastive(emb, labels, tau, average="inside", anchors="positive"):
+    """Eq. 8-10; with anchors="all" an NA pair is an anchor too, with no positive example (Eq. 9)."""
     n = len(emb)
     unit = []
     for x in emb:
@@ -98,7 +99,7 @@ def oracle_contrastive(emb, labels, tau, average="inside"):
     out = []
     for i in range(n):
         others = [d for d in range(n) if d != i]
-        if not pos[i] or not others:
+        if (not pos[i] and anchors == "positive") or not others:
             out.append(0.0)
             continue
         denom = sum(math.exp(s[i][d]) for d in others)
@@ -264,6 +265,32 @@ def test_contrastive_matches_oracle(average, tau):
         torch.logsumexp(torch.cat([sims[:4], sims[5:]]), 0).item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("average", ["inside", "outside"])
+def test_contrastive_all_anchors_matches_oracle(average):
+    labels = make_labels()
+    emb = make_embeddings(len(POSITIVES))
+    tau = 0.3
+    actual = contrastive_loss(emb, labels, tau, average, anchors="all")
+    assert_close_list(actual, oracle_contrastive(as_lists(emb), as_lists(labels), tau, average, "all"), tol=1e-4)
+    # An NA anchor is pushed away from every other pair (Eq. 9); pairs with a relation are unchanged.
+    na = labels[:, 0] == 1
+    sims = pair_similarity(emb) / tau
+    for i in na.nonzero().flatten().tolist():
+        others = torch.cat([sims[i, :i], sims[i, i + 1:]])
+        assert actual[i].item() == pytest.approx(torch.logsumexp(others, 0).item(), rel=1e-5)
+    torch.testing.assert_close(actual[~na], contrastive_loss(emb, labels, tau, average)[~na])
+
+
+def test_contrastive_all_anchors_grouped_equals_materialized():
+    labels = make_labels()
+    grouped = make_grouped(len(POSITIVES))
+    fast = contrastive_loss(grouped, labels, 0.2, "outside", anchors="all")
+    slow = contrastive_loss(grouped.materialize(), labels, 0.2, "outside", anchors="all")
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+    fast.sum().backward()
+    assert all(torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0 for t in grouped)
+
+
 def test_contrastive_inside_and_outside_agree_with_one_positive_example():
     labels = make_labels([[1], [1], [], [2]])
     emb = make_embeddings(4)
@@ -281,6 +308,12 @@ def test_contrastive_edge_cases():
 
     all_na = contrastive_loss(make_embeddings(4), make_labels([[]] * 4), 0.2)
     assert all_na.tolist() == [0.0] * 4
+    emb, labels = make_embeddings(4), make_labels([[]] * 4)
+    all_na_anchors = contrastive_loss(emb, labels, 0.2, anchors="all")  # every pair through Eq. 9
+    assert_close_list(all_na_anchors, oracle_contrastive(as_lists(emb), as_lists(labels), 0.2, anchors="all"))
+    assert (all_na_anchors != 0).all()
+    with pytest.raises(ValueError, match="anchors"):
+        contrastive_loss(make_embeddings(4), make_labels([[1]] * 4), 0.2, anchors="na")
 
     with pytest.raises(ValueError, match="inside"):
         contrastive_loss(make_embeddings(4), make_labels([[1]] * 4), 0.2, average="mean")
@@ -568,6 +601,18 @@ def test_objective_baselines_and_precomputed_contrastive():
         pemscl_objective(logits, labels, emb, contrastive_per_pair=gathered)
 
 
+def test_objective_contrastive_anchors():
+    labels = make_labels()
+    logits = make_logits(len(POSITIVES))
+    emb = make_embeddings(len(POSITIVES))
+    expected = oracle_contrastive(as_lists(emb), as_lists(labels), 0.2, "outside", "all")
+    out = pemscl_objective(logits, labels, emb, contrastive_average="outside", contrastive_anchors="all")
+    # The contrastive mean runs over every pair, NA anchors now included with their Eq. 9 term.
+    assert out["contrastive_loss"].item() == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+    positive_only = pemscl_objective(logits, labels, emb, contrastive_average="outside")
+    assert out["contrastive_loss"].item() > positive_only["contrastive_loss"].item()
+
+
 def test_objective_validation():
     labels = make_labels()
     logits = make_logits(len(POSITIVES))
@@ -577,6 +622,7 @@ def test_objective_validation():
         ({"gamma_pos": 2}, "count"),
         ({"gamma_neg": "all"}, "count"),
         ({"contrastive_average": "both"}, "outside"),
+        ({"contrastive_anchors": "na"}, "positive"),
         ({"temperature": -1.0}, "temperature"),
         ({"contrastive_weight": -0.1}, "contrastive_weight"),
     ):

@@ -240,6 +240,61 @@ def test_from_encoder_pretrained_keeps_encoder_weights(tmp_path):
     }
 
 
+@pytest.mark.parametrize("pair_embedding_size", [32, 64])
+def test_head_init_scales(pair_embedding_size):
+    """`normal`: transformers' normal(0, initializer_range) and zero biases; `fan_in_uniform`: nn.Linear's
+    default, uniform(+-1/sqrt(fan_in)) for weights and biases (the released code)."""
+    std = tiny_config().encoder.initializer_range
+    normal = tiny_model(seed=5, pair_embedding_size=pair_embedding_size, bilinear_block_size=8)
+    uniform = tiny_model(seed=5, pair_embedding_size=pair_embedding_size, bilinear_block_size=8,
+                         head_init="fan_in_uniform")
+    for name in ("head_extractor", "tail_extractor", "bilinear"):
+        layer_normal, layer_uniform = getattr(normal, name), getattr(uniform, name)
+        fan_in = layer_uniform.weight.shape[1]
+        assert fan_in == (64 if name != "bilinear" else pair_embedding_size * 8)
+        bound = fan_in ** -0.5
+        weight = layer_uniform.weight
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.95 * bound
+        assert weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.1)
+        assert layer_uniform.bias.abs().max() <= bound and layer_uniform.bias.abs().min() >= 0
+        assert layer_uniform.bias.abs().sum() > 0
+        assert layer_normal.weight.std().item() == pytest.approx(std, rel=0.1)
+        assert layer_normal.weight.mean().abs() < 0.2 * std
+        assert torch.equal(layer_normal.bias, torch.zeros_like(layer_normal.bias))
+    # The encoder is initialized the same way under both choices.
+    for (name, a), (_, b) in zip(normal.encoder.named_parameters(), uniform.encoder.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_new_settings_are_validated_and_survive_save_and_reload(tmp_path):
+    for name, value in (("head_init", "xavier"), ("contrastive_anchors", "na")):
+        with pytest.raises(ValueError, match=name):
+            tiny_config(**{name: value})
+    model = tiny_model(seed=2, head_init="fan_in_uniform", contrastive_anchors="all", contrastive_average="outside")
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = AutoModel.from_pretrained(tmp_path / "saved")
+    config = reloaded.config
+    assert (config.head_init, config.contrastive_anchors, config.contrastive_average) == ("fan_in_uniform", "all", "outside")
+    # Loading restores the trained weights; the init is not applied again.
+    for (name, a), (_, b) in zip(model.named_parameters(), reloaded.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_contrastive_anchors_reach_the_loss(generator):
+    documents = [random_document(generator, 30, 4), random_document(generator, 25, 3)]
+    batch = make_batch(documents, generator=generator)
+    losses = {}
+    for anchors in ("positive", "all"):
+        model = tiny_model(seed=4, contrastive_anchors=anchors).train()
+        output = model(**batch)
+        losses[anchors] = output.contrastive_loss
+        terms = pemscl_objective(output.logits, batch["labels"], output.pair_embeddings,
+                                 **model.config.objective_kwargs())
+        torch.testing.assert_close(output.contrastive_loss, terms["contrastive_loss"])
+    assert (batch["labels"][:, 0] == 1).any()  # NA pairs are there to change the loss
+    assert losses["all"] > losses["positive"]
+
+
 def test_save_and_reload_with_auto_classes_and_remote_code(tmp_path, generator):
     model = tiny_model(seed=3)
     batch = make_batch([random_document(generator, 30, 4)], generator=generator, with_labels=False)
