@@ -2,7 +2,16 @@
 
 import statistics
 
-from bench.report import load_variants, paired_difference, per_seed_table, variant_sections, verdicts
+from bench.report import (
+    diagnostic_table,
+    load_variants,
+    paired_difference,
+    per_seed_table,
+    recipe_sections,
+    same_recipe_summary,
+    variant_sections,
+    verdicts,
+)
 
 
 def record(row, seed, f1, tail=0.0, minutes=10.0, threads=None, dev_f1=None):
@@ -96,3 +105,39 @@ def test_runs_stuck_at_na_are_counted_and_named():
     assert stuck_note({"drop50_pemscl": [fine]}, "drop50_pemscl") == ""
     del stuck["metrics"]["eval_f1"]  # no dev evaluation: cannot be judged
     assert aggregate([stuck])["stuck_at_na"] == 0
+
+
+def recipe_record(config, seed, held_out, test=40.0, runtime=600.0):
+    return {"config": config, "seed": seed, "torch_threads": 1,
+            "metrics": {"eval_f1": held_out, "test_f1": test, "test_ign_f1": test - 1, "train_runtime": runtime}}
+
+
+def test_diagnostic_table_pairs_each_configuration_with_its_start():
+    runs = {
+        "project": [recipe_record("project", 66, 40.0), recipe_record("project", 67, 42.0)],
+        "project+d1": [recipe_record("project+d1", 66, 43.0), recipe_record("project+d1", 67, 43.0)],
+        "release": [recipe_record("release", 66, 44.0)],
+        "release-anchors": [recipe_record("release-anchors", 66, 41.0), recipe_record("release-anchors", 68, 50.0)],
+    }
+    table = diagnostic_table(runs)
+    project_d1 = next(line for line in table if line.startswith("| project+d1 |"))
+    # d1 switched to the release's 1024, everything else the project's; +3 and +1 at the two paired seeds.
+    assert project_d1.startswith("| project+d1 | 1024 | normal | positive | inside | 2 | 43.00 ± 0.00 | 2.00 ± 1.41 (2) |")
+    release_anchors = next(line for line in table if line.startswith("| release-anchors |"))
+    # Only seed 66 is paired with `release`; the anchors go back to the project's Eq. 10 setting.
+    assert "| 1024 | fan_in_uniform | positive | outside |" in release_anchors
+    assert "| -3.00 (1) |" in release_anchors
+    assert table.index(project_d1) < table.index(release_anchors)
+
+
+def test_same_recipe_summary_lists_every_seed_in_order():
+    runs = {"default": [recipe_record("default", 67, 0, test=42.5, runtime=500.0),
+                        recipe_record("default", 66, 0, test=41.25, runtime=510.0)],
+            "release": [recipe_record("release", 66, 0)]}
+    summary = same_recipe_summary(runs)
+    assert summary["seeds"] == [66, 67]
+    assert summary["test_f1"] == [41.25, 42.5] and summary["test_ign_f1"] == [40.25, 41.5]
+    assert summary["train_runtime_s"] == [510.0, 500.0]
+    assert same_recipe_summary({}) is None
+    section = "\n".join(recipe_sections({}, summary))
+    assert "41.88 ± 0.88" in section and "41.25 ± 0.35 (seeds 66, 67)" in section
