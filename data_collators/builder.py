@@ -7,17 +7,19 @@ Sources, in order of precedence:
 2. `data_dir`: a folder holding the files as shipped. Re-DocRED: `train_revised.json`, `dev_revised.json`,
    `test_revised.json`; DocRED: `train_annotated.json`, `dev.json`, `test.json` (or `test_unlabeled.json`).
    They become the splits `train`, `validation`, `test`; a missing file is simply an absent split.
-3. Neither: the public files are downloaded through the download manager. Re-DocRED comes from the raw files
-   of the GitHub repository tonytan48/Re-DocRED (`data/`). DocRED's official files only exist on the
-   authors' Google Drive (the thunlp/DocRED GitHub repository has no data files, only a link), so the
-   `docred` configuration downloads the Drive files the DocRED README links to; Google Drive may refuse
-   automated downloads (quota, confirmation pages), in which case download them by hand and pass `data_dir`.
-   DocRED's distantly supervised `train_distant.json` is never downloaded; pass it through `data_files`.
+3. Neither: the public files are downloaded. Re-DocRED comes from the Hugging Face Hub dataset
+   `tonytan48/Re-DocRED` through `huggingface_hub` (cached; `hub_revision` pins the commit, by default the
+   one this project was tested with; `HF_HUB_OFFLINE=1` reads the cache only), see `hub_data.py`. DocRED's
+   official files only exist on the authors' Google Drive (the thunlp/DocRED GitHub repository has no data
+   files, only a link), so the `docred` configuration downloads the Drive files the DocRED README links to
+   through the download manager; Google Drive may refuse automated downloads (quota, confirmation pages), in
+   which case download them by hand and pass `data_dir`. DocRED's distantly supervised `train_distant.json`
+   is never downloaded; pass it through `data_files`.
 
 The relation vocabulary (for validating relation ids and filling `relation_text`) is read from `rel2id_file` /
 `rel_info_file`, else from `rel2id.json` / `rel_info.json` in `data_dir` or beside the first data file, else
-(download mode) from DocRED's `rel_info.json` on Google Drive. Without any, relation ids are not checked here
-(`featurize_document` still checks them against its `rel2id`) and `relation_text` is empty.
+it is the vocabulary built into the package for the configuration (DocRED's 96 relations, shared by
+Re-DocRED: `RelationVocab.builtin`).
 
 Label regimes of the paper (section 4.2), applied to the `train` split only; other splits are never touched:
 
@@ -43,6 +45,7 @@ import datasets
 from datasets import Features, List, Value
 from datasets.exceptions import DatasetGenerationError
 
+from .hub_data import REDOCRED_FILES, download_redocred
 from .relations import RelationVocab
 from .validation import (
     REQUIRED_KEYS,
@@ -70,9 +73,7 @@ _CITATION = """\
 }
 """
 
-_REDOCRED_RAW = "https://raw.githubusercontent.com/tonytan48/Re-DocRED/HEAD/data/{}"
 _GOOGLE_DRIVE = "https://drive.google.com/uc?export=download&id={}"
-_DOCRED_REL_INFO_URL = _GOOGLE_DRIVE.format("1y9A0zKrvETc1ddUFuFhBg3Xfr7FEL4dW")
 
 FEATURES = Features(
     {
@@ -110,7 +111,9 @@ class DocREDConfig(datasets.BuilderConfig):
     Args:
         split_files: Split -> candidate file names looked up in `data_dir` (first existing one wins).
         urls: Split -> public download location, used when neither `data_files` nor `data_dir` is given.
-        rel_info_url: Public location of `rel_info.json`, used in download mode.
+        hub_files: Split -> file of the Hub dataset `tonytan48/Re-DocRED`, used instead of `urls` when set.
+        hub_revision: Commit, tag or branch of that Hub dataset (default: the commit this project was tested
+            with, `hub_data.REDOCRED_HUB_REVISION`).
         train_labels_file: DocRED-format JSON whose labels replace those of the `train` split, documents
             matched by title (the OOG / OGG regimes). Every training document must have a match.
         label_drop_rate: Fraction in [0, 1] of the `train` split's triples to drop (0 keeps them all).
@@ -123,7 +126,8 @@ class DocREDConfig(datasets.BuilderConfig):
 
     split_files: dict = field(default_factory=dict)
     urls: dict = field(default_factory=dict)
-    rel_info_url: Optional[str] = None
+    hub_files: dict = field(default_factory=dict)
+    hub_revision: Optional[str] = None
     train_labels_file: Optional[str] = None
     label_drop_rate: float = 0.0
     label_drop_seed: int = 0
@@ -252,12 +256,7 @@ class DocREDBuilder(datasets.GeneratorBasedBuilder):
                 "validation": ("dev_revised.json",),
                 "test": ("test_revised.json",),
             },
-            urls={
-                "train": _REDOCRED_RAW.format("train_revised.json"),
-                "validation": _REDOCRED_RAW.format("dev_revised.json"),
-                "test": _REDOCRED_RAW.format("test_revised.json"),
-            },
-            rel_info_url=_DOCRED_REL_INFO_URL,
+            hub_files=dict(REDOCRED_FILES),
         ),
         DocREDConfig(
             name="docred",
@@ -273,7 +272,6 @@ class DocREDBuilder(datasets.GeneratorBasedBuilder):
                 "validation": _GOOGLE_DRIVE.format("1AHUm1-_V9GCtGuDcc8XrMUCJE8B-HHoL"),
                 "test": _GOOGLE_DRIVE.format("1lAVDcD94Sigx7gR3jTfStI66o86cflum"),
             },
-            rel_info_url=_DOCRED_REL_INFO_URL,
         ),
     ]
     DEFAULT_CONFIG_NAME = "re-docred"
@@ -319,6 +317,10 @@ class DocREDBuilder(datasets.GeneratorBasedBuilder):
                     "the files explicitly."
                 )
             search_dirs = [config.data_dir]
+        elif config.hub_files:
+            paths = download_redocred(list(config.hub_files.values()), revision=config.hub_revision)
+            files = {split: [paths[name]] for split, name in config.hub_files.items()}
+            search_dirs = []
         else:
             files = {split: [path] for split, path in dl_manager.download(dict(config.urls)).items()}
             search_dirs = []
@@ -327,15 +329,14 @@ class DocREDBuilder(datasets.GeneratorBasedBuilder):
                 f"train_labels_file and label_drop_rate act on the `train` split, but the sources have only "
                 f"{sorted(files)}; name a training file, e.g. data_files={{'train': ..., 'test': ...}}."
             )
-        vocab = self._relation_vocab(dl_manager, search_dirs, download=not (config.data_files or config.data_dir))
+        vocab = self._relation_vocab(search_dirs)
         return [
             datasets.SplitGenerator(name=split, gen_kwargs={"paths": paths, "split": split, "vocab": vocab})
             for split, paths in files.items()
         ]
 
-    def _relation_vocab(
-        self, dl_manager: datasets.DownloadManager, search_dirs: list[str], download: bool
-    ) -> Optional[RelationVocab]:
+    def _relation_vocab(self, search_dirs: list[str]) -> RelationVocab:
+        """The vocabulary given as files, else one found beside the data, else the built-in one."""
         config = self.config
         if config.rel2id_file or config.rel_info_file:
             return RelationVocab.from_files(config.rel2id_file, config.rel_info_file)
@@ -344,13 +345,7 @@ class DocREDBuilder(datasets.GeneratorBasedBuilder):
                 return RelationVocab.from_dir(directory)
             except FileNotFoundError:
                 continue
-        if download and config.rel_info_url:
-            return RelationVocab.from_files(rel_info_file=dl_manager.download(config.rel_info_url))
-        logger.warning(
-            "No rel2id.json or rel_info.json found: relation ids are not checked while loading and "
-            "`relation_text` stays empty. Pass rel2id_file=... or rel_info_file=... to load_docred to fix this."
-        )
-        return None
+        return RelationVocab.builtin(config.name)
 
     def _valid_documents(
         self, documents: list[dict], split: str, vocab: Optional[RelationVocab], source: str
@@ -463,12 +458,14 @@ def load_docred(
         cache_dir: `datasets` cache folder (default `~/.cache/huggingface/datasets`).
         download_mode: `datasets.DownloadMode` value, e.g. `"force_redownload"` to rebuild the cache.
         **config_kwargs: Options of `DocREDConfig`: `train_labels_file`, `label_drop_rate`, `label_drop_seed`,
-            `skip_invalid`, `rel2id_file`, `rel_info_file`.
+            `skip_invalid`, `rel2id_file`, `rel_info_file` (a custom vocabulary; default: the one beside the data,
+            else the built-in DocRED one), `hub_revision` (the Re-DocRED Hub commit, for the download mode).
 
     Raises:
         ValueError: If a document is invalid (message names its title and field) and `skip_invalid` is False,
             a training document has no match in `train_labels_file`, or an option is out of range.
-        FileNotFoundError: If `data_dir` holds none of the expected files or a named file is missing.
+        FileNotFoundError: If `data_dir` holds none of the expected files, a named file is missing, or (download
+            mode) Re-DocRED's files are neither cached nor downloadable (offline): the message says what to pass.
 
     Returns:
         A `DatasetDict` with one split per source file present (`train`, `validation`, `test` for a folder).

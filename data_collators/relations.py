@@ -1,9 +1,9 @@
 """Relation vocabulary of DocRED-format data: Wikidata relation ids, their names and label indices.
 
 DocRED ships `rel_info.json` (Wikidata id -> relation name, 96 entries) and ATLOP-family code ships
-`rel2id.json` (label index of each relation, with the no-relation label `Na` at index 0). Nothing is
-hard-coded here: the mapping is always read from the files a user passes, so the 97-label vocabulary of
-DocRED / Re-DocRED is derived at run time from `rel2id.json` (or built from `rel_info.json`).
+`rel2id.json` (label index of each relation, with the no-relation label `Na` at index 0). Both files of
+DocRED's fixed, public vocabulary (which Re-DocRED keeps) ship with this package under `vocabularies/`
+(`RelationVocab.builtin`); other DocRED-format datasets pass their own files (`RelationVocab.from_files`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ NA_LABEL = "Na"
 
 REL_INFO_FILENAME = "rel_info.json"
 REL2ID_FILENAME = "rel2id.json"
+
+BUILTIN_VOCABULARIES = {"docred": "docred", "re-docred": "docred"}
+"""Dataset name -> folder of `vocabularies/` holding its `rel2id.json` and `rel_info.json`."""
 
 
 def read_rel_info(path: PathLike) -> dict[str, str]:
@@ -153,6 +156,22 @@ class RelationVocab:
                 f"{sorted(set(names) ^ (set(rel2id) - {NA_LABEL}))}"
             )
         return cls(rel2id, names)
+
+    @classmethod
+    def builtin(cls, dataset: str) -> "RelationVocab":
+        """The vocabulary shipped with this package for a named dataset (`"docred"`, `"re-docred"`: the same
+        96 DocRED relations, `Na` at 0, in the label order of ATLOP-family `rel2id.json`).
+
+        Raises:
+            ValueError: For a dataset without a built-in vocabulary (pass its files to `from_files`).
+        """
+        if dataset not in BUILTIN_VOCABULARIES:
+            raise ValueError(
+                f"No built-in relation vocabulary for dataset {dataset!r} (built in: {sorted(BUILTIN_VOCABULARIES)}); "
+                "pass its rel2id.json / rel_info.json instead."
+            )
+        folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vocabularies", BUILTIN_VOCABULARIES[dataset])
+        return cls.from_dir(folder)
 
     @classmethod
     def from_dir(cls, directory: PathLike) -> "RelationVocab":

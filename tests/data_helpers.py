@@ -1,4 +1,4 @@
-"""Shared helpers of the data tests: paths of the shared data, tokenizers, small hand-written documents."""
+"""Shared helpers of the data tests: paths of the fixture data, tokenizers, small hand-written documents."""
 
 from __future__ import annotations
 
@@ -10,18 +10,11 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-REDOCRED_DIR = SHARED_DATA / "re-docred"
-DOCRED_DIR = SHARED_DATA / "docred"
-
-requires_redocred = pytest.mark.skipif(
-    not (REDOCRED_DIR / "test_revised.json").is_file(),
-    reason=f"Re-DocRED files not found in {REDOCRED_DIR} (the project's shared data folder, ../shared/data)",
-)
-requires_docred = pytest.mark.skipif(
-    not (DOCRED_DIR / "test_unlabeled.json").is_file(),
-    reason=f"DocRED test_unlabeled.json not found in {DOCRED_DIR} (the project's shared data folder)",
-)
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# A dozen real documents of each file (tests/fixtures/README.md), so that every test runs in a plain clone.
+REDOCRED_DIR = FIXTURES / "re-docred"
+DOCRED_DIR = FIXTURES / "docred"
+BUILTIN_VOCABULARY_DIR = Path(__file__).resolve().parents[1] / "data_collators" / "vocabularies" / "docred"
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,7 +51,8 @@ def byte_level_tokenizer(add_prefix_space: bool = True):
 
 @functools.lru_cache(maxsize=None)
 def shared_rel2id() -> dict:
-    with open(REDOCRED_DIR / "rel2id.json") as f:
+    """DocRED's 97-label rel2id (`Na` = 0), as the package ships it."""
+    with open(BUILTIN_VOCABULARY_DIR / "rel2id.json") as f:
         return json.load(f)
 
 

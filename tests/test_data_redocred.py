@@ -1,15 +1,13 @@
-"""End-to-end data tests on the shared Re-DocRED test set: builder -> featurize_dataset -> collator."""
+"""End-to-end data tests on real Re-DocRED test documents (the fixture): builder -> featurize_dataset -> collator."""
 
 import json
-import time
 
 import pytest
 import torch
-from data_helpers import REDOCRED_DIR, minilm_tokenizer, requires_redocred
+from data_helpers import REDOCRED_DIR, minilm_tokenizer
 
 from data_collators import DataCollatorForDocRE, RelationVocab, featurize_dataset, load_docred
 
-pytestmark = requires_redocred
 
 
 @pytest.fixture(scope="module")
@@ -20,28 +18,21 @@ def raw_test():
 
 @pytest.fixture(scope="module")
 def vocab():
-    return RelationVocab.from_dir(REDOCRED_DIR)
+    return RelationVocab.builtin("re-docred")
 
 
 @pytest.fixture(scope="module")
 def featurized(tmp_path_factory, vocab):
     data = load_docred("re-docred", data_dir=str(REDOCRED_DIR), cache_dir=str(tmp_path_factory.mktemp("cache")))
-    start = time.perf_counter()
-    test = featurize_dataset(data["test"], minilm_tokenizer(), vocab.rel2id)
-    return test, time.perf_counter() - start
+    return featurize_dataset(data["test"], minilm_tokenizer(), vocab.rel2id)
 
 
 def pair_index(h, t, n):
     return h * (n - 1) + (t if t < h else t - 1)
 
 
-def test_featurizes_in_a_few_seconds(featurized):
-    _, seconds = featurized
-    assert seconds < 20, f"featurizing 500 documents took {seconds:.1f} s"
-
-
 def test_pair_count_and_order(featurized, raw_test):
-    test, _ = featurized
+    test = featurized
     hts = test["hts"]
     assert sum(map(len, hts)) == sum(len(d["vertexSet"]) * (len(d["vertexSet"]) - 1) for d in raw_test)
     for doc, pairs in zip(raw_test, hts):
@@ -50,7 +41,7 @@ def test_pair_count_and_order(featurized, raw_test):
 
 
 def test_every_positive_triple_is_in_the_labels(featurized, raw_test, vocab):
-    test, _ = featurized
+    test = featurized
     labels = test["labels"]
     positives = 0
     for doc, rows in zip(raw_test, labels):
@@ -61,11 +52,11 @@ def test_every_positive_triple_is_in_the_labels(featurized, raw_test, vocab):
         for row in rows:
             assert row[0] == (1 if sum(row[1:]) == 0 else 0)
         positives += sum(sum(row[1:]) for row in rows)
-    assert positives == 17448  # no triple invented either
+    assert positives == sum(len(d["labels"]) for d in raw_test)  # no triple invented either
 
 
 def test_no_mention_lost_in_long_documents(featurized, raw_test):
-    test, _ = featurized
+    test = featurized
     marker = minilm_tokenizer().convert_tokens_to_ids("*")
     long_documents = 0
     for doc, row in zip(raw_test, test):
@@ -81,7 +72,7 @@ def test_no_mention_lost_in_long_documents(featurized, raw_test):
 
 
 def test_keeps_title_and_vertex_set(featurized, raw_test):
-    test, _ = featurized
+    test = featurized
     assert test.column_names == [
         "title", "vertexSet", "input_ids", "mention_positions", "mention_spans", "hts", "labels"
     ]
@@ -89,7 +80,7 @@ def test_keeps_title_and_vertex_set(featurized, raw_test):
 
 
 def test_collates_real_documents(featurized, raw_test):
-    test, _ = featurized
+    test = featurized
     rows = [test[i] for i in range(4)]
     batch = DataCollatorForDocRE(tokenizer=minilm_tokenizer())(rows)
     counts = [len(d["vertexSet"]) * (len(d["vertexSet"]) - 1) for d in raw_test[:4]]

@@ -1,16 +1,16 @@
-"""Tests of data_collators.relations on the shared rel_info.json / rel2id.json and small files."""
+"""Tests of data_collators.relations on the built-in DocRED rel_info.json / rel2id.json and small files."""
 
 import json
 
 import pytest
-from data_helpers import REDOCRED_DIR, requires_redocred
+from data_helpers import BUILTIN_VOCABULARY_DIR
 
 from data_collators import RelationVocab, read_rel2id, read_rel_info, rel2id_from_rel_info
 
 
-@requires_redocred
-def test_shared_files_give_the_97_label_vocabulary():
-    vocab = RelationVocab.from_dir(REDOCRED_DIR)
+@pytest.mark.parametrize("dataset", ["docred", "re-docred"])
+def test_builtin_vocabulary_has_the_97_labels(dataset):
+    vocab = RelationVocab.builtin(dataset)
     assert vocab.num_labels == 97 and len(vocab.relation_ids) == 96
     assert vocab.id2label[0] == "Na"
     assert vocab.id2label[1] == "P17" and vocab.label2id["P17"] == 1  # the ATLOP order of rel2id.json
@@ -22,20 +22,18 @@ def test_shared_files_give_the_97_label_vocabulary():
     assert vocab.relation_ids[0] == "P17" and "Na" not in vocab.relation_ids
 
 
-@requires_redocred
 def test_read_helpers():
-    rel_info = read_rel_info(REDOCRED_DIR / "rel_info.json")
+    rel_info = read_rel_info(BUILTIN_VOCABULARY_DIR / "rel_info.json")
     assert len(rel_info) == 96 and rel_info["P6"] == "head of government"
-    rel2id = read_rel2id(REDOCRED_DIR / "rel2id.json")
+    rel2id = read_rel2id(BUILTIN_VOCABULARY_DIR / "rel2id.json")
     assert list(rel2id.values()) == list(range(97)) and list(rel2id)[:3] == ["Na", "P17", "P131"]
 
 
-@requires_redocred
 def test_rel2id_from_rel_info_alone_is_deterministic():
-    vocab = RelationVocab.from_files(rel_info_file=REDOCRED_DIR / "rel_info.json")
+    vocab = RelationVocab.from_files(rel_info_file=BUILTIN_VOCABULARY_DIR / "rel_info.json")
     assert vocab.num_labels == 97
     assert list(vocab.rel2id)[:5] == ["Na", "P6", "P17", "P19", "P20"]  # numeric Wikidata order
-    shuffled = dict(reversed(list(read_rel_info(REDOCRED_DIR / "rel_info.json").items())))
+    shuffled = dict(reversed(list(read_rel_info(BUILTIN_VOCABULARY_DIR / "rel_info.json").items())))
     assert rel2id_from_rel_info(shuffled) == vocab.rel2id  # independent of the file's order
 
 
@@ -72,3 +70,8 @@ def test_vocab_with_rel2id_only_has_no_names(tmp_path):
     vocab = RelationVocab.from_dir(tmp_path)
     assert vocab.id2label == {0: "Na", 1: "P17", 2: "P131"}
     assert vocab.relation_names == {}
+
+
+def test_builtin_vocabulary_of_an_unknown_dataset_names_the_known_ones():
+    with pytest.raises(ValueError, match=r"'docred', 're-docred'.*rel2id.json"):
+        RelationVocab.builtin("tacred")

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from model_helpers import make_batch, random_document, tiny_model
-from train_helpers import COMMON_ARGUMENTS, DATA_ARGUMENTS, HEAD_ARGUMENTS, read_json, requires_redocred, save_tiny_encoder
+from train_helpers import COMMON_ARGUMENTS, DATA_ARGUMENTS, HEAD_ARGUMENTS, read_json, save_tiny_encoder
 
 WORLD_SIZE = 2
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -149,7 +149,6 @@ def run_process_group(command: list[str], timeout: float, **kwargs) -> subproces
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-@requires_redocred
 def test_run_docre_on_two_processes_trains_like_one_process(tmp_path):
     """`torchrun --nproc_per_node 2` with 1 document per process and step trains like 1 process with 2 documents
     a step (no dropout, no negative sampling: the same global batches in the same order); its predictions,

@@ -11,12 +11,11 @@ import torch
 from transformers import BertConfig, pipeline
 
 import docre_training  # noqa: F401  (registers the task)
-from data_collators import DataCollatorForDocRE, featurize_document
-from data_helpers import DOCRED_DIR, REDOCRED_DIR, minilm_tokenizer, requires_docred, requires_redocred
+from data_collators import DataCollatorForDocRE, RelationVocab, featurize_document
+from data_helpers import DOCRED_DIR, minilm_tokenizer
 from docre_training.pipeline import TASK, DocumentRelationExtractionPipeline, check_model_and_tokenizer, text_to_docred
 from modeling_pemscl import PemsclConfig, PemsclModel
 
-pytestmark = requires_redocred
 
 TEXT = ("Marie Curie was born in Warsaw. She moved to Paris in 1891 and studied at the University of Paris. "
         "Curie won the Nobel Prize.")
@@ -61,10 +60,8 @@ TEXT_AS_DOCRED = {
 def tiny_docre_model(tokenizer, seed=0, **overrides):
     """A random 2-layer BERT with the tokenizer's vocabulary and Re-DocRED's 97 labels; the bilinear bias puts
     about half of the relations above the threshold, so predictions are not empty."""
-    with open(REDOCRED_DIR / "rel2id.json") as f:
-        rel2id = json.load(f)
-    with open(REDOCRED_DIR / "rel_info.json") as f:
-        names = json.load(f)
+    vocab = RelationVocab.builtin("re-docred")
+    rel2id, names = vocab.rel2id, vocab.relation_names
     encoder = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          intermediate_size=64)
     settings = dict(encoder=encoder.to_dict(), id2label={i: r for r, i in rel2id.items()}, relation_names=names,
@@ -141,7 +138,6 @@ def test_text_with_character_spans(extractor, model, tokenizer):
     assert {r["head"]["name"] for r in output} <= {"Marie Curie", "Warsaw", "Paris", "Sorbonne", "Nobel Prize"}
 
 
-@requires_docred
 def test_docred_documents_batched(extractor, model, tokenizer):
     with open(DOCRED_DIR / "test_unlabeled.json") as f:
         documents = json.load(f)[:2]

@@ -20,13 +20,11 @@ from train_helpers import (
     HEAD_ARGUMENTS,
     REL_INFO_FILE,
     read_json,
-    requires_redocred,
     run_documents,
     save_tiny_encoder,
     write_json,
 )
 
-pytestmark = requires_redocred
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 LOSS_TERMS = ("pmt_loss", "entropy_loss", "contrastive_loss")
@@ -252,3 +250,64 @@ def test_resuming_without_the_rng_state_diverges(trained, encoder, tmp_path):
     expected_weights = load_file(trained["output_dir"] / "model.safetensors")
     weights = load_file(tmp_path / "resumed" / "model.safetensors")
     assert max(float((weights[name] - tensor).abs().max()) for name, tensor in expected_weights.items()) > 1e-5
+
+
+# ------------------------------------------------------------------ data and vocabulary without extra files
+def test_trained_config_has_the_96_docred_relations(trained):
+    """The data files have no rel2id.json / rel_info.json beside them: the built-in vocabulary is used."""
+    assert not (Path(DATA_ARGUMENTS[1]).parent / "rel2id.json").exists()
+    config = read_json(trained["output_dir"] / "config.json")
+    builtin = read_json(REPOSITORY / "data_collators" / "vocabularies" / "docred" / "rel2id.json")
+    assert len(config["id2label"]) == 97 and config["id2label"]["0"] == "Na"
+    assert {label: int(index) for index, label in config["id2label"].items()} == builtin
+    assert config["relation_names"] == read_json(REL_INFO_FILE)
+
+
+def test_custom_vocabulary_flags(encoder, tmp_path):
+    """--rel2id_file / --rel_info_file replace DocRED's vocabulary; relation ids are checked against it."""
+    documents = read_json(DATA_ARGUMENTS[1])[:3]
+    relations = sorted({label["r"] for document in documents for label in document["labels"]})
+    rel2id = write_json({"Na": 0, **{r: i for i, r in enumerate(relations, 1)}}, tmp_path / "my_rel2id.json")
+    train = write_json(documents, tmp_path / "train.json")
+    argv = ["--model_name_or_path", str(encoder), "--output_dir", str(tmp_path / "out"), "--train_file", str(train),
+            "--do_train", "--max_steps", "1", *HEAD_ARGUMENTS, *COMMON_ARGUMENTS, "--rel2id_file", str(rel2id)]
+    run_docre.main(argv)
+    config = read_json(tmp_path / "out" / "config.json")
+    assert len(config["id2label"]) == len(relations) + 1 and config["relation_names"] == {}
+    fewer = write_json({"Na": 0, relations[0]: 1}, tmp_path / "fewer.json")
+    with pytest.raises(ValueError, match=r"train.json: Document .* is not a known relation id"):
+        run_docre.main(argv[:-1] + [str(fewer)])
+
+
+def test_demo_files_come_from_data_dir_shared_folder_or_hub(tmp_path, monkeypatch):
+    folder = tmp_path / "re-docred"
+    folder.mkdir()
+    with pytest.raises(FileNotFoundError, match="lacks dev_revised.json or test_revised.json"):
+        run_docre.demo_data_files(str(folder))
+    for name in run_docre.DEMO_FILES:
+        shutil.copy(Path(DATA_ARGUMENTS[1]).parent / name, folder / name)
+    assert run_docre.demo_data_files(str(folder)) == (str(folder / "dev_revised.json"), str(folder / "test_revised.json"))
+    monkeypatch.setattr(run_docre, "SHARED_REDOCRED", str(folder))
+    assert run_docre.demo_data_files(None)[0] == str(folder / "dev_revised.json")
+
+    downloaded = []
+    monkeypatch.setattr(run_docre, "SHARED_REDOCRED", str(tmp_path / "absent"))
+    monkeypatch.setattr(run_docre, "download_redocred",
+                        lambda names: downloaded.extend(names) or {name: f"/cache/{name}" for name in names})
+    assert run_docre.demo_data_files(None) == ("/cache/dev_revised.json", "/cache/test_revised.json")
+    assert downloaded == ["dev_revised.json", "test_revised.json"]
+
+
+def test_offline_demo_without_data_ends_with_one_clear_line(tmp_path):
+    """A new user's clone, offline, no ../shared and an empty Hub cache: one message, no traceback."""
+    script = (f"import run_docre, sys; run_docre.SHARED_REDOCRED = {str(tmp_path / 'absent')!r}; "
+              "sys.exit(run_docre.cli(['--demo', '--output_dir', sys.argv[1]]))")
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out")], cwd=REPOSITORY, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "rel2id" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("run_docre.py: error: Re-DocRED's dev_revised.json, test_revised.json are not available")
+    for expected in ("tonytan48/Re-DocRED", "HF_HUB_OFFLINE", "--data_dir"):
+        assert expected in last

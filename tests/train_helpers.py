@@ -1,4 +1,4 @@
-"""Helpers of the training tests: the shared Re-DocRED files, a tiny random BERT encoder saved with the MiniLM
+"""Helpers of the training tests: the Re-DocRED fixture files, a tiny random BERT encoder saved with the MiniLM
 tokenizer (no download), `run_docre` argument lists and the documents a run trains and tests on."""
 
 from __future__ import annotations
@@ -8,16 +8,10 @@ from pathlib import Path
 
 import pytest
 
-REDOCRED_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "re-docred"
+REDOCRED_DIR = Path(__file__).resolve().parent / "fixtures" / "re-docred"  # 12 real documents a file
 TRAIN_FILE = REDOCRED_DIR / "dev_revised.json"
 TEST_FILE = REDOCRED_DIR / "test_revised.json"
-REL_INFO_FILE = REDOCRED_DIR / "rel_info.json"
-
-requires_redocred = pytest.mark.skipif(
-    not all(path.is_file() for path in (TRAIN_FILE, TEST_FILE, REL_INFO_FILE, REDOCRED_DIR / "rel2id.json")),
-    reason=f"Re-DocRED files (dev_revised.json, test_revised.json, rel2id.json, rel_info.json) not found in "
-    f"{REDOCRED_DIR} (the project's shared data folder, ../shared/data/re-docred)",
-)
+REL_INFO_FILE = Path(__file__).resolve().parents[1] / "data_collators" / "vocabularies" / "docred" / "rel_info.json"
 
 # Small data and head: a run of a few steps takes seconds on two CPU cores.
 DATA_ARGUMENTS = [
