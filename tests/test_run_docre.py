@@ -311,3 +311,39 @@ def test_offline_demo_without_data_ends_with_one_clear_line(tmp_path):
     assert last.startswith("run_docre.py: error: Re-DocRED's dev_revised.json, test_revised.json are not available")
     for expected in ("tonytan48/Re-DocRED", "HF_HUB_OFFLINE", "--data_dir"):
         assert expected in last
+
+
+# ------------------------------------------------------------------ a saved model keeps its settings
+@pytest.mark.parametrize("loss, top_k", [("bce", 2), ("atlop", 1)])
+def test_saved_model_keeps_its_loss_and_top_k(encoder, tmp_path, loss, top_k):
+    saved = tmp_path / "saved"
+    run_docre.main(["--model_name_or_path", str(encoder), "--output_dir", str(saved), *DATA_ARGUMENTS,
+                    *HEAD_ARGUMENTS, *COMMON_ARGUMENTS, "--do_train", "--do_predict", "--max_steps", "1",
+                    "--loss", loss, "--max_relations_per_pair", str(top_k)])
+    config_before = (saved / "config.json").read_bytes()
+    assert (read_json(saved / "config.json")["loss"], read_json(saved / "config.json")["max_relations_per_pair"]) == (loss, top_k)
+
+    def evaluate(*flags):
+        out = tmp_path / f"eval{len(flags)}"
+        run_docre.main(["--model_name_or_path", str(saved), "--output_dir", str(out), *DATA_ARGUMENTS,
+                        *COMMON_ARGUMENTS, "--do_eval", "--do_predict", *flags])
+        return read_json(out / "predictions_test.json")
+
+    # Without flags: decoded as trained (its loss kind's threshold, its top-k), config.json untouched.
+    kept = evaluate()
+    assert kept == read_json(saved / "predictions_test.json")
+    per_pair = {}
+    for fact in kept:
+        key = (fact["title"], fact["h_idx"], fact["t_idx"])
+        per_pair[key] = per_pair.get(key, 0) + 1
+    assert kept and max(per_pair.values()) <= top_k
+    assert (saved / "config.json").read_bytes() == config_before
+    # Flags the user gives do change the decoding (and so the predictions).
+    assert evaluate("--loss", "pemscl", "--max_relations_per_pair", "4") != kept
+    with pytest.raises(ValueError, match="--pair_embedding_size 128 contradicts the saved model"):
+        evaluate("--pair_embedding_size", "128")
+
+
+def test_passed_flags():
+    assert run_docre.passed_flags(["--loss", "bce", "--max_relations_per_pair=2", "--no_use_entropy", "x"]) == {
+        "loss", "max_relations_per_pair", "use_entropy"}
