@@ -132,6 +132,9 @@ def code_version() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+PROCESS_COMMIT = code_version()
+
+
 def dev_curve(output_dir: Path) -> list[list[float]]:
     """[[epoch, dev F1], ...] from the run's `trainer_state.json` (the model-selection curve)."""
     state_path = output_dir / "trainer_state.json"
@@ -165,13 +168,14 @@ def train_resumably(output_dir: Path, flags: list[str], label: str) -> dict:
     if checkpoints:
         flags += ["--resume_from_checkpoint", checkpoints[-1]]
         print(f"[{label}] resuming from {checkpoints[-1]}", flush=True)
-    started, commit = time.time(), code_version()  # before training: the code the row runs with
+    started = time.time()
     results = run_docre.main(flags)
     return {
         "minutes": round((time.time() - started) / 60, 2),
         # Wall time depends on it (rows may run two at a time with one thread each, see the docstring).
         "torch_threads": torch.get_num_threads(),
-        "commit": commit,
+        # The code this process imported (it may run several rows while the checkout moves on).
+        "commit": PROCESS_COMMIT,
         "metrics": results,
         "dev_f1_per_epoch": dev_curve(output_dir),
     }
