@@ -1,31 +1,30 @@
 """Training, inference and publishing for PEMSCL: the Trainer subclass and DocRED metrics (`trainer`, `metrics`),
 the `document-relation-extraction` pipeline (`pipeline`) and the Hub upload with a generated model card (`hub`).
 
-Importing this package registers the `document-relation-extraction` task with `transformers.pipeline`.
+Importing this package imports none of its modules: the scorer `docre_training.metrics` needs only the standard
+library (no torch). The names below load their module on first use; `import docre_training.pipeline` (or using
+any of its names from here) registers the `document-relation-extraction` task with `transformers.pipeline`.
 """
 
-from .hub import prepare_hub_folder, publish_to_hub, upload_to_hub
-from .pipeline import (
-    TASK,
-    DocumentRelationExtractionPipeline,
-    check_model_and_tokenizer,
-    register_pipeline,
-    split_words,
-    text_to_docred,
-    to_docred,
-)
+import importlib
 
-register_pipeline()
+_MODULE_OF = {
+    "prepare_hub_folder": "hub",
+    "publish_to_hub": "hub",
+    "upload_to_hub": "hub",
+    "TASK": "pipeline",
+    "DocumentRelationExtractionPipeline": "pipeline",
+    "check_model_and_tokenizer": "pipeline",
+    "register_pipeline": "pipeline",
+    "split_words": "pipeline",
+    "text_to_docred": "pipeline",
+    "to_docred": "pipeline",
+}
 
-__all__ = [
-    "TASK",
-    "DocumentRelationExtractionPipeline",
-    "check_model_and_tokenizer",
-    "prepare_hub_folder",
-    "publish_to_hub",
-    "register_pipeline",
-    "split_words",
-    "text_to_docred",
-    "to_docred",
-    "upload_to_hub",
-]
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """`DocumentRelationExtractionPipeline`: relations out of new documents, registered as the
-`document-relation-extraction` task of `transformers.pipeline` when `docre_training` is imported.
+`document-relation-extraction` task of `transformers.pipeline` when this module is imported.
 
-    import docre_training  # registers the task
+    import docre_training.pipeline  # registers the task
     from transformers import pipeline
     extractor = pipeline("document-relation-extraction", model="org/pemscl-model")
     extractor({"text": "Paris is the capital of France.", "entities": [[(0, 5)], [(24, 30)]]})
@@ -378,3 +378,5 @@ __all__ = [
     "text_to_docred",
     "to_docred",
 ]
+
+register_pipeline()

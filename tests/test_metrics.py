@@ -268,3 +268,11 @@ def test_gold_against_itself_on_re_docred_test():
     assert scores["num_correct_in_train"] == total
     assert scores["ign_f1"] == 0.0
     assert scores["head_f1"] == scores["mid_f1"] == scores["tail_f1"] == 100.0
+
+
+def test_the_scorer_imports_no_torch_and_registers_nothing():
+    code = ("import sys, docre_training.metrics, docre_training; "
+            "print('torch' in sys.modules, 'transformers' in sys.modules, 'docre_training.pipeline' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.stdout.split() == ["False", "False", "False"], result.stderr

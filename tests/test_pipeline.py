@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import BertConfig, pipeline
 
-import docre_training  # noqa: F401  (registers the task)
+import docre_training.pipeline  # noqa: F401  (registers the task)
 from data_collators import DataCollatorForDocRE, RelationVocab, featurize_document
 from data_helpers import DOCRED_DIR, minilm_tokenizer
 from docre_training.pipeline import TASK, DocumentRelationExtractionPipeline, check_model_and_tokenizer, text_to_docred
