@@ -357,11 +357,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
     if training_args.do_predict:
-        _, metrics = trainer.predict(features["test"], metric_key_prefix="test")
-        if metrics:
-            trainer.log_metrics("predict", metrics)
-            trainer.save_metrics("predict", metrics)
-            results.update(metrics)
+        metrics = trainer.predict(features["test"], metric_key_prefix="test").metrics
+        trainer.log_metrics("predict", metrics)
+        trainer.save_metrics("predict", metrics)
+        results.update(metrics)
         logger.info("Predictions written to %s", os.path.join(training_args.output_dir, "predictions_test.json"))
     if trainer.is_world_process_zero():
         summary = {k: v for k, v in results.items() if k.endswith(("_f1", "_ign_f1", "_precision", "_recall"))}

@@ -26,6 +26,7 @@ class DataCollatorForDocRE:
     | `hts` | [P, 2] | int64 | - | (head, tail) entity indices within their document; every ordered pair h != t |
     | `pair_document_index` | [P] | int64 | - | batch row of each pair; non-decreasing (document 0's pairs first, each in featurized order) |
     | `labels` | [P, R+1] | float32 | - | multi-hot; column 0 = NA (1 iff the pair has no relation); only when the features carry labels |
+    | `document_index` | [B] | int64 | - | the row of each document in its dataset; only when the features carry `document_index` (evaluation) |
 
     A batch where no document has 2 entities has P = 0 (`hts` of shape [0, 2], `labels` [0, R+1]);
     E and M are at least 1 so that index tensors keep their rank (an all -1 slot is "absent").
@@ -129,4 +130,6 @@ class DataCollatorForDocRE:
         labels = self._label_tensor(features, pair_counts)
         if labels is not None:
             batch["labels"] = labels
+        if all("document_index" in feature for feature in features):
+            batch["document_index"] = torch.tensor([int(f["document_index"]) for f in features], dtype=torch.long)
         return batch

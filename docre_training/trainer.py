@@ -10,7 +10,8 @@ from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers.trainer_utils import PredictionOutput
 
 from .metrics import official_scores
 
@@ -92,7 +93,13 @@ class DocRETrainer(Trainer):
     ):
         if args is not None and args.remove_unused_columns:
             args.remove_unused_columns = False  # the collator reads index columns the model signature lacks
-        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
+        # The DocRED metrics are always computed; a user's compute_metrics gets the official-format predictions
+        # and its results are merged in.
+        self._user_compute_metrics = kwargs.pop("compute_metrics", None)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         compute_metrics=self._docred_metrics, **kwargs)
+        self._scoring = None
+        self._last_predictions: list[dict] = []
         self.head_learning_rate = head_learning_rate if head_learning_rate is not None else 5 * self.args.learning_rate
         self.model_accepts_loss_kwargs = False  # the model averages its loss over pairs itself
         self._train_documents = list(train_documents) if train_documents is not None else None
@@ -158,40 +165,30 @@ class DocRETrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     # ------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def predict_documents(self, dataset) -> list[list[dict]]:
-        """Decoded relations of every document of `dataset`, in dataset order.
+    # Evaluation and prediction run through the Trainer's own `evaluation_loop` (progress bar, `*_runtime` and
+    # `*_samples_per_second`, callbacks, several eval datasets): `prediction_step` decodes each batch into a
+    # padded [B, F, 5] tensor of facts, `_docred_metrics` (the Trainer's `compute_metrics`) scores them.
 
-        Returns:
-            per document, a list of `{"h_idx", "t_idx", "r", "score"}` with `r` the relation label
-            (Wikidata id) and `score` the logit margin over the decoding threshold (the pair's NA logit; 0 for
-            the `"bce"` loss).
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Decoded facts of a batch, per document: `(None, facts, document_index)`.
+
+        `facts` is float64 [B, F, 5], one row `(document_index, head, tail, label index, score)` per predicted
+        relation, padded with -100 (F = most facts of a document in the batch); `score` is the logit margin over
+        the decoding threshold (the pair's NA logit; 0 for the `"bce"` loss). The evaluation loss is not computed
+        (the contrastive term over every pair of an evaluation batch would cost more than the prediction).
         """
-        model = self.model
-        model.eval()
-        id2label = model.config.id2label
-        dataloader = self.get_eval_dataloader(dataset)
-        per_document: list[list[dict]] = []
-        for batch in dataloader:
-            batch = self._prepare_inputs(batch)
-            batch.pop("labels", None)
-            with self.compute_loss_context_manager():
-                outputs = model(**batch, return_predictions=True)
-            logits = outputs.logits.float()
-            # The margin over the threshold `decode` used: the NA logit, or 0 for the "bce" baseline.
-            scores = (logits if model.config.loss == "bce" else logits - logits[:, :1]).cpu()
-            predictions = outputs.predictions.cpu()
-            hts = batch["hts"].cpu()
-            documents = batch["pair_document_index"].cpu()
-            batch_facts: list[list[dict]] = [[] for _ in range(batch["input_ids"].shape[0])]
-            pair_index, label_index = predictions[:, 1:].nonzero(as_tuple=True)
-            for p, label in zip(pair_index.tolist(), (label_index + 1).tolist()):
-                head, tail = hts[p].tolist()
-                batch_facts[int(documents[p])].append(
-                    {"h_idx": head, "t_idx": tail, "r": id2label[label], "score": round(float(scores[p, label]), 4)}
-                )
-            per_document.extend(self.accelerator.gather_for_metrics(batch_facts, use_gather_object=True))
-        return per_document
+        inputs = self._prepare_inputs(inputs)
+        document_index = inputs.pop("document_index", None)
+        if document_index is None:
+            raise ValueError("DocRETrainer.prediction_step needs `document_index` in the batch; evaluate through "
+                             "DocRETrainer.evaluate / predict, which add it.")
+        inputs.pop("labels", None)
+        if prediction_loss_only:
+            return None, None, None
+        with torch.no_grad(), self.compute_loss_context_manager():
+            outputs = model(**inputs, return_predictions=True)
+        return None, decoded_facts(outputs.logits, outputs.predictions, inputs["hts"], inputs["pair_document_index"],
+                                   document_index, model.config.loss), document_index
 
     def _train_reference_documents(self):
         if self._train_documents is None and self.train_dataset is not None:
@@ -200,10 +197,10 @@ class DocRETrainer(Trainer):
             )
         return self._train_documents
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """DocRE evaluation over all pairs: metrics prefixed with `metric_key_prefix` (`eval_f1`,
-        `eval_ign_f1`, ...), logged, and the predictions written to `output_dir/predictions_{split}.json`."""
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+    def _scored_dataset(self, dataset, metric_key_prefix: str):
+        """`dataset` with a `document_index` column, remembered (with the prefix) for `_docred_metrics`."""
+        if isinstance(dataset, str):  # Trainer.evaluate passes the names of a dict of eval datasets
+            dataset = self.eval_dataset[dataset]
         if dataset is None:
             raise ValueError("DocRETrainer.evaluate needs an eval_dataset.")
         missing = [column for column in EVALUATION_COLUMNS if column not in dataset.column_names]
@@ -212,36 +209,86 @@ class DocRETrainer(Trainer):
                 f"The evaluation dataset lacks the columns {missing}; featurize it with "
                 "data_collators.featurize_dataset, which keeps them."
             )
-        metrics, _ = self._evaluate_dataset(dataset, metric_key_prefix)
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
+        if "document_index" in dataset.column_names:
+            dataset = dataset.remove_columns("document_index")
+        self._scoring = (_reference_rows(dataset), metric_key_prefix)
+        return dataset.add_column("document_index", list(range(dataset.num_rows)))
 
-    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
-        """Predictions on `test_dataset` (written to `output_dir/predictions_{prefix}.json`) and, when it has
-        labels, the metrics. Returns `(predictions, metrics)`; predictions are official-format dicts."""
-        metrics, predictions = self._evaluate_dataset(test_dataset, metric_key_prefix)
-        if metrics:
-            self.log(metrics)
-        return predictions, metrics
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """DocRE evaluation over all pairs through `Trainer.evaluate`: the official DocRED metrics prefixed with
+        `metric_key_prefix` (`eval_f1`, `eval_ign_f1`, ...) next to the Trainer's runtime metrics, and the
+        predictions written to `output_dir/predictions_{prefix}.json`. A dict of datasets evaluates each one
+        (`eval_{name}_f1`, ...)."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(dataset, dict):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        return super().evaluate(self._scored_dataset(dataset, metric_key_prefix), ignore_keys, metric_key_prefix)
 
-    def _evaluate_dataset(self, dataset, prefix: str):
-        per_document = self.predict_documents(dataset)
-        rows = _reference_rows(dataset)
-        predictions = [
-            {"title": title, **fact} for title, facts in zip(rows["title"], per_document) for fact in facts
-        ]
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test") -> PredictionOutput:
+        """Predictions on `test_dataset` through `Trainer.predict`: a `PredictionOutput` whose `predictions`
+        are the official-format facts (`{"title", "h_idx", "t_idx", "r", "score"}`, also written to
+        `output_dir/predictions_{prefix}.json`), `label_ids` None, and `metrics` with the DocRED scores when the
+        dataset has labels (besides the runtime metrics)."""
+        output = super().predict(self._scored_dataset(test_dataset, metric_key_prefix), ignore_keys, metric_key_prefix)
+        return PredictionOutput(predictions=self._last_predictions, label_ids=None, metrics=output.metrics)
+
+    def _docred_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        """The Trainer's `compute_metrics`: facts to official-format predictions (written atomically), then the
+        DocRED scores (when the documents have labels) merged with the user's `compute_metrics`."""
+        rows, prefix = self._scoring
+        titles = rows["title"]
+        predictions = official_predictions(prediction.predictions, titles, self.model.config.id2label)
+        self._last_predictions = predictions
         if self.is_world_process_zero():
             write_json_atomically(predictions, os.path.join(self.args.output_dir, f"predictions_{prefix}.json"))
-        metrics: dict[str, float] = {}
-        if "labels" in rows.column_names:
-            scores = official_scores(
-                predictions,
-                documents_from_features(rows, self.model.config.id2label),
-                train_documents=self._train_reference_documents(),
-                relation_vocabulary=[label for index, label in sorted(self.model.config.id2label.items()) if index],
-            )
-            if self.compute_metrics is not None:
-                scores.update(self.compute_metrics(predictions))
-            metrics = {f"{prefix}_{name}": value for name, value in scores.items()}
-        return metrics, predictions
+        if "labels" not in rows.column_names:
+            return {}
+        scores = official_scores(
+            predictions,
+            documents_from_features(rows, self.model.config.id2label),
+            train_documents=self._train_reference_documents(),
+            relation_vocabulary=[label for index, label in sorted(self.model.config.id2label.items()) if index],
+        )
+        if self._user_compute_metrics is not None:
+            scores.update(self._user_compute_metrics(predictions))
+        return scores
+
+
+def decoded_facts(logits, predictions, hts, pair_document_index, document_index, loss_kind: str) -> torch.Tensor:
+    """Decoded relations as padded per-document fact rows (see `DocRETrainer.prediction_step`)."""
+    logits = logits.float()
+    # The margin over the threshold `decode` used: the NA logit, or 0 for the "bce" baseline.
+    scores = logits if loss_kind == "bce" else logits - logits[:, :1]
+    pair, label = predictions[:, 1:].nonzero(as_tuple=True)
+    label = label + 1
+    document = pair_document_index[pair]
+    batch_size = document_index.shape[0]
+    counts = torch.bincount(document, minlength=batch_size)
+    width = int(counts.max()) if counts.numel() and pair.numel() else 0
+    facts = torch.full((batch_size, width, 5), -100.0, dtype=torch.float64, device=logits.device)
+    if pair.numel():
+        # Facts come out grouped by document (pairs are ordered by document): rank within the document.
+        offsets = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(pair.numel(), device=logits.device) - offsets[document]
+        facts[document, rank] = torch.stack(
+            [document_index[document].double(), hts[pair, 0].double(), hts[pair, 1].double(), label.double(),
+             scores[pair, label].double()], dim=1)
+    return facts
+
+
+def official_predictions(facts, titles: Sequence[str], id2label: Mapping[int, str]) -> list[dict]:
+    """Fact rows gathered over the evaluation (numpy [N, F, 5], -100 padding) -> official-format predictions in
+    dataset order; a document seen twice (padding of the last distributed batch) counts once."""
+    import numpy as np
+
+    rows = np.asarray(facts, dtype=np.float64).reshape(-1, 5)
+    rows = rows[rows[:, 0] >= 0]
+    seen, predictions = set(), []
+    for document, head, tail, label, score in sorted(rows.tolist(), key=lambda row: row[0]):
+        key = (int(document), int(head), int(tail), int(label))
+        if key in seen:
+            continue
+        seen.add(key)
+        predictions.append({"title": titles[key[0]], "h_idx": key[1], "t_idx": key[2], "r": id2label[key[3]],
+                            "score": round(score, 4)})
+    return predictions

@@ -194,5 +194,5 @@ def test_run_docre_on_two_processes_trains_like_one_process(tmp_path):
     assert len({p["title"] for p in read_json(two / "predictions_test.json")}) == 3
     expected_results = read_json(evaluation / "all_results.json")
     for key, value in read_json(two / "all_results.json").items():
-        if key.startswith(("eval_", "test_")):
+        if key.startswith(("eval_", "test_")) and not key.endswith(("_runtime", "_per_second")):
             assert expected_results[key] == pytest.approx(value, abs=1e-9), key

@@ -6,7 +6,8 @@ from itertools import permutations
 import pytest
 import torch
 from datasets import Dataset
-from transformers import TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PredictionOutput
 
 from data_collators import DataCollatorForDocRE
 from docre_training.metrics import official_scores
@@ -129,7 +130,9 @@ def expected_predictions(model, rows):
 
 def test_predictions_match_a_per_document_loop(tmp_path, dataset):
     trainer = make_trainer(tmp_path)
-    predictions, metrics = trainer.predict(dataset, metric_key_prefix="test")
+    output = trainer.predict(dataset, metric_key_prefix="test")
+    assert isinstance(output, PredictionOutput) and output.label_ids is None
+    predictions, metrics = output.predictions, output.metrics
     expected = expected_predictions(trainer.model, list(dataset))
     assert len(predictions) == len(expected) > 0
     for prediction, fact in zip(predictions, expected):
@@ -139,11 +142,14 @@ def test_predictions_match_a_per_document_loop(tmp_path, dataset):
     assert read_json(tmp_path / "predictions_test.json") == predictions
     assert set(metrics) >= {"test_f1", "test_ign_f1", "test_precision", "test_recall"}
     assert metrics["test_num_predictions"] == len(predictions)
+    assert {"test_runtime", "test_samples_per_second"} <= set(metrics)
 
 
 def test_bce_scores_are_margins_over_the_global_threshold(tmp_path, dataset):
     trainer = make_trainer(tmp_path, model=tiny_model(loss="bce"))
-    predictions, _ = trainer.predict(dataset.remove_columns("labels"))
+    output = trainer.predict(dataset.remove_columns("labels"))
+    predictions = output.predictions
+    assert not any(key.endswith("_f1") for key in output.metrics)  # nothing to score against
     expected = expected_predictions(trainer.model, list(dataset))
     assert predictions and len(predictions) == len(expected)
     logits = {}
@@ -165,6 +171,10 @@ def test_evaluate_uses_the_official_scores(tmp_path, dataset):
     trainer = make_trainer(tmp_path, train_dataset=train, eval_dataset=evaluation)
     metrics = trainer.evaluate()
     assert metrics.pop("epoch") == 0  # Trainer.log adds it
+    # The Trainer's own evaluation loop ran: its runtime metrics sit next to the DocRED scores.
+    assert metrics.pop("eval_runtime") > 0 and metrics.pop("eval_samples_per_second") > 0
+    metrics.pop("eval_steps_per_second")
+    metrics.pop("eval_model_preparation_time", None)  # the Trainer adds it when it first prepares the model
     predictions = read_json(tmp_path / "predictions_eval.json")
     id2label = trainer.model.config.id2label
     expected = official_scores(
@@ -181,6 +191,32 @@ def test_user_metrics_are_merged(tmp_path, dataset):
     trainer = make_trainer(tmp_path, compute_metrics=lambda predictions: {"count": len(predictions)})
     metrics = trainer.evaluate(dataset, metric_key_prefix="dev")
     assert metrics["dev_count"] == metrics["dev_num_predictions"] and "dev_f1" in metrics
+
+
+def test_a_dict_of_eval_datasets_evaluates_each(tmp_path, dataset):
+    first, second = dataset.select(range(2)), dataset.select(range(2, 5))
+    trainer = make_trainer(tmp_path, eval_dataset={"first": first, "second": second})
+    metrics = trainer.evaluate()
+    for name, part in (("first", first), ("second", second)):
+        alone = make_trainer(tmp_path / name).evaluate(part, metric_key_prefix="alone")
+        assert metrics[f"eval_{name}_f1"] == alone["alone_f1"]
+        assert metrics[f"eval_{name}_num_gold"] == alone["alone_num_gold"]
+        assert {p["title"] for p in read_json(tmp_path / f"predictions_eval_{name}.json")} <= set(part["title"])
+
+
+def test_evaluation_callbacks_and_progress(tmp_path, dataset):
+    events = []
+
+    class Recorder(TrainerCallback):
+        def on_prediction_step(self, args, state, control, **kwargs):
+            events.append("step")
+
+        def on_predict(self, args, state, control, metrics, **kwargs):
+            events.append(("predict", round(metrics["test_f1"], 6)))
+
+    trainer = make_trainer(tmp_path, callbacks=[Recorder()])
+    output = trainer.predict(dataset, metric_key_prefix="test")
+    assert events.count("step") == len(trainer.get_test_dataloader(dataset)) and events[-1] == ("predict", round(output.metrics["test_f1"], 6))
 
 
 def test_evaluate_names_missing_columns(tmp_path, dataset):
