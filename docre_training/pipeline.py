@@ -47,7 +47,7 @@ from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
 from data_collators import DataCollatorForDocRE, check_tokenizer, featurize_document
 from data_collators.relations import NA_LABEL
-from modeling_pemscl import decode_relations
+from modeling_pemscl import decode_relations, relation_margins
 
 TASK = "document-relation-extraction"
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -318,8 +318,7 @@ class DocumentRelationExtractionPipeline(Pipeline):
         config = self.model.config
         logits, hts, document = model_outputs["logits"], model_outputs["hts"], model_outputs["document"]
         kind = "global" if config.loss == "bce" else "adaptive"
-        bar = logits.new_zeros(logits.shape[0], 1) if kind == "global" else logits[:, :1]
-        scores = torch.sigmoid(logits[:, 1:] - bar)
+        scores = torch.sigmoid(relation_margins(logits, kind))
         # score > threshold  <=>  f_r - bar > logit(threshold): shift the relation logits, decode as the model does.
         shifted = logits.clone()
         shifted[:, 1:] -= math.log(threshold / (1.0 - threshold))

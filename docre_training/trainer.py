@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from collections import defaultdict
@@ -12,6 +13,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import PredictionOutput
+
+from modeling_pemscl import relation_margins
 
 from .metrics import official_scores
 
@@ -172,9 +175,9 @@ class DocRETrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Decoded facts of a batch, per document: `(None, facts, document_index)`.
 
-        `facts` is float64 [B, F, 5], one row `(document_index, head, tail, label index, score)` per predicted
-        relation, padded with -100 (F = most facts of a document in the batch); `score` is the logit margin over
-        the decoding threshold (the pair's NA logit; 0 for the `"bce"` loss). The evaluation loss is not computed
+        `facts` is float64 [B, F, 5], one row `(document_index, head, tail, label index, margin)` per predicted
+        relation, padded with -100 (F = most facts of a document in the batch); `margin` is the logit margin over
+        the decoding threshold (`modeling_pemscl.relation_margins`). The evaluation loss is not computed
         (the contrastive term over every pair of an evaluation batch would cost more than the prediction).
         """
         inputs = self._prepare_inputs(inputs)
@@ -226,7 +229,8 @@ class DocRETrainer(Trainer):
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test") -> PredictionOutput:
         """Predictions on `test_dataset` through `Trainer.predict`: a `PredictionOutput` whose `predictions`
-        are the official-format facts (`{"title", "h_idx", "t_idx", "r", "score"}`, also written to
+        are the official-format facts (`{"title", "h_idx", "t_idx", "r", "score", "margin"}`: see
+        `modeling_pemscl.relation_margins`; also written to
         `output_dir/predictions_{prefix}.json`), `label_ids` None, and `metrics` with the DocRED scores when the
         dataset has labels (besides the runtime metrics)."""
         output = super().predict(self._scored_dataset(test_dataset, metric_key_prefix), ignore_keys, metric_key_prefix)
@@ -256,11 +260,9 @@ class DocRETrainer(Trainer):
 
 def decoded_facts(logits, predictions, hts, pair_document_index, document_index, loss_kind: str) -> torch.Tensor:
     """Decoded relations as padded per-document fact rows (see `DocRETrainer.prediction_step`)."""
-    logits = logits.float()
-    # The margin over the threshold `decode` used: the NA logit, or 0 for the "bce" baseline.
-    scores = logits if loss_kind == "bce" else logits - logits[:, :1]
-    pair, label = predictions[:, 1:].nonzero(as_tuple=True)
-    label = label + 1
+    margins = relation_margins(logits, "global" if loss_kind == "bce" else "adaptive")
+    pair, column = predictions[:, 1:].nonzero(as_tuple=True)
+    label = column + 1
     document = pair_document_index[pair]
     batch_size = document_index.shape[0]
     counts = torch.bincount(document, minlength=batch_size)
@@ -272,7 +274,7 @@ def decoded_facts(logits, predictions, hts, pair_document_index, document_index,
         rank = torch.arange(pair.numel(), device=logits.device) - offsets[document]
         facts[document, rank] = torch.stack(
             [document_index[document].double(), hts[pair, 0].double(), hts[pair, 1].double(), label.double(),
-             scores[pair, label].double()], dim=1)
+             margins[pair, column].double()], dim=1)
     return facts
 
 
@@ -284,11 +286,11 @@ def official_predictions(facts, titles: Sequence[str], id2label: Mapping[int, st
     rows = np.asarray(facts, dtype=np.float64).reshape(-1, 5)
     rows = rows[rows[:, 0] >= 0]
     seen, predictions = set(), []
-    for document, head, tail, label, score in sorted(rows.tolist(), key=lambda row: row[0]):
+    for document, head, tail, label, margin in sorted(rows.tolist(), key=lambda row: row[0]):
         key = (int(document), int(head), int(tail), int(label))
         if key in seen:
             continue
         seen.add(key)
         predictions.append({"title": titles[key[0]], "h_idx": key[1], "t_idx": key[2], "r": id2label[key[3]],
-                            "score": round(score, 4)})
+                            "score": round(1.0 / (1.0 + math.exp(-margin)), 6), "margin": round(margin, 4)})
     return predictions

@@ -14,6 +14,7 @@ from .losses import (
     bce_loss,
     contrastive_loss,
     decode_relations,
+    relation_margins,
     entropy_loss,
     pemscl_objective,
     pmt_loss,
@@ -41,4 +42,5 @@ __all__ = [
     "bce_loss",
     "pemscl_objective",
     "decode_relations",
+    "relation_margins",
 ]

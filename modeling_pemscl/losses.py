@@ -33,6 +33,7 @@ __all__ = [
     "bce_loss",
     "pemscl_objective",
     "decode_relations",
+    "relation_margins",
     "LOSS_KINDS",
     "GAMMA_CHOICES",
     "CONTRASTIVE_AVERAGES",
@@ -627,6 +628,21 @@ def pemscl_objective(
         total = total + contrastive_weight * out["contrastive_loss"]
     out["loss"] = total
     return out
+
+
+def relation_margins(logits: torch.Tensor, threshold: str = "adaptive") -> torch.Tensor:
+    """The logit margin of every relation over the decision threshold, float32 [N, R] (columns 1..R).
+
+    ``f_r - f_eta`` with ``f_eta = logits[:, 0]`` (``threshold="adaptive"``), or ``f_r`` (``"global"``, the bce
+    baseline's threshold 0). A relation is predicted when its margin is > 0 (see :func:`decode_relations`).
+    The *score* of a relation everywhere in this project (predictions files, the pipeline) is
+    ``sigmoid(margin)``: the pairwise probability ``P^r(r)`` of Eq. 3 that r beats the threshold (for bce, the
+    relation's probability); predictions files carry the margin as well, under ``"margin"``.
+    """
+    if threshold not in THRESHOLD_KINDS:
+        raise ValueError(f"`threshold` must be one of {THRESHOLD_KINDS}, got {threshold!r}.")
+    logits = logits.float()
+    return logits[:, 1:] - logits[:, :1] if threshold == "adaptive" else logits[:, 1:]
 
 
 def decode_relations(

@@ -71,13 +71,13 @@ def test_predictions_file_is_in_the_official_format(trained):
     relations = set(read_json(REL_INFO_FILE))
     assert isinstance(predictions, list) and predictions
     for prediction in predictions:
-        assert set(prediction) == {"title", "h_idx", "t_idx", "r", "score"}
+        assert set(prediction) == {"title", "h_idx", "t_idx", "r", "score", "margin"}
         assert prediction["r"] in relations
         num_entities = len(test_documents[prediction["title"]]["vertexSet"])
         assert isinstance(prediction["h_idx"], int) and isinstance(prediction["t_idx"], int)
         assert 0 <= prediction["h_idx"] < num_entities and 0 <= prediction["t_idx"] < num_entities
         assert prediction["h_idx"] != prediction["t_idx"]
-        assert isinstance(prediction["score"], float) and prediction["score"] >= 0  # margin over the threshold, rounded
+        assert prediction["margin"] >= 0 and 0.5 <= prediction["score"] <= 1  # sigmoid of the margin (predicted: > 0)
     facts = [(p["title"], p["h_idx"], p["t_idx"], p["r"]) for p in predictions]
     assert len(set(facts)) == len(facts)
     # At most 4 relations per pair (max_relations_per_pair), every test document predicted.

@@ -1,6 +1,7 @@
 """DocRETrainer on a tiny random model and hand-made featurized documents: the two learning rates, the logged loss
 terms, predictions against a per-document loop, evaluation with the official scorer and its error messages."""
 
+import math
 from itertools import permutations
 
 import pytest
@@ -136,16 +137,18 @@ def test_predictions_match_a_per_document_loop(tmp_path, dataset):
     expected = expected_predictions(trainer.model, list(dataset))
     assert len(predictions) == len(expected) > 0
     for prediction, fact in zip(predictions, expected):
-        assert set(prediction) == {"title", "h_idx", "t_idx", "r", "score"}
+        assert set(prediction) == {"title", "h_idx", "t_idx", "r", "score", "margin"}
         assert [prediction[k] for k in ("title", "h_idx", "t_idx", "r")] == [fact[k] for k in ("title", "h_idx", "t_idx", "r")]
-        assert prediction["score"] == pytest.approx(fact["margin"], abs=1e-4)
+        assert prediction["margin"] == pytest.approx(fact["margin"], abs=1e-4)
+        # One meaning of score everywhere (the pipeline's too): the sigmoid of the margin.
+        assert prediction["score"] == pytest.approx(1 / (1 + math.exp(-fact["margin"])), abs=1e-5)
     assert read_json(tmp_path / "predictions_test.json") == predictions
     assert set(metrics) >= {"test_f1", "test_ign_f1", "test_precision", "test_recall"}
     assert metrics["test_num_predictions"] == len(predictions)
     assert {"test_runtime", "test_samples_per_second"} <= set(metrics)
 
 
-def test_bce_scores_are_margins_over_the_global_threshold(tmp_path, dataset):
+def test_bce_margins_are_over_the_global_threshold(tmp_path, dataset):
     trainer = make_trainer(tmp_path, model=tiny_model(loss="bce"))
     output = trainer.predict(dataset.remove_columns("labels"))
     predictions = output.predictions
@@ -162,8 +165,8 @@ def test_bce_scores_are_margins_over_the_global_threshold(tmp_path, dataset):
         row = next(r for r in dataset if r["title"] == prediction["title"])
         pair = row["hts"].index([prediction["h_idx"], prediction["t_idx"]])
         label = trainer.model.config.label2id[prediction["r"]]
-        assert prediction["score"] == pytest.approx(float(logits[prediction["title"]][pair, label]), abs=1e-4)
-        assert prediction["score"] >= 0
+        assert prediction["margin"] == pytest.approx(float(logits[prediction["title"]][pair, label]), abs=1e-4)
+        assert prediction["margin"] > 0 and prediction["score"] > 0.5
 
 
 def test_evaluate_uses_the_official_scores(tmp_path, dataset):
