@@ -192,10 +192,19 @@ def document_to_row(document: dict, relation_names: Optional[dict] = None) -> di
 
 
 def _read_documents(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        documents = json.load(f)
+    """The documents of a DocRED-format JSON file; every way it can be unreadable ends in a ValueError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            documents = json.load(f)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); DocRED files are UTF-8 "
+                         "JSON.") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}).") from None
     if not isinstance(documents, list):
         raise ValueError(f"{path}: expected a JSON list of DocRED-format documents, got {type(documents).__name__}")
+    if not documents:
+        raise ValueError(f"{path}: holds no documents (an empty list).")
     return documents
 
 
@@ -350,25 +359,40 @@ class DocREDBuilder(datasets.GeneratorBasedBuilder):
     def _valid_documents(
         self, documents: list[dict], split: str, vocab: Optional[RelationVocab], source: str
     ) -> list[dict]:
-        """Validate and convert documents to rows; skip invalid ones with one counting warning if asked to."""
+        """Validate and convert documents to rows; skip invalid ones (each named in one warning) if asked to.
+
+        Raises:
+            ValueError: For an invalid document (unless `skip_invalid`), naming the file, the document's position
+                and title and the field; for two documents with one title (scores are keyed by title); and when
+                every document was skipped.
+        """
         relation_ids = vocab.rel2id if vocab is not None else None
         relation_names = vocab.names if vocab is not None else None
-        rows, skipped, first_error = [], 0, None
-        for document in documents:
+        rows, skipped, first_position = [], [], {}
+        for position, document in enumerate(documents):
             try:
                 validate_document(document, relation_ids=relation_ids)
             except ValueError as error:
                 if not self.config.skip_invalid:
-                    raise ValueError(f"{source}: {error}") from None
-                skipped += 1
-                first_error = first_error or error
-            else:
-                rows.append(document_to_row(document, relation_names))
+                    raise ValueError(f"{source}, document {position}: {error}") from None
+                skipped.append(f"document {position}: {error}")
+                continue
+            title = document["title"]
+            if title in first_position:
+                raise ValueError(
+                    f"{source}: documents {first_position[title]} and {position} have the same title {title!r}; "
+                    "titles identify documents in predictions and scores, so each must be unique in a split."
+                )
+            first_position[title] = position
+            rows.append(document_to_row(document, relation_names))
         if skipped:
             logger.warning(
-                f"Skipped {skipped} invalid document(s) of {len(documents)} in {source} (split '{split}', "
-                f"skip_invalid=True). First problem: {first_error}"
+                f"Skipped {len(skipped)} invalid document(s) of {len(documents)} in {source} (split '{split}', "
+                "skip_invalid=True):\n  " + "\n  ".join(skipped)
             )
+        if not rows:
+            raise ValueError(f"{source}: every one of its {len(documents)} document(s) is invalid and was skipped "
+                             f"(split '{split}'); the first problem: {skipped[0]}")
         return rows
 
     def _replace_train_labels(self, rows: list[dict], vocab: Optional[RelationVocab]) -> list[dict]:

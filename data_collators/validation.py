@@ -98,7 +98,8 @@ def validate_document(doc: Mapping[str, Any], relation_ids: Optional[Collection[
     Checked: required keys (`REQUIRED_KEYS`, `REQUIRED_MENTION_KEYS`, `REQUIRED_LABEL_KEYS`), `sents` is a
     list of lists of words, every entity has at least one mention, every mention's `sent_id` is a sentence
     index and its `pos` is `[start, end)` with `0 <= start < end <= len(sentence)`, every label's head and
-    tail are distinct entity indices, and (when `relation_ids` is given) every relation id is known.
+    tail are distinct entity indices, its optional `evidence` lists sentence indices of the document, and (when
+    `relation_ids` is given) every relation id is known.
 
     Args:
         doc: A DocRED-format document (raw JSON or a `DocREDBuilder` row).
@@ -161,3 +162,15 @@ def validate_document(doc: Mapping[str, Any], relation_ids: Optional[Collection[
             raise _fail(title, f"labels[{index}].{keys[1]}", f"{tail!r} equals the head: no self-relation")
         if relation_ids is not None and (relation == NA_LABEL or relation not in relation_ids):
             raise _fail(title, f"labels[{index}].{keys[2]}", f"{relation!r} is not a known relation id (rel2id)")
+    labels = doc.get("labels")
+    if isinstance(labels, list):
+        for index, label in enumerate(labels):
+            evidence = label.get("evidence")
+            if evidence is None:
+                continue
+            if not isinstance(evidence, list) or not all(_is_int(sentence) for sentence in evidence):
+                raise _fail(title, f"labels[{index}].evidence", f"{evidence!r} must be a list of sentence indices")
+            outside = [sentence for sentence in evidence if not 0 <= sentence < len(sents)]
+            if outside:
+                raise _fail(title, f"labels[{index}].evidence",
+                            f"{outside} are not sentence indices ({len(sents)} sentences)")

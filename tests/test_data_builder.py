@@ -311,3 +311,52 @@ def test_docred_folder_with_unlabelled_test(tmp_path):
     data = load_docred("docred", data_dir=str(DOCRED_DIR), cache_dir=str(tmp_path / "cache"))
     assert list(data) == ["test"] and data["test"].num_rows == 6
     assert data["test"]["labels"][:3] == [None, None, None]
+
+
+# ----- files and splits that cannot be read as they are -----
+def load_one(tmp_path, path, **options):
+    return load_docred("re-docred", data_files={"test": str(path)}, cache_dir=str(tmp_path / "cache"), **options)
+
+
+def test_unreadable_files_are_named(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"title": "a", "sents": }]')
+    with pytest.raises(ValueError, match=r"broken.json: not valid JSON \(Expecting value at line 1, column 26\)"):
+        load_one(tmp_path, broken)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(json.dumps([festival_document()]).replace("Harbor", "H\u00e4rbor").encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin.json: not UTF-8 text"):
+        load_one(tmp_path, latin)
+    empty = write_json(tmp_path / "empty.json", [])
+    with pytest.raises(ValueError, match=r"empty.json: holds no documents"):
+        load_one(tmp_path, empty)
+
+
+def test_duplicate_titles_are_rejected_naming_both_positions(tmp_path):
+    twice = write_json(tmp_path / "twice.json", [festival_document(), bay_document(), festival_document()])
+    with pytest.raises(ValueError, match=r"twice.json: documents 0 and 2 have the same title 'Harbor Lights Festival'"):
+        load_one(tmp_path, twice)
+
+
+def test_errors_name_the_document_position(tmp_path):
+    bad = bay_document()
+    bad["labels"][0]["evidence"] = [99]
+    path = write_json(tmp_path / "data.json", [festival_document(), bad])
+    with pytest.raises(ValueError, match=r"data.json, document 1: Document 'Port Alder Bay': `labels\[0\].evidence` \[99\]"):
+        load_one(tmp_path, path)
+
+
+def test_skip_invalid_names_every_skipped_document_and_a_split_left_empty_fails(tmp_path, caplog):
+    first, second = festival_document(), bay_document()
+    first["vertexSet"][0][0]["sent_id"] = 9
+    second["labels"][0]["evidence"] = "x"
+    path = write_json(tmp_path / "data.json", [first, second, one_entity_document()])
+    with caplog.at_level(logging.WARNING, logger=BUILDER_LOGGER):
+        data = load_one(tmp_path, path, skip_invalid=True)
+    assert data["test"]["title"] == [one_entity_document()["title"]]
+    message = next(r.getMessage() for r in caplog.records if "Skipped" in r.getMessage())
+    assert "Skipped 2 invalid document(s) of 3" in message
+    assert "document 0: Document 'Harbor Lights Festival'" in message and "document 1: Document 'Port Alder Bay'" in message
+    all_bad = write_json(tmp_path / "all_bad.json", [first, second])
+    with pytest.raises(ValueError, match=r"all_bad.json: every one of its 2 document\(s\) is invalid"):
+        load_one(tmp_path, all_bad, skip_invalid=True)

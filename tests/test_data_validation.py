@@ -61,6 +61,10 @@ BAD_INPUTS = {
     "missing label relation": (_delete(("labels", 3, "r")), "labels[3].r"),
     "missing label head": (_delete(("labels", 0, "h")), "labels[0].h"),
     "sentence not a word list": (_set(("sents", 1), "Port Alder lies"), "sents"),
+    "evidence not a list": (_set(("labels", 0, "evidence"), "x"), "labels[0].evidence"),
+    "evidence not integers": (_set(("labels", 1, "evidence"), [0, "1"]), "labels[1].evidence"),
+    "evidence past the last sentence": (_set(("labels", 2, "evidence"), [1, 3]), "labels[2].evidence"),
+    "evidence negative": (_set(("labels", 2, "evidence"), [-1]), "labels[2].evidence"),
 }
 
 
