@@ -277,7 +277,7 @@ def test_custom_vocabulary_flags(encoder, tmp_path):
     config = read_json(tmp_path / "out" / "config.json")
     assert len(config["id2label"]) == len(relations) + 1 and config["relation_names"] == {}
     fewer = write_json({"Na": 0, relations[0]: 1}, tmp_path / "fewer.json")
-    with pytest.raises(ValueError, match=r"train.json: Document .* is not a known relation id"):
+    with pytest.raises(ValueError, match=r"train.json, document 0: Document .* is not a known relation id"):
         run_docre.main(argv[:-1] + [str(fewer)])
 
 
