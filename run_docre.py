@@ -29,7 +29,7 @@ from data_collators import DataCollatorForDocRE, RelationVocab, check_tokenizer,
 from data_collators.hub_data import download_redocred
 from docre_training.hub import check_dry_run_dir, publish_to_hub
 from docre_training.pipeline import check_model_and_tokenizer
-from docre_training.trainer import DocRETrainer
+from docre_training.trainer import DocRETrainer, latest_complete_checkpoint
 from modeling_pemscl import PemsclConfig, PemsclModel
 
 logger = logging.getLogger("run_docre")
@@ -345,7 +345,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     results: dict[str, float] = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        resume = training_args.resume_from_checkpoint
+        if resume is not None and str(resume).lower() in ("latest", "true"):
+            resume = latest_complete_checkpoint(training_args.output_dir)
+            logger.info("Resuming from %s", resume) if resume else logger.info(
+                "No complete checkpoint in %s: training from the start.", training_args.output_dir)
+        train_result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model()
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", train_result.metrics)

@@ -19,7 +19,6 @@ floating-point sums).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
@@ -161,13 +160,14 @@ def train_resumably(output_dir: Path, flags: list[str], label: str) -> dict:
     import run_docre
     import torch
 
-    # A run killed while saving leaves a checkpoint without its trainer state (written last): skip it.
-    complete = [p for p in glob.glob(str(output_dir / "checkpoint-*")) if os.path.exists(os.path.join(p, "trainer_state.json"))]
-    checkpoints = sorted(complete, key=lambda p: int(p.rsplit("-", 1)[1]))
+    from docre_training.trainer import latest_complete_checkpoint
+
+    # A run killed while saving leaves a torn checkpoint: resume from the newest complete one.
+    checkpoint = latest_complete_checkpoint(str(output_dir))
     flags = flags + ["--output_dir", str(output_dir)]
-    if checkpoints:
-        flags += ["--resume_from_checkpoint", checkpoints[-1]]
-        print(f"[{label}] resuming from {checkpoints[-1]}", flush=True)
+    if checkpoint:
+        flags += ["--resume_from_checkpoint", checkpoint]
+        print(f"[{label}] resuming from {checkpoint}", flush=True)
     started = time.time()
     results = run_docre.main(flags)
     return {

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
@@ -45,6 +46,39 @@ def documents_from_features(rows: Sequence[Mapping[str, Any]], id2label: Mapping
                     labels.append({"h": head, "t": tail, "r": id2label[index]})
         documents.append({"title": row["title"], "vertexSet": row["vertexSet"], "labels": labels})
     return documents
+
+
+def is_complete_checkpoint(folder: str) -> bool:
+    """A checkpoint the Trainer finished writing: `trainer_state.json` (written last) is there and parses, and so
+    are the weights. A kill while saving leaves a folder without one of them."""
+    state = os.path.join(folder, "trainer_state.json")
+    weights = [os.path.join(folder, name) for name in ("model.safetensors", "model.safetensors.index.json")]
+    if not os.path.isfile(state) or not any(os.path.isfile(path) for path in weights):
+        return False
+    try:
+        with open(state, encoding="utf-8") as file:
+            json.load(file)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def latest_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` folder of `output_dir` that `is_complete_checkpoint`; torn newer ones are
+    skipped with a warning. None when there is none."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = sorted(
+        (int(name.rsplit("-", 1)[1]), name) for name in os.listdir(output_dir)
+        if name.startswith("checkpoint-") and name.rsplit("-", 1)[1].isdigit()
+        and os.path.isdir(os.path.join(output_dir, name))
+    )
+    for _, name in reversed(steps):
+        folder = os.path.join(output_dir, name)
+        if is_complete_checkpoint(folder):
+            return folder
+        logger.warning("Skipping %s: it is incomplete (the run was stopped while saving it).", folder)
+    return None
 
 
 def write_json_atomically(payload: Any, path: str) -> None:
@@ -166,6 +200,28 @@ class DocRETrainer(Trainer):
             self._loss_term_sums.clear()
             self._loss_term_count = 0
         super().log(logs, *args, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, and for the final model (not a checkpoint) all or nothing: the files are written
+        to a temporary folder beside `output_dir`, then moved in, the weights last. A kill while saving leaves the
+        previous files or a folder without weights (a clear loading error), never weights without their
+        tokenizer and config."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if _internal_call or not self.args.should_save:
+            return super().save_model(output_dir, _internal_call)
+        os.makedirs(output_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(dir=output_dir, prefix=".saving-")
+        try:
+            super().save_model(staging, _internal_call)
+            weights = {"model.safetensors", "model.safetensors.index.json"}
+            names = sorted(os.listdir(staging), key=lambda name: (name in weights or name.startswith("model-"), name))
+            for name in names:
+                target = os.path.join(output_dir, name)
+                if os.path.isdir(target) and not os.path.islink(target):
+                    shutil.rmtree(target)
+                os.replace(os.path.join(staging, name), target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     # ------------------------------------------------------------ evaluation
     # Evaluation and prediction run through the Trainer's own `evaluation_loop` (progress bar, `*_runtime` and

@@ -349,3 +349,51 @@ def test_saved_model_keeps_its_loss_and_top_k(encoder, tmp_path, loss, top_k):
 def test_passed_flags():
     assert run_docre.passed_flags(["--loss", "bce", "--max_relations_per_pair=2", "--no_use_entropy", "x"]) == {
         "loss", "max_relations_per_pair", "use_entropy"}
+
+
+@pytest.mark.parametrize("value", ["latest", "True"])
+def test_resume_latest_skips_a_torn_checkpoint(trained, encoder, tmp_path, monkeypatch, caplog, value):
+    """Killed while saving checkpoint 4 (no trainer_state.json, half the weights): `--resume_from_checkpoint
+    latest` continues from checkpoint 2, the newest complete one, to the uninterrupted run's result."""
+    stopped = tmp_path / "stopped"
+    shutil.copytree(trained["output_dir"] / f"checkpoint-{CHECKPOINT_STEP}", stopped / f"checkpoint-{CHECKPOINT_STEP}")
+    torn = stopped / f"checkpoint-{2 * CHECKPOINT_STEP}"
+    shutil.copytree(trained["output_dir"] / torn.name, torn)
+    (torn / "trainer_state.json").unlink()
+    weights_file = torn / "model.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes()[: weights_file.stat().st_size // 2])
+    trained_steps = []
+    log = DocRETrainer.log
+
+    def recording_log(self, logs, *args, **kwargs):
+        if "loss" in logs:
+            trained_steps.append(self.state.global_step)
+        return log(self, logs, *args, **kwargs)
+
+    monkeypatch.setattr(DocRETrainer, "log", recording_log)
+    with caplog.at_level("WARNING"):
+        run_docre.main(training_arguments(encoder, stopped, "--resume_from_checkpoint", value))
+    assert trained_steps == list(range(CHECKPOINT_STEP + 1, MAX_STEPS + 1))
+    assert any("Skipping" in r.getMessage() and torn.name in r.getMessage() for r in caplog.records)
+    expected = load_file(trained["output_dir"] / "model.safetensors")
+    for name, tensor in load_file(stopped / "model.safetensors").items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=1e-6, msg=name)
+    # The final model was moved in whole: config, tokenizer and weights, no staging folder left behind.
+    assert {"config.json", "tokenizer.json", "model.safetensors"} <= {p.name for p in stopped.iterdir()}
+    assert not [p for p in stopped.iterdir() if p.name.startswith(".saving-")]
+
+
+def test_is_complete_checkpoint(tmp_path):
+    from docre_training.trainer import is_complete_checkpoint, latest_complete_checkpoint
+
+    assert latest_complete_checkpoint(str(tmp_path / "absent")) is None
+    for step, files in ((1, {"trainer_state.json": "{}", "model.safetensors": "w"}),
+                        (2, {"model.safetensors": "w"}),                       # killed before the state
+                        (3, {"trainer_state.json": "{\"glo", "model.safetensors": "w"}),  # state half written
+                        (4, {"trainer_state.json": "{}"})):                    # no weights
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name, text in files.items():
+            (folder / name).write_text(text)
+    assert [is_complete_checkpoint(str(tmp_path / f"checkpoint-{s}")) for s in (1, 2, 3, 4)] == [True, False, False, False]
+    assert latest_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-1")
