@@ -178,6 +178,21 @@ class PemsclPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; unreadable weights (a save or download cut short) end in a
+        `ValueError` that names the folder and says what to do, not a safetensors parsing error."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":
+                raise
+            raise ValueError(
+                f"The weights of {pretrained_model_name_or_path} cannot be read ({error}): the file is incomplete, "
+                "as a save or a download stopped halfway leaves it. Save the model again (or use a complete "
+                "checkpoint), or download it again with force_download=True."
+            ) from None
+
     def _init_weights(self, module):
         std = getattr(self.config.encoder, "initializer_range", 0.02)
         if getattr(module, "_is_pemscl_head", False) and self.config.head_init == "fan_in_uniform":
@@ -462,10 +477,21 @@ def _encoder_from_config(encoder_config):
 
 
 def _encoder_from_pretrained(name_or_path, **kwargs):
+    """The pretrained encoder, from safetensors weights only (a pickled `pytorch_model.bin` can run code)."""
+    kwargs.setdefault("use_safetensors", True)
     try:
-        return AutoModel.from_pretrained(name_or_path, attn_implementation="eager", add_pooling_layer=False, **kwargs)
-    except TypeError:
-        return AutoModel.from_pretrained(name_or_path, attn_implementation="eager", **kwargs)
+        try:
+            return AutoModel.from_pretrained(name_or_path, attn_implementation="eager", add_pooling_layer=False, **kwargs)
+        except TypeError:
+            return AutoModel.from_pretrained(name_or_path, attn_implementation="eager", **kwargs)
+    except OSError as error:
+        if kwargs["use_safetensors"] and "safetensors" in str(error).lower():
+            raise FileNotFoundError(
+                f"{name_or_path} has no safetensors weights (model.safetensors), and only those are loaded: convert "
+                "the checkpoint once (load it with AutoModel.from_pretrained and save_pretrained it), or pass "
+                "encoder_kwargs={'use_safetensors': False} if you trust its pickled weights."
+            ) from error
+        raise
 
 
 def _split_linear(linear: nn.Linear, entity_embeddings, entity_index, context):

@@ -339,3 +339,22 @@ def test_save_and_reload_with_auto_classes_and_remote_code(tmp_path, generator):
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert "REMOTE-OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_truncated_weights_give_a_clear_error(tmp_path):
+    tiny_model().save_pretrained(tmp_path / "saved")
+    weights = tmp_path / "saved" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a save killed halfway
+    with pytest.raises(ValueError, match=r"saved cannot be read .*incomplete.*Save the model again"):
+        AutoModel.from_pretrained(tmp_path / "saved")
+
+
+def test_only_safetensors_encoder_weights_are_loaded(tmp_path):
+    encoder = AutoModel.from_config(tiny_config().encoder)
+    encoder.config.save_pretrained(tmp_path / "pickled")
+    torch.save(encoder.state_dict(), tmp_path / "pickled" / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match=r"pickled has no safetensors weights.*use_safetensors"):
+        PemsclModel.from_encoder_pretrained(str(tmp_path / "pickled"), id2label={0: "Na", 1: "P17"})
+    trusted = PemsclModel.from_encoder_pretrained(str(tmp_path / "pickled"), id2label={0: "Na", 1: "P17"},
+                                                  encoder_kwargs={"use_safetensors": False})
+    torch.testing.assert_close(trusted.encoder.embeddings.word_embeddings.weight, encoder.embeddings.word_embeddings.weight)
