@@ -358,3 +358,88 @@ def test_only_safetensors_encoder_weights_are_loaded(tmp_path):
     trusted = PemsclModel.from_encoder_pretrained(str(tmp_path / "pickled"), id2label={0: "Na", 1: "P17"},
                                                   encoder_kwargs={"use_safetensors": False})
     torch.testing.assert_close(trusted.encoder.embeddings.word_embeddings.weight, encoder.embeddings.word_embeddings.weight)
+
+
+def test_overlapping_windows_average_like_a_window_by_window_reference(generator):
+    """Each window `[CLS] ids[1 + s : 1 + s + C] [SEP]` encoded alone (C = window - 2, starts every C // 2 and
+    one flush with the end): hidden states are the mean over the windows that hold a token, a mention's
+    attention row the mean of its rows in the windows that hold it, spread onto document positions and
+    renormalized."""
+    window = 16
+    model = tiny_model(window_length=window)
+    length, content = 40, window - 2
+    ids, entities = random_document(generator, length, 3)
+    entities[0] = [26]  # inside three windows
+    batch = make_batch([(ids, entities)], generator=generator, with_labels=False)
+    with torch.no_grad():
+        hidden, rows = model.encode(batch["input_ids"], batch["attention_mask"], batch["mention_positions"])
+
+        n_content = length - 2
+        starts = list(range(0, n_content - content, content // 2)) + [n_content - content]
+        hidden_sum = torch.zeros(length, hidden.shape[-1])
+        covered = torch.zeros(length)
+        mention_row = torch.zeros(rows.shape[2], length)
+        for start in starts:
+            positions = [0] + list(range(1 + start, 1 + start + content)) + [length - 1]
+            output = model.encoder(input_ids=ids[positions][None], output_attentions=True)
+            for local, position in enumerate(positions):
+                hidden_sum[position] += output.last_hidden_state[0, local]
+                covered[position] += 1
+            if 26 in positions:
+                attention = output.attentions[-1][0, :, positions.index(26)]  # [H, window]
+                for local, position in enumerate(positions):
+                    mention_row[:, position] += attention[:, local]
+        reference_hidden = hidden_sum / covered[:, None]
+        reference_row = mention_row / mention_row.sum(-1, keepdim=True)
+    assert (covered >= 1).all() and covered[26] == 3
+    torch.testing.assert_close(hidden[0], reference_hidden, rtol=1e-5, atol=1e-5)
+    mention = batch["mention_positions"][0].flatten().tolist().index(26)
+    torch.testing.assert_close(rows[0, mention], reference_row, rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_bilinear_bf16_matches_fp32_at_real_size():
+    """2,500 pairs, d1 = 768, k = 64 (x has 49,152 dimensions), logits of order 1: under bf16 autocast the
+    forward and the gradients stay within bf16's relative precision of fp32."""
+    generator = torch.Generator().manual_seed(0)
+    layer = GroupedBilinear(768, 64, 97)
+    torch.nn.init.normal_(layer.weight, std=0.02, generator=generator)
+    torch.nn.init.normal_(layer.bias, std=0.1, generator=generator)
+    head = torch.tanh(torch.randn(2500, 12, 64, generator=generator)).requires_grad_(True)
+    tail = torch.tanh(torch.randn(2500, 12, 64, generator=generator)).requires_grad_(True)
+    upstream = torch.randn(2500, 97, generator=generator)
+
+    def run(autocast):
+        layer.zero_grad()
+        head.grad = tail.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = layer(head, tail)
+        (logits.float() * upstream).sum().backward()
+        return logits.float().detach(), head.grad.clone(), tail.grad.clone(), layer.weight.grad.clone()
+
+    def relative_error(a, b):
+        return ((a - b).norm() / b.norm()).item()
+
+    reference, low = run(False), run(True)
+    assert reference[0].std() > 0.5  # logits of order 1, not the bias alone
+    for name, a, b in zip(("logits", "head grad", "tail grad", "weight grad"), low, reference):
+        assert relative_error(a, b) < 0.02, name
+
+
+@pytest.mark.parametrize("kind", ["pemscl", "atlop", "bce"])
+def test_each_config_loss_computes_that_loss(generator, kind):
+    """The value of `output.loss` is the loss `config.loss` names, from the losses module's own functions."""
+    from modeling_pemscl.losses import atlop_loss, bce_loss, contrastive_loss, entropy_loss, pmt_loss
+
+    model = tiny_model(seed=6, loss=kind).train()
+    batch = make_batch([random_document(generator, 30, 4), random_document(generator, 25, 3)], generator=generator)
+    output = model(**batch)
+    logits, labels = output.logits, batch["labels"]
+    expected = {
+        "atlop": lambda: atlop_loss(logits, labels).mean(),
+        "bce": lambda: bce_loss(logits, labels).mean(),
+        "pemscl": lambda: (pmt_loss(logits, labels) + entropy_loss(logits, labels)).mean()
+        + 0.3 * contrastive_loss(output.pair_embeddings, labels, 0.5).mean(),
+    }[kind]()
+    torch.testing.assert_close(output.loss, expected)
+    others = {name: fn(logits, labels).mean() for name, fn in (("atlop", atlop_loss), ("bce", bce_loss))}
+    assert all(not torch.allclose(output.loss, value) for name, value in others.items() if name != kind)
