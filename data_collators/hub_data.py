@@ -54,6 +54,7 @@ def download_redocred(
                 f"Re-DocRED's {', '.join(filenames)} are not available here: they come from the Hugging Face Hub "
                 f"dataset {REDOCRED_HUB_REPO} (revision {revision}) or from {REDOCRED_GITHUB}, and {filename} could "
                 f"not be fetched ({why}). Download them once with network access (they are then cached), or put "
-                "them in a folder and pass --data_dir FOLDER (or --train_file / --validation_file / --test_file)."
+                "them in a folder and pass --data_dir FOLDER (`make demo DATA_DIR=FOLDER`; or --train_file / "
+                "--validation_file / --test_file)."
             ) from None
     return paths
