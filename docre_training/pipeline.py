@@ -45,7 +45,7 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
-from data_collators import DataCollatorForDocRE, check_tokenizer, featurize_document
+from data_collators import DataCollatorForDocRE, check_tokenizer, featurize_document, validate_document
 from data_collators.relations import NA_LABEL
 from modeling_pemscl import decode_relations, relation_margins
 
@@ -90,6 +90,9 @@ def text_to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
     text = document["text"]
     if not isinstance(text, str):
         raise ValueError(f"`text` must be a string, got {type(text).__name__}.")
+    if not isinstance(document["entities"], (list, tuple)):
+        raise ValueError(f"`entities` must be a list of entities (each a list of (start, end) character spans), "
+                         f"got {type(document['entities']).__name__}.")
     words = split_words(text)
     starts = {start: i for i, (_, start, _) in enumerate(words)}
     ends = {end: i for i, (_, _, end) in enumerate(words)}
@@ -162,23 +165,40 @@ def to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
     if "text" in document and "entities" in document:
         return text_to_docred(document)
     if "sents" in document and "vertexSet" in document:
-        sents = document["sents"]
-        vertex_set = []
-        for entity in document["vertexSet"]:
+        sents, vertex_set = document["sents"], document["vertexSet"]
+        if not isinstance(vertex_set, list) or not all(isinstance(entity, list) for entity in vertex_set):
+            return dict(document)  # malformed: validate_document names the field
+        filled = []
+        for entity in vertex_set:
             vertex = []
             for mention in entity:
-                mention = dict(mention)
-                if "name" not in mention and "sent_id" in mention and "pos" in mention:
-                    start, end = mention["pos"]
-                    mention["name"] = " ".join(sents[mention["sent_id"]][start:end])
-                mention.setdefault("type", "")
+                mention = dict(mention) if isinstance(mention, Mapping) else mention
+                if isinstance(mention, dict):
+                    if "name" not in mention and _points_into(sents, mention.get("sent_id"), mention.get("pos")):
+                        start, end = mention["pos"]
+                        mention["name"] = " ".join(sents[mention["sent_id"]][start:end])
+                    mention.setdefault("type", "")
                 vertex.append(mention)
-            vertex_set.append(vertex)
-        return {"title": document.get("title", ""), "sents": sents, "vertexSet": vertex_set}
+            filled.append(vertex)
+        return {"title": document.get("title", ""), "sents": sents, "vertexSet": filled}
     raise ValueError(
         f"Unknown document format with keys {sorted(document)}: pass `text` and `entities` (character spans) or "
         "DocRED's `sents` and `vertexSet`. Relation extraction needs the entities: this pipeline does not find them."
     )
+
+
+def _points_into(sents, sent_id, pos) -> bool:
+    """Whether `sents[sent_id][pos[0]:pos[1]]` is a real span (a name can be read from it)."""
+    return (isinstance(sents, list) and isinstance(sent_id, int) and 0 <= sent_id < len(sents)
+            and isinstance(sents[sent_id], list) and isinstance(pos, list) and len(pos) == 2
+            and all(isinstance(p, int) for p in pos) and 0 <= pos[0] < pos[1] <= len(sents[sent_id]))
+
+
+def checked_docred(document: Any) -> dict[str, Any]:
+    """`to_docred`, then `validate_document`: a document the model can read, or a ValueError naming the field."""
+    converted = to_docred(document)
+    validate_document(converted)
+    return converted
 
 
 # ------------------------------------------------------------------ model <-> tokenizer checks
@@ -274,7 +294,18 @@ class DocumentRelationExtractionPipeline(Pipeline):
         A generator, a `datasets.Dataset` or another iterable of documents gives a lazy iterator of lists.
         Keyword arguments: `top_k`, `threshold`, `batch_size` (see the class docstring).
         """
-        if not isinstance(inputs, (Mapping, list, str, types.GeneratorType)) and isinstance(inputs, Iterable):
+        if isinstance(inputs, list):
+            if not inputs:
+                return []
+            # Every document is checked before any is featurized, and a bad one is named by its position.
+            for position, document in enumerate(inputs):
+                try:
+                    checked_docred(document)
+                except ValueError as error:
+                    raise ValueError(f"Document {position} of the {len(inputs)} given: {error}") from None
+        elif isinstance(inputs, Mapping):
+            checked_docred(inputs)
+        elif not isinstance(inputs, (str, types.GeneratorType)) and isinstance(inputs, Iterable):
             inputs = (document for document in inputs)  # e.g. a `datasets.Dataset`: streamed, not materialized
         return super().__call__(inputs, *args, **kwargs)
 
@@ -293,7 +324,7 @@ class DocumentRelationExtractionPipeline(Pipeline):
         return {}, {}, postprocess
 
     def preprocess(self, inputs) -> dict[str, Any]:
-        document = to_docred(inputs)
+        document = checked_docred(inputs)
         config = self.model.config
         features = featurize_document(document, self.tokenizer, config.label2id, entity_marker=config.entity_marker)
         return {"features": features, "document": document}

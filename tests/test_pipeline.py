@@ -226,3 +226,26 @@ def test_pipeline_by_name_loads_safetensors_only(tmp_path, model, tokenizer, ext
     monkeypatch.setattr(torch, "load", no_unpickling)
     with pytest.raises(ValueError, match="no file named model.safetensors"):
         pipeline(TASK, model=str(tmp_path / "model"))
+
+
+def test_bad_inputs_are_named_before_any_work(extractor, monkeypatch):
+    calls = []
+    forward = DocumentRelationExtractionPipeline.forward
+    monkeypatch.setattr(DocumentRelationExtractionPipeline, "forward",
+                        lambda self, *args, **kwargs: calls.append(1) or forward(self, *args, **kwargs))
+    assert extractor([]) == [] and not calls
+    good = {"text": "Paris is in France.", "entities": [[(0, 5)], [(12, 18)]]}
+    cases = {
+        "entities None": ({"text": "Paris.", "entities": None}, r"`entities` must be a list"),
+        "no name, bad sent_id": ({"sents": [["Paris"]], "vertexSet": [[{"sent_id": 3, "pos": [0, 1]}]]},
+                                 r"`vertexSet\[0\]\[0\]\.name` is a required key"),
+        "int pos": ({"sents": [["Paris"]], "vertexSet": [[{"name": "Paris", "sent_id": 0, "pos": 0}]]},
+                    r"`vertexSet\[0\]\[0\]\.pos` 0 must be \[start, end\]"),
+        "not a dict": ("Paris is in France.", r"must be a dict"),
+    }
+    for name, (bad, message) in cases.items():
+        with pytest.raises(ValueError, match=r"Document 1 of the 3 given: .*" + message):
+            extractor([good, bad, good])
+        assert not calls, name  # nothing ran before the check
+    with pytest.raises(ValueError, match=r"`entities` must be a list"):
+        extractor({"text": "Paris.", "entities": None})
