@@ -256,9 +256,13 @@ def _featurize_split(
     if unlabelled == featurized.num_rows:
         return featurized.remove_columns("labels")
     if unlabelled:
+        missing = [(index, title) for index, (title, labels) in
+                   enumerate(zip(featurized["title"], featurized.data.column("labels").is_null().to_pylist())) if labels]
+        named = ", ".join(f"document {index} {title!r}" for index, title in missing[:5])
         raise ValueError(
-            f"{unlabelled} of {featurized.num_rows} documents have no labels while the others have: a split "
-            "must be all labelled or all unlabelled."
+            f"{unlabelled} of {featurized.num_rows} documents have no labels while the others have ({named}"
+            f"{', ...' if len(missing) > 5 else ''}): a split must be all labelled (give those documents `labels`, "
+            "[] when they have no relation) or all unlabelled."
         )
     return featurized
 

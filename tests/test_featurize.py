@@ -259,7 +259,7 @@ def test_featurize_dataset_keeps_title_and_vertex_set():
 def test_featurize_dataset_refuses_mixed_labelling():
     docs = [document_to_row(doc) for doc in hand_written_documents()]
     docs[1] = {**docs[1], "labels": None}
-    with pytest.raises(ValueError, match="1 of 4 documents have no labels"):
+    with pytest.raises(ValueError, match=rf"1 of 4 documents have no labels while the others have \(document 1 {docs[1]['title']!r}\)"):
         featurize_dataset(Dataset.from_list(docs), minilm_tokenizer(), small_rel2id())
 
 
