@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 import transformers
 from transformers import AutoConfig, AutoModel, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 
-from data_collators import DataCollatorForDocRE, RelationVocab, check_tokenizer, featurize_dataset, load_docred
+from data_collators import (
+    DataCollatorForDocRE,
+    RelationVocab,
+    check_tokenizer,
+    featurize_dataset,
+    invalid_documents,
+    load_docred,
+)
 from data_collators.hub_data import download_redocred
 from docre_training.hub import check_dry_run_dir, publish_to_hub
 from docre_training.pipeline import check_model_and_tokenizer
@@ -227,6 +234,21 @@ def relation_vocabulary(data_args: DataArguments, saved_config) -> RelationVocab
     return RelationVocab.builtin(data_args.dataset)
 
 
+def report_skipped_documents(data_args: DataArguments, vocab: RelationVocab, output_dir: str) -> list[dict]:
+    """With --skip_invalid: log how many documents of each file were left out, naming each (title and first
+    problem), and write them all to `output_dir/skipped_documents.json`."""
+    files = [path for path in (data_args.train_file, data_args.validation_file, data_args.test_file) if path]
+    skipped = [entry for path in files for entry in invalid_documents(path, relation_ids=vocab.rel2id)]
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "skipped_documents.json"), "w", encoding="utf-8") as file:
+        json.dump(skipped, file, indent=1)
+    if skipped:
+        logger.warning("--skip_invalid left out %d document(s) (all listed in %s):\n  %s", len(skipped),
+                       os.path.join(output_dir, "skipped_documents.json"),
+                       "\n  ".join(f"{e['file']}, document {e['document']} {e['title']!r}: {e['problem']}" for e in skipped))
+    return skipped
+
+
 def load_tokenizer(name_or_path: str):
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     try:
@@ -325,6 +347,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     with training_args.main_process_first(desc="loading and featurizing the data"):
         raw = load_splits(data_args, training_args.seed)
+        if data_args.skip_invalid and training_args.should_save:
+            report_skipped_documents(data_args, vocab, training_args.output_dir)
         features = featurize_dataset(raw, tokenizer, vocab.rel2id, entity_marker=model.config.entity_marker,
                                      num_proc=data_args.preprocessing_num_workers)
     for split, flag, needed in (("train", "--do_train", training_args.do_train),

@@ -5,7 +5,7 @@ One document travels: JSON -> `load_docred` (builder, validation, label regimes)
 docs/batch_format.md) -> the model. This package never imports the model.
 """
 
-from .builder import FEATURES, DocREDBuilder, DocREDConfig, document_to_row, load_docred
+from .builder import FEATURES, DocREDBuilder, DocREDConfig, document_to_row, invalid_documents, load_docred
 from .collator import DataCollatorForDocRE
 from .featurize import check_tokenizer, featurize_batch, featurize_dataset, featurize_document
 from .relations import (
@@ -39,6 +39,7 @@ __all__ = [
     "featurize_batch",
     "featurize_dataset",
     "featurize_document",
+    "invalid_documents",
     "load_docred",
     "read_rel2id",
     "read_rel_info",

@@ -233,6 +233,23 @@ def _match_entities(source_vertex_set: list, target_vertex_set: list) -> dict[in
     return mapping
 
 
+def invalid_documents(path: str, relation_ids=None) -> list[dict]:
+    """`{"file", "document", "title", "problem"}` for every invalid document of a DocRED-format file (what
+    `skip_invalid=True` leaves out), in file order.
+
+    Raises:
+        ValueError: If the file itself cannot be read (see `_read_documents`).
+    """
+    found = []
+    for position, document in enumerate(_read_documents(path)):
+        try:
+            validate_document(document, relation_ids=relation_ids)
+        except ValueError as error:
+            title = document.get("title") if isinstance(document, dict) else None
+            found.append({"file": path, "document": position, "title": title, "problem": str(error)})
+    return found
+
+
 class DocREDBuilder(datasets.GeneratorBasedBuilder):
     """`datasets` builder for DocRED-format JSON; see the module docstring for sources and label regimes.
 

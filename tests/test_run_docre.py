@@ -397,3 +397,19 @@ def test_is_complete_checkpoint(tmp_path):
             (folder / name).write_text(text)
     assert [is_complete_checkpoint(str(tmp_path / f"checkpoint-{s}")) for s in (1, 2, 3, 4)] == [True, False, False, False]
     assert latest_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-1")
+
+
+def test_skip_invalid_reports_every_skipped_document(encoder, tmp_path, caplog):
+    documents = read_json(DATA_ARGUMENTS[1])[:4]
+    documents[1]["vertexSet"][0][0]["sent_id"] = 99
+    documents[3]["labels"][0]["r"] = "P99999"
+    train = write_json(documents, tmp_path / "train.json")
+    argv = ["--model_name_or_path", str(encoder), "--output_dir", str(tmp_path / "out"), "--train_file", str(train),
+            "--do_train", "--max_steps", "1", "--skip_invalid", *HEAD_ARGUMENTS, *COMMON_ARGUMENTS]
+    with caplog.at_level("WARNING"):
+        run_docre.main(argv)
+    skipped = read_json(tmp_path / "out" / "skipped_documents.json")
+    assert [(entry["document"], entry["title"]) for entry in skipped] == [(1, documents[1]["title"]), (3, documents[3]["title"])]
+    assert "sent_id" in skipped[0]["problem"] and "P99999" in skipped[1]["problem"]
+    warning = next(r.getMessage() for r in caplog.records if "--skip_invalid left out" in r.getMessage())
+    assert "left out 2 document(s)" in warning and documents[1]["title"] in warning and documents[3]["title"] in warning
