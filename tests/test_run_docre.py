@@ -202,12 +202,8 @@ def test_saved_model_evaluates_to_the_metrics_of_the_end_of_training(trained, tm
     assert not (tmp_path / "evaluation" / "model.safetensors").exists()  # nothing was trained
 
 
-# ------------------------------------------------------------------ resuming
-def test_resumed_run_matches_the_uninterrupted_run(trained, encoder, tmp_path, monkeypatch):
-    # A run stopped after its checkpoint at step 2: the state on disk is that checkpoint.
-    stopped = tmp_path / "stopped"
-    checkpoint = stopped / f"checkpoint-{CHECKPOINT_STEP}"
-    shutil.copytree(trained["output_dir"] / f"checkpoint-{CHECKPOINT_STEP}", checkpoint)
+def record_trained_steps(monkeypatch) -> list[int]:
+    """The global steps that log a training loss, i.e. the steps a run actually trains, as it runs."""
     trained_steps = []
     log = DocRETrainer.log
 
@@ -217,6 +213,16 @@ def test_resumed_run_matches_the_uninterrupted_run(trained, encoder, tmp_path, m
         return log(self, logs, *args, **kwargs)
 
     monkeypatch.setattr(DocRETrainer, "log", recording_log)
+    return trained_steps
+
+
+# ------------------------------------------------------------------ resuming
+def test_resumed_run_matches_the_uninterrupted_run(trained, encoder, tmp_path, monkeypatch):
+    # A run stopped after its checkpoint at step 2: the state on disk is that checkpoint.
+    stopped = tmp_path / "stopped"
+    checkpoint = stopped / f"checkpoint-{CHECKPOINT_STEP}"
+    shutil.copytree(trained["output_dir"] / f"checkpoint-{CHECKPOINT_STEP}", checkpoint)
+    trained_steps = record_trained_steps(monkeypatch)
     resumed_dir = tmp_path / "resumed"
     results = run_docre.main(
         training_arguments(encoder, resumed_dir, "--resume_from_checkpoint", str(checkpoint))
@@ -362,15 +368,7 @@ def test_resume_latest_skips_a_torn_checkpoint(trained, encoder, tmp_path, monke
     (torn / "trainer_state.json").unlink()
     weights_file = torn / "model.safetensors"
     weights_file.write_bytes(weights_file.read_bytes()[: weights_file.stat().st_size // 2])
-    trained_steps = []
-    log = DocRETrainer.log
-
-    def recording_log(self, logs, *args, **kwargs):
-        if "loss" in logs:
-            trained_steps.append(self.state.global_step)
-        return log(self, logs, *args, **kwargs)
-
-    monkeypatch.setattr(DocRETrainer, "log", recording_log)
+    trained_steps = record_trained_steps(monkeypatch)
     with caplog.at_level("WARNING"):
         run_docre.main(training_arguments(encoder, stopped, "--resume_from_checkpoint", value))
     assert trained_steps == list(range(CHECKPOINT_STEP + 1, MAX_STEPS + 1))
