@@ -115,6 +115,8 @@ class DocRETrainer(Trainer):
         head_learning_rate: learning rate of the head layers (default: 5x `args.learning_rate`, ATLOP's ratio).
         train_documents: DocRED-format training documents for Ign F1 and the relation frequency ranking;
             default: rebuilt from `train_dataset`.
+        sort_eval_by_length: batch evaluation and prediction documents by length, longest first (less
+            padding); outputs come back in dataset order either way.
         **kwargs: passed to `Trainer` (`data_collator`, `callbacks`, `compute_metrics`, ...).
     """
 
@@ -126,6 +128,7 @@ class DocRETrainer(Trainer):
         eval_dataset=None,
         head_learning_rate: float | None = None,
         train_documents: Sequence[Mapping[str, Any]] | None = None,
+        sort_eval_by_length: bool = True,
         **kwargs,
     ):
         if args is not None and args.remove_unused_columns:
@@ -135,6 +138,7 @@ class DocRETrainer(Trainer):
         self._user_compute_metrics = kwargs.pop("compute_metrics", None)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          compute_metrics=self._docred_metrics, **kwargs)
+        self.sort_eval_by_length = sort_eval_by_length
         self._scoring = None
         self._last_predictions: list[dict] = []
         self.head_learning_rate = head_learning_rate if head_learning_rate is not None else 5 * self.args.learning_rate
@@ -271,7 +275,13 @@ class DocRETrainer(Trainer):
         if "document_index" in dataset.column_names:
             dataset = dataset.remove_columns("document_index")
         self._scoring = (_reference_rows(dataset), metric_key_prefix)
-        return dataset.add_column("document_index", list(range(dataset.num_rows)))
+        indexed = dataset.add_column("document_index", list(range(dataset.num_rows)))
+        if not self.sort_eval_by_length:
+            return indexed
+        # Batches of similar lengths waste little on padding; longest first, so the memory peak comes early.
+        # Facts carry their document_index, so predictions and scores come back in dataset order.
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        return indexed.select(sorted(range(len(lengths)), key=lambda row: (-lengths[row], row)))
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """DocRE evaluation over all pairs through `Trainer.evaluate`: the official DocRED metrics prefixed with

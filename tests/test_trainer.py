@@ -238,3 +238,25 @@ def test_documents_from_features_rebuilds_the_labels():
     assert documents == [{"title": "d", "vertexSet": rows[0]["vertexSet"],
                           "labels": [{"h": 0, "t": 1, "r": "P1"}, {"h": 0, "t": 1, "r": "P2"}, {"h": 1, "t": 2, "r": "P2"}]}]
     assert documents_from_features([{**rows[0], "labels": None}], {0: "Na"})[0]["labels"] == []
+
+
+def test_length_sorted_evaluation_returns_dataset_order(tmp_path, dataset):
+    batches = []
+    collator = DataCollatorForDocRE(pad_token_id=0, num_labels=NUM_LABELS)
+
+    def recording_collator(features):
+        batches.append([len(feature["input_ids"]) for feature in features])
+        return collator(features)
+
+    plain = make_trainer(tmp_path / "plain", sort_eval_by_length=False).predict(dataset)
+    trainer = make_trainer(tmp_path / "sorted")
+    trainer.data_collator = recording_collator
+    sorted_output = trainer.predict(dataset)
+    lengths = [length for batch in batches for length in batch]
+    assert lengths == sorted(lengths, reverse=True) and lengths != [len(ids) for ids in dataset["input_ids"]]
+    assert sorted_output.predictions == plain.predictions  # same facts, same (dataset) order
+    titles = [p["title"] for p in sorted_output.predictions]
+    order = {title: row for row, title in enumerate(dataset["title"])}
+    assert [order[t] for t in titles] == sorted(order[t] for t in titles)
+    for key in ("test_f1", "test_ign_f1", "test_num_predictions"):
+        assert sorted_output.metrics[key] == plain.metrics[key]
