@@ -410,6 +410,14 @@ class DocREDBuilder(datasets.GeneratorBasedBuilder):
         if not rows:
             raise ValueError(f"{source}: every one of its {len(documents)} document(s) is invalid and was skipped "
                              f"(split '{split}'); the first problem: {skipped[0]}")
+        unlabelled = [(position, row["title"]) for position, row in zip(first_position.values(), rows) if row["labels"] is None]
+        if unlabelled and len(unlabelled) < len(rows):
+            position, title = unlabelled[0]
+            raise ValueError(
+                f"{source}: {len(unlabelled)} of {len(rows)} documents have no `labels` while the others have, e.g. "
+                f"document {position} {title!r}; a file must be all labelled (`labels: []` for a document without "
+                "relations) or all unlabelled."
+            )
         return rows
 
     def _replace_train_labels(self, rows: list[dict], vocab: Optional[RelationVocab]) -> list[dict]:

@@ -360,3 +360,9 @@ def test_skip_invalid_names_every_skipped_document_and_a_split_left_empty_fails(
     all_bad = write_json(tmp_path / "all_bad.json", [first, second])
     with pytest.raises(ValueError, match=r"all_bad.json: every one of its 2 document\(s\) is invalid"):
         load_one(tmp_path, all_bad, skip_invalid=True)
+
+
+def test_a_file_mixing_labelled_and_unlabelled_documents_is_named(tmp_path):
+    path = write_json(tmp_path / "mixed.json", [festival_document(), unlabelled(bay_document())])
+    with pytest.raises(ValueError, match=r"mixed.json: 1 of 2 documents have no `labels`.*document 1 'Port Alder Bay'"):
+        load_one(tmp_path, path)

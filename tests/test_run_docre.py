@@ -411,3 +411,15 @@ def test_skip_invalid_reports_every_skipped_document(encoder, tmp_path, caplog):
     assert "sent_id" in skipped[0]["problem"] and "P99999" in skipped[1]["problem"]
     warning = next(r.getMessage() for r in caplog.records if "--skip_invalid left out" in r.getMessage())
     assert "left out 2 document(s)" in warning and documents[1]["title"] in warning and documents[3]["title"] in warning
+
+
+def test_cli_prints_one_line_and_the_traceback_only_in_debug(encoder, tmp_path, capsys):
+    broken = tmp_path / "train.json"
+    broken.write_text("[{")
+    argv = ["--model_name_or_path", str(encoder), "--output_dir", str(tmp_path / "out"), "--train_file", str(broken),
+            "--do_train", *COMMON_ARGUMENTS]
+    assert run_docre.cli(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("run_docre.py: error: ") and "train.json: not valid JSON" in error
+    with pytest.raises(ValueError, match="not valid JSON"):
+        run_docre.cli(argv + ["--log_level", "debug"])
