@@ -16,8 +16,7 @@ from typing import Mapping, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-NA_LABEL = "Na"
-"""Name of the no-relation label; always label index 0."""
+from modeling_pemscl.processing_pemscl import NA_LABEL, check_rel2id  # noqa: F401  (Na = index 0; the check)
 
 REL_INFO_FILENAME = "rel_info.json"
 REL2ID_FILENAME = "rel2id.json"
@@ -67,23 +66,6 @@ def read_rel2id(path: PathLike) -> dict[str, int]:
         raise ValueError(f"{path}: expected a JSON object mapping relation ids to label indices.")
     check_rel2id(rel2id, source=str(path))
     return dict(sorted(rel2id.items(), key=lambda item: item[1]))
-
-
-def check_rel2id(rel2id: Mapping[str, int], source: str = "rel2id") -> None:
-    """Check that a relation -> index mapping has `Na` at 0 and indices exactly 0 .. n-1.
-
-    Args:
-        rel2id: The mapping to check.
-        source: Where the mapping came from, for the error message.
-
-    Raises:
-        ValueError: If the mapping is malformed.
-    """
-    if rel2id.get(NA_LABEL) != 0:
-        raise ValueError(f"{source}: the no-relation label `{NA_LABEL}` must have index 0.")
-    indices = list(rel2id.values())
-    if not all(type(i) is int for i in indices) or sorted(indices) != list(range(len(rel2id))):
-        raise ValueError(f"{source}: label indices must be the integers 0 .. {len(rel2id) - 1}, each used once.")
 
 
 def _wikidata_sort_key(relation_id: str) -> tuple[int, str]:

@@ -29,7 +29,7 @@ from model_cards import generate_model_card
 
 logger = logging.getLogger(__name__)
 
-REMOTE_CODE_FILES = ("configuration_pemscl.py", "modeling_pemscl.py", "losses.py")
+REMOTE_CODE_FILES = ("configuration_pemscl.py", "modeling_pemscl.py", "losses.py", "pipeline_pemscl.py", "processing_pemscl.py")
 REQUIRED_FILES = ("config.json", "model.safetensors", "README.md", *REMOTE_CODE_FILES)
 
 
@@ -74,6 +74,7 @@ def prepare_hub_folder(model, tokenizer, folder: str | os.PathLike, card: str) -
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
+    model.save_pipeline_code(folder)
     tokenizer.save_pretrained(folder)
     (folder / "README.md").write_text(card, encoding="utf-8")
     files = sorted(path.name for path in folder.iterdir())

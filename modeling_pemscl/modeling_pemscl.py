@@ -6,6 +6,9 @@ batch, flattened), H attention heads, d encoder width, d1 = `pair_embedding_size
 `bilinear_block_size` (d1 = G * k), R + 1 labels with NA / threshold at index 0.
 """
 
+import json
+import os
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -180,8 +183,11 @@ class PemsclPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`; unreadable weights (a save or download cut short) end in a
-        `ValueError` that names the folder and says what to do, not a safetensors parsing error."""
+        """`PreTrainedModel.from_pretrained` from safetensors weights only (`use_safetensors=True` by default);
+        unreadable weights (a save or download cut short) end in a `ValueError` that names the folder and says
+        what to do, not a safetensors parsing error."""
+        # Safetensors only, unless the caller says otherwise: a pickled checkpoint can run code when loaded.
+        kwargs.setdefault("use_safetensors", True)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except Exception as error:
@@ -192,6 +198,35 @@ class PemsclPreTrainedModel(PreTrainedModel):
                 "as a save or a download stopped halfway leaves it. Save the model again (or use a complete "
                 "checkpoint), or download it again with force_download=True."
             ) from None
+
+    # The remote code of the `document-relation-extraction` pipeline, written next to the model's own.
+    pipeline_files = ("pipeline_pemscl.py", "processing_pemscl.py")
+    pipeline_class = "pipeline_pemscl.DocumentRelationExtractionPipeline"
+
+    def save_pipeline_code(self, save_directory) -> None:
+        """Add the pipeline's remote code and its `custom_pipelines` entry to a folder `save_pretrained` wrote, so
+        `pipeline("document-relation-extraction", model=folder, trust_remote_code=True)` works where this project
+        is not installed (the Hub folder of `--hub_dry_run` / `--push_to_hub` does this).
+
+        Not part of every `save_pretrained`: with the entry, transformers insists on `trust_remote_code=True` for
+        the folder even where the task is registered locally.
+        """
+        here = os.path.dirname(os.path.abspath(__file__))
+        missing = [name for name in self.pipeline_files if not os.path.isfile(os.path.join(here, name))]
+        if missing:
+            raise FileNotFoundError(f"{missing} are not beside {__file__}: this copy of the model code cannot ship "
+                                    "the pipeline.")
+        for name in self.pipeline_files:
+            shutil.copyfile(os.path.join(here, name), os.path.join(save_directory, name))
+        config_path = os.path.join(save_directory, "config.json")
+        with open(config_path, encoding="utf-8") as file:
+            config = json.load(file)
+        config["custom_pipelines"] = {
+            "document-relation-extraction": {"impl": self.pipeline_class, "pt": ["AutoModel"], "tf": [], "type": "text"}
+        }
+        with open(config_path, "w", encoding="utf-8") as file:
+            json.dump(config, file, indent=2, sort_keys=True)
+            file.write("\n")
 
     def _init_weights(self, module):
         std = getattr(self.config.encoder, "initializer_range", 0.02)

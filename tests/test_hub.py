@@ -24,7 +24,7 @@ from model_cards import generate_model_card
 
 MODEL_ID = "org/pemscl-tiny"
 HUB_FILES = {"README.md", "config.json", "model.safetensors", "configuration_pemscl.py", "modeling_pemscl.py",
-             "losses.py", "tokenizer.json", "tokenizer_config.json"}
+             "losses.py", "pipeline_pemscl.py", "processing_pemscl.py", "tokenizer.json", "tokenizer_config.json"}
 PROJECT_PACKAGES = ("modeling_pemscl", "data_collators", "docre_training", "model_cards", "run_docre")
 
 
@@ -98,7 +98,7 @@ def test_model_card_metadata(tiny_run):
     assert metrics["f1"] == round(all_results["eval_f1"], 2) == round(tiny_run.results["eval_f1"], 2)
     assert metrics["ign_f1"] == round(all_results["eval_ign_f1"], 2)
     text = card.text
-    assert f'pipeline("document-relation-extraction", model="{MODEL_ID}")' in text
+    assert f'pipeline("document-relation-extraction", model="{MODEL_ID}", trust_remote_code=True)' in text
     assert "25% of the training triples were removed" in text  # --label_drop_rate 0.25
     assert "Guo, Jia and Kok, Stanley and Bing, Lidong" in text
 
@@ -207,3 +207,41 @@ def test_dry_run_folder_must_be_empty(tmp_path):
     (tmp_path / "old.txt").write_text("x")
     with pytest.raises(ValueError, match="not an empty folder"):
         hub.check_dry_run_dir(tmp_path)
+
+
+def test_pipeline_from_the_hub_folder_with_remote_code_alone(tiny_run, tmp_path):
+    """`pipeline("document-relation-extraction", model=folder, trust_remote_code=True)` in a Python where
+    nothing of this project can be imported gives the relations this project's own pipeline gives."""
+    import docre_training.pipeline  # noqa: F401  (registers the task here)
+    from transformers import pipeline
+
+    config = json.loads((tiny_run.hub / "config.json").read_text())
+    assert config["custom_pipelines"]["document-relation-extraction"]["impl"] == "pipeline_pemscl.DocumentRelationExtractionPipeline"
+    text_document = {"text": "Paris is the capital of France . Marie Curie lived in Paris .",
+                     "entities": [[(0, 5), (54, 59)], [(24, 30)], [(33, 44)]]}
+    docred_document = {key: tiny_run.documents[4][key] for key in ("title", "sents", "vertexSet")}
+    local = pipeline("document-relation-extraction", model=str(tiny_run.out))([text_document, docred_document])
+    (tmp_path / "inputs.json").write_text(json.dumps([text_document, docred_document]))
+    blocked = "\n".join(f"sys.modules[{name!r}] = None" for name in PROJECT_PACKAGES)
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        {{blocked}}
+        from transformers import pipeline
+        extractor = pipeline("document-relation-extraction", model={str(tiny_run.hub)!r}, trust_remote_code=True)
+        assert type(extractor).__module__.startswith("transformers_modules"), type(extractor).__module__
+        documents = json.load(open({str(tmp_path / "inputs.json")!r}))
+        print("REMOTE-PIPELINE " + json.dumps(extractor(documents)))
+        """
+    ).replace("{blocked}", blocked)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    line = next((l for l in result.stdout.splitlines() if l.startswith("REMOTE-PIPELINE ")), None)
+    assert line is not None, result.stdout[-2000:] + result.stderr[-3000:]
+    remote = json.loads(line[len("REMOTE-PIPELINE "):])
+    assert len(remote) == 2 and any(remote)
+    for got, expected in zip(remote, local):
+        assert [(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in got] == \
+            [(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in expected]
+        assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected], abs=1e-6)

@@ -1,0 +1,680 @@
+"""Inference-time processing of PEMSCL: one document in, features, a batch, back out.
+
+This file ships to the Hub as remote code with the model (like transformers' `processing_*.py` next to
+`modeling_*.py`): it imports torch, numpy, transformers' tokenizers through the objects passed in, and the
+standard library only, never the model classes. The project's `data_collators` builds its dataset-level
+featurization on it; the pipeline (`pipeline_pemscl.py`) uses it for raw text and DocRED documents.
+
+- **Validation** of DocRED-format documents (`validate_document`). A document is a dict with `title`, `sents` (list of sentences, each a list of words), `vertexSet` (list of
+entities, each a non-empty list of mentions `{name, sent_id, pos: [start, end), type}`) and, when labelled,
+`labels`. Labels come in three shapes, all accepted:
+
+- raw DocRED JSON: a list of `{h, t, r, evidence}`;
+- rows of `DocREDBuilder`: a list of `{head, tail, relation_id, relation_text, evidence}`;
+- the Hub's `docred` dataset (a `Sequence` feature): a dict of lists `{head: [...], tail: [...], relation_id: [...]}`.
+
+A document without a `labels` key (or with `labels=None`) is unlabelled, like DocRED's test set. A document
+with fewer than two entities is valid: it simply has no entity pair.
+- **Featurization** of one document (`featurize_document`): entity markers, subword positions, entity pairs,
+  multi-hot labels; see `featurize_document`.
+- **Collation** (`DataCollatorForDocRE`): the one batch format of the project.
+- **Plain text** with character spans to a DocRED-format document (`text_to_docred`, `to_docred`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+NA_LABEL = "Na"
+"""Name of the no-relation label; always label index 0."""
+
+
+def check_rel2id(rel2id: Mapping[str, int], source: str = "rel2id") -> None:
+    """Check that a relation -> index mapping has `Na` at 0 and indices exactly 0 .. n-1.
+
+    Args:
+        rel2id: The mapping to check.
+        source: Where the mapping came from, for the error message.
+
+    Raises:
+        ValueError: If the mapping is malformed.
+    """
+    if rel2id.get(NA_LABEL) != 0:
+        raise ValueError(f"{source}: the no-relation label `{NA_LABEL}` must have index 0.")
+    indices = list(rel2id.values())
+    if not all(type(i) is int for i in indices) or sorted(indices) != list(range(len(rel2id))):
+        raise ValueError(f"{source}: label indices must be the integers 0 .. {len(rel2id) - 1}, each used once.")
+
+
+
+# ------------------------------------------------------------------ validation
+REQUIRED_KEYS = ("title", "sents", "vertexSet")
+"""Keys every document must have (`labels` is optional: unlabelled documents are valid)."""
+REQUIRED_MENTION_KEYS = ("name", "sent_id", "pos", "type")
+"""Keys every mention of `vertexSet` must have."""
+REQUIRED_LABEL_KEYS = ("h", "t", "r")
+"""Keys every raw DocRED label must have (`evidence` is optional)."""
+BUILDER_LABEL_KEYS = ("head", "tail", "relation_id")
+"""The same three fields as named by `DocREDBuilder` rows and the Hub's `docred` dataset."""
+
+
+def _fail(title: Any, field: str, problem: str) -> ValueError:
+    return ValueError(f"Document {title!r}: `{field}` {problem}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def label_records(doc: Mapping[str, Any]) -> Optional[list[tuple[Any, Any, Any, tuple[str, str, str]]]]:
+    """Read the labels of a document in any of the accepted shapes.
+
+    Args:
+        doc: A DocRED-format document.
+
+    Raises:
+        ValueError: If a label lacks one of its required keys (the message names the title and the field).
+
+    Returns:
+        `None` for an unlabelled document, else one `(head, tail, relation, field_names)` per label, where
+        `field_names` are the three key names this document uses (for error messages). The values are not
+        checked; `validate_document` does that.
+    """
+    labels = doc.get("labels")
+    title = doc.get("title", "<untitled>")
+    if labels is None:
+        return None
+    if isinstance(labels, Mapping):  # the Hub's `Sequence` shape: a dict of lists
+        for key in BUILDER_LABEL_KEYS:
+            if key not in labels:
+                raise _fail(title, f"labels.{key}", "is a required key but is missing")
+        columns = [labels[key] for key in BUILDER_LABEL_KEYS]
+        if len({len(column) for column in columns}) > 1:
+            raise _fail(title, "labels", f"columns {BUILDER_LABEL_KEYS} have different lengths")
+        return [(h, t, r, BUILDER_LABEL_KEYS) for h, t, r in zip(*columns)]
+    if not isinstance(labels, list):
+        raise _fail(title, "labels", f"must be a list of labels, got {type(labels).__name__}")
+    records = []
+    for index, label in enumerate(labels):
+        if not isinstance(label, Mapping):
+            raise _fail(title, f"labels[{index}]", f"must be a dict, got {type(label).__name__}")
+        keys = BUILDER_LABEL_KEYS if "head" in label else REQUIRED_LABEL_KEYS
+        for key in keys:
+            if key not in label:
+                raise _fail(title, f"labels[{index}].{key}", "is a required key but is missing")
+        records.append((label[keys[0]], label[keys[1]], label[keys[2]], keys))
+    return records
+
+
+def document_triples(doc: Mapping[str, Any]) -> Optional[list[tuple[int, int, str]]]:
+    """The `(head, tail, relation_id)` triples of a document, or `None` when it is unlabelled.
+
+    Args:
+        doc: A DocRED-format document in any accepted label shape.
+
+    Raises:
+        ValueError: If a label lacks a required key.
+
+    Returns:
+        The triples in label order, or `None`.
+    """
+    records = label_records(doc)
+    return None if records is None else [(h, t, r) for h, t, r, _ in records]
+
+
+def validate_document(doc: Mapping[str, Any], relation_ids: Optional[Collection[str]] = None) -> None:
+    """Check one document; raise on the first problem found.
+
+    Checked: required keys (`REQUIRED_KEYS`, `REQUIRED_MENTION_KEYS`, `REQUIRED_LABEL_KEYS`), `sents` is a
+    list of lists of words, every entity has at least one mention, every mention's `sent_id` is a sentence
+    index and its `pos` is `[start, end)` with `0 <= start < end <= len(sentence)`, every label's head and
+    tail are distinct entity indices, its optional `evidence` lists sentence indices of the document, and (when
+    `relation_ids` is given) every relation id is known.
+
+    Args:
+        doc: A DocRED-format document (raw JSON or a `DocREDBuilder` row).
+        relation_ids: The known relation ids (e.g. a `rel2id` mapping); `Na` is never a valid label.
+            `None` skips the relation check.
+
+    Raises:
+        ValueError: Naming the document's title and the offending field, e.g.
+            ``Document 'Loud Tour': `vertexSet[3][0].pos` [4, 9] is outside sentence 2 (7 words)``.
+    """
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"A document must be a dict, got {type(doc).__name__}")
+    title = doc.get("title", "<untitled>")
+    for key in REQUIRED_KEYS:
+        if key not in doc:
+            raise _fail(title, key, "is a required key but is missing")
+    if not isinstance(title, str):
+        raise _fail(title, "title", f"must be a string, got {type(title).__name__}")
+
+    sents = doc["sents"]
+    if not isinstance(sents, list) or not all(
+        isinstance(sent, list) and all(isinstance(word, str) for word in sent) for sent in sents
+    ):
+        raise _fail(title, "sents", "must be a list of sentences, each a list of words (strings)")
+
+    entities = doc["vertexSet"]
+    if not isinstance(entities, list):
+        raise _fail(title, "vertexSet", "must be a list of entities")
+    for e, entity in enumerate(entities):
+        if not isinstance(entity, list) or not entity:
+            raise _fail(title, f"vertexSet[{e}]", "is an empty entity: every entity needs at least one mention")
+        for m, mention in enumerate(entity):
+            field = f"vertexSet[{e}][{m}]"
+            if not isinstance(mention, Mapping):
+                raise _fail(title, field, f"must be a dict, got {type(mention).__name__}")
+            for key in REQUIRED_MENTION_KEYS:
+                if key not in mention:
+                    raise _fail(title, f"{field}.{key}", "is a required key but is missing")
+            sent_id, pos = mention["sent_id"], mention["pos"]
+            if not _is_int(sent_id) or not 0 <= sent_id < len(sents):
+                raise _fail(title, f"{field}.sent_id", f"{sent_id!r} is out of range ({len(sents)} sentences)")
+            if not isinstance(pos, list) or len(pos) != 2 or not all(_is_int(p) for p in pos):
+                raise _fail(title, f"{field}.pos", f"{pos!r} must be [start, end], two integers")
+            start, end = pos
+            if start >= end:
+                raise _fail(title, f"{field}.pos", f"{pos!r} is empty: start must be < end")
+            if start < 0 or end > len(sents[sent_id]):
+                raise _fail(
+                    title, f"{field}.pos", f"{pos!r} is outside sentence {sent_id} ({len(sents[sent_id])} words)"
+                )
+
+    records = label_records(doc)
+    for index, (head, tail, relation, keys) in enumerate(records or ()):
+        for value, key in ((head, keys[0]), (tail, keys[1])):
+            if not _is_int(value) or not 0 <= value < len(entities):
+                raise _fail(
+                    title, f"labels[{index}].{key}", f"{value!r} is out of range ({len(entities)} entities)"
+                )
+        if head == tail:
+            raise _fail(title, f"labels[{index}].{keys[1]}", f"{tail!r} equals the head: no self-relation")
+        if relation_ids is not None and (relation == NA_LABEL or relation not in relation_ids):
+            raise _fail(title, f"labels[{index}].{keys[2]}", f"{relation!r} is not a known relation id (rel2id)")
+    labels = doc.get("labels")
+    if isinstance(labels, list):
+        for index, label in enumerate(labels):
+            evidence = label.get("evidence")
+            if evidence is None:
+                continue
+            if not isinstance(evidence, list) or not all(_is_int(sentence) for sentence in evidence):
+                raise _fail(title, f"labels[{index}].evidence", f"{evidence!r} must be a list of sentence indices")
+            outside = [sentence for sentence in evidence if not 0 <= sentence < len(sents)]
+            if outside:
+                raise _fail(title, f"labels[{index}].evidence",
+                            f"{outside} are not sentence indices ({len(sents)} sentences)")
+
+
+# ------------------------------------------------------------------ featurization
+# Featurization of DocRED-format documents: entity markers, subword positions, entity pairs, multi-hot labels.
+#
+# Each mention is wrapped in entity markers at the word level: the marker (default `*`) is inserted as a word
+# of its own before the mention's first word and after its last word. Mentions that start at the same word
+# share one start marker; mentions that end at the same word share one end marker. The marked word list of a
+# document is tokenized in one call with `is_split_into_words=True`; `word_ids()` maps words to subwords.
+# Documents are never truncated: the model encodes long documents with overlapping windows.
+#
+# Output of one document (`featurize_document`):
+#
+# | key | type | meaning |
+# |---|---|---|
+# | `input_ids` | list[int] | `[CLS] marked words [SEP]` (`<s> ... </s>` for RoBERTa), exactly one special token at each end |
+# | `mention_positions` | list[list[int]] | per entity, per mention: subword position of its start marker |
+# | `mention_spans` | list[list[[int, int]]] | per entity, per mention: `[start, end)` from its start marker to its end marker (inclusive) |
+# | `hts` | list[[int, int]] | every ordered entity pair `h != t`, head-major (`for h: for t: if h != t`) |
+# | `labels` | list[list[int]] | one multi-hot row of `len(rel2id)` per pair, column 0 (`Na`) set iff the pair has no relation; only for labelled documents |
+
+
+def _byte_level_without_prefix_space(pre_tokenizer_state: Any) -> bool:
+    if isinstance(pre_tokenizer_state, dict):
+        if pre_tokenizer_state.get("type") == "ByteLevel" and not pre_tokenizer_state.get("add_prefix_space"):
+            return True
+        return any(_byte_level_without_prefix_space(value) for value in pre_tokenizer_state.values())
+    if isinstance(pre_tokenizer_state, list):
+        return any(_byte_level_without_prefix_space(value) for value in pre_tokenizer_state)
+    return False
+
+
+def check_tokenizer(tokenizer) -> None:
+    """Check that a tokenizer can featurize pre-split words.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+
+    Raises:
+        ValueError: If the tokenizer is not a fast (Rust `tokenizers`) tokenizer, which `word_ids()` needs, or
+            it is a byte-level BPE tokenizer (RoBERTa, GPT-2 style) loaded without `add_prefix_space=True`,
+            which would glue every word to the previous one.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer: featurization maps words to subwords with "
+            "`word_ids()`, which only fast tokenizers provide. Load it with `AutoTokenizer.from_pretrained(...)`."
+        )
+    pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
+    if pre_tokenizer is not None and _byte_level_without_prefix_space(json.loads(pre_tokenizer.__getstate__())):
+        raise ValueError(
+            f"{type(tokenizer).__name__} is a byte-level BPE tokenizer without a prefix space, so pre-split words "
+            "would be tokenized as if glued together. Load the tokenizer with add_prefix_space=True, e.g. "
+            "`AutoTokenizer.from_pretrained(name, add_prefix_space=True)`."
+        )
+
+
+def _mark_words(doc: Mapping[str, Any], marker: str) -> tuple[list[str], list[list[tuple[int, int]]]]:
+    """Insert markers; return the marked words and, per entity and mention, its (start, end) marker word index."""
+    offsets = [0]
+    for sent in doc["sents"]:
+        offsets.append(offsets[-1] + len(sent))
+    word_spans = [
+        [(offsets[m["sent_id"]] + m["pos"][0], offsets[m["sent_id"]] + m["pos"][1] - 1) for m in entity]
+        for entity in doc["vertexSet"]
+    ]
+    starts = {first for entity in word_spans for first, _ in entity}
+    ends = {last for entity in word_spans for _, last in entity}
+    marked: list[str] = []
+    start_slot: dict[int, int] = {}
+    end_slot: dict[int, int] = {}
+    index = 0
+    for sent in doc["sents"]:
+        for word in sent:
+            if index in starts:
+                start_slot[index] = len(marked)
+                marked.append(marker)
+            marked.append(word)
+            if index in ends:
+                end_slot[index] = len(marked)
+                marked.append(marker)
+            index += 1
+    slots = [[(start_slot[first], end_slot[last]) for first, last in entity] for entity in word_spans]
+    return marked, slots
+
+
+def _pairs(num_entities: int) -> np.ndarray:
+    """Every ordered pair h != t, head-major: (0, 1), (0, 2), ..., (1, 0), (1, 2), ... as an int64 [P, 2] array."""
+    if num_entities < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    heads = np.repeat(np.arange(num_entities), num_entities - 1)
+    tails = np.tile(np.arange(num_entities - 1), num_entities)
+    return np.stack([heads, tails + (tails >= heads)], axis=1).astype(np.int64)
+
+
+def _pair_labels(doc: Mapping[str, Any], num_entities: int, rel2id: Mapping[str, int]) -> Optional[np.ndarray]:
+    """Multi-hot int8 [P, len(rel2id)] rows in the order of `_pairs`, or None for an unlabelled document."""
+    triples = document_triples(doc)
+    if triples is None:
+        return None
+    labels = np.zeros((num_entities * (num_entities - 1), len(rel2id)), dtype=np.int8)
+    if triples:
+        heads, tails, relations = (np.asarray(column) for column in zip(*triples))
+        # Row of (head, tail) in head-major order without the diagonal.
+        rows = heads * (num_entities - 1) + tails - (tails > heads)
+        labels[rows, [rel2id[relation] for relation in relations]] = 1
+    labels[:, 0] = ~labels[:, 1:].any(axis=1)  # Na (column 0) iff no relation
+    return labels
+
+
+def _featurize_documents(
+    docs: Sequence[Mapping[str, Any]], tokenizer, rel2id: Mapping[str, int], entity_marker: str
+) -> list[dict[str, Any]]:
+    """Featurize documents with a single tokenizer call; labels are `None` for unlabelled documents."""
+    if not entity_marker or entity_marker.isspace():
+        raise ValueError("entity_marker must be a non-blank string such as '*'.")
+    check_tokenizer(tokenizer)
+    check_rel2id(rel2id)
+    for doc in docs:
+        validate_document(doc, relation_ids=rel2id)
+    marked = [_mark_words(doc, entity_marker) for doc in docs]
+    encoding = tokenizer(
+        [words for words, _ in marked],
+        is_split_into_words=True,
+        add_special_tokens=True,
+        truncation=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,  # no "sequence longer than the maximum" warning: documents are never truncated
+    )
+    features = []
+    for i, (doc, (words, slots)) in enumerate(zip(docs, marked)):
+        word_ids = encoding.word_ids(i)
+        if len(word_ids) < 2 or word_ids[0] is not None or word_ids[-1] is not None or word_ids.count(None) != 2:
+            raise ValueError(
+                f"{type(tokenizer).__name__} must add exactly one special token at each end of a document "
+                "(like [CLS] ... [SEP] or <s> ... </s>)."
+            )
+        first = [-1] * len(words)
+        last = [-1] * len(words)
+        for position, word in enumerate(word_ids):
+            if word is not None:
+                if first[word] < 0:
+                    first[word] = position
+                last[word] = position
+        if slots and first[slots[0][0][0]] < 0:
+            raise ValueError(f"The entity marker {entity_marker!r} is tokenized to no subword; choose another.")
+        num_entities = len(slots)
+        features.append(
+            {
+                "input_ids": list(encoding["input_ids"][i]),
+                "mention_positions": [[first[start] for start, _ in entity] for entity in slots],
+                "mention_spans": [[[first[start], last[end] + 1] for start, end in entity] for entity in slots],
+                "hts": _pairs(num_entities),
+                "labels": _pair_labels(doc, num_entities, rel2id),
+            }
+        )
+    return features
+
+
+def featurize_document(
+    doc: Mapping[str, Any], tokenizer, rel2id: Mapping[str, int], entity_marker: str = "*"
+) -> dict[str, Any]:
+    """Featurize one DocRED-format document (see the module docstring for the output).
+
+    Args:
+        doc: A raw DocRED JSON document (labels `{h, t, r, evidence}`), a `DocREDBuilder` row (labels
+            `{head, tail, relation_id, ...}`) or a row of the Hub's `docred` dataset.
+        tokenizer: A fast tokenizer; byte-level BPE tokenizers (RoBERTa) must be loaded with
+            `add_prefix_space=True`.
+        rel2id: Relation id -> label index with `Na` at 0 (e.g. `RelationVocab.rel2id`).
+        entity_marker: The word inserted before and after every mention.
+
+    Raises:
+        ValueError: If the document is invalid (see `validate_document`; unknown relation ids included), or
+            the tokenizer cannot featurize pre-split words (see `check_tokenizer`).
+
+    Returns:
+        A dict of Python lists: `input_ids`, `mention_positions`, `mention_spans`, `hts` and, only when the
+        document carries labels, `labels`.
+    """
+    features = _featurize_documents([doc], tokenizer, rel2id, entity_marker)[0]
+    features["hts"] = features["hts"].tolist()
+    if features["labels"] is None:
+        del features["labels"]
+    else:
+        features["labels"] = features["labels"].tolist()
+    return features
+
+
+# ------------------------------------------------------------------ collation
+@dataclass
+class DataCollatorForDocRE:
+    """Collate featurized documents (`featurize_document` / `featurize_dataset`) into a batch of tensors.
+
+    The batch format (this is the only place that builds it; `modeling_pemscl.PemsclModel.forward` reads it).
+    B documents, L = longest tokenized document in the batch (NOT truncated: the model encodes documents
+    longer than the encoder's window with overlapping windows), E = most entities of a document in the batch,
+    M = most mentions of an entity in the batch, P = total number of entity pairs in the batch, R = number of
+    relations (96 for DocRED), R+1 label columns with NA at 0.
+
+    | field | shape | dtype | padding | meaning |
+    |---|---|---|---|---|
+    | `input_ids` | [B, L] | int64 | tokenizer.pad_token_id | `[CLS] doc-with-markers [SEP]` (exactly one special token at each end) |
+    | `attention_mask` | [B, L] | int64 | 0 | 1 on real tokens |
+    | `mention_positions` | [B, E, M] | int64 | -1 | subword position (in `input_ids`) of each mention's start entity marker |
+    | `hts` | [P, 2] | int64 | - | (head, tail) entity indices within their document; every ordered pair h != t |
+    | `pair_document_index` | [P] | int64 | - | batch row of each pair; non-decreasing (document 0's pairs first, each in featurized order) |
+    | `labels` | [P, R+1] | float32 | - | multi-hot; column 0 = NA (1 iff the pair has no relation); only when the features carry labels |
+    | `document_index` | [B] | int64 | - | the row of each document in its dataset; only when the features carry `document_index` (evaluation) |
+
+    A batch where no document has 2 entities has P = 0 (`hts` of shape [0, 2], `labels` [0, R+1]);
+    E and M are at least 1 so that index tensors keep their rank (an all -1 slot is "absent").
+
+    Args:
+        tokenizer: Gives the padding id (`tokenizer.pad_token_id`) when `pad_token_id` is not given.
+        pad_token_id: The id `input_ids` are padded with; overrides the tokenizer's.
+        num_labels: Number of label columns R+1 (`Na` included, i.e. `len(rel2id)`). Taken from the examples'
+            label rows when there are any; needed when a labelled batch has no pair at all.
+        pad_to_multiple_of: Round L up to a multiple of this (e.g. 8 for tensor cores).
+
+    Raises:
+        ValueError: At construction, if no padding id can be found or `pad_to_multiple_of` is not positive.
+    """
+
+    tokenizer: Any = None
+    pad_token_id: Optional[int] = None
+    num_labels: Optional[int] = None
+    pad_to_multiple_of: Optional[int] = None
+
+    def __post_init__(self):
+        if self.pad_token_id is None and self.tokenizer is not None:
+            self.pad_token_id = self.tokenizer.pad_token_id
+        if self.pad_token_id is None:
+            raise ValueError("DataCollatorForDocRE needs a padding id: pass pad_token_id or a tokenizer with one.")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be a positive integer, got {self.pad_to_multiple_of}.")
+
+    def _label_tensor(self, features: Sequence[Mapping[str, Any]], pair_counts: list[int]) -> Optional[torch.Tensor]:
+        has_labels = [feature.get("labels") is not None for feature in features]
+        if not any(has_labels):
+            return None
+        if not all(has_labels):
+            raise ValueError(
+                f"{has_labels.count(False)} of {len(features)} documents in the batch have no labels: a batch "
+                "must be all labelled or all unlabelled."
+            )
+        blocks = [torch.as_tensor(feature["labels"], dtype=torch.float32) for feature in features]
+        widths = {block.shape[1] for block in blocks if block.numel()}
+        if self.num_labels is not None:
+            widths.add(self.num_labels)
+        if len(widths) > 1:
+            raise ValueError(f"Label rows have different widths {sorted(widths)} (num_labels={self.num_labels}).")
+        if not widths:
+            raise ValueError(
+                "No document of this labelled batch has an entity pair, so the number of label columns is "
+                "unknown: pass num_labels=len(rel2id) to DataCollatorForDocRE."
+            )
+        width = widths.pop()
+        for block, count in zip(blocks, pair_counts):
+            if block.shape[0] != count:
+                raise ValueError(f"A document has {count} entity pairs but {block.shape[0]} label rows.")
+        return torch.cat([block.reshape(-1, width) for block in blocks])
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Collate a list of featurized documents.
+
+        Args:
+            features: Dicts with `input_ids`, `mention_positions`, `hts` and optionally `labels` (lists,
+                NumPy arrays or tensors); other keys are ignored.
+
+        Raises:
+            ValueError: If the list is empty, labelled and unlabelled documents are mixed, label rows disagree
+                with the pairs or with each other, or the label width cannot be known (see `num_labels`).
+
+        Returns:
+            The tensors of the table above.
+        """
+        if not features:
+            raise ValueError("DataCollatorForDocRE got an empty list of features.")
+        batch_size = len(features)
+        lengths = [len(feature["input_ids"]) for feature in features]
+        max_length = max(lengths)
+        if self.pad_to_multiple_of:
+            max_length = -(-max_length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((batch_size, max_length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch_size, max_length), dtype=torch.long)
+        for row, (feature, length) in enumerate(zip(features, lengths)):
+            input_ids[row, :length] = torch.as_tensor(feature["input_ids"], dtype=torch.long)
+            attention_mask[row, :length] = 1
+
+        mentions = [feature["mention_positions"] for feature in features]
+        max_entities = max([1] + [len(entities) for entities in mentions])
+        max_mentions = max([1] + [len(entity) for entities in mentions for entity in entities])
+        mention_positions = torch.full((batch_size, max_entities, max_mentions), -1, dtype=torch.long)
+        for row, entities in enumerate(mentions):
+            for e, entity in enumerate(entities):
+                mention_positions[row, e, : len(entity)] = torch.as_tensor(entity, dtype=torch.long)
+
+        hts_blocks = [torch.as_tensor(feature["hts"], dtype=torch.long).reshape(-1, 2) for feature in features]
+        pair_counts = [block.shape[0] for block in hts_blocks]
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "mention_positions": mention_positions,
+            "hts": torch.cat(hts_blocks),
+            "pair_document_index": torch.repeat_interleave(
+                torch.arange(batch_size), torch.tensor(pair_counts, dtype=torch.long)
+            ),
+        }
+        labels = self._label_tensor(features, pair_counts)
+        if labels is not None:
+            batch["labels"] = labels
+        if all("document_index" in feature for feature in features):
+            batch["document_index"] = torch.tensor([int(f["document_index"]) for f in features], dtype=torch.long)
+        return batch
+
+
+# ------------------------------------------------------------------ plain text -> DocRED format
+_WORD = re.compile(r"\w+|[^\w\s]")
+_SENTENCE_END = frozenset(".!?")
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """Split text into words: maximal runs of `\\w` characters, or single other non-space characters.
+
+    Returns:
+        `(word, start, end)` per word, `text[start:end] == word`.
+    """
+    return [(match.group(), match.start(), match.end()) for match in _WORD.finditer(text)]
+
+
+def _entity_spans(entity: Any, index: int) -> tuple[list, str | None, str]:
+    if isinstance(entity, Mapping):
+        if "mentions" not in entity:
+            raise ValueError(f"Entity {index} is a dict without `mentions` (a list of (start, end) character spans).")
+        return list(entity["mentions"]), entity.get("name"), entity.get("type", "")
+    if isinstance(entity, (list, tuple)):
+        return list(entity), None, ""
+    raise ValueError(
+        f"Entity {index} must be a list of (start, end) character spans or a dict with `mentions`, "
+        f"got {type(entity).__name__}."
+    )
+
+
+def text_to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn `{"text", "entities", "title"?}` (see the module docstring) into a DocRED-format document.
+
+    Raises:
+        ValueError: If an entity has no mention, or a span is not two integers `0 <= start < end <= len(text)`
+            aligned with word boundaries (the message names the entity, the mention and the span).
+
+    Returns:
+        `{"title", "sents", "vertexSet"}`; each mention's `name` is its text.
+    """
+    text = document["text"]
+    if not isinstance(text, str):
+        raise ValueError(f"`text` must be a string, got {type(text).__name__}.")
+    if not isinstance(document["entities"], (list, tuple)):
+        raise ValueError(f"`entities` must be a list of entities (each a list of (start, end) character spans), "
+                         f"got {type(document['entities']).__name__}.")
+    words = split_words(text)
+    starts = {start: i for i, (_, start, _) in enumerate(words)}
+    ends = {end: i for i, (_, _, end) in enumerate(words)}
+
+    entities = []  # per entity: (name, type, [(first word, last word), ...])
+    for e, entity in enumerate(document["entities"]):
+        spans, name, entity_type = _entity_spans(entity, e)
+        if not spans:
+            raise ValueError(f"Entity {e} has no mention.")
+        mentions = []
+        for m, span in enumerate(spans):
+            where = f"Entity {e}, mention {m}: character span {tuple(span) if isinstance(span, (list, tuple)) else span!r}"
+            if (not isinstance(span, (list, tuple)) or len(span) != 2
+                    or not all(isinstance(x, int) and not isinstance(x, bool) for x in span)):
+                raise ValueError(f"{where} must be two integers (start, end).")
+            start, end = span
+            if not 0 <= start < end <= len(text):
+                raise ValueError(f"{where} is outside the text (0 <= start < end <= {len(text)}).")
+            if start not in starts or end not in ends:
+                raise ValueError(
+                    f"{where} = {text[start:end]!r} does not align with word boundaries: it must start at a word's "
+                    f"first character and end after a word's last character. Words are runs of letters / digits or "
+                    f"single punctuation marks; the words here are "
+                    f"{[w for w, s, t in words if s < end + 1 and t > start - 1]}."
+                )
+            mentions.append((starts[start], ends[end]))
+        entities.append((name, entity_type, mentions))
+
+    # Sentence boundaries: after `.`, `!`, `?` unless a mention spans the boundary.
+    inside_mention = {w for _, _, mentions in entities for first, last in mentions for w in range(first, last)}
+    sentence_of, sents, current = [], [], []
+    for i, (word, _, _) in enumerate(words):
+        sentence_of.append(len(sents))
+        current.append(word)
+        if word in _SENTENCE_END and i not in inside_mention:
+            sents.append(current)
+            current = []
+    if current:
+        sents.append(current)
+    sentence_start = {}
+    for i, s in enumerate(sentence_of):
+        sentence_start.setdefault(s, i)
+
+    vertex_set = []
+    for name, entity_type, mentions in entities:
+        vertex = []
+        for first, last in mentions:
+            sent_id = sentence_of[first]
+            offset = sentence_start[sent_id]
+            surface = text[words[first][1] : words[last][2]]
+            vertex.append({"name": surface, "sent_id": sent_id, "pos": [first - offset, last + 1 - offset],
+                           "type": entity_type})
+        if name is not None:
+            vertex[0]["name"] = name
+        vertex_set.append(vertex)
+    return {"title": document.get("title", ""), "sents": sents, "vertexSet": vertex_set}
+
+
+def to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Either input format (module docstring) as a DocRED-format document without labels.
+
+    Raises:
+        ValueError: If the input is neither format, or a span does not align (see `text_to_docred`).
+    """
+    if not isinstance(document, Mapping):
+        raise ValueError(
+            f"A document must be a dict (DocRED format with `sents` and `vertexSet`, or `text` and `entities`), "
+            f"got {type(document).__name__}."
+        )
+    if "text" in document and "entities" in document:
+        return text_to_docred(document)
+    if "sents" in document and "vertexSet" in document:
+        sents, vertex_set = document["sents"], document["vertexSet"]
+        if not isinstance(vertex_set, list) or not all(isinstance(entity, list) for entity in vertex_set):
+            return dict(document)  # malformed: validate_document names the field
+        filled = []
+        for entity in vertex_set:
+            vertex = []
+            for mention in entity:
+                mention = dict(mention) if isinstance(mention, Mapping) else mention
+                if isinstance(mention, dict):
+                    if "name" not in mention and _points_into(sents, mention.get("sent_id"), mention.get("pos")):
+                        start, end = mention["pos"]
+                        mention["name"] = " ".join(sents[mention["sent_id"]][start:end])
+                    mention.setdefault("type", "")
+                vertex.append(mention)
+            filled.append(vertex)
+        return {"title": document.get("title", ""), "sents": sents, "vertexSet": filled}
+    raise ValueError(
+        f"Unknown document format with keys {sorted(document)}: pass `text` and `entities` (character spans) or "
+        "DocRED's `sents` and `vertexSet`. Relation extraction needs the entities: this pipeline does not find them."
+    )
+
+
+def _points_into(sents, sent_id, pos) -> bool:
+    """Whether `sents[sent_id][pos[0]:pos[1]]` is a real span (a name can be read from it)."""
+    return (isinstance(sents, list) and isinstance(sent_id, int) and 0 <= sent_id < len(sents)
+            and isinstance(sents[sent_id], list) and isinstance(pos, list) and len(pos) == 2
+            and all(isinstance(p, int) for p in pos) and 0 <= pos[0] < pos[1] <= len(sents[sent_id]))
+
+
+def checked_docred(document: Any) -> dict[str, Any]:
+    """`to_docred`, then `validate_document`: a document the model can read, or a ValueError naming the field."""
+    converted = to_docred(document)
+    validate_document(converted)
+    return converted
