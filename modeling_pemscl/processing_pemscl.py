@@ -1,22 +1,18 @@
 """Inference-time processing of PEMSCL: one document in, features, a batch, back out.
 
-This file ships to the Hub as remote code with the model (like transformers' `processing_*.py` next to
-`modeling_*.py`): it imports torch, numpy, transformers' tokenizers through the objects passed in, and the
-standard library only, never the model classes. The project's `data_collators` builds its dataset-level
-featurization on it; the pipeline (`pipeline_pemscl.py`) uses it for raw text and DocRED documents.
+This file ships to the Hub as remote code with the model (as transformers puts `processing_*.py` next to
+`modeling_*.py`). It imports torch, numpy and the standard library only (tokenizers come in as arguments), never the
+model classes. The project's `data_collators` builds its dataset-level featurization on it; the pipeline
+(`pipeline_pemscl.py`) uses it for raw text and DocRED documents.
 
-- **Validation** of DocRED-format documents (`validate_document`). A document is a dict with `title`, `sents` (list of sentences, each a list of words), `vertexSet` (list of
-entities, each a non-empty list of mentions `{name, sent_id, pos: [start, end), type}`) and, when labelled,
-`labels`. Labels come in three shapes, all accepted:
-
-- raw DocRED JSON: a list of `{h, t, r, evidence}`;
-- rows of `DocREDBuilder`: a list of `{head, tail, relation_id, relation_text, evidence}`;
-- the Hub's `docred` dataset (a `Sequence` feature): a dict of lists `{head: [...], tail: [...], relation_id: [...]}`.
-
-A document without a `labels` key (or with `labels=None`) is unlabelled, like DocRED's test set. A document
-with fewer than two entities is valid: it simply has no entity pair.
+- **Validation** (`validate_document`). A document is a dict with `title`, `sents` (list of sentences, each a list
+  of words), `vertexSet` (list of entities, each a non-empty list of mentions `{name, sent_id, pos: [start, end),
+  type}`) and, when labelled, `labels`, in one of three shapes: raw DocRED JSON (a list of `{h, t, r, evidence}`),
+  `DocREDBuilder` rows (a list of `{head, tail, relation_id, relation_text, evidence}`) or the Hub's `docred`
+  dataset (a dict of lists `{head: [...], tail: [...], relation_id: [...]}`). A document without `labels` (or with
+  `labels=None`) is unlabelled, like DocRED's test set; one with fewer than two entities has no entity pair.
 - **Featurization** of one document (`featurize_document`): entity markers, subword positions, entity pairs,
-  multi-hot labels; see `featurize_document`.
+  multi-hot labels (the table above `featurize_document`).
 - **Collation** (`DataCollatorForDocRE`): the one batch format of the project.
 - **Plain text** with character spans to a DocRED-format document (`text_to_docred`, `to_docred`).
 """
