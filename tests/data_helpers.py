@@ -12,8 +12,24 @@ import pytest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # A dozen real documents of each file (tests/fixtures/README.md), so that every test runs in a plain clone.
-REDOCRED_DIR = FIXTURES / "re-docred"
-DOCRED_DIR = FIXTURES / "docred"
+REDOCRED_DEV = FIXTURES / "redocred_dev_sample.json"
+REDOCRED_TEST = FIXTURES / "redocred_test_sample.json"
+DOCRED_TEST = FIXTURES / "docred_test_unlabeled_sample.json"
+
+
+def dataset_folder(folder: Path, dataset: str = "re-docred") -> Path:
+    """The fixtures under the file names a dataset is published with (`dev_revised.json`, `test_revised.json` for
+    Re-DocRED; `test_unlabeled.json` for DocRED), in `folder`, for the builder's `data_dir` mode."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ({"dev_revised.json": REDOCRED_DEV, "test_revised.json": REDOCRED_TEST} if dataset == "re-docred"
+             else {"test_unlabeled.json": DOCRED_TEST})
+    for name, source in names.items():
+        shutil.copy(source, folder / name)
+    return folder
+
+
 BUILTIN_VOCABULARY_DIR = Path(__file__).resolve().parents[1] / "data_collators" / "vocabularies" / "docred"
 
 

@@ -6,8 +6,9 @@ import os
 
 import pytest
 from data_helpers import (
-    DOCRED_DIR,
-    REDOCRED_DIR,
+    dataset_folder,
+    REDOCRED_DEV,
+    REDOCRED_TEST,
     bay_document,
     festival_document,
     no_entity_document,
@@ -254,11 +255,12 @@ def test_edited_source_file_rebuilds_the_cache(small_dir, tmp_path):
 
 def test_redocred_folder_loads_as_shipped_and_is_cached(tmp_path, monkeypatch):
     cache = str(tmp_path / "cache")
-    data = load_docred("re-docred", data_dir=str(REDOCRED_DIR), cache_dir=cache)
+    folder = dataset_folder(tmp_path / "re-docred")
+    data = load_docred("re-docred", data_dir=str(folder), cache_dir=cache)
     assert sorted(data) == ["test", "validation"]  # no train_revised.json in the fixture folder
-    with open(REDOCRED_DIR / "test_revised.json") as f:
+    with open(REDOCRED_TEST) as f:
         raw = json.load(f)
-    with open(REDOCRED_DIR / "dev_revised.json") as f:
+    with open(REDOCRED_DEV) as f:
         raw_dev = json.load(f)
     assert data["validation"].num_rows == len(raw_dev) == 12 and data["test"].num_rows == len(raw) == 12
     assert sum(map(len, data["validation"]["labels"])) == sum(len(d["labels"]) for d in raw_dev)
@@ -279,7 +281,7 @@ def test_redocred_folder_loads_as_shipped_and_is_cached(tmp_path, monkeypatch):
         raise AssertionError("the second load must come from the cache")
 
     monkeypatch.setattr(DocREDBuilder, "_generate_examples", must_not_run)
-    again = load_docred("re-docred", data_dir=str(REDOCRED_DIR), cache_dir=cache)
+    again = load_docred("re-docred", data_dir=str(folder), cache_dir=cache)
     assert again["test"].cache_files == data["test"].cache_files
     assert again["test"]["title"] == data["test"]["title"]
 
@@ -287,19 +289,19 @@ def test_redocred_folder_loads_as_shipped_and_is_cached(tmp_path, monkeypatch):
 def test_demo_regime_drops_half_of_training_triples(tmp_path):
     data = load_docred(
         "re-docred",
-        data_files={"train": str(REDOCRED_DIR / "dev_revised.json"), "test": str(REDOCRED_DIR / "test_revised.json")},
+        data_files={"train": str(REDOCRED_DEV), "test": str(REDOCRED_TEST)},
         cache_dir=str(tmp_path / "cache"),
         label_drop_rate=0.5,
         label_drop_seed=13,
     )
     assert sorted(data) == ["test", "train"]
-    with open(REDOCRED_DIR / "dev_revised.json") as f:
+    with open(REDOCRED_DEV) as f:
         total = sum(len(d["labels"]) for d in json.load(f))
     train_triples = sum(map(len, data["train"]["labels"]))
     assert train_triples == total - round(0.5 * total)
-    with open(REDOCRED_DIR / "test_revised.json") as f:
+    with open(REDOCRED_TEST) as f:
         assert triples(data["test"]) == raw_triples(json.load(f))  # test labels untouched
-    with open(REDOCRED_DIR / "dev_revised.json") as f:
+    with open(REDOCRED_DEV) as f:
         full = raw_triples(json.load(f))
     kept = triples(data["train"])
     assert all(set(k) <= set(f) for k, f in zip(kept, full))
@@ -308,7 +310,7 @@ def test_demo_regime_drops_half_of_training_triples(tmp_path):
 
 
 def test_docred_folder_with_unlabelled_test(tmp_path):
-    data = load_docred("docred", data_dir=str(DOCRED_DIR), cache_dir=str(tmp_path / "cache"))
+    data = load_docred("docred", data_dir=str(dataset_folder(tmp_path / "docred", "docred")), cache_dir=str(tmp_path / "cache"))
     assert list(data) == ["test"] and data["test"].num_rows == 6
     assert data["test"]["labels"][:3] == [None, None, None]
 

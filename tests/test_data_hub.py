@@ -6,13 +6,13 @@ import shutil
 
 import huggingface_hub
 import pytest
-from data_helpers import REDOCRED_DIR
+from data_helpers import REDOCRED_DEV, REDOCRED_TEST
 
 from data_collators import load_docred
 from data_collators.hub_data import REDOCRED_HUB_REPO, REDOCRED_HUB_REVISION, download_redocred
 
-FILES = {"train_revised.json": "dev_revised.json", "dev_revised.json": "dev_revised.json",
-         "test_revised.json": "test_revised.json"}  # Hub file -> the fixture that stands in for it
+FILES = {"train_revised.json": REDOCRED_DEV, "dev_revised.json": REDOCRED_DEV,
+         "test_revised.json": REDOCRED_TEST}  # Hub file -> the fixture that stands in for it
 
 
 def fill_hub_cache(cache, revision=REDOCRED_HUB_REVISION, names=tuple(FILES)):
@@ -20,7 +20,7 @@ def fill_hub_cache(cache, revision=REDOCRED_HUB_REVISION, names=tuple(FILES)):
     snapshot = cache / f"datasets--{REDOCRED_HUB_REPO.replace('/', '--')}" / "snapshots" / revision
     snapshot.mkdir(parents=True)
     for name in names:
-        shutil.copy(REDOCRED_DIR / FILES[name], snapshot / name)
+        shutil.copy(FILES[name], snapshot / name)
     return snapshot
 
 
@@ -67,7 +67,7 @@ def test_downloader_is_called_with_the_dataset_repo_and_revision(monkeypatch, tm
 
     def fake_download(repo_id, filename, *, repo_type=None, revision=None, cache_dir=None, **kwargs):
         calls.append((repo_id, filename, repo_type, revision))
-        return str(REDOCRED_DIR / FILES[filename])
+        return str(FILES[filename])
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     data = load_docred("re-docred", cache_dir=str(tmp_path / "datasets"), hub_revision="refs/pr/1")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from data_helpers import REDOCRED_DIR, minilm_tokenizer
+from data_helpers import REDOCRED_TEST, dataset_folder, minilm_tokenizer
 
 from data_collators import DataCollatorForDocRE, RelationVocab, featurize_dataset, load_docred
 
@@ -12,7 +12,7 @@ from data_collators import DataCollatorForDocRE, RelationVocab, featurize_datase
 
 @pytest.fixture(scope="module")
 def raw_test():
-    with open(REDOCRED_DIR / "test_revised.json") as f:
+    with open(REDOCRED_TEST) as f:
         return json.load(f)
 
 
@@ -23,7 +23,8 @@ def vocab():
 
 @pytest.fixture(scope="module")
 def featurized(tmp_path_factory, vocab):
-    data = load_docred("re-docred", data_dir=str(REDOCRED_DIR), cache_dir=str(tmp_path_factory.mktemp("cache")))
+    folder = dataset_folder(tmp_path_factory.mktemp("data") / "re-docred")
+    data = load_docred("re-docred", data_dir=str(folder), cache_dir=str(tmp_path_factory.mktemp("cache")))
     return featurize_dataset(data["test"], minilm_tokenizer(), vocab.rel2id)
 
 

@@ -17,7 +17,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, Traine
 
 import run_docre
 from data_collators import DataCollatorForDocRE, featurize_document
-from data_helpers import DOCRED_DIR, REDOCRED_DIR, minilm_tokenizer
+from data_helpers import DOCRED_TEST, REDOCRED_DEV, minilm_tokenizer
 from docre_training import hub
 from model_cards import generate_model_card
 
@@ -45,9 +45,9 @@ def tiny_run(tmp_path_factory):
     tokenizer.save_pretrained(root / "encoder")
     data = root / "data"
     data.mkdir()
-    with open(REDOCRED_DIR / "dev_revised.json") as f:
+    with open(REDOCRED_DEV) as f:
         labelled = json.load(f)[:6]
-    with open(DOCRED_DIR / "test_unlabeled.json") as f:
+    with open(DOCRED_TEST) as f:
         unlabeled = json.load(f)[:2]
     for name, documents in (("train.json", labelled[:4]), ("dev.json", labelled[4:]), ("test.json", unlabeled)):
         (data / name).write_text(json.dumps(documents))

@@ -5,7 +5,6 @@ The oracle for every loss is a slow per-pair loop written straight from the pape
 """
 
 import math
-import time
 
 import pytest
 import torch

@@ -12,7 +12,7 @@ from docre_training.metrics import official_scores, relation_frequency_groups, t
 
 
 REPO = Path(__file__).resolve().parents[1]
-RE_DOCRED = Path(__file__).resolve().parent / "fixtures" / "re-docred"
+GOLD_SAMPLE = Path(__file__).resolve().parent / "fixtures" / "redocred_test_sample.json"
 
 
 def entities(*names_per_entity):
@@ -257,7 +257,7 @@ def test_evaluate_module_finds_the_scorer_outside_the_repository(docred_metric, 
 
 
 def test_gold_against_itself_on_re_docred_test():
-    gold = json.loads((RE_DOCRED / "test_revised.json").read_text())
+    gold = json.loads(GOLD_SAMPLE.read_text())
     predictions = [fact(doc["title"], x["h"], x["t"], x["r"]) for doc in gold for x in doc["labels"]]
     total = sum(len(doc["labels"]) for doc in gold)
     assert total > 400

@@ -12,7 +12,7 @@ from transformers import BertConfig, pipeline
 
 import docre_training.pipeline  # noqa: F401  (registers the task)
 from data_collators import DataCollatorForDocRE, RelationVocab, featurize_document
-from data_helpers import DOCRED_DIR, minilm_tokenizer
+from data_helpers import DOCRED_TEST, minilm_tokenizer
 from docre_training.pipeline import TASK, DocumentRelationExtractionPipeline, check_model_and_tokenizer, text_to_docred
 from modeling_pemscl import PemsclConfig, PemsclModel
 
@@ -139,7 +139,7 @@ def test_text_with_character_spans(extractor, model, tokenizer):
 
 
 def test_docred_documents_batched(extractor, model, tokenizer):
-    with open(DOCRED_DIR / "test_unlabeled.json") as f:
+    with open(DOCRED_TEST) as f:
         documents = json.load(f)[:2]
     inputs = [documents[0], TEXT_INPUT, documents[1]]
     one_by_one = extractor(inputs, batch_size=1)

@@ -19,6 +19,8 @@ from train_helpers import (
     DATA_ARGUMENTS,
     HEAD_ARGUMENTS,
     REL_INFO_FILE,
+    TEST_FILE,
+    TRAIN_FILE,
     read_json,
     run_documents,
     save_tiny_encoder,
@@ -292,8 +294,8 @@ def test_demo_files_come_from_data_dir_shared_folder_or_hub(tmp_path, monkeypatc
     folder.mkdir()
     with pytest.raises(FileNotFoundError, match="lacks dev_revised.json or test_revised.json"):
         run_docre.demo_data_files(str(folder))
-    for name in run_docre.DEMO_FILES:
-        shutil.copy(Path(DATA_ARGUMENTS[1]).parent / name, folder / name)
+    for name, source in zip(run_docre.DEMO_FILES, (TRAIN_FILE, TEST_FILE)):
+        shutil.copy(source, folder / name)
     assert run_docre.demo_data_files(str(folder)) == (str(folder / "dev_revised.json"), str(folder / "test_revised.json"))
     monkeypatch.setattr(run_docre, "SHARED_REDOCRED", str(folder))
     assert run_docre.demo_data_files(None)[0] == str(folder / "dev_revised.json")

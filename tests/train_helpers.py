@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-REDOCRED_DIR = Path(__file__).resolve().parent / "fixtures" / "re-docred"  # 12 real documents a file
-TRAIN_FILE = REDOCRED_DIR / "dev_revised.json"
-TEST_FILE = REDOCRED_DIR / "test_revised.json"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # 12 real Re-DocRED documents a file
+TRAIN_FILE = FIXTURES / "redocred_dev_sample.json"
+TEST_FILE = FIXTURES / "redocred_test_sample.json"
 REL_INFO_FILE = Path(__file__).resolve().parents[1] / "data_collators" / "vocabularies" / "docred" / "rel_info.json"
 
 # Small data and head: a run of a few steps takes seconds on two CPU cores.
