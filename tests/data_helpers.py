@@ -66,7 +66,7 @@ def byte_level_tokenizer(add_prefix_space: bool = True):
 
 
 @functools.lru_cache(maxsize=None)
-def shared_rel2id() -> dict:
+def docred_rel2id() -> dict:
     """DocRED's 97-label rel2id (`Na` = 0), as the package ships it."""
     with open(BUILTIN_VOCABULARY_DIR / "rel2id.json") as f:
         return json.load(f)
@@ -110,8 +110,8 @@ _FESTIVAL = {
     ],
 }
 
-# Nested and touching mentions: "Port Alder" and "Port Alder Bay" start at the same word (one shared start
-# marker), "Alder Bay" and "Port Alder Bay" end at the same word (one shared end marker).
+# Nested and touching mentions: "Port Alder" and "Port Alder Bay" start at the same word (one common start
+# marker), "Alder Bay" and "Port Alder Bay" end at the same word (one common end marker).
 _BAY = {
     "title": "Port Alder Bay",
     "sents": [["Port", "Alder", "Bay", "borders", "Norvania", "."], ["Ferries", "cross", "the", "bay", "."]],
