@@ -34,7 +34,7 @@ from data_collators import (
     load_docred,
 )
 from data_collators.hub_data import download_redocred
-from docre_training.hub import check_dry_run_dir, publish_to_hub
+from docre_training.hub import check_dry_run_dir
 from docre_training.pipeline import check_model_and_tokenizer
 from docre_training.trainer import DocRETrainer, latest_complete_checkpoint
 from modeling_pemscl import PemsclConfig, PemsclModel
@@ -72,9 +72,9 @@ class ModelArguments:
                            "torch.nn.Linear's default (the released code)."})
     bilinear_block_size: int = field(default=PemsclConfig.bilinear_block_size, metadata={"help": "Group size k of the grouped bilinear."})
     head_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the new head layers."})
-    hub_dry_run: str | None = field(default=None, metadata={"help": "At the end, write the Hub folder (safetensors "
-                                    "weights, config, remote code, tokenizer, model card) to this empty folder and "
-                                    "upload nothing. --push_to_hub --hub_model_id org/name uploads that folder."})
+    hub_dry_run: str | None = field(default=None, metadata={"help": "At the end, write to this empty folder exactly "
+                                    "what --push_to_hub would upload (safetensors weights, config, remote code, "
+                                    "tokenizer, model card, results) and contact nothing."})
 
 
 @dataclass
@@ -326,9 +326,10 @@ def build_model(model_args: ModelArguments, vocab: RelationVocab, passed: set[st
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_arguments(argv)
-    # One Hub upload, at the end and with the model card (docre_training.hub): the Trainer's own pushes stay off.
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     check_dry_run_dir(model_args.hub_dry_run)
+    if model_args.hub_dry_run:
+        # A dry run writes the folder a push would upload and contacts nothing (no repository, no checkpoint pushes).
+        training_args.push_to_hub = False
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
@@ -366,6 +367,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data_collator=DataCollatorForDocRE(tokenizer=tokenizer, num_labels=vocab.num_labels),
         processing_class=tokenizer,
         head_learning_rate=model_args.head_learning_rate,
+        model_card_kwargs={"data_args": data_args, "model_args": model_args},
     )
     results: dict[str, float] = {}
     if training_args.do_train:
@@ -375,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             logger.info("Resuming from %s", resume) if resume else logger.info(
                 "No complete checkpoint in %s: training from the start.", training_args.output_dir)
         train_result = trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model()
+        trainer.save_final_model()  # saved now, pushed (with the scores on its card) at the end
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
@@ -394,8 +396,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if trainer.is_world_process_zero():
         summary = {k: v for k, v in results.items() if k.endswith(("_f1", "_ign_f1", "_precision", "_recall"))}
         print(json.dumps(summary, indent=2, sort_keys=True))
-    if (push_to_hub or model_args.hub_dry_run) and trainer.is_world_process_zero():
-        publish_to_hub(trainer.model, tokenizer, training_args, data_args, model_args, dry_run_dir=model_args.hub_dry_run)
+    if model_args.hub_dry_run:
+        files = trainer.write_hub_folder(model_args.hub_dry_run)
+        if files:
+            logger.info("Hub dry run: wrote %s to %s (nothing uploaded).", ", ".join(files), model_args.hub_dry_run)
+    elif training_args.push_to_hub:
+        commit = trainer.push_to_hub(commit_message="End of training")
+        if commit is not None:
+            logger.info("Pushed the model and its card: %s", getattr(commit, "commit_url", commit))
     return results
 
 

@@ -1,5 +1,5 @@
 """Training, inference and publishing for PEMSCL: the Trainer subclass and DocRED metrics (`trainer`, `metrics`),
-the `document-relation-extraction` pipeline (`pipeline`) and the Hub upload with a generated model card (`hub`).
+the `document-relation-extraction` pipeline (`pipeline`) and what a Hub push uploads (`hub`; the pushes are `DocRETrainer.push_to_hub`).
 
 Importing this package imports none of its modules: the scorer `docre_training.metrics` needs only the standard
 library (no torch). The names below load their module on first use; `import docre_training.pipeline` (or using
@@ -9,9 +9,10 @@ any of its names from here) registers the `document-relation-extraction` task wi
 import importlib
 
 _MODULE_OF = {
-    "prepare_hub_folder": "hub",
-    "publish_to_hub": "hub",
-    "upload_to_hub": "hub",
+    "HUB_IGNORE_PATTERNS": "hub",
+    "check_hub_folder": "hub",
+    "copy_hub_folder": "hub",
+    "hub_files": "hub",
     "TASK": "pipeline",
     "DocumentRelationExtractionPipeline": "pipeline",
     "check_model_and_tokenizer": "pipeline",

@@ -12,11 +12,15 @@ from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 import torch
+from huggingface_hub import HfApi
 from transformers import EvalPrediction, Trainer, TrainingArguments
-from transformers.trainer_utils import PredictionOutput
+from transformers.trainer_utils import HubStrategy, PredictionOutput, SaveStrategy
+from transformers.utils import PushInProgress
 
+from model_cards import generate_model_card
 from modeling_pemscl import relation_margins
 
+from .hub import HUB_IGNORE_PATTERNS, check_hub_folder, copy_hub_folder, default_model_id
 from .metrics import official_scores
 
 logger = logging.getLogger(__name__)
@@ -117,6 +121,8 @@ class DocRETrainer(Trainer):
             default: rebuilt from `train_dataset`.
         sort_eval_by_length: batch evaluation and prediction documents by length, longest first (less
             padding); outputs come back in dataset order either way.
+        model_card_kwargs: the run's other arguments for the model card (`data_args`, `model_args`: see
+            `model_cards.generate_model_card`).
         **kwargs: passed to `Trainer` (`data_collator`, `callbacks`, `compute_metrics`, ...).
     """
 
@@ -129,6 +135,7 @@ class DocRETrainer(Trainer):
         head_learning_rate: float | None = None,
         train_documents: Sequence[Mapping[str, Any]] | None = None,
         sort_eval_by_length: bool = True,
+        model_card_kwargs: Mapping[str, Any] | None = None,
         **kwargs,
     ):
         if args is not None and args.remove_unused_columns:
@@ -139,6 +146,7 @@ class DocRETrainer(Trainer):
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          compute_metrics=self._docred_metrics, **kwargs)
         self.sort_eval_by_length = sort_eval_by_length
+        self.model_card_kwargs = dict(model_card_kwargs or {})
         self._scoring = None
         self._last_predictions: list[dict] = []
         self.head_learning_rate = head_learning_rate if head_learning_rate is not None else 5 * self.args.learning_rate
@@ -206,17 +214,27 @@ class DocRETrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """`Trainer.save_model`, and for the final model (not a checkpoint) all or nothing: the files are written
-        to a temporary folder beside `output_dir`, then moved in, the weights last. A kill while saving leaves the
-        previous files or a folder without weights (a clear loading error), never weights without their
+        """`Trainer.save_model`: the final model all or nothing (`save_final_model`), then, with `push_to_hub`,
+        a push (`push_to_hub`). Checkpoints (`_internal_call`) are saved by the Trainer as usual."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call=True)
+        self.save_final_model(output_dir)
+        if self.args.push_to_hub:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def save_final_model(self, output_dir: str | None = None) -> None:
+        """Save the model (weights, config, tokenizer) to `output_dir` all or nothing, and push nothing: the files are
+        written to a temporary folder beside `output_dir`, then moved in, the weights last. A kill while saving leaves
+        the previous files or a folder without weights (a clear loading error), never weights without their
         tokenizer and config."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if _internal_call or not self.args.should_save:
-            return super().save_model(output_dir, _internal_call)
+        if not self.args.should_save:  # other processes still take part in gathering a sharded state dict
+            return super().save_model(output_dir, _internal_call=True)
         os.makedirs(output_dir, exist_ok=True)
         staging = tempfile.mkdtemp(dir=output_dir, prefix=".saving-")
         try:
-            super().save_model(staging, _internal_call)
+            super().save_model(staging, _internal_call=True)
             weights = {"model.safetensors", "model.safetensors.index.json"}
             names = sorted(os.listdir(staging), key=lambda name: (name in weights or name.startswith("model-"), name))
             for name in names:
@@ -226,6 +244,101 @@ class DocRETrainer(Trainer):
                 os.replace(os.path.join(staging, name), target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    # ------------------------------------------------------------ Hub
+    # Pushes keep the Trainer's machinery: `init_hf_repo` at start (with --push_to_hub), `_push_from_checkpoint` at
+    # each save as `hub_strategy` says, `push_to_hub` at the end, `on_push_begin` callbacks, background uploads
+    # awaited before the last one. What differs is the folder (docre_training.hub): the pipeline's remote code and
+    # our model card go in, pickles (training_args.bin) and predictions stay out.
+
+    def create_model_card(self, **kwargs) -> None:
+        """Write this project's model card (`model_cards.generate_model_card`: the DocRE scores of
+        `all_results.json`, the run's settings, the pipeline call) to `output_dir/README.md`, in place of the
+        Trainer's generic one. The Trainer's own arguments (`language`, `tags`, `model_name`, ...) are not used."""
+        if not self.is_world_process_zero():
+            return
+        card = generate_model_card(self.args.output_dir, self.hub_model_id or default_model_id(self.args),
+                                   training_args=self.args, model_config=self.model.config, **self.model_card_kwargs)
+        with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as file:
+            file.write(card)
+
+    def _write_hub_files(self) -> list[str]:
+        """Make `output_dir`, which holds a saved model, the Hub folder; returns the files a push uploads.
+
+        Its `config.json` then carries `custom_pipelines`, so `pipeline(...)` on the folder needs
+        `trust_remote_code=True` (or `pipeline_class=`), as on the Hub."""
+        self.create_model_card()
+        self.model.save_pipeline_code(self.args.output_dir)
+        return check_hub_folder(self.args.output_dir)
+
+    def _upload(self, folder: str, commit_message: str, blocking: bool, path_in_repo: str | None = None,
+                ignore_patterns=HUB_IGNORE_PATTERNS, token: str | None = None, revision: str | None = None):
+        return HfApi().upload_folder(
+            repo_id=self.hub_model_id, folder_path=folder, path_in_repo=path_in_repo, commit_message=commit_message,
+            token=token if token is not None else self.args.hub_token, run_as_future=not blocking,
+            ignore_patterns=list(ignore_patterns) if ignore_patterns else None,
+            revision=revision if revision is not None else self.args.hub_revision,
+        )
+
+    def write_hub_folder(self, destination: str) -> list[str]:
+        """The dry run of `push_to_hub`: save the model, make `output_dir` the Hub folder, and copy exactly the
+        files a push would upload into the empty folder `destination`. Nothing contacts the Hub.
+
+        Returns:
+            The files written (relative paths, sorted).
+        """
+        self.save_final_model()
+        if not self.is_world_process_zero():
+            return []
+        self._write_hub_files()
+        return copy_hub_folder(self.args.output_dir, destination)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
+        """`Trainer.push_to_hub` with the Hub folder of `docre_training.hub`: the model is saved to `output_dir`
+        with the pipeline's remote code and this project's card, and `output_dir` is uploaded without pickles,
+        checkpoints or predictions (after any checkpoint push still in flight)."""
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_final_model()
+        if not self.is_world_process_zero():
+            return None
+        self._write_hub_files()
+        self._finish_current_push()
+        return self._upload(self.args.output_dir, commit_message, blocking, token=token, revision=revision)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """The Trainer's push at each checkpoint save (`hub_strategy` every_save / checkpoint / all_checkpoints),
+        in the background: the checkpoint's model becomes `output_dir`'s, which is uploaded as the Hub folder
+        (card without final scores); with `checkpoint` / `all_checkpoints` the whole checkpoint folder, optimizer
+        state included as the Trainer writes it, goes to `last-checkpoint/` / `checkpoint-N/` for resuming."""
+        if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
+            return
+        if not self.args.hub_always_push and self.push_in_progress is not None and not self.push_in_progress.is_done():
+            return  # the previous upload is still running
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        output_dir = self.args.output_dir
+        for name in os.listdir(checkpoint_folder):
+            if name == "config.json" or name.endswith(".py") or (name.startswith("model") and ".safetensors" in name):
+                shutil.copyfile(os.path.join(checkpoint_folder, name), os.path.join(output_dir, name))
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        self._write_hub_files()
+        if self.args.save_strategy == SaveStrategy.STEPS:
+            commit_message = f"Training in progress, step {self.state.global_step}"
+        else:
+            commit_message = f"Training in progress, epoch {int(self.state.epoch)}"
+        jobs = [self._upload(output_dir, commit_message, blocking=False)]
+        if self.args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
+            path_in_repo = ("last-checkpoint" if self.args.hub_strategy == HubStrategy.CHECKPOINT
+                            else os.path.basename(os.path.normpath(checkpoint_folder)))
+            jobs.append(self._upload(checkpoint_folder, commit_message + ", checkpoint", blocking=False,
+                                     path_in_repo=path_in_repo, ignore_patterns=None))
+        if self.push_in_progress is None or self.push_in_progress.is_done():
+            self.push_in_progress = PushInProgress(jobs)
+        else:
+            self.push_in_progress.jobs.extend(jobs)
 
     # ------------------------------------------------------------ evaluation
     # Evaluation and prediction run through the Trainer's own `evaluation_loop` (progress bar, `*_runtime` and

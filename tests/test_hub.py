@@ -1,6 +1,7 @@
 """Hub publishing: a tiny `run_docre.py` run with `--push_to_hub --hub_dry_run` writes exactly the Hub folder (and
-uploads nothing, the Trainer's own pushes included), its README.md is a valid model card with the run's scores, the
-folder loads as remote code where this project is not importable, and a (mocked) push uploads that folder."""
+contacts nothing), its README.md is a valid model card with the run's scores, the folder loads as remote code (model
+and pipeline) where this project is not importable, and a push through the Trainer (recorded, not sent) creates the
+repository, pushes checkpoints as `--hub_strategy` says and ends with the same files as the dry run."""
 
 import json
 import os
@@ -24,7 +25,9 @@ from model_cards import generate_model_card
 
 MODEL_ID = "org/pemscl-tiny"
 HUB_FILES = {"README.md", "config.json", "model.safetensors", "configuration_pemscl.py", "modeling_pemscl.py",
-             "losses.py", "pipeline_pemscl.py", "processing_pemscl.py", "tokenizer.json", "tokenizer_config.json"}
+             "losses.py", "pipeline_pemscl.py", "processing_pemscl.py", "tokenizer.json", "tokenizer_config.json",
+             # the run's metrics and log history, as a Trainer push uploads them
+             "all_results.json", "train_results.json", "eval_results.json", "predict_results.json", "trainer_state.json"}
 PROJECT_PACKAGES = ("modeling_pemscl", "data_collators", "docre_training", "model_cards", "run_docre")
 
 
@@ -34,37 +37,14 @@ def _forbidden(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A 3-step run on 4 Re-DocRED documents (tiny random BERT, MiniLM tokenizer), evaluated on 2, predicting 2
-    unlabeled DocRED documents, with `--push_to_hub --hub_model_id org/pemscl-tiny --hub_dry_run DIR`."""
+    """The tiny run (`_tiny_run_arguments`) with `--push_to_hub --hub_model_id org/pemscl-tiny --hub_dry_run DIR`."""
     root = tmp_path_factory.mktemp("run")
-    tokenizer = minilm_tokenizer()
-    torch.manual_seed(0)
-    encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                   num_attention_heads=4, intermediate_size=64), add_pooling_layer=False)
-    encoder.save_pretrained(root / "encoder")
-    tokenizer.save_pretrained(root / "encoder")
-    data = root / "data"
-    data.mkdir()
-    with open(REDOCRED_DEV) as f:
-        labelled = json.load(f)[:6]
-    with open(DOCRED_TEST) as f:
-        unlabeled = json.load(f)[:2]
-    for name, documents in (("train.json", labelled[:4]), ("dev.json", labelled[4:]), ("test.json", unlabeled)):
-        (data / name).write_text(json.dumps(documents))
-    argv = [
-        "--model_name_or_path", str(root / "encoder"), "--output_dir", str(root / "out"),
-        "--train_file", str(data / "train.json"), "--validation_file", str(data / "dev.json"),
-        "--test_file", str(data / "test.json"), "--do_train", "--do_eval", "--do_predict",
-        "--max_steps", "3", "--per_device_train_batch_size", "2", "--pair_embedding_size", "32",
-        "--bilinear_block_size", "8", "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
-        "--use_cpu", "--seed", "0", "--label_drop_rate", "0.25",
-        "--push_to_hub", "--hub_model_id", MODEL_ID, "--hub_dry_run", str(root / "hub"),
-    ]
+    argv, labelled = _tiny_run_arguments(root)
+    argv += ["--save_strategy", "no", "--push_to_hub", "--hub_dry_run", str(root / "hub")]
     with pytest.MonkeyPatch.context() as patch:
         for method in ("create_repo", "upload_folder", "create_commit"):
             patch.setattr(HfApi, method, _forbidden)
         patch.setattr(Trainer, "init_hf_repo", _forbidden)
-        patch.setattr(Trainer, "push_to_hub", _forbidden)
         results = run_docre.main(argv)
     return SimpleNamespace(root=root, out=root / "out", hub=root / "hub", results=results, documents=labelled)
 
@@ -146,33 +126,103 @@ def test_folder_loads_without_the_project(tiny_run, tmp_path):
     assert "REMOTE-OK" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
 
 
-def test_push_uploads_the_card_folder(tiny_run, monkeypatch):
-    calls = {}
+def _tiny_run_arguments(root, tokenizer=None):
+    """Flags of a 3-step run on 4 Re-DocRED documents (tiny random BERT, MiniLM tokenizer), evaluated on 2,
+    predicting 2 unlabeled DocRED documents."""
+    tokenizer = tokenizer or minilm_tokenizer()
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64), add_pooling_layer=False)
+    encoder.save_pretrained(root / "encoder")
+    tokenizer.save_pretrained(root / "encoder")
+    data = root / "data"
+    data.mkdir()
+    with open(REDOCRED_DEV) as f:
+        labelled = json.load(f)[:6]
+    with open(DOCRED_TEST) as f:
+        unlabeled = json.load(f)[:2]
+    for name, documents in (("train.json", labelled[:4]), ("dev.json", labelled[4:]), ("test.json", unlabeled)):
+        (data / name).write_text(json.dumps(documents))
+    argv = [
+        "--model_name_or_path", str(root / "encoder"), "--output_dir", str(root / "out"),
+        "--train_file", str(data / "train.json"), "--validation_file", str(data / "dev.json"),
+        "--test_file", str(data / "test.json"), "--do_train", "--do_eval", "--do_predict",
+        "--max_steps", "3", "--per_device_train_batch_size", "2", "--pair_embedding_size", "32",
+        "--bilinear_block_size", "8", "--eval_strategy", "no", "--report_to", "none",
+        "--use_cpu", "--seed", "0", "--label_drop_rate", "0.25", "--hub_model_id", MODEL_ID,
+    ]
+    return argv, labelled
 
-    class FakeApi:
-        def __init__(self, token=None):
-            calls["token"] = token
 
-        def create_repo(self, repo_id, repo_type=None, private=None, exist_ok=False):
-            calls["create_repo"] = (repo_id, repo_type, private, exist_ok)
-            return SimpleNamespace(repo_id=repo_id)
+class RecordingHub:
+    """Stands in for the Hub API: records each repository creation and each upload as the Hub would receive it
+    (the files left after the upload's ignore patterns, and the card and config read at the time of the call)."""
 
-        def upload_folder(self, repo_id, repo_type, folder_path, commit_message):
-            calls["upload"] = (repo_id, repo_type, sorted(os.listdir(folder_path)))
-            calls["card"] = ModelCard.load(os.path.join(folder_path, "README.md")).data.to_dict()
-            return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0")
+    def __init__(self):
+        self.repos, self.uploads = [], []
 
-    monkeypatch.setattr(hub, "HfApi", FakeApi)
-    model = AutoModel.from_pretrained(tiny_run.hub)
-    arguments = SimpleNamespace(output_dir=str(tiny_run.out), hub_model_id=MODEL_ID, hub_token="secret",
-                                hub_private_repo=True)
-    url = hub.publish_to_hub(model, AutoTokenizer.from_pretrained(tiny_run.hub), arguments,
-                             data_args={"dataset": "re-docred"})
-    assert url == f"https://huggingface.co/{MODEL_ID}/commit/0"
-    assert calls["token"] == "secret"
-    assert calls["create_repo"] == (MODEL_ID, "model", True, True)
-    assert calls["upload"] == (MODEL_ID, "model", sorted(HUB_FILES))
-    assert calls["card"]["model-index"][0]["name"] == MODEL_ID
+    def create_repo(self, api, repo_id, token=None, private=None, exist_ok=False, **kwargs):
+        self.repos.append((repo_id, private, exist_ok))
+        return SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(self, api, *, repo_id, folder_path, path_in_repo=None, commit_message=None, token=None,
+                      run_as_future=False, ignore_patterns=None, revision=None, **kwargs):
+        from huggingface_hub.utils import filter_repo_objects
+
+        folder = os.fspath(folder_path)
+        everything = sorted(os.path.relpath(os.path.join(top, name), folder).replace(os.sep, "/")
+                            for top, _, names in os.walk(folder) for name in names)
+        files = list(filter_repo_objects(everything, ignore_patterns=ignore_patterns))
+        read = lambda name: (open(os.path.join(folder, name), encoding="utf-8").read()  # noqa: E731
+                             if name in files else None)
+        self.uploads.append(SimpleNamespace(repo_id=repo_id, path_in_repo=path_in_repo, message=commit_message,
+                                            files=files, card=read("README.md"), config=read("config.json"),
+                                            background=run_as_future, token=token))
+        result = SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/{len(self.uploads)}")
+        if run_as_future:
+            from concurrent.futures import Future
+
+            future = Future()
+            future.set_result(result)
+            return future
+        return result
+
+
+def test_push_goes_through_the_trainer_with_checkpoints_and_our_card(tiny_run, tmp_path, monkeypatch):
+    """`--push_to_hub --hub_strategy checkpoint`: the repository is created at the start, each checkpoint save
+    pushes the Hub folder in the background and the checkpoint to `last-checkpoint/`, the end of the run pushes
+    the final folder with the card's scores; the root never gets a pickle, and its files are exactly the dry run's."""
+    argv, _ = _tiny_run_arguments(tmp_path)
+    recorder = RecordingHub()
+    monkeypatch.setattr(HfApi, "create_repo", lambda api, *a, **k: recorder.create_repo(api, *a, **k))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda api, **k: recorder.upload_folder(api, **k))
+    monkeypatch.setattr(HfApi, "create_commit", _forbidden)
+    run_docre.main(argv + ["--push_to_hub", "--hub_strategy", "checkpoint", "--save_strategy", "steps",
+                           "--save_steps", "2", "--hub_token", "secret", "--hub_private_repo", "true"])
+    assert recorder.repos == [(MODEL_ID, True, True)]
+    assert [(u.message, u.path_in_repo, u.background) for u in recorder.uploads] == [
+        ("Training in progress, step 2", None, True), ("Training in progress, step 2, checkpoint", "last-checkpoint", True),
+        ("Training in progress, step 3", None, True), ("Training in progress, step 3, checkpoint", "last-checkpoint", True),
+        ("End of training", None, False),
+    ]
+    assert {u.repo_id for u in recorder.uploads} == {MODEL_ID} and {u.token for u in recorder.uploads} == {"secret"}
+    roots = [u for u in recorder.uploads if u.path_in_repo is None]
+    for upload in roots:
+        assert {"config.json", "model.safetensors", "README.md", "pipeline_pemscl.py", "processing_pemscl.py",
+                "modeling_pemscl.py", "losses.py", "configuration_pemscl.py", "tokenizer.json"} <= set(upload.files)
+        assert not [name for name in upload.files if name.endswith((".bin", ".pt", ".pth")) or "checkpoint" in name
+                    or name.startswith("predictions_")], upload.files
+        assert "document-relation-extraction" in json.loads(upload.config)["custom_pipelines"]
+        assert ModelCard(upload.card).data.to_dict()["library_name"] == "transformers"
+    # The checkpoint push carries what resuming needs.
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json"} <= set(recorder.uploads[1].files)
+    # Scores appear on the card only at the end, when they exist.
+    assert "model-index" not in ModelCard(roots[0].card).data.to_dict()
+    (index,) = ModelCard(roots[-1].card).data.to_dict()["model-index"]
+    assert index["name"] == MODEL_ID and index["results"][0]["dataset"]["split"] == "validation"
+    assert f'model="{MODEL_ID}", trust_remote_code=True' in roots[-1].card
+    # What the dry run writes is what the push uploads.
+    assert roots[-1].files == sorted(os.listdir(tiny_run.hub))
 
 
 def test_card_reports_noisy_label_regimes_and_test_scores(tmp_path):
@@ -220,7 +270,14 @@ def test_pipeline_from_the_hub_folder_with_remote_code_alone(tiny_run, tmp_path)
     text_document = {"text": "Paris is the capital of France . Marie Curie lived in Paris .",
                      "entities": [[(0, 5), (54, 59)], [(24, 30)], [(33, 44)]]}
     docred_document = {key: tiny_run.documents[4][key] for key in ("title", "sents", "vertexSet")}
-    local = pipeline("document-relation-extraction", model=str(tiny_run.out))([text_document, docred_document])
+    from docre_training.pipeline import DocumentRelationExtractionPipeline
+
+    # The pushed output folder is the Hub folder: its custom_pipelines entry asks for trust_remote_code, unless the
+    # pipeline class is given, here this project's own.
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        pipeline("document-relation-extraction", model=str(tiny_run.out))
+    local = pipeline("document-relation-extraction", model=str(tiny_run.out),
+                     pipeline_class=DocumentRelationExtractionPipeline)([text_document, docred_document])
     (tmp_path / "inputs.json").write_text(json.dumps([text_document, docred_document]))
     blocked = "\n".join(f"sys.modules[{name!r}] = None" for name in PROJECT_PACKAGES)
     script = textwrap.dedent(
@@ -245,3 +302,20 @@ def test_pipeline_from_the_hub_folder_with_remote_code_alone(tiny_run, tmp_path)
         assert [(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in got] == \
             [(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in expected]
         assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected], abs=1e-6)
+
+
+def test_card_snippets_run_with_transformers_alone(tiny_run, tmp_path):
+    """Every Python block of the pushed card runs as written (the repository id replaced by the dry-run folder) in
+    a Python where nothing of this project can be imported."""
+    import re
+
+    card = (tiny_run.hub / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    assert len(blocks) >= 2 and all(f'"{MODEL_ID}"' in block for block in blocks)
+    code = "\n".join(blocks).replace(f'"{MODEL_ID}"', repr(str(tiny_run.hub)))
+    blocked = "".join(f"sys.modules[{name!r}] = None\n" for name in PROJECT_PACKAGES)
+    script = f"import sys\n{blocked}{code}\nprint('SNIPPETS-OK', type(extractor).__module__)\n"
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert "SNIPPETS-OK transformers_modules" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
