@@ -70,6 +70,9 @@ class ModelArguments:
     head_init: str = field(default=PemsclConfig.head_init, metadata={"choices": ["normal", "fan_in_uniform"],
                            "help": "normal = transformers' normal(0, initializer_range); fan_in_uniform = "
                            "torch.nn.Linear's default (the released code)."})
+    encoder_attention: str = field(default=PemsclConfig.encoder_attention, metadata={"choices": ["sdpa", "eager"],
+                                   "help": "sdpa = fused attention for every encoder layer but the last, whose "
+                                   "probabilities the head reads (same outputs as eager, faster, less memory)."})
     bilinear_block_size: int = field(default=PemsclConfig.bilinear_block_size, metadata={"help": "Group size k of the grouped bilinear."})
     head_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the new head layers."})
     hub_dry_run: str | None = field(default=None, metadata={"help": "At the end, write to this empty folder exactly "
@@ -273,6 +276,7 @@ LOSS_AND_DECODING_FLAGS = {
     "contrastive_anchors": "contrastive_anchors",
     "negative_sample_ratio": "negative_sample_ratio",
     "max_relations_per_pair": "max_relations_per_pair",
+    "encoder_attention": "encoder_attention",
 }
 ARCHITECTURE_FLAGS = {"pair_embedding_size": "pair_embedding_size", "head_init": "head_init",
                       "bilinear_block_size": "bilinear_block_size"}

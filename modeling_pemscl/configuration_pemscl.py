@@ -8,6 +8,7 @@ GAMMA_KINDS = ("count", "one")
 CONTRASTIVE_AVERAGES = ("inside", "outside")
 CONTRASTIVE_ANCHORS = ("positive", "all")
 HEAD_INITS = ("normal", "fan_in_uniform")
+ENCODER_ATTENTIONS = ("sdpa", "eager")
 NA_LABEL = "Na"
 # DocRED and Re-DocRED have 96 relations; index 0 is the NA / threshold class.
 DEFAULT_NUM_RELATIONS = 96
@@ -79,6 +80,14 @@ class PemsclConfig(PreTrainedConfig):
         bilinear_block_elements (`int`, defaults to 2**21):
             Largest slice of the [num_pairs, d1 * k] pair matrix the grouped bilinear layer builds at once (it
             never stores the whole matrix); only speed and memory depend on it.
+        encoder_attention (`str`, defaults to `"sdpa"`):
+            How the encoder computes attention. The head reads only the last layer's attention probabilities
+            (localized context pooling). `"sdpa"`: every other layer runs `torch.nn.functional.
+            scaled_dot_product_attention` (fused, keeps no [L, L] probabilities for backward), the last layer
+            computes its probabilities explicitly, exactly as eager attention does; the outputs equal eager's up to
+            float rounding. Encoders whose attention does not go through transformers' `AttentionInterface` stay
+            eager. `"eager"`: every layer eager (transformers' reference implementation). Only speed and memory
+            depend on it (and, in training, which dropout mask each layer draws).
     """
 
     model_type = "pemscl"
@@ -105,6 +114,7 @@ class PemsclConfig(PreTrainedConfig):
     window_length: int | None = None
     window_stride: int | None = None
     bilinear_block_elements: int = 2**21
+    encoder_attention: str = "sdpa"
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and kwargs.get("num_labels") is None:
@@ -123,6 +133,7 @@ class PemsclConfig(PreTrainedConfig):
             "contrastive_average": CONTRASTIVE_AVERAGES,
             "contrastive_anchors": CONTRASTIVE_ANCHORS,
             "head_init": HEAD_INITS,
+            "encoder_attention": ENCODER_ATTENTIONS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AttentionInterface, AutoModel, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.utils import ModelOutput
 
 from .configuration_pemscl import PemsclConfig
@@ -25,6 +27,65 @@ from .losses import (
     pemscl_objective,
     sample_negative_mask,
 )
+
+
+# ------------------------------------------------------------------- encoder attention
+# Under `encoder_attention="sdpa"` every attention layer of the encoder dispatches here: the fused SDPA kernel for all
+# but the one flagged `_pemscl_explicit_attention` (the last layer), which computes its probabilities as transformers'
+# eager attention does, because the head reads them. Registered by name, like any attention implementation.
+SDPA_EXPLICIT_LAST_LAYER = "pemscl_sdpa_explicit_last_layer"
+
+
+def sdpa_with_explicit_last_layer(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Attention for one layer: `(output [B, L, H, d_head], probabilities [B, H, L, L] or None)`.
+
+    `query`, `key`, `value` are `[B, H, L, d_head]`; `attention_mask` is SDPA's boolean mask `[B, 1, L, L]`
+    (True = attend) or None (no padding). The explicit path is `eager_attention_forward` with that mask: masked
+    scores set to the dtype's minimum, where eager adds it, so the probabilities are the same.
+    """
+    if not getattr(module, "_pemscl_explicit_attention", False):
+        kwargs.pop("output_attentions", None)  # asked of the last layer only; the others return None, as recorded
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    probabilities = F.dropout(F.softmax(scores, dim=-1), p=dropout, training=module.training)
+    output = torch.matmul(probabilities, value).transpose(1, 2).contiguous()
+    return output, probabilities
+
+
+AttentionInterface.register(SDPA_EXPLICIT_LAST_LAYER, sdpa_with_explicit_last_layer)
+AttentionMaskInterface.register(SDPA_EXPLICIT_LAST_LAYER, sdpa_mask)
+
+
+def _attention_modules(encoder) -> list:
+    """The encoder's self-attention modules in layer order, when they run through `AttentionInterface` (those
+    whose outputs transformers records as `attentions`); empty when the encoder cannot switch implementations."""
+    can_switch = getattr(encoder, "_can_set_attn_implementation", None)
+    if not getattr(encoder, "_supports_sdpa", False) or can_switch is None or not can_switch():
+        return []
+    spec = (getattr(encoder, "_can_record_outputs", None) or {}).get("attentions")
+    target = getattr(spec, "target_class", spec)
+    if not isinstance(target, type):
+        return []
+    return [module for module in encoder.modules() if isinstance(module, target)]
+
+
+def configure_encoder_attention(encoder, kind: str) -> str:
+    """Set the encoder's attention to `kind` (`PemsclConfig.encoder_attention`); returns the implementation
+    in use (`"eager"` where the encoder cannot run SDPA with an explicit last layer)."""
+    modules = _attention_modules(encoder) if kind == "sdpa" else []
+    for module in modules:
+        module._pemscl_explicit_attention = module is modules[-1]
+    implementation = SDPA_EXPLICIT_LAST_LAYER if modules else "eager"
+    if encoder.config._attn_implementation != implementation:
+        encoder.set_attn_implementation(implementation)
+    return implementation
 
 
 @dataclass
@@ -268,6 +329,7 @@ class PemsclModel(PemsclPreTrainedModel):
             encoder = _encoder_from_config(config.encoder)
         self.encoder = encoder
         self.config.encoder = encoder.config
+        configure_encoder_attention(encoder, config.encoder_attention)
         hidden_size = encoder.config.hidden_size
         self.head_extractor = nn.Linear(2 * hidden_size, config.pair_embedding_size)
         self.tail_extractor = nn.Linear(2 * hidden_size, config.pair_embedding_size)
@@ -295,6 +357,13 @@ class PemsclModel(PemsclPreTrainedModel):
 
     def get_input_embeddings(self):
         return self.encoder.get_input_embeddings()
+
+    def set_encoder_attention(self, kind: str) -> str:
+        """Switch `config.encoder_attention` (`"sdpa"` or `"eager"`) on this model; returns the implementation in
+        use (see `configure_encoder_attention`)."""
+        self.config.encoder_attention = kind
+        self.config.validate_pemscl_settings()
+        return configure_encoder_attention(self.encoder, kind)
 
     def head_parameter_names(self) -> list[str]:
         """Names of the parameters that are new (not from the pretrained encoder)."""

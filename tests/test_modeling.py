@@ -233,7 +233,7 @@ def test_from_encoder_pretrained_keeps_encoder_weights(tmp_path):
         model.encoder.embeddings.word_embeddings.weight, encoder.embeddings.word_embeddings.weight
     )
     assert model.config.num_labels == 2 and model.config.encoder.hidden_size == 32
-    assert model.encoder.config._attn_implementation == "eager"
+    assert model.encoder.config._attn_implementation == "pemscl_sdpa_explicit_last_layer"  # encoder_attention="sdpa"
     assert set(model.head_parameter_names()) == {
         "head_extractor.weight", "head_extractor.bias", "tail_extractor.weight", "tail_extractor.bias",
         "bilinear.weight", "bilinear.bias",
@@ -443,3 +443,71 @@ def test_each_config_loss_computes_that_loss(generator, kind):
     torch.testing.assert_close(output.loss, expected)
     others = {name: fn(logits, labels).mean() for name, fn in (("atlop", atlop_loss), ("bce", bce_loss))}
     assert all(not torch.allclose(output.loss, value) for name, value in others.items() if name != kind)
+
+
+def _encoder_variant(kind, window_length=None, seed=5):
+    """A tiny model whose encoder is BERT or RoBERTa (two layers, no dropout), padded batches included."""
+    from transformers import BertConfig, RobertaConfig
+
+    settings = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                    max_position_embeddings=70, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    encoder = BertConfig(**settings) if kind == "bert" else RobertaConfig(pad_token_id=0, **settings)
+    torch.manual_seed(seed)
+    return PemsclModel(tiny_config(encoder=encoder.to_dict(), window_length=window_length))
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("window_length", [None, 16], ids=["one-window", "several-windows"])
+def test_sdpa_encoder_with_explicit_last_layer_equals_eager(generator, kind, window_length):
+    """encoder_attention="sdpa" (SDPA for every layer but the last, whose probabilities are computed explicitly)
+    gives eager attention's hidden states, last-layer attention rows, logits and gradients."""
+    import copy
+
+    from modeling_pemscl.modeling_pemscl import SDPA_EXPLICIT_LAST_LAYER
+
+    model = _encoder_variant(kind, window_length)
+    assert model.config.encoder_attention == "sdpa"
+    assert model.encoder.config._attn_implementation == SDPA_EXPLICIT_LAST_LAYER
+    eager = copy.deepcopy(model)
+    assert eager.set_encoder_attention("eager") == "eager" and eager.config.encoder_attention == "eager"
+    batch = make_batch([random_document(generator, 40, 4), random_document(generator, 23, 3)], generator=generator)
+    positions = batch["mention_positions"]
+    real_tokens, real_mentions = batch["attention_mask"].bool(), positions.flatten(1) >= 0
+    with torch.no_grad():
+        hidden, attention = model.eval().encode(batch["input_ids"], batch["attention_mask"], positions)
+        eager_hidden, eager_attention = eager.eval().encode(batch["input_ids"], batch["attention_mask"], positions)
+        if window_length is None:  # the encoder keeps only the last layer's probabilities
+            recorded = model.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     output_attentions=True).attentions
+            everything = eager.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                       output_attentions=True).attentions
+            assert len(recorded) == 1 and len(everything) == 2
+            torch.testing.assert_close(recorded[0], everything[-1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(hidden[real_tokens], eager_hidden[real_tokens], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(attention[real_mentions], eager_attention[real_mentions], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(attention[real_mentions][:, 0], attention[real_mentions][:, 1])  # heads differ
+
+    model.train(), eager.train()
+    output, eager_output = model(**batch), eager(**batch)
+    torch.testing.assert_close(output.logits, eager_output.logits, rtol=1e-4, atol=1e-5)
+    output.loss.backward(), eager_output.loss.backward()
+    for (name, parameter), (_, eager_parameter) in zip(model.named_parameters(), eager.named_parameters()):
+        if parameter.grad is not None or eager_parameter.grad is not None:
+            torch.testing.assert_close(parameter.grad, eager_parameter.grad, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_encoder_attention_setting_falls_back_validates_and_reloads(tmp_path):
+    from modeling_pemscl.modeling_pemscl import configure_encoder_attention
+
+    with pytest.raises(ValueError, match="encoder_attention"):
+        tiny_config(encoder_attention="flash")
+    model = tiny_model(encoder_attention="eager")
+    assert model.encoder.config._attn_implementation == "eager"
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = AutoModel.from_pretrained(tmp_path / "saved")
+    assert reloaded.config.encoder_attention == "eager" and reloaded.encoder.config._attn_implementation == "eager"
+    # An encoder whose attention cannot be switched stays eager.
+    encoder = tiny_model().encoder
+    encoder._supports_sdpa = False
+    encoder.set_attn_implementation("eager")
+    assert configure_encoder_attention(encoder, "sdpa") == "eager"
