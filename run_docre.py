@@ -328,6 +328,19 @@ def build_model(model_args: ModelArguments, vocab: RelationVocab, passed: set[st
     )
 
 
+def apply_training_defaults(training_args: TrainingArguments, passed: set[str]) -> None:
+    """This script's defaults for `TrainingArguments` a user did not set (flags in `passed` are kept)."""
+    if "train_sampling_strategy" not in passed:
+        # Batches of documents of similar length (the Trainer's LengthGroupedSampler on the `length` column):
+        # less padding; `--train_sampling_strategy random` restores uniform shuffling.
+        training_args.train_sampling_strategy = "group_by_length"
+    if training_args.do_eval and training_args.eval_strategy != "no" and training_args.metric_for_best_model is None:
+        # Best checkpoint on dev F1 unless the user chose otherwise.
+        training_args.metric_for_best_model = "f1"
+        training_args.greater_is_better = True
+        training_args.load_best_model_at_end = training_args.save_strategy == training_args.eval_strategy
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_arguments(argv)
     check_dry_run_dir(model_args.hub_dry_run)
@@ -338,11 +351,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                         if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
-    if training_args.do_eval and training_args.eval_strategy != "no" and training_args.metric_for_best_model is None:
-        # Best checkpoint on dev F1 unless the user chose otherwise.
-        training_args.metric_for_best_model = "f1"
-        training_args.greater_is_better = True
-        training_args.load_best_model_at_end = training_args.save_strategy == training_args.eval_strategy
+    apply_training_defaults(training_args, model_args.passed_flags)
 
     saved = AutoConfig.from_pretrained(model_args.model_name_or_path)
     vocab = relation_vocabulary(data_args, saved if isinstance(saved, PemsclConfig) else None)

@@ -104,9 +104,10 @@ def stage_flags(stage: str) -> list[str]:
         return ["--validation_split_size", "50", "--do_eval", "--eval_strategy", "epoch",
                 # The final model is scored, as in the full recipe, which has no held-out split to select on.
                 "--metric_for_best_model", "f1", "--load_best_model_at_end", "False",
-                # Seed 66 ran before encoder_attention="sdpa" existed: every diagnostic run keeps eager attention,
-                # so its rows differ only by the factor they switch (SDPA draws other dropout masks).
-                "--encoder_attention", "eager"]
+                # Seed 66 ran before encoder_attention="sdpa" and length-grouped batches were the defaults: every
+                # diagnostic run keeps eager attention and uniform shuffling, so its rows differ only by the factor
+                # they switch (SDPA draws other dropout masks; grouping other batches).
+                "--encoder_attention", "eager", "--train_sampling_strategy", "random"]
     return ["--eval_strategy", "no"]
 
 

@@ -15,6 +15,9 @@ Output of one document (`featurize_document`):
 | `mention_spans` | list[list[[int, int]]] | per entity, per mention: `[start, end)` from its start marker to its end marker (inclusive) |
 | `hts` | list[[int, int]] | every ordered entity pair `h != t`, head-major (`for h: for t: if h != t`) |
 | `labels` | list[list[int]] | one multi-hot row of `len(rel2id)` per pair, column 0 (`Na`) set iff the pair has no relation; only for labelled documents |
+
+`featurize_dataset` adds `length` (`len(input_ids)`): the Trainer's `length_column_name`, read by length-grouped
+training batches (`train_sampling_strategy="group_by_length"`) and length-sorted evaluation batches.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 # model, so the pipeline featurizes exactly as training does); this module adds the dataset level.
 from modeling_pemscl.processing_pemscl import _featurize_documents, check_tokenizer, featurize_document  # noqa: F401
 
-FEATURIZED_COLUMNS = ("input_ids", "mention_positions", "mention_spans", "hts", "labels")
+FEATURIZED_COLUMNS = ("input_ids", "mention_positions", "mention_spans", "hts", "labels", "length")
 """Columns `featurize_dataset` adds (`labels` only for labelled splits)."""
 DEFAULT_KEEP_COLUMNS = ("title", "vertexSet")
 """Raw columns `featurize_dataset` keeps for evaluation (the raw `labels` become the multi-hot `labels`)."""
@@ -52,10 +55,12 @@ def featurize_batch(
         Columns `input_ids`, `mention_positions`, `mention_spans` (lists, as in `featurize_document`), `hts`
         (one int64 NumPy array [P, 2] per document) and `labels` (one int8 NumPy array [P, len(rel2id)] per
         document, `None` for unlabelled documents). NumPy arrays keep the many label rows out of Python
-        objects; `Dataset.map` stores them as nested lists.
+        objects; `Dataset.map` stores them as nested lists. Also `length`, each document's `len(input_ids)`.
     """
     docs = [dict(zip(batch.keys(), values)) for values in zip(*batch.values())]
     features = _featurize_documents(docs, tokenizer, rel2id, entity_marker)
+    for feature in features:
+        feature["length"] = len(feature["input_ids"])
     return {column: [feature[column] for feature in features] for column in FEATURIZED_COLUMNS}
 
 
@@ -71,6 +76,7 @@ def _featurize_split(
             "mention_spans": List(List(List(Value("int32")))),
             "hts": List(List(Value("int32"))),
             "labels": List(List(Value("int8"))),
+            "length": Value("int32"),
         }
     )
     featurized = dataset.map(

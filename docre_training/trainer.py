@@ -393,7 +393,8 @@ class DocRETrainer(Trainer):
             return indexed
         # Batches of similar lengths waste little on padding; longest first, so the memory peak comes early.
         # Facts carry their document_index, so predictions and scores come back in dataset order.
-        lengths = [len(ids) for ids in dataset["input_ids"]]
+        lengths = (list(dataset["length"]) if "length" in dataset.column_names
+                   else [len(ids) for ids in dataset["input_ids"]])
         return indexed.select(sorted(range(len(lengths)), key=lambda row: (-lengths[row], row)))
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:

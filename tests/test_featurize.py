@@ -225,7 +225,8 @@ def test_batch_equals_one_by_one(tokenizer):
     docs = hand_written_documents()
     batch = {key: [doc[key] for doc in docs] for key in docs[0]}
     out = featurize_batch(batch, tokenizer, small_rel2id())
-    assert set(out) == {"input_ids", "mention_positions", "mention_spans", "hts", "labels"}
+    assert set(out) == {"input_ids", "mention_positions", "mention_spans", "hts", "labels", "length"}
+    assert out["length"] == [len(ids) for ids in out["input_ids"]]
     assert [hts.dtype for hts in out["hts"]] == ["int64"] * 4
     assert [labels.dtype for labels in out["labels"]] == ["int8"] * 4
     for i, doc in enumerate(docs):
@@ -246,7 +247,7 @@ def test_featurize_dataset_keeps_title_and_vertex_set():
     )
     out = featurize_dataset(data, minilm_tokenizer(), small_rel2id())
     assert out["train"].column_names == [
-        "title", "vertexSet", "input_ids", "mention_positions", "mention_spans", "hts", "labels"
+        "title", "vertexSet", "input_ids", "mention_positions", "mention_spans", "hts", "labels", "length"
     ]
     assert "labels" not in out["test"].column_names  # an unlabelled split loses the column
     assert out["train"]["title"] == [doc["title"] for doc in docs]
@@ -254,6 +255,7 @@ def test_featurize_dataset_keeps_title_and_vertex_set():
     row = out["train"][0]
     assert {key: row[key] for key in expected} == expected
     assert out["train"][3]["hts"] == [] and out["train"][3]["labels"] == []
+    assert out["train"]["length"] == [len(ids) for ids in out["train"]["input_ids"]]
 
 
 def test_featurize_dataset_refuses_mixed_labelling():

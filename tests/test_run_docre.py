@@ -425,3 +425,14 @@ def test_cli_prints_one_line_and_the_traceback_only_in_debug(encoder, tmp_path, 
     assert error.startswith("run_docre.py: error: ") and "train.json: not valid JSON" in error
     with pytest.raises(ValueError, match="not valid JSON"):
         run_docre.cli(argv + ["--log_level", "debug"])
+
+
+def test_training_defaults_group_by_length_unless_the_user_chose():
+    from transformers import TrainingArguments
+
+    arguments = TrainingArguments(output_dir="unused", report_to="none")
+    run_docre.apply_training_defaults(arguments, passed=set())
+    assert arguments.train_sampling_strategy == "group_by_length" and arguments.length_column_name == "length"
+    chosen = TrainingArguments(output_dir="unused", report_to="none", train_sampling_strategy="random")
+    run_docre.apply_training_defaults(chosen, passed={"train_sampling_strategy"})
+    assert chosen.train_sampling_strategy == "random"

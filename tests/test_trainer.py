@@ -260,3 +260,39 @@ def test_length_sorted_evaluation_returns_dataset_order(tmp_path, dataset):
     assert [order[t] for t in titles] == sorted(order[t] for t in titles)
     for key in ("test_f1", "test_ign_f1", "test_num_predictions"):
         assert sorted_output.metrics[key] == plain.metrics[key]
+
+
+def test_length_grouped_training_batches_read_the_length_column(tmp_path):
+    """train_sampling_strategy="group_by_length" (run_docre's default) batches documents of similar length from
+    the `length` column: every document once per epoch, far less padding than uniform shuffling."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    # The sampler sorts "megabatches" of min(50, N // (4 * batch)) batches: 96 documents make 12-batch groups.
+    lengths = torch.randint(20, 64, (96,), generator=torch.Generator().manual_seed(0)).tolist()
+    rows = featurized_rows(shapes=[(length, 2) for length in lengths])
+    dataset = Dataset.from_list([{**row, "length": len(row["input_ids"])} for row in rows])
+
+    def epoch_batches(strategy):
+        batches = []
+        collator = DataCollatorForDocRE(pad_token_id=0, num_labels=NUM_LABELS)
+
+        def recording_collator(features):
+            batches.append([feature["length"] for feature in features])
+            return collator(features)
+
+        trainer = make_trainer(tmp_path / strategy, train_dataset=dataset,
+                               arguments={"train_sampling_strategy": strategy, "seed": 3})
+        trainer.data_collator = recording_collator
+        sampler = trainer._get_train_sampler()
+        for _ in trainer.get_train_dataloader():
+            pass
+        return sampler, batches
+
+    grouped_sampler, grouped = epoch_batches("group_by_length")
+    random_sampler, shuffled = epoch_batches("random")
+    assert isinstance(grouped_sampler, LengthGroupedSampler) and list(grouped_sampler.lengths) == lengths
+    assert not isinstance(random_sampler, LengthGroupedSampler)
+    for batches in (grouped, shuffled):
+        assert sorted(length for batch in batches for length in batch) == sorted(lengths)
+    padding = lambda batches: sum(max(batch) * len(batch) - sum(batch) for batch in batches)  # noqa: E731
+    assert padding(grouped) < padding(shuffled) / 3, (grouped, shuffled)
