@@ -1,15 +1,21 @@
 #!/usr/bin/env python
 """Speed benchmark of PEMSCL on MiniLM-L6 (CPU): what the pair head and the PEMSCL losses cost on top of the encoder.
 
-    python bench/speed.py                 # full run (about 7 minutes on 2 otherwise idle cores)
+    python bench/speed.py                 # full run (about 25 minutes on 2 otherwise idle cores)
+    python bench/speed.py --only epoch    # the end-to-end section alone (whole splits)
     python bench/speed.py --quick         # smoke run: 1 batch, 1 repetition, 1 document per length bucket
 
 Sections (each one updates `bench/results/speed.json` when it finishes, so an interrupted run keeps what it
 measured):
 
+The baseline of every ratio is the encoder alone as transformers runs it when attention probabilities are asked
+for: every layer on eager attention (a twin of the model with the same weights, `encoder_attention="eager"`). The
+model itself runs `encoder_attention="sdpa"` (SDPA layers, the last layer's probabilities computed explicitly);
+`eager_full_*` steps show the full model on the eager encoder.
+
 1. batches: batches of 4 real Re-DocRED documents (the first batches of `--batch_file`). Per batch and per
-   precision (fp32, bf16 autocast), interleaved in one loop: the encoder-only training step (encoder forward
-   with last-layer attention, eager attention as the model uses, + backward of a scalar on the last hidden
+   precision (fp32, bf16 autocast), interleaved in one loop: the encoder-only training step (the eager encoder's
+   forward with last-layer attention + backward of a scalar on the last hidden
    state and the last attention) vs the full training step (`model(**batch)` with labels, all PEMSCL losses,
    + backward), and encoder-only inference vs full inference (`model(**batch)` without labels), both under
    `torch.no_grad()`. Documents longer than the encoder's window are encoded by the model in overlapping
@@ -24,6 +30,12 @@ measured):
 7. scaling: single documents bucketed by token length (< 256, 256-512, 512-768, > 768; the last bucket is made of
    2 concatenated real documents, which exercises the sliding windows) and spread over their pair counts;
    table + `speed_scaling.png`.
+8. epoch: what users feel. Every batch of one training epoch over `--epoch_train_file` (500 Re-DocRED documents,
+   length-grouped as `run_docre.py` draws them) and the prediction of every document of `--epoch_test_file`
+   (length-sorted batches of `--eval_batch_size`, collation and decoding included), each step next to the eager
+   encoder alone on the same batch, fp32 and bf16 interleaved: documents/s, the step ratio averaged over every
+   batch, forward FLOPs (`torch.utils.flop_counter`); then `DocRETrainer.predict` on the whole split with its peak
+   memory. About 15 minutes on 2 idle cores; `--only epoch` reruns it alone and keeps the other sections.
 
 The machine is assumed noisy: every comparison is measured side by side in the same loop (steps of each kind
 alternate, the order rotates every repetition) and summarized by the median (the minimum is also kept). Ratios
@@ -72,7 +84,7 @@ from modeling_pemscl import (  # noqa: E402
 )
 
 PRECISIONS = ("fp32", "bf16")
-STEP_KINDS = ("encoder_train", "full_train", "encoder_infer", "full_infer")
+STEP_KINDS = ("encoder_train", "full_train", "eager_full_train", "encoder_infer", "full_infer", "eager_full_infer")
 TOKEN_BUCKETS = ((0, 256), (256, 512), (512, 768), (768, None))
 TRAIN_TARGET = "<= 1.5-1.8"
 INFER_TARGET = "<= 1.3-2.0"
@@ -158,26 +170,38 @@ def describe(batch: dict, config) -> dict[str, int]:
     }
 
 
-def step_kinds(model, batch: dict, precision: str) -> dict[str, Step]:
-    """The four steps compared in every section: encoder / full, training / inference."""
+def eager_twin(model):
+    """The same model (same weights) with every encoder layer on eager attention: its encoder is the baseline of
+    every ratio (the encoder as transformers runs it when attention probabilities are asked for), and the model
+    itself shows what `encoder_attention="sdpa"` saves."""
+    twin = copy.deepcopy(model)
+    twin.set_encoder_attention("eager")
+    return twin
+
+
+def step_kinds(model, eager_model, batch: dict, precision: str, with_eager_full: bool = False) -> dict[str, Step]:
+    """The steps compared in every section: the eager encoder alone / the full model, training / inference; with
+    `with_eager_full`, also the full model on an all-eager encoder (`eager_full_*`)."""
     encoder_ids, encoder_mask = encoder_inputs(batch, model.config)
     unlabelled = {key: value for key, value in batch.items() if key != "labels"}
+    encoder = eager_model.encoder
 
     def train_mode():
-        model.train()
-        model.zero_grad(set_to_none=True)
+        for module in (model, eager_model):
+            module.train()
+            module.zero_grad(set_to_none=True)
 
     def eval_mode():
-        model.eval()
+        model.eval(), eager_model.eval()
 
     def encoder_train():
         with autocast(precision):
-            out = model.encoder(input_ids=encoder_ids, attention_mask=encoder_mask, output_attentions=True)
+            out = encoder(input_ids=encoder_ids, attention_mask=encoder_mask, output_attentions=True)
             scalar = out.last_hidden_state.float().mean() + out.attentions[-1].float().mean()
         scalar.backward()
         return float(scalar.detach())
 
-    def full_train():
+    def full_train(model=model):
         with autocast(precision):
             loss = model(**batch).loss
         loss.backward()
@@ -185,18 +209,22 @@ def step_kinds(model, batch: dict, precision: str) -> dict[str, Step]:
 
     def encoder_infer():
         with torch.no_grad(), autocast(precision):
-            model.encoder(input_ids=encoder_ids, attention_mask=encoder_mask, output_attentions=True)
+            encoder(input_ids=encoder_ids, attention_mask=encoder_mask, output_attentions=True)
 
-    def full_infer():
+    def full_infer(model=model):
         with torch.no_grad(), autocast(precision):
             model(**unlabelled)
 
-    return {
+    kinds = {
         "encoder_train": Step(encoder_train, train_mode),
         "full_train": Step(full_train, train_mode),
         "encoder_infer": Step(encoder_infer, eval_mode),
         "full_infer": Step(full_infer, eval_mode),
     }
+    if with_eager_full:
+        kinds["eager_full_train"] = Step(lambda: full_train(eager_model), train_mode)
+        kinds["eager_full_infer"] = Step(lambda: full_infer(eager_model), eval_mode)
+    return kinds
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -206,7 +234,7 @@ class Results:
     def __init__(self, path: Path, initial: dict):
         self.path = path
         self.data = initial
-        self.data["sections_done"] = []
+        self.data["sections_done"] = list(initial.get("sections_done", []))
         self.data["complete"] = False
         self._last, self._pressure = time.perf_counter(), cpu_pressure_total()
         self.write()
@@ -257,7 +285,7 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------- sections
-def section_batches(model, batches: list[dict], repeats: int, results: Results) -> dict:
+def section_batches(model, eager_model, batches: list[dict], repeats: int, results: Results) -> dict:
     """Encoder vs full, training and inference, fp32 and bf16, per batch; aggregates over batches."""
     log(f"\n== 1. batches: encoder-only vs full step, fp32 and bf16 interleaved, median of {repeats} ==")
     per_batch = []
@@ -269,7 +297,7 @@ def section_batches(model, batches: list[dict], repeats: int, results: Results) 
         )
         steps = {}
         for precision in PRECISIONS:
-            for kind, step in step_kinds(model, batch, precision).items():
+            for kind, step in step_kinds(model, eager_model, batch, precision, with_eager_full=True).items():
                 steps[f"{precision}/{kind}"] = step
         seconds, values = interleaved(steps, repeats)
         entry = {"shape": shape}
@@ -369,7 +397,7 @@ def section_bf16_check(model, batch: dict) -> dict:
     return check
 
 
-def section_memory(model, batches: list[dict]) -> dict:
+def section_memory(model, eager_model, batches: list[dict]) -> dict:
     """Peak RSS of each step kind on the batch with the most pairs (each step run once, after the timed runs)."""
     index = max(range(len(batches)), key=lambda i: batches[i]["hts"].shape[0])
     batch = batches[index]
@@ -378,7 +406,7 @@ def section_memory(model, batches: list[dict]) -> dict:
     out = {"batch": index + 1, "pairs": batch["hts"].shape[0], "parameters_mib": parameters_mib}
     for precision in PRECISIONS:
         out[precision] = {}
-        for kind, step in step_kinds(model, batch, precision).items():
+        for kind, step in step_kinds(model, eager_model, batch, precision, with_eager_full=True).items():
             if step.prepare is not None:
                 step.prepare()
             with PeakRSS() as peak:
@@ -395,7 +423,7 @@ def section_memory(model, batches: list[dict]) -> dict:
     return out
 
 
-def section_breakdown(model, batch: dict, repeats: int) -> dict:
+def section_breakdown(model, eager_model, batch: dict, repeats: int) -> dict:
     """Full step vs its parts, each timed alone (fwd + bwd from detached leaves), interleaved."""
     log(f"\n== 4. breakdown: where the full step's time goes (batch 1, {batch['hts'].shape[0]} pairs), median of {repeats} ==")
     config = model.config
@@ -475,7 +503,7 @@ def section_breakdown(model, batch: dict, repeats: int) -> dict:
             model.train()
             model.zero_grad(set_to_none=True)
 
-        kinds = step_kinds(model, batch, precision)
+        kinds = step_kinds(model, eager_model, batch, precision)
         parts = {
             "train/full": kinds["full_train"],
             "train/encoder": kinds["encoder_train"],
@@ -505,33 +533,47 @@ def section_breakdown(model, batch: dict, repeats: int) -> dict:
         rows.append(row)
     log(table(["part (fwd+bwd for train/)", "fp32", "% of full", "bf16", "% of full"], rows))
     log("(parts are timed alone from detached inputs, so they do not add up exactly to the full step)")
-    out["forward_gflop"] = forward_gflop(model, batch)
+    out["forward_gflop"] = forward_gflop(model, eager_model, batch)
     flops = out["forward_gflop"]
     log(
-        f"forward FLOPs: encoder ~{flops['encoder']:.1f} GFLOP ({flops['encoder_tokens']} padded tokens), grouped bilinear "
-        f"{flops['bilinear']:.1f} GFLOP ({batch['hts'].shape[0]} pairs x {flops['bilinear_per_pair_mflop']:.1f} MFLOP): the "
-        "bilinear alone costs about as much as the encoder"
+        f"forward FLOPs (torch.utils.flop_counter): encoder {flops['encoder']:.1f} GFLOP ({flops['encoder_tokens']} padded "
+        f"tokens), full model {flops['full']:.1f}, grouped bilinear {flops['bilinear']:.1f} "
+        f"({batch['hts'].shape[0]} pairs x {flops['bilinear_per_pair_mflop']:.1f} MFLOP)"
     )
     model.zero_grad(set_to_none=True)
     return out
 
 
-def forward_gflop(model, batch: dict) -> dict:
-    """Multiply-add count x 2 of the encoder's forward (dense layers + attention products, embeddings and
-    element-wise work ignored) and of the grouped bilinear layer (P x (R+1) x d1 x k)."""
-    config = model.config.encoder
-    encoder_ids, _ = encoder_inputs(batch, model.config)
-    rows, length = encoder_ids.shape
-    d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    per_token_layer = 2 * (4 * d * d + 2 * d * ff) + 2 * 2 * length * d
-    weight = model.bilinear.weight
-    per_pair = 2 * weight.shape[0] * weight.shape[1]
-    return {
-        "encoder": rows * length * layers * per_token_layer / 1e9,
-        "encoder_tokens": rows * length,
-        "bilinear": batch["hts"].shape[0] * per_pair / 1e9,
-        "bilinear_per_pair_mflop": per_pair / 1e6,
-    }
+def counted_gflop(run: Callable[[], Any]) -> float:
+    """GFLOP of `run()` as `torch.utils.flop_counter.FlopCounterMode` counts them (matrix products, attention
+    kernels, convolutions; element-wise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops() / 1e9
+
+
+def forward_gflop(model, eager_model, batch: dict) -> dict:
+    """Forward FLOPs (eval mode, no gradients) of the eager encoder on the model's encoder inputs, of the full
+    model, and of the grouped bilinear layer alone, counted by `counted_gflop`."""
+    encoder_ids, encoder_mask = encoder_inputs(batch, model.config)
+    unlabelled = {key: value for key, value in batch.items() if key != "labels"}
+    model.eval(), eager_model.eval()
+    with torch.no_grad():
+        hidden, attention = model.encode(batch["input_ids"], batch["attention_mask"], batch["mention_positions"])
+        z_h, z_t = model.pair_representations(hidden, attention, batch["mention_positions"], batch["hts"],
+                                              batch["pair_document_index"])
+        head, tail = model.bilinear.split_groups(z_h), model.bilinear.split_groups(z_t)
+        counts = {
+            "encoder": counted_gflop(lambda: eager_model.encoder(input_ids=encoder_ids, attention_mask=encoder_mask,
+                                                                 output_attentions=True)),
+            # Counted on the eager twin (same computation): the counter does not see inside every fused SDPA kernel.
+            "full": counted_gflop(lambda: eager_model(**unlabelled)),
+            "bilinear": counted_gflop(lambda: model.bilinear(head, tail)),
+        }
+    pairs = max(batch["hts"].shape[0], 1)
+    return {**counts, "encoder_tokens": encoder_ids.numel(), "bilinear_per_pair_mflop": counts["bilinear"] * 1e3 / pairs}
 
 
 def section_bilinear(model, batch: dict, repeats: int) -> dict:
@@ -656,6 +698,165 @@ def section_unlabeled(model, tokenizer, vocab, data_dir, num_docs: int, batch_si
     return out
 
 
+# ------------------------------------------------------------------------------------------- epoch
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, grouped: bool) -> list[list[int]]:
+    """The document indices of each batch of one training epoch: as `run_docre.py` draws them by default
+    (`LengthGroupedSampler`, the Trainer's `group_by_length`) or uniformly shuffled."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    generator = torch.Generator().manual_seed(seed)
+    if grouped:
+        order = list(LengthGroupedSampler(batch_size, lengths=lengths, generator=generator))
+    else:
+        order = torch.randperm(len(lengths), generator=generator).tolist()
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
+    """Share of the padded [B, L] token grid that is padding."""
+    grid = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+    return 1 - sum(lengths[i] for batch in batches for i in batch) / grid
+
+
+def split_features(path: str, data_dir, limit: int, tokenizer, vocab) -> list[dict]:
+    return featurize(read_documents(path, data_dir, limit=limit or None), tokenizer, vocab)
+
+
+def section_epoch(model, eager_model, tokenizer, vocab, args) -> dict:
+    """What users feel: one training epoch over every batch of a split (length-grouped as `run_docre.py` trains)
+    and the prediction of every document of another, each step next to the eager encoder alone on the same batch,
+    fp32 and bf16 interleaved; then `DocRETrainer.predict` on the whole split, as a user calls it."""
+    from tqdm.auto import tqdm
+
+    log(f"\n== 8. epoch: every batch of {args.epoch_train_file} (training) and of {args.epoch_test_file} "
+        "(inference), full vs eager encoder ==")
+    collator = DataCollatorForDocRE(tokenizer)
+    out: dict[str, Any] = {}
+
+    train = split_features(args.epoch_train_file, args.data_dir, args.epoch_documents, tokenizer, vocab)
+    lengths = [len(feature["input_ids"]) for feature in train]
+    order = epoch_batches(lengths, args.batch_size, seed=0, grouped=True)
+    shuffled = epoch_batches(lengths, args.batch_size, seed=0, grouped=False)
+    totals = {f"{p}/{k}": 0.0 for p in PRECISIONS for k in ("encoder_train", "full_train")}
+    ratios: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    for index, members in enumerate(tqdm(order, desc="timing a training epoch", mininterval=10)):
+        batch = collator([train[i] for i in members])
+        steps = {}
+        for precision in PRECISIONS:
+            kinds = step_kinds(model, eager_model, batch, precision)
+            steps[f"{precision}/encoder_train"], steps[f"{precision}/full_train"] = kinds["encoder_train"], kinds["full_train"]
+        seconds, _ = interleaved(steps, repeats=1, warmup=1 if index == 0 else 0)
+        for name in totals:
+            totals[name] += seconds[name][0]
+        for precision in PRECISIONS:
+            ratios[precision].append(seconds[f"{precision}/full_train"][0] / seconds[f"{precision}/encoder_train"][0])
+    model.zero_grad(set_to_none=True), eager_model.zero_grad(set_to_none=True)
+    out["train"] = {
+        "file": args.epoch_train_file, "docs": len(train), "batches": len(order), "batch_size": args.batch_size,
+        "tokens": sum(lengths), "pairs": sum(len(feature["hts"]) for feature in train),
+        "padding_share_length_grouped": padding_share(lengths, order),
+        "padding_share_shuffled": padding_share(lengths, shuffled),
+    }
+    for precision in PRECISIONS:
+        full, encoder = totals[f"{precision}/full_train"], totals[f"{precision}/encoder_train"]
+        out["train"][precision] = {
+            "docs_per_s": len(train) / full, "encoder_docs_per_s": len(train) / encoder, "seconds": full,
+            "encoder_seconds": encoder, "ratio_of_sums": full / encoder,
+            "mean_batch_ratio": statistics.mean(ratios[precision]), "max_batch_ratio": max(ratios[precision]),
+        }
+    log(f"training: {len(train)} docs in {len(order)} length-grouped batches (padding {out['train']['padding_share_length_grouped']:.0%}"
+        f" of the token grid, shuffled {out['train']['padding_share_shuffled']:.0%})")
+    for precision in PRECISIONS:
+        row = out["train"][precision]
+        log(f"  {precision}: {row['docs_per_s']:.2f} docs/s (eager encoder alone {row['encoder_docs_per_s']:.2f}); full / "
+            f"encoder step: mean over batches x{row['mean_batch_ratio']:.2f}, of the sums x{row['ratio_of_sums']:.2f}, "
+            f"worst batch x{row['max_batch_ratio']:.2f}")
+
+    test = split_features(args.epoch_test_file, args.data_dir, args.epoch_documents, tokenizer, vocab)
+    test_lengths = [len(feature["input_ids"]) for feature in test]
+    by_length = sorted(range(len(test)), key=lambda i: (-test_lengths[i], i))  # as DocRETrainer batches evaluation
+    chunks = [by_length[start : start + args.eval_batch_size] for start in range(0, len(test), args.eval_batch_size)]
+    model.eval(), eager_model.eval()
+
+    def full(precision, members):
+        def run():  # collate + forward + decoding, as the pipeline and the Trainer's prediction step do
+            batch = collator([test[i] for i in members])
+            with torch.no_grad(), autocast(precision):
+                return int(model(**batch, return_predictions=True).predictions[:, 1:].sum())
+        return run
+
+    def encoder_only(precision, members):
+        def run():
+            batch = collator([test[i] for i in members])
+            ids, mask = encoder_inputs(batch, model.config)
+            with torch.no_grad(), autocast(precision):
+                eager_model.encoder(input_ids=ids, attention_mask=mask, output_attentions=True)
+        return run
+
+    infer_totals = {f"{p}/{k}": 0.0 for p in PRECISIONS for k in ("encoder_infer", "full_infer")}
+    gflop = {"encoder": 0.0, "full": 0.0}
+    for index, members in enumerate(tqdm(chunks, desc="timing the prediction of a split", mininterval=10)):
+        steps = {}
+        for precision in PRECISIONS:
+            steps[f"{precision}/encoder_infer"] = Step(encoder_only(precision, members))
+            steps[f"{precision}/full_infer"] = Step(full(precision, members))
+        seconds, _ = interleaved(steps, repeats=1, warmup=1 if index == 0 else 0)
+        for name in infer_totals:
+            infer_totals[name] += seconds[name][0]
+        flops = forward_gflop(model, eager_model, collator([test[i] for i in members]))
+        gflop["encoder"] += flops["encoder"]
+        gflop["full"] += flops["full"]
+    out["infer"] = {"file": args.epoch_test_file, "docs": len(test), "batch_size": args.eval_batch_size,
+                    "tokens": sum(test_lengths), "pairs": sum(len(feature["hts"]) for feature in test),
+                    "forward_gflop": gflop}
+    for precision in PRECISIONS:
+        full_s, encoder_s = infer_totals[f"{precision}/full_infer"], infer_totals[f"{precision}/encoder_infer"]
+        out["infer"][precision] = {"docs_per_s": len(test) / full_s, "encoder_docs_per_s": len(test) / encoder_s,
+                                   "seconds": full_s, "ratio_of_sums": full_s / encoder_s,
+                                   "full_gflop_per_s": gflop["full"] / full_s}
+    log(f"inference: {len(test)} docs in {len(chunks)} length-sorted batches of {args.eval_batch_size}; forward FLOPs "
+        f"{gflop['full']:.0f} GFLOP (eager encoder {gflop['encoder']:.0f})")
+    for precision in PRECISIONS:
+        row = out["infer"][precision]
+        log(f"  {precision}: {row['docs_per_s']:.2f} docs/s (eager encoder alone {row['encoder_docs_per_s']:.2f}, "
+            f"x{row['ratio_of_sums']:.2f}); {row['full_gflop_per_s']:.1f} GFLOP/s")
+
+    out["trainer_predict"] = trainer_predict(model, tokenizer, args)
+    return out
+
+
+def trainer_predict(model, tokenizer, args) -> dict:
+    """`DocRETrainer.predict` on the whole test split, fp32 and bf16 (`--bf16` autocast), with its peak memory."""
+    import tempfile
+
+    from transformers import TrainingArguments
+
+    from bench.common import data_dir as shared_data_dir
+    from data_collators import featurize_dataset, load_docred
+    from docre_training.trainer import DocRETrainer
+
+    path = shared_data_dir(args.data_dir) / args.epoch_test_file
+    raw = load_docred("re-docred", data_files={"test": str(path)})["test"]
+    if args.epoch_documents:
+        raw = raw.select(range(min(args.epoch_documents, raw.num_rows)))
+    features = featurize_dataset(raw, tokenizer, model.config.label2id)
+    out = {}
+    for precision in PRECISIONS:
+        with tempfile.TemporaryDirectory(prefix="pemscl-speed-") as folder:
+            trainer = DocRETrainer(
+                model=model, data_collator=DataCollatorForDocRE(tokenizer), processing_class=tokenizer,
+                args=TrainingArguments(output_dir=folder, per_device_eval_batch_size=args.eval_batch_size,
+                                       report_to="none", use_cpu=True, bf16=precision == "bf16", disable_tqdm=True),
+            )
+            with PeakRSS() as peak:
+                metrics = trainer.predict(features).metrics
+        out[precision] = {"docs_per_s": features.num_rows / metrics["test_runtime"], "runtime_s": metrics["test_runtime"],
+                          "test_f1": metrics.get("test_f1"), "peak_rss_mib": peak.mib}
+        log(f"  DocRETrainer.predict {precision}: {out[precision]['docs_per_s']:.2f} docs/s "
+            f"({metrics['test_runtime']:.1f} s), peak RSS {peak.mib:.0f} MiB")
+    return out
+
+
 # ---------------------------------------------------------------------------------------- scaling
 def concatenate(documents: list[dict]) -> dict:
     """One longer document made of real ones: sentences, entities and labels appended with shifted indices."""
@@ -721,7 +922,7 @@ def scaling_documents(tokenizer, vocab, data_dir, per_bucket: int) -> list[dict]
     return chosen
 
 
-def section_scaling(model, tokenizer, vocab, data_dir, per_bucket: int, repeats: int, plot_path: Path, label: str) -> dict:
+def section_scaling(model, eager_model, tokenizer, vocab, data_dir, per_bucket: int, repeats: int, plot_path: Path, label: str) -> dict:
     log(f"\n== 7. scaling: single documents by token length and pair count, fp32, median of {repeats} ==")
     documents = scaling_documents(tokenizer, vocab, data_dir, per_bucket)
     started, pressure_before = time.perf_counter(), cpu_pressure_total()
@@ -730,7 +931,7 @@ def section_scaling(model, tokenizer, vocab, data_dir, per_bucket: int, repeats:
     for index, feature in enumerate(documents):
         batch = collator([feature])
         shape = describe(batch, model.config)
-        seconds, _ = interleaved(step_kinds(model, batch, "fp32"), repeats, warmup=0)
+        seconds, _ = interleaved(step_kinds(model, eager_model, batch, "fp32"), repeats, warmup=0)
         row = {
             "bucket": feature["bucket"], "source": feature["source"], "title": feature["title"],
             "tokens": shape["tokens"], "entities": shape["entities"], "pairs": shape["pairs"], "windows": shape["windows"],
@@ -852,11 +1053,13 @@ def final_table(data: dict) -> str:
         rows.append([name, fmt(fp32.get(key)) if key in fp32 else "-", fmt(bf16.get(key)) if key in bf16 else "-"])
 
     per_batch = data.get("batches_per_batch", [])
-    for kind, name in (("encoder_train", "encoder-only train step"), ("full_train", "full train step"),
-                       ("encoder_infer", "encoder-only inference"), ("full_infer", "full inference")):
+    for kind, name in (("encoder_train", "eager encoder-only train step"), ("full_train", "full train step"),
+                       ("eager_full_train", "full train step, eager encoder"),
+                       ("encoder_infer", "eager encoder-only inference"), ("full_infer", "full inference"),
+                       ("eager_full_infer", "full inference, eager encoder")):
         rows.append([f"{name} (s / batch)"] + [
-            f"{statistics.mean(entry[p][kind]['median_s'] for entry in per_batch):.3f}" if per_batch else "-"
-            for p in PRECISIONS
+            f"{statistics.mean(entry[p][kind]['median_s'] for entry in per_batch):.3f}"
+            if per_batch and kind in per_batch[0][p] else "-" for p in PRECISIONS
         ])
     row(f"train ratio full/encoder ({TRAIN_TARGET})", "train_step_ratio_vs_encoder", lambda v: f"{v:.2f}")
     row("  (ratio of minima)", "train_step_ratio_vs_encoder_of_minima", lambda v: f"{v:.2f}")
@@ -865,13 +1068,26 @@ def final_table(data: dict) -> str:
     row("train docs/s (full, fwd+bwd)", "train_docs_per_s", lambda v: f"{v:.2f}")
     row("infer docs/s (full)", "infer_docs_per_s", lambda v: f"{v:.2f}")
     if memory:
-        for kind, name in (("full_train", "peak RSS full train step"), ("encoder_train", "peak RSS encoder train step"),
+        for kind, name in (("full_train", "peak RSS full train step"), ("eager_full_train", "  same, eager encoder"),
+                           ("encoder_train", "peak RSS eager encoder train step"),
                            ("full_infer", "peak RSS full inference"), ("encoder_infer", "peak RSS encoder inference")):
-            rows.append([f"{name} (MiB)"] + [f"{memory[p][f'{kind}_mib']:.0f}" for p in PRECISIONS])
+            if f"{kind}_mib" in memory.get("fp32", {}):
+                rows.append([f"{name} (MiB)"] + [f"{memory[p][f'{kind}_mib']:.0f}" for p in PRECISIONS])
     unlabeled = data.get("unlabeled")
     if unlabeled:
         rows.append([f"unlabeled DocRED end-to-end docs/s ({unlabeled['docs']} docs)"]
                     + [f"{unlabeled[p]['docs_per_s']:.2f}" for p in PRECISIONS])
+    epoch = data.get("epoch")
+    if epoch:
+        train, infer = epoch["train"], epoch["infer"]
+        rows.append([f"epoch: training docs/s ({train['docs']} docs, length-grouped)"]
+                    + [f"{train[p]['docs_per_s']:.2f}" for p in PRECISIONS])
+        rows.append(["epoch: train step / eager encoder step (mean over batches)"]
+                    + [f"{train[p]['mean_batch_ratio']:.2f}" for p in PRECISIONS])
+        rows.append([f"epoch: inference docs/s ({infer['docs']} docs, batch {infer['batch_size']})"]
+                    + [f"{infer[p]['docs_per_s']:.2f}" for p in PRECISIONS])
+        rows.append(["epoch: inference / eager encoder"] + [f"{infer[p]['ratio_of_sums']:.2f}" for p in PRECISIONS])
+        rows.append(["DocRETrainer.predict docs/s"] + [f"{epoch['trainer_predict'][p]['docs_per_s']:.2f}" for p in PRECISIONS])
     return table(["", "fp32", "bf16"], rows)
 
 
@@ -891,6 +1107,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--unlabeled_docs", type=int, default=32,
                         help="DocRED test documents for end-to-end inference (0: skip)")
     parser.add_argument("--skip_scaling", action="store_true")
+    parser.add_argument("--epoch_documents", type=int, default=500,
+                        help="documents of each split in the epoch section (0: every document; -1: skip the section)")
+    parser.add_argument("--epoch_train_file", default="re-docred/dev_revised.json")
+    parser.add_argument("--epoch_test_file", default="re-docred/test_revised.json")
+    parser.add_argument("--eval_batch_size", type=int, default=8, help="inference batch size of the epoch section")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these sections (e.g. epoch)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 batch, 1 repetition, 1 document per bucket, 4 unlabeled documents; "
                              "writes speed_quick.json / speed_scaling_quick.png")
@@ -899,6 +1121,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.batches, args.repeats, args.scaling_docs_per_bucket, args.scaling_repeats = 1, 1, 1, 1
         args.unlabeled_docs = min(args.unlabeled_docs, args.batch_size)
+        args.epoch_documents = 2 * args.batch_size
     return args
 
 
@@ -913,47 +1136,70 @@ def main(argv=None) -> dict:
     label = machine_label(description)
     log(f"machine: {label}")
 
+    def wanted(section: str) -> bool:
+        return args.only is None or section in args.only
+
     log("loading MiniLM-L6 PEMSCL model and featurizing documents ...")
     vocab = load_vocab(args.data_dir)
     tokenizer = load_tokenizer()
     model = load_model(vocab)
+    eager_model = eager_twin(model)
     collator = DataCollatorForDocRE(tokenizer)
     documents = read_documents(args.batch_file, args.data_dir, limit=args.batches * args.batch_size)
     features = featurize(documents, tokenizer, vocab)
     batches = [collator(features[start : start + args.batch_size]) for start in range(0, len(features), args.batch_size)]
 
-    results = Results(output_dir / f"speed{suffix}.json", {
+    path = output_dir / f"speed{suffix}.json"
+    # --only reruns some sections and keeps the others of the previous run.
+    previous = json.loads(path.read_text()) if args.only and path.is_file() else {}
+    results = Results(path, {
+        **previous,
         "machine": label,
         "machine_details": description,
-        "model": "PemsclModel on all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, eager attention), new head",
+        "model": "PemsclModel on all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), new head; encoder_attention='sdpa' "
+                 "(SDPA layers, explicit last-layer attention) unless a step says eager",
         "settings": {**vars(args), "precisions": {"fp32": "float32", "bf16": "torch.autocast('cpu', dtype=torch.bfloat16)"}},
         "definitions": {
-            "encoder_train": "encoder forward (output_attentions=True, eager) on the model's encoder inputs + backward of "
-                             "mean(last hidden state) + mean(last attention); train mode",
+            "encoder_train": "the eager encoder (every layer eager attention, output_attentions=True) on the model's "
+                             "encoder inputs + backward of mean(last hidden state) + mean(last attention); train mode. "
+                             "The baseline of every ratio",
             "full_train": "model(**batch) with labels (PEMSCL loss: pmt + entropy + contrastive) + loss.backward(); no "
                           "optimizer step; train mode",
-            "encoder_infer": "encoder forward under torch.no_grad(); eval mode",
+            "eager_full_train": "full_train with every encoder layer on eager attention (encoder_attention='eager')",
+            "encoder_infer": "the eager encoder's forward under torch.no_grad(); eval mode",
             "full_infer": "model(**batch) without labels under torch.no_grad(); eval mode",
+            "eager_full_infer": "full_infer with encoder_attention='eager'",
             "ratios": "sum over batches of median full time / sum of median encoder time (repetitions interleaved)",
             "docs_per_s": "documents / summed median full step time (fwd+bwd for training)",
+            "epoch": "every batch of a split once (training: length-grouped batches as run_docre.py draws them; "
+                     "inference: length-sorted batches, collation and decoding included), fp32 and bf16 interleaved "
+                     "per batch; mean_batch_ratio averages full / encoder over the batches",
         },
         "batch_file": args.batch_file,
         "batch_size": args.batch_size,
     })
 
-    aggregate = section_batches(model, batches, args.repeats, results)
-    results.section("bf16_check", section_bf16_check(model, batches[0]))
-    results.section("memory", section_memory(model, batches))
-    results.section("breakdown", section_breakdown(model, batches[0], args.repeats))
-    results.section("bilinear", section_bilinear(model, batches[0], args.repeats))
-    if args.unlabeled_docs > 0:
+    aggregate = None
+    if wanted("batches"):
+        aggregate = section_batches(model, eager_model, batches, args.repeats, results)
+    if wanted("bf16_check"):
+        results.section("bf16_check", section_bf16_check(model, batches[0]))
+    if wanted("memory"):
+        results.section("memory", section_memory(model, eager_model, batches))
+    if wanted("breakdown"):
+        results.section("breakdown", section_breakdown(model, eager_model, batches[0], args.repeats))
+    if wanted("bilinear"):
+        results.section("bilinear", section_bilinear(model, batches[0], args.repeats))
+    if args.unlabeled_docs > 0 and wanted("unlabeled"):
         unlabeled = section_unlabeled(model, tokenizer, vocab, args.data_dir, args.unlabeled_docs, args.batch_size)
         results.section("unlabeled", unlabeled)
-    if not args.skip_scaling:
+    if not args.skip_scaling and wanted("scaling"):
         plot_path = output_dir / f"speed_scaling{suffix}.png"
         results.section("scaling", section_scaling(
-            model, tokenizer, vocab, args.data_dir, args.scaling_docs_per_bucket, args.scaling_repeats, plot_path, label
+            model, eager_model, tokenizer, vocab, args.data_dir, args.scaling_docs_per_bucket, args.scaling_repeats, plot_path, label
         ))
+    if args.epoch_documents >= 0 and wanted("epoch"):
+        results.section("epoch", section_epoch(model, eager_model, tokenizer, vocab, args))
     results.data["complete"] = True
     results.data["wall_s"] = time.perf_counter() - started
     results.write()
@@ -962,10 +1208,11 @@ def main(argv=None) -> dict:
         f"(median of {args.repeats} interleaved repetitions) ==")
     log(f"machine: {label}")
     log(final_table(results.data))
-    check = results.data["bf16_check"]
-    log(f"bf16 vs fp32 logits: relative L2 error {check['logits_rel_l2_error']:.4f}, decoded pairs agree "
-        f"{check['prediction_agreement']:.2%}; losses finite: fp32 {aggregate['fp32']['loss_finite']}, "
-        f"bf16 {aggregate['bf16']['loss_finite']}")
+    check = results.data.get("bf16_check")
+    if check and aggregate:
+        log(f"bf16 vs fp32 logits: relative L2 error {check['logits_rel_l2_error']:.4f}, decoded pairs agree "
+            f"{check['prediction_agreement']:.2%}; losses finite: fp32 {aggregate['fp32']['loss_finite']}, "
+            f"bf16 {aggregate['bf16']['loss_finite']}")
     log(f"results: {results.path} ({results.data['wall_s']:.0f} s)")
     return results.data
 
