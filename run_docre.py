@@ -70,6 +70,8 @@ class ModelArguments:
     head_init: str = field(default=PemsclConfig.head_init, metadata={"choices": ["normal", "fan_in_uniform"],
                            "help": "normal = transformers' normal(0, initializer_range); fan_in_uniform = "
                            "torch.nn.Linear's default (the released code)."})
+    relation_bias_init: float = field(default=PemsclConfig.relation_bias_init, metadata={"help": "Start every "
+                                      "relation logit this far below the threshold (initial bias offset)."})
     encoder_attention: str = field(default=PemsclConfig.encoder_attention, metadata={"choices": ["sdpa", "eager"],
                                    "help": "sdpa = fused attention for every encoder layer but the last, whose "
                                    "probabilities the head reads (same outputs as eager, faster, less memory)."})
@@ -279,7 +281,7 @@ LOSS_AND_DECODING_FLAGS = {
     "encoder_attention": "encoder_attention",
 }
 ARCHITECTURE_FLAGS = {"pair_embedding_size": "pair_embedding_size", "head_init": "head_init",
-                      "bilinear_block_size": "bilinear_block_size"}
+                      "relation_bias_init": "relation_bias_init", "bilinear_block_size": "bilinear_block_size"}
 
 
 def passed_flags(argv: list[str]) -> set[str]:

@@ -511,3 +511,28 @@ def test_encoder_attention_setting_falls_back_validates_and_reloads(tmp_path):
     encoder._supports_sdpa = False
     encoder.set_attn_implementation("eager")
     assert configure_encoder_attention(encoder, "sdpa") == "eager"
+
+
+@pytest.mark.parametrize("head_init", ["normal", "fan_in_uniform"])
+def test_relation_bias_init_starts_relations_below_the_threshold(generator, head_init, tmp_path):
+    """relation_bias_init=c lowers each relation column's initial bias by c (the NA / threshold column and every
+    weight unchanged), so every pair starts at NA with margin about c; a reload keeps the trained bias."""
+    plain = tiny_model(seed=4, head_init=head_init)
+    prior = tiny_model(seed=4, head_init=head_init, relation_bias_init=4.5)
+    torch.testing.assert_close(prior.bilinear.bias[0], plain.bilinear.bias[0])
+    torch.testing.assert_close(prior.bilinear.bias[1:], plain.bilinear.bias[1:] - 4.5)
+    for (name, a), (_, b) in zip(plain.named_parameters(), prior.named_parameters()):
+        if name != "bilinear.bias":
+            assert torch.equal(a, b), name
+    batch = make_batch([random_document(generator, 30, 4)], generator=generator)
+    with torch.no_grad():
+        margins = (prior(**batch).logits[:, 1:] - prior(**batch).logits[:, :1])
+        plain_margins = (plain(**batch).logits[:, 1:] - plain(**batch).logits[:, :1])
+    torch.testing.assert_close(margins, plain_margins - 4.5)
+    assert not prior.decode(prior(**batch).logits)[:, 1:].any()
+    prior.save_pretrained(tmp_path / "saved")
+    reloaded = AutoModel.from_pretrained(tmp_path / "saved")
+    assert reloaded.config.relation_bias_init == 4.5
+    assert torch.equal(reloaded.bilinear.bias, prior.bilinear.bias)  # not lowered a second time
+    with pytest.raises(ValueError, match="relation_bias_init"):
+        tiny_config(relation_bias_init=float("inf"))
