@@ -1,0 +1,168 @@
+"""The `pemscl_relations` spaCy component: relations between the entities another component found in a `Doc`.
+
+    pip install "pemscl[spacy]"
+
+    import spacy
+    nlp = spacy.load("en_core_web_sm")  # any pipeline that sets doc.ents (or a span group)
+    nlp.add_pipe("pemscl_relations", config={"model": "org/pemscl-model"})
+    doc = nlp("Marie Curie was born in Warsaw. Curie moved to Paris.")
+    doc._.relations  # [{"head": [Marie Curie], "tail": [Warsaw], "relation": "P19", "relation_name": ..., "score": ...}]
+
+The factory is registered when this module is imported and, through the `spacy_factories` entry point of the
+installed package, whenever spaCy looks it up. The component reads the mentions (`doc.ents`, or `doc.spans[spans_key]`),
+groups them into entities as the pipeline groups an entity extractor's mentions (`group_mentions`: same normalized
+text and label, unless `entity_grouping` is set), and runs the `document-relation-extraction` pipeline
+(`modeling_pemscl/pipeline_pemscl.py`, which featurizes and decodes; long documents are encoded in windows by the
+model) on batches of documents. `doc._.relations` is a list, highest score first, of
+`{"head": [Span, ...], "tail": [Span, ...], "relation", "relation_name", "score"}`: the spans of the head's and the
+tail's mentions. A mention span is given to the model fitted to the pipeline's words (`mentions_to_document`); the
+Span itself is written unchanged. A document with fewer than two entities gets `[]` without running the model.
+
+This module imports without spaCy: the factory and the component then raise an ImportError saying to install the
+`spacy` extra.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
+
+try:
+    import spacy
+    from spacy.language import Language
+    from spacy.tokens import Doc
+    from spacy.util import minibatch
+except ImportError:  # the core install has no spaCy; only the component needs it
+    spacy = None
+
+from modeling_pemscl.processing_pemscl import group_mentions, mentions_to_document
+
+FACTORY = "pemscl_relations"
+EXTENSION = "relations"
+MISSING_SPACY = 'The pemscl_relations spaCy component needs spaCy: pip install "pemscl[spacy]".'
+
+
+def _require_spacy() -> None:
+    if spacy is None:
+        raise ImportError(MISSING_SPACY)
+
+
+class PemsclRelations:
+    """A spaCy component writing the relations between a `Doc`'s entities to `doc._.relations`.
+
+    Args:
+        nlp: The spaCy pipeline (unused; spaCy passes it to every factory).
+        name: The component's name in the pipeline.
+        model: A model folder or Hub id, loaded with the `document-relation-extraction` pipeline
+            (`transformers.pipeline(..., pipeline_class=DocumentRelationExtractionPipeline)`), or such a pipeline.
+        spans_key: The span group holding the mentions (`doc.spans[spans_key]`); `None` reads `doc.ents`.
+        threshold: Minimal score of a relation (the pipeline's `threshold`; 0.5 is the model's decision rule).
+        top_k: Relations kept per entity pair (the pipeline's `top_k`; `None`: the model's
+            `max_relations_per_pair`, 0 = no limit).
+        batch_size: Documents per forward pass, in `nlp.pipe` and in the model.
+        device: Where the model runs (`-1` / "cpu", a GPU index, "cuda:0", ...); `None` is the pipeline's default.
+        entity_grouping: A callable `(mentions) -> list[list[mention]]` replacing the default grouping; each
+            mention is a dict with `text`, `start`, `end`, `type` (the span's label) and `span` (the Span).
+
+    Raises:
+        ImportError: If spaCy is not installed.
+        ValueError: If a setting is out of range, or the model and its tokenizer do not match.
+    """
+
+    def __init__(self, nlp: Any, name: str = FACTORY, *, model: Any, spans_key: Optional[str] = None,
+                 threshold: float = 0.5, top_k: Optional[int] = None, batch_size: int = 8,
+                 device: Optional[Union[int, str]] = None,
+                 entity_grouping: Optional[Callable[[list], list]] = None):
+        _require_spacy()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"{name}: batch_size={batch_size!r} must be a positive integer.")
+        self.name = name
+        self.spans_key = spans_key
+        self.batch_size = batch_size
+        self.entity_grouping = entity_grouping
+        self.extractor = _load_pipeline(model, device)
+        # The pipeline checks the values (and names them) here, once.
+        self.extractor._sanitize_parameters(top_k=top_k, threshold=threshold)
+        self.threshold, self.top_k = threshold, top_k
+        if not Doc.has_extension(EXTENSION):
+            Doc.set_extension(EXTENSION, default=None)
+
+    def _mentions(self, doc: "Doc") -> list:
+        if self.spans_key is None:
+            return list(doc.ents)
+        if self.spans_key not in doc.spans:
+            raise ValueError(f"{self.name}: the Doc has no span group {self.spans_key!r} (spans_key); its groups "
+                             f"are {sorted(doc.spans)}.")
+        return list(doc.spans[self.spans_key])
+
+    def _entities(self, doc: "Doc") -> tuple[dict[str, Any], list[list[Any]]]:
+        """The pipeline's input for a Doc and, per entity, its mention Spans."""
+        mentions = [{"start": span.start_char, "end": span.end_char, "type": span.label_, "span": span}
+                    for span in self._mentions(doc)]
+        document, groups = mentions_to_document(doc.text, mentions, self.entity_grouping or group_mentions,
+                                                source=f"{self.name} ({'doc.ents' if self.spans_key is None else self.spans_key})")
+        return document, [[mention["span"] for mention in group] for group in groups]
+
+    def __call__(self, doc: "Doc") -> "Doc":
+        """Write `doc._.relations` for one Doc."""
+        (doc,) = self.pipe([doc])
+        return doc
+
+    def pipe(self, docs: Iterable["Doc"], batch_size: Optional[int] = None) -> Iterator["Doc"]:
+        """Write `doc._.relations` for a stream of Docs, running the model on batches of `batch_size` documents.
+
+        Raises:
+            ValueError: If a mention span is malformed or the span group is missing (naming the component).
+        """
+        batch_size = batch_size or self.batch_size
+        for batch in minibatch(docs, size=batch_size):
+            prepared = [self._entities(doc) for doc in batch]
+            runnable = [i for i, (_, spans) in enumerate(prepared) if len(spans) >= 2]
+            outputs = self.extractor([prepared[i][0] for i in runnable], batch_size=self.batch_size,
+                                     threshold=self.threshold, top_k=self.top_k) if runnable else []
+            relations_of = dict(zip(runnable, outputs))
+            for i, doc in enumerate(batch):
+                spans = prepared[i][1]
+                doc._.set(EXTENSION, [
+                    {"head": list(spans[r["head"]["index"]]), "tail": list(spans[r["tail"]["index"]]),
+                     "relation": r["relation"], "relation_name": r["relation_name"], "score": r["score"]}
+                    for r in relations_of.get(i, [])
+                ])
+                yield doc
+
+
+def _load_pipeline(model: Any, device: Optional[Union[int, str]]):
+    from .pipeline import DocumentRelationExtractionPipeline
+
+    if isinstance(model, DocumentRelationExtractionPipeline):
+        return model
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"{FACTORY}: `model` must be a model folder or Hub id (a string), got {model!r}.")
+    from transformers import pipeline
+
+    from .pipeline import TASK
+
+    # The project's own pipeline class: a folder pushed with remote code loads without trust_remote_code.
+    return pipeline(TASK, model=model, device=device, pipeline_class=DocumentRelationExtractionPipeline)
+
+
+def make_pemscl_relations(nlp: Any, name: str, model: str, spans_key: Optional[str], threshold: float,
+                          top_k: Optional[int], batch_size: int, device: Optional[Union[int, str]]) -> PemsclRelations:
+    """The `pemscl_relations` factory (`nlp.add_pipe("pemscl_relations", config={"model": ...})`); the config keys
+    are `PemsclRelations`'s arguments.
+
+    Raises:
+        ImportError: If spaCy is not installed.
+    """
+    _require_spacy()
+    return PemsclRelations(nlp, name, model=model, spans_key=spans_key, threshold=threshold, top_k=top_k,
+                           batch_size=batch_size, device=device)
+
+
+if spacy is not None:
+    make_pemscl_relations = Language.factory(
+        FACTORY,
+        default_config={"spans_key": None, "threshold": 0.5, "top_k": None, "batch_size": 8, "device": None},
+        assigns=[f"doc._.{EXTENSION}"],
+    )(make_pemscl_relations)
+
+__all__ = ["EXTENSION", "FACTORY", "PemsclRelations", "make_pemscl_relations"]

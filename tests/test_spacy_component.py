@@ -1,0 +1,144 @@
+"""The `pemscl_relations` spaCy component: entities from an entity_ruler (a blank English pipeline, no download) or
+a span group, grouped by the documented rule, relations and scores against the model's own logits, `nlp.pipe`
+batches, the entry point and the errors."""
+
+import pytest
+
+spacy = pytest.importorskip("spacy", reason='the spaCy tests need the `spacy` extra: pip install "pemscl[spacy]"')
+
+from importlib.metadata import entry_points  # noqa: E402
+
+from docre_training import spacy_component  # noqa: E402
+from docre_training.pipeline import DocumentRelationExtractionPipeline, text_to_docred  # noqa: E402
+from test_pipeline import direct_logits, expected_relations, span, tiny_docre_model  # noqa: E402
+from data_helpers import minilm_tokenizer  # noqa: E402
+
+TEXT = "Marie Curie was born in Warsaw. She moved to Paris in 1891. marie curie won the Nobel Prize in Paris."
+PATTERNS = [
+    {"label": "PER", "pattern": [{"LOWER": "marie"}, {"LOWER": "curie"}]},
+    {"label": "LOC", "pattern": "Warsaw"},
+    {"label": "LOC", "pattern": "Paris"},
+    {"label": "MISC", "pattern": "Nobel Prize"},
+]
+# TEXT's entities by hand: the ruler's spans, the same casefolded text and label grouped, in text order.
+ENTITIES = [
+    ("PER", [span(TEXT, "Marie Curie"), span(TEXT, "marie curie")]),
+    ("LOC", [span(TEXT, "Warsaw")]),
+    ("LOC", [span(TEXT, "Paris"), span(TEXT, "Paris", 1)]),
+    ("MISC", [span(TEXT, "Nobel Prize")]),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return minilm_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return tiny_docre_model(tokenizer)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory, model, tokenizer):
+    folder = tmp_path_factory.mktemp("pemscl") / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def ruler_nlp(model_folder, **config):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.add_pipe("entity_ruler").add_patterns(PATTERNS)
+    nlp.add_pipe("pemscl_relations", config={"model": model_folder, **config})
+    return nlp
+
+
+def expected_for(model, tokenizer, text, entities, **settings):
+    """(head spans, tail spans, relation) -> score, from the model's logits on the hand-built document."""
+    docred = text_to_docred({"text": text, "entities": [{"mentions": spans, "type": kind} for kind, spans in entities]})
+    logits, hts = direct_logits(model, tokenizer, docred)
+    return {(tuple(entities[h][1]), tuple(entities[t][1]), relation): score
+            for (h, t, relation), score in expected_relations(model, logits, hts, **settings).items()}
+
+
+def summary(doc):
+    assert [r["score"] for r in doc._.relations] == sorted((r["score"] for r in doc._.relations), reverse=True)
+    got = {}
+    for relation in doc._.relations:
+        assert set(relation) == {"head", "tail", "relation", "relation_name", "score"}
+        for side in ("head", "tail"):
+            assert all(isinstance(s, spacy.tokens.Span) and s.doc is doc for s in relation[side])
+            assert len({s.label_ for s in relation[side]}) == 1
+        key = tuple(tuple((s.start_char, s.end_char) for s in relation[side]) for side in ("head", "tail"))
+        got[(*key, relation["relation"])] = relation["score"]
+    return got
+
+
+def check(doc, expected):
+    got = summary(doc)
+    assert set(got) == set(expected) and expected
+    for key, score in got.items():
+        assert score == pytest.approx(expected[key], abs=1e-5)
+
+
+def test_entity_ruler_entities_give_the_model_relations(model_folder, model, tokenizer):
+    nlp = ruler_nlp(model_folder)
+    doc = nlp(TEXT)
+    assert [(e.text, e.label_) for e in doc.ents] == [("Marie Curie", "PER"), ("Warsaw", "LOC"), ("Paris", "LOC"),
+                                                      ("marie curie", "PER"), ("Nobel Prize", "MISC"), ("Paris", "LOC")]
+    check(doc, expected_for(model, tokenizer, TEXT, ENTITIES))
+    names = model.config.relation_names
+    assert all(r["relation_name"] == names[r["relation"]] for r in doc._.relations)
+    # threshold and top_k from the config.
+    strict = ruler_nlp(model_folder, threshold=0.6, top_k=1)(TEXT)
+    check(strict, expected_for(model, tokenizer, TEXT, ENTITIES, threshold=0.6, top_k=1))
+    assert len(strict._.relations) < len(doc._.relations)
+
+
+def test_a_span_group_with_overlapping_mentions(model_folder, model, tokenizer):
+    nlp = spacy.blank("en")
+    component = nlp.add_pipe("pemscl_relations", config={"model": model_folder, "spans_key": "mentions"})
+    doc = nlp.make_doc(TEXT)
+    # "University"-style overlap: "Nobel Prize" and "Prize" (doc.ents could not hold both).
+    doc.spans["mentions"] = [doc.char_span(*span(TEXT, "Marie Curie"), label="PER"),
+                             doc.char_span(*span(TEXT, "Nobel Prize"), label="MISC"),
+                             doc.char_span(*span(TEXT, "Prize"), label="MISC"),
+                             doc.char_span(*span(TEXT, "Warsaw"), label="LOC")]
+    doc = component(doc)
+    entities = [("PER", [span(TEXT, "Marie Curie")]), ("LOC", [span(TEXT, "Warsaw")]),
+                ("MISC", [span(TEXT, "Nobel Prize")]), ("MISC", [span(TEXT, "Prize")])]
+    check(doc, expected_for(model, tokenizer, TEXT, entities))
+    with pytest.raises(ValueError, match=r"no span group 'mentions' \(spans_key\)"):
+        component(nlp.make_doc(TEXT))
+
+
+def test_nlp_pipe_runs_the_model_on_batches(model_folder, model, tokenizer, monkeypatch):
+    texts = [TEXT, "Nothing happens in Warsaw.", "Paris is not Warsaw.", TEXT, "Marie Curie saw Paris."]
+    nlp = ruler_nlp(model_folder, batch_size=2)
+    one_by_one = [summary(nlp(text)) for text in texts]
+    sizes = []
+    forward = DocumentRelationExtractionPipeline.forward
+    monkeypatch.setattr(DocumentRelationExtractionPipeline, "forward",
+                        lambda self, inputs, **kwargs: sizes.append(len(inputs["documents"])) or forward(self, inputs, **kwargs))
+    docs = list(nlp.pipe(texts, batch_size=2))
+    for doc, alone in zip(docs, one_by_one):  # the same relations; scores up to padding's rounding
+        together = summary(doc)
+        assert together.keys() == alone.keys()
+        assert all(together[key] == pytest.approx(alone[key], abs=1e-5) for key in alone)
+    assert one_by_one[1] == {} and docs[1]._.relations == []  # one entity: no pair, no model call
+    # Batches of 2 Docs: [TEXT, one entity] -> 1 document, [Paris/Warsaw, TEXT] -> 2, [Marie Curie/Paris] -> 1.
+    assert sizes == [1, 2, 1]
+    check(docs[2], expected_for(model, tokenizer, texts[2], [("LOC", [span(texts[2], "Paris")]),
+                                                             ("LOC", [span(texts[2], "Warsaw")])]))
+
+
+def test_the_factory_is_registered_and_checks_its_settings(model_folder):
+    (point,) = [p for p in entry_points(group="spacy_factories") if p.name == "pemscl_relations"]
+    assert point.load() is spacy_component.make_pemscl_relations
+    assert spacy.blank("en").has_factory("pemscl_relations")
+    with pytest.raises(ValueError, match=r"threshold=1.5 must be a probability"):
+        spacy.blank("en").add_pipe("pemscl_relations", config={"model": model_folder, "threshold": 1.5})
+    with pytest.raises(ValueError, match=r"batch_size=0 must be a positive integer"):
+        spacy.blank("en").add_pipe("pemscl_relations", config={"model": model_folder, "batch_size": 0})
