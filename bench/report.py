@@ -416,6 +416,7 @@ def diagnostic_table(runs: dict[str, list[dict]]) -> list[str]:
     out = ["| configuration | d1 | head init | anchors | average | seeds | held-out F1 | change vs start (paired) | "
            "test F1 (not used to decide) |", "|---|---|---|---|---|---|---|---|---|"]
     order = ["project"] + [f"project+{f}" for f in FACTOR_SETTINGS] + ["release"] + [f"release-{f}" for f in FACTOR_SETTINGS]
+    order += sorted(name for name in by_seed if name not in order)  # candidate fixes on top of a start (`X+prior`)
     for name in order:
         if name not in by_seed:
             continue
@@ -448,6 +449,16 @@ def same_recipe_summary(runs: dict[str, list[dict]]) -> dict | None:
     }
 
 
+def demo_summary(runs: dict[str, list[dict]]) -> dict | None:
+    """The `demo` entry of summary.json: `run_docre.py --demo` as shipped, one run per seed."""
+    records = sorted(runs.get("default", []), key=lambda r: r["seed"])
+    if not records:
+        return None
+    test_f1 = [round(r["metrics"]["test_f1"], 2) for r in records]
+    return {"seeds": [r["seed"] for r in records], "test_f1": test_f1, "spread": round(max(test_f1) - min(test_f1), 2),
+            "minutes": [r["minutes"] for r in records], "torch_threads": [r.get("torch_threads") for r in records]}
+
+
 def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict | None) -> list[str]:
     if not diagnostic and not same_recipe:
         return []
@@ -465,6 +476,9 @@ def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict | None)
                 "seed, so configurations are compared seed by seed). `project+X` is the project's setting with "
                 "factor X taken from the release; `release-X` the release's with X taken from the project.", ""]
         out += diagnostic_table(diagnostic) + [""]
+        if any(name.endswith("+prior") for name in diagnostic):
+            out += ["`X+prior`: configuration X with every relation logit starting 4.6 = log 96 below the threshold "
+                    "(`--relation_bias_init 4.6`), a candidate fix of the all-NA start (bench/notes.md).", ""]
     if same_recipe:
         release = [RELEASE_TEST_F1[s] for s in same_recipe["seeds"] if s in RELEASE_TEST_F1]
         out += ["### The defaults on the full recipe", "",
@@ -525,6 +539,9 @@ def main():
                                  for name, records in sorted(diagnostic.items())}
     if same_recipe:
         summary["same_recipe"] = same_recipe
+    demo = demo_summary(load_recipe("demo"))
+    if demo:
+        summary["demo"] = demo
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1))
     plot_sweep(rows, RESULTS / "sampling_ratio.png")
