@@ -190,12 +190,7 @@ def load_splits(data_args: DataArguments, seed: int):
                                              ("test", data_args.test_file)) if path}
     options = dict(label_drop_rate=data_args.label_drop_rate, label_drop_seed=data_args.label_drop_seed,
                    train_labels_file=data_args.train_labels_file, skip_invalid=data_args.skip_invalid,
-                   rel2id_file=data_args.rel2id_file, rel_info_file=data_args.rel_info_file)
-    if not options["rel2id_file"] and not options["rel_info_file"]:
-        folder = vocabulary_folder(data_args)
-        for name in ("rel2id", "rel_info"):
-            if folder and os.path.isfile(os.path.join(folder, f"{name}.json")):
-                options[f"{name}_file"] = os.path.join(folder, f"{name}.json")  # relation ids are checked on load
+                   **dict(zip(("rel2id_file", "rel_info_file"), vocabulary_files(data_args))))
     if not files and not data_args.data_dir:
         options["hub_revision"] = data_args.dataset_revision
     raw = load_docred(data_args.dataset, data_dir=None if files else data_args.data_dir, data_files=files or None, **options)
@@ -226,14 +221,22 @@ def vocabulary_folder(data_args: DataArguments) -> str | None:
     return None
 
 
+def vocabulary_files(data_args: DataArguments) -> tuple[str | None, str | None]:
+    """(rel2id.json, rel_info.json) to use: `--rel2id_file` / `--rel_info_file` when either is given, else the
+    files beside the data (each None when absent). The builder checks every relation id of the data against them."""
+    if data_args.rel2id_file or data_args.rel_info_file:
+        return data_args.rel2id_file, data_args.rel_info_file
+    folder = vocabulary_folder(data_args)
+    paths = [os.path.join(folder, name) if folder else None for name in ("rel2id.json", "rel_info.json")]
+    return tuple(path if path and os.path.isfile(path) else None for path in paths)
+
+
 def relation_vocabulary(data_args: DataArguments, saved_config) -> RelationVocab:
     """The label vocabulary: `--rel2id_file` / `--rel_info_file`, else the files beside the data, else a saved
     model's, else the dataset's built-in one (DocRED's 96 relations for `docred` and `re-docred`)."""
-    if data_args.rel2id_file or data_args.rel_info_file:
-        return RelationVocab.from_files(data_args.rel2id_file, data_args.rel_info_file)
-    folder = vocabulary_folder(data_args)
-    if folder is not None:
-        return RelationVocab.from_dir(folder)
+    rel2id_file, rel_info_file = vocabulary_files(data_args)
+    if rel2id_file or rel_info_file:
+        return RelationVocab.from_files(rel2id_file, rel_info_file)
     if saved_config is not None:
         return RelationVocab(dict(saved_config.label2id), dict(saved_config.relation_names or {}))
     return RelationVocab.builtin(data_args.dataset)
