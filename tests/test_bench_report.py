@@ -141,3 +141,13 @@ def test_same_recipe_summary_lists_every_seed_in_order():
     assert same_recipe_summary({}) is None
     section = "\n".join(recipe_sections({}, summary))
     assert "41.88 ± 0.88" in section and "41.25 ± 0.35 (seeds 66, 67)" in section
+
+
+def test_demo_summary_reports_each_seed_and_the_spread():
+    from bench.report import demo_summary
+
+    runs = {"default": [dict(record("demo", seed, f1, minutes=m), seed=seed, config="default", torch_threads=2)
+                        for seed, f1, m in ((43, 41.26, 14.0), (42, 40.004, 13.5), (44, 42.0, 15.1))]}
+    assert demo_summary(runs) == {"seeds": [42, 43, 44], "test_f1": [40.0, 41.26, 42.0], "spread": 2.0,
+                                  "minutes": [13.5, 14.0, 15.1], "torch_threads": [2, 2, 2]}
+    assert demo_summary({}) is None
