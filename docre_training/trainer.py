@@ -92,7 +92,7 @@ def write_json_atomically(payload: Any, path: str) -> None:
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(handle, "w") as file:
-            json.dump(payload, file)
+            file.write(json.dumps(payload))  # one C-encoded string: json.dump encodes chunk by chunk in Python
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -420,7 +420,7 @@ class DocRETrainer(Trainer):
         """The Trainer's `compute_metrics`: facts to official-format predictions (written atomically), then the
         DocRED scores (when the documents have labels) merged with the user's `compute_metrics`."""
         rows, prefix = self._scoring
-        titles = rows["title"]
+        titles = list(rows["title"])  # a Python list: indexing a datasets Column reads Arrow once per call
         predictions = official_predictions(prediction.predictions, titles, self.model.config.id2label)
         self._last_predictions = predictions
         if self.is_world_process_zero():
