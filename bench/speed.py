@@ -554,24 +554,26 @@ def counted_gflop(run: Callable[[], Any]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def forward_gflop(model, eager_model, batch: dict) -> dict:
+def forward_gflop(model, eager_model, batch: dict, with_bilinear: bool = True) -> dict:
     """Forward FLOPs (eval mode, no gradients) of the eager encoder on the model's encoder inputs, of the full
-    model, and of the grouped bilinear layer alone, counted by `counted_gflop`."""
+    model, and (`with_bilinear`) of the grouped bilinear layer alone, counted by `counted_gflop`."""
     encoder_ids, encoder_mask = encoder_inputs(batch, model.config)
     unlabelled = {key: value for key, value in batch.items() if key != "labels"}
     model.eval(), eager_model.eval()
     with torch.no_grad():
-        hidden, attention = model.encode(batch["input_ids"], batch["attention_mask"], batch["mention_positions"])
-        z_h, z_t = model.pair_representations(hidden, attention, batch["mention_positions"], batch["hts"],
-                                              batch["pair_document_index"])
-        head, tail = model.bilinear.split_groups(z_h), model.bilinear.split_groups(z_t)
         counts = {
             "encoder": counted_gflop(lambda: eager_model.encoder(input_ids=encoder_ids, attention_mask=encoder_mask,
                                                                  output_attentions=True)),
             # Counted on the eager twin (same computation): the counter does not see inside every fused SDPA kernel.
             "full": counted_gflop(lambda: eager_model(**unlabelled)),
-            "bilinear": counted_gflop(lambda: model.bilinear(head, tail)),
         }
+        if not with_bilinear:
+            return {**counts, "encoder_tokens": encoder_ids.numel()}
+        hidden, attention = model.encode(batch["input_ids"], batch["attention_mask"], batch["mention_positions"])
+        z_h, z_t = model.pair_representations(hidden, attention, batch["mention_positions"], batch["hts"],
+                                              batch["pair_document_index"])
+        head, tail = model.bilinear.split_groups(z_h), model.bilinear.split_groups(z_t)
+        counts["bilinear"] = counted_gflop(lambda: model.bilinear(head, tail))
     pairs = max(batch["hts"].shape[0], 1)
     return {**counts, "encoder_tokens": encoder_ids.numel(), "bilinear_per_pair_mflop": counts["bilinear"] * 1e3 / pairs}
 
@@ -803,7 +805,7 @@ def section_epoch(model, eager_model, tokenizer, vocab, args) -> dict:
         seconds, _ = interleaved(steps, repeats=1, warmup=1 if index == 0 else 0)
         for name in infer_totals:
             infer_totals[name] += seconds[name][0]
-        flops = forward_gflop(model, eager_model, collator([test[i] for i in members]))
+        flops = forward_gflop(model, eager_model, collator([test[i] for i in members]), with_bilinear=False)
         gflop["encoder"] += flops["encoder"]
         gflop["full"] += flops["full"]
     out["infer"] = {"file": args.epoch_test_file, "docs": len(test), "batch_size": args.eval_batch_size,
@@ -827,7 +829,10 @@ def section_epoch(model, eager_model, tokenizer, vocab, args) -> dict:
 
 def trainer_predict(model, tokenizer, args) -> dict:
     """`DocRETrainer.predict` on the whole test split, fp32 and bf16 (`--bf16` autocast), with its peak memory."""
+    import copy
     import tempfile
+
+    from accelerate.state import AcceleratorState
 
     from transformers import TrainingArguments
 
@@ -842,16 +847,21 @@ def trainer_predict(model, tokenizer, args) -> dict:
     features = featurize_dataset(raw, tokenizer, model.config.label2id)
     out = {}
     for precision in PRECISIONS:
+        # accelerate keeps its mixed-precision setting in a process-wide state and wraps the model's forward in
+        # place: without a fresh state and a fresh model copy, the second trainer would silently run fp32.
+        AcceleratorState._reset_state(reset_partial_state=True)
         with tempfile.TemporaryDirectory(prefix="pemscl-speed-") as folder:
             trainer = DocRETrainer(
-                model=model, data_collator=DataCollatorForDocRE(tokenizer), processing_class=tokenizer,
+                model=copy.deepcopy(model), data_collator=DataCollatorForDocRE(tokenizer), processing_class=tokenizer,
                 args=TrainingArguments(output_dir=folder, per_device_eval_batch_size=args.eval_batch_size,
                                        report_to="none", use_cpu=True, bf16=precision == "bf16", disable_tqdm=True),
             )
             with PeakRSS() as peak:
                 metrics = trainer.predict(features).metrics
         out[precision] = {"docs_per_s": features.num_rows / metrics["test_runtime"], "runtime_s": metrics["test_runtime"],
-                          "test_f1": metrics.get("test_f1"), "peak_rss_mib": peak.mib}
+                          "test_f1": metrics.get("test_f1"), "num_predictions": metrics.get("test_num_predictions"),
+                          "accelerate_mixed_precision": trainer.accelerator.mixed_precision,
+                          "peak_rss_mib": peak.mib}
         log(f"  DocRETrainer.predict {precision}: {out[precision]['docs_per_s']:.2f} docs/s "
             f"({metrics['test_runtime']:.1f} s), peak RSS {peak.mib:.0f} MiB")
     return out
@@ -1112,7 +1122,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epoch_train_file", default="re-docred/dev_revised.json")
     parser.add_argument("--epoch_test_file", default="re-docred/test_revised.json")
     parser.add_argument("--eval_batch_size", type=int, default=8, help="inference batch size of the epoch section")
-    parser.add_argument("--only", nargs="*", default=None, help="run only these sections (e.g. epoch)")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these sections (e.g. epoch; trainer_predict: only the epoch section's "
+                             "DocRETrainer.predict part, the rest of the section kept)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 batch, 1 repetition, 1 document per bucket, 4 unlabeled documents; "
                              "writes speed_quick.json / speed_scaling_quick.png")
@@ -1200,6 +1211,8 @@ def main(argv=None) -> dict:
         ))
     if args.epoch_documents >= 0 and wanted("epoch"):
         results.section("epoch", section_epoch(model, eager_model, tokenizer, vocab, args))
+    elif args.epoch_documents >= 0 and wanted("trainer_predict"):  # the epoch section's last part alone
+        results.section("epoch", {**results.data.get("epoch", {}), "trainer_predict": trainer_predict(model, tokenizer, args)})
     results.data["complete"] = True
     results.data["wall_s"] = time.perf_counter() - started
     results.write()
