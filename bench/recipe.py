@@ -108,6 +108,10 @@ CONFIGURATIONS = {
     **PLATEAU_FIXES,
     # The package's defaults: no flag overrides them (what a user gets).
     "default": [],
+    # Issue 16's checks on the same recipe: the defaults without the speed defaults (eager attention in every
+    # layer, uniformly shuffled batches), and with bf16 autocast.
+    "default+eager_random": ["--encoder_attention", "eager", "--train_sampling_strategy", "random"],
+    "default+bf16": ["--bf16"],
 }
 
 

@@ -520,6 +520,51 @@ def speed_table(speed: dict) -> list[str]:
     return rows
 
 
+RELEASE_RECIPE_TRAIN_S = 3539  # the released code on issue 12's recipe (500 documents, 3 epochs, fp32, 2 cores)
+RELEASE_TEST_DOCS_PER_S = 8.1  # the released code predicting the 500 test documents (batch 2)
+
+
+def epoch_table(epoch: dict) -> list[str]:
+    """What users feel (`bench/speed.py`'s epoch section): whole splits, fp32 and bf16, with the issue's targets."""
+    train, infer, predict = epoch.get("train", {}), epoch.get("infer", {}), epoch.get("trainer_predict", {})
+    precisions = ("fp32", "bf16")
+
+    def row(label, source, template, value=lambda entry: entry):
+        cells = [template.format(value(source[p])) if p in source else "-" for p in precisions]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    rows = ["| | " + " | ".join(precisions) + " |", "|---" * (len(precisions) + 1) + "|"]
+    if train:
+        rows += [
+            row(f"training docs/s, one length-grouped epoch of {train['docs']} documents (batch {train['batch_size']})",
+                train, "{:.2f}", lambda e: e["docs_per_s"]),
+            row("the eager encoder alone on the same batches", train, "{:.2f}", lambda e: e["encoder_docs_per_s"]),
+            row("full / encoder step, mean over batches (worst batch)", train, "{}",
+                lambda e: f"{e['mean_batch_ratio']:.2f}x ({e['max_batch_ratio']:.2f}x)"),
+            row(f"the recipe's {3 * train['docs']} training documents at this speed, s (target "
+                f"{RELEASE_RECIPE_TRAIN_S / 10:.0f})", train, "{:.0f}", lambda e: 3 * train["docs"] / e["docs_per_s"]),
+            row("the same with the eager encoder alone, s", train, "{:.0f}",
+                lambda e: 3 * train["docs"] / e["encoder_docs_per_s"]),
+        ]
+    if infer:
+        rows += [
+            row(f"inference docs/s, {infer['docs']} documents in length-sorted batches of {infer['batch_size']}",
+                infer, "{:.2f}", lambda e: e["docs_per_s"]),
+            row("the eager encoder alone on the same batches", infer, "{:.2f}", lambda e: e["encoder_docs_per_s"]),
+            row("full / encoder, ratio of the sums", infer, "{:.2f}x", lambda e: e["ratio_of_sums"]),
+        ]
+    if predict:
+        rows += [
+            row(f"`DocRETrainer.predict` docs/s (target {2.5 * RELEASE_TEST_DOCS_PER_S:.0f})", predict, "{:.2f}",
+                lambda e: e["docs_per_s"]),
+            row("`DocRETrainer.predict` peak RSS, MiB", predict, "{:.0f}", lambda e: e["peak_rss_mib"]),
+        ]
+    if train:
+        rows += ["", f"Padding: {train['padding_share_length_grouped']:.0%} of the padded token grid with "
+                     f"length-grouped batches, {train['padding_share_shuffled']:.0%} shuffled."]
+    return rows
+
+
 def main():
     rows = load_rows()
     summaries = {name: aggregate(records) for name, records in rows.items()}
@@ -588,6 +633,8 @@ def main():
         out += ["## Speed", "", f"Machine: {speed.get('machine', '?')}.", ""]
         out += speed_table(speed)
         out += ["", "![scaling](results/speed_scaling.png)", ""]
+        if speed.get("epoch"):
+            out += ["### Whole splits (what users feel)", ""] + epoch_table(speed["epoch"]) + [""]
     if NOTES.exists():
         out += ["## Diagnosis and notes", "", NOTES.read_text().strip(), ""]
     REPORT.write_text("\n".join(out))

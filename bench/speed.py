@@ -549,9 +549,20 @@ def counted_gflop(run: Callable[[], Any]) -> float:
     kernels, convolutions; element-wise work is not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=IN_PLACE_FLOP_FORMULAS) as counter:
         run()
     return counter.get_total_flops() / 1e9
+
+
+def _in_place_addmm_flop(self_shape, first_shape, second_shape, *args, out_shape=None, **kwargs) -> int:
+    """`Tensor.addmm_(a [m, k], b [k, n])`: 2 m k n, as torch counts the out-of-place `addmm`."""
+    rows, inner = first_shape
+    return 2 * rows * inner * second_shape[1]
+
+
+# `FlopCounterMode` knows `addmm` but not its in-place form, which `GroupedBilinear` accumulates its logits with:
+# without this the bilinear layer's forward would count as 0 FLOPs.
+IN_PLACE_FLOP_FORMULAS = {torch.ops.aten.addmm_: _in_place_addmm_flop}
 
 
 def forward_gflop(model, eager_model, batch: dict, with_bilinear: bool = True) -> dict:
@@ -774,10 +785,8 @@ def section_epoch(model, eager_model, tokenizer, vocab, args) -> dict:
             f"encoder step: mean over batches x{row['mean_batch_ratio']:.2f}, of the sums x{row['ratio_of_sums']:.2f}, "
             f"worst batch x{row['max_batch_ratio']:.2f}")
 
-    test = split_features(args.epoch_test_file, args.data_dir, args.epoch_documents, tokenizer, vocab)
+    test, chunks = test_chunks(model, tokenizer, vocab, args)
     test_lengths = [len(feature["input_ids"]) for feature in test]
-    by_length = sorted(range(len(test)), key=lambda i: (-test_lengths[i], i))  # as DocRETrainer batches evaluation
-    chunks = [by_length[start : start + args.eval_batch_size] for start in range(0, len(test), args.eval_batch_size)]
     model.eval(), eager_model.eval()
 
     def full(precision, members):
@@ -796,7 +805,6 @@ def section_epoch(model, eager_model, tokenizer, vocab, args) -> dict:
         return run
 
     infer_totals = {f"{p}/{k}": 0.0 for p in PRECISIONS for k in ("encoder_infer", "full_infer")}
-    gflop = {"encoder": 0.0, "full": 0.0}
     for index, members in enumerate(tqdm(chunks, desc="timing the prediction of a split", mininterval=10)):
         steps = {}
         for precision in PRECISIONS:
@@ -805,9 +813,7 @@ def section_epoch(model, eager_model, tokenizer, vocab, args) -> dict:
         seconds, _ = interleaved(steps, repeats=1, warmup=1 if index == 0 else 0)
         for name in infer_totals:
             infer_totals[name] += seconds[name][0]
-        flops = forward_gflop(model, eager_model, collator([test[i] for i in members]), with_bilinear=False)
-        gflop["encoder"] += flops["encoder"]
-        gflop["full"] += flops["full"]
+    gflop = inference_gflop(model, eager_model, collator, test, chunks)
     out["infer"] = {"file": args.epoch_test_file, "docs": len(test), "batch_size": args.eval_batch_size,
                     "tokens": sum(test_lengths), "pairs": sum(len(feature["hts"]) for feature in test),
                     "forward_gflop": gflop}
@@ -825,6 +831,37 @@ def section_epoch(model, eager_model, tokenizer, vocab, args) -> dict:
 
     out["trainer_predict"] = trainer_predict(model, tokenizer, args)
     return out
+
+
+def test_chunks(model, tokenizer, vocab, args) -> tuple[list[dict], list[list[int]]]:
+    """The epoch section's inference split and its length-sorted batches, as `DocRETrainer` batches evaluation."""
+    test = split_features(args.epoch_test_file, args.data_dir, args.epoch_documents, tokenizer, vocab)
+    lengths = [len(feature["input_ids"]) for feature in test]
+    by_length = sorted(range(len(test)), key=lambda i: (-lengths[i], i))
+    return test, [by_length[start : start + args.eval_batch_size] for start in range(0, len(test), args.eval_batch_size)]
+
+
+def inference_gflop(model, eager_model, collator, test: list[dict], chunks: list[list[int]]) -> dict:
+    """Forward GFLOP of the inference pass over `chunks`: the eager encoder alone and the full model (untimed)."""
+    from tqdm.auto import tqdm
+
+    gflop = {"encoder": 0.0, "full": 0.0}
+    for members in tqdm(chunks, desc="counting inference FLOPs", mininterval=10):
+        flops = forward_gflop(model, eager_model, collator([test[i] for i in members]), with_bilinear=False)
+        gflop["encoder"] += flops["encoder"]
+        gflop["full"] += flops["full"]
+    return gflop
+
+
+def recount_epoch_flops(model, eager_model, tokenizer, vocab, args, epoch: dict) -> dict:
+    """The epoch section with its inference FLOPs counted again (and GFLOP/s from its stored timings)."""
+    test, chunks = test_chunks(model, tokenizer, vocab, args)
+    gflop = inference_gflop(model, eager_model, DataCollatorForDocRE(tokenizer), test, chunks)
+    infer = {**epoch["infer"], "forward_gflop": gflop}
+    for precision in PRECISIONS:
+        infer[precision] = {**infer[precision], "full_gflop_per_s": gflop["full"] / infer[precision]["seconds"]}
+    log(f"inference forward FLOPs: {gflop['full']:.0f} GFLOP (eager encoder {gflop['encoder']:.0f})")
+    return {**epoch, "infer": infer}
 
 
 def trainer_predict(model, tokenizer, args) -> dict:
@@ -1122,8 +1159,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epoch_train_file", default="re-docred/dev_revised.json")
     parser.add_argument("--epoch_test_file", default="re-docred/test_revised.json")
     parser.add_argument("--eval_batch_size", type=int, default=8, help="inference batch size of the epoch section")
-    parser.add_argument("--only", nargs="*", default=None, help="run only these sections (e.g. epoch; trainer_predict: only the epoch section's "
-                             "DocRETrainer.predict part, the rest of the section kept)")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these sections (e.g. epoch; parts of the epoch section alone, the rest of "
+                             "it kept: trainer_predict (timed, needs an idle machine), epoch_flops (counted))")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 batch, 1 repetition, 1 document per bucket, 4 unlabeled documents; "
                              "writes speed_quick.json / speed_scaling_quick.png")
@@ -1211,8 +1248,13 @@ def main(argv=None) -> dict:
         ))
     if args.epoch_documents >= 0 and wanted("epoch"):
         results.section("epoch", section_epoch(model, eager_model, tokenizer, vocab, args))
-    elif args.epoch_documents >= 0 and wanted("trainer_predict"):  # the epoch section's last part alone
-        results.section("epoch", {**results.data.get("epoch", {}), "trainer_predict": trainer_predict(model, tokenizer, args)})
+    elif args.epoch_documents >= 0 and (wanted("trainer_predict") or wanted("epoch_flops")):  # parts of it alone
+        epoch = dict(results.data.get("epoch", {}))
+        if wanted("epoch_flops"):
+            epoch = recount_epoch_flops(model, eager_model, tokenizer, vocab, args, epoch)
+        if wanted("trainer_predict"):
+            epoch["trainer_predict"] = trainer_predict(model, tokenizer, args)
+        results.section("epoch", epoch)
     results.data["complete"] = True
     results.data["wall_s"] = time.perf_counter() - started
     results.write()

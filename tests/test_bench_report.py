@@ -151,3 +151,22 @@ def test_demo_summary_reports_each_seed_and_the_spread():
     assert demo_summary(runs) == {"seeds": [42, 43, 44], "test_f1": [40.0, 41.26, 42.0], "spread": 2.0,
                                   "minutes": [13.5, 14.0, 15.1], "torch_threads": [2, 2, 2]}
     assert demo_summary({}) is None
+
+
+def test_epoch_table_projects_the_recipe_and_shows_each_precision():
+    from bench.report import epoch_table
+
+    train = {"docs": 500, "batch_size": 4, "padding_share_length_grouped": 0.03, "padding_share_shuffled": 0.25,
+             "fp32": {"docs_per_s": 2.0, "encoder_docs_per_s": 3.0, "mean_batch_ratio": 1.6, "max_batch_ratio": 2.2}}
+    infer = {"docs": 500, "batch_size": 8, "fp32": {"docs_per_s": 7.5, "encoder_docs_per_s": 12.5, "ratio_of_sums": 1.65},
+             "bf16": {"docs_per_s": 11.0, "encoder_docs_per_s": 18.0, "ratio_of_sums": 1.64}}
+    predict = {"fp32": {"docs_per_s": 6.4, "peak_rss_mib": 944.4}}
+    table = "\n".join(epoch_table({"train": train, "infer": infer, "trainer_predict": predict}))
+    # 3 epochs x 500 documents at 2 docs/s = 750 s (encoder alone: 1500 / 3 = 500 s); no bf16 training run: "-".
+    assert "| the recipe's 1500 training documents at this speed, s (target 354) | 750 | - |" in table
+    assert "| the same with the eager encoder alone, s | 500 | - |" in table
+    assert "| full / encoder step, mean over batches (worst batch) | 1.60x (2.20x) | - |" in table
+    assert "| full / encoder, ratio of the sums | 1.65x | 1.64x |" in table
+    assert "| `DocRETrainer.predict` docs/s (target 20) | 6.40 | - |" in table
+    assert "| `DocRETrainer.predict` peak RSS, MiB | 944 | - |" in table
+    assert "Padding: 3% of the padded token grid with length-grouped batches, 25% shuffled." in table

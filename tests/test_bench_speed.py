@@ -1,8 +1,12 @@
-"""bench/speed.py: the epoch section's batch order and padding share, against plain loops."""
+"""bench/speed.py: the epoch section's batch order and padding share, against plain loops; its FLOP counts
+against hand-computed ones."""
 
 import random
 
-from bench.speed import epoch_batches, padding_share
+import torch
+
+from bench.speed import counted_gflop, epoch_batches, padding_share
+from modeling_pemscl.modeling_pemscl import GroupedBilinear
 
 
 def test_epoch_batches_cover_every_document_once_and_grouping_cuts_padding():
@@ -21,3 +25,16 @@ def test_padding_share_is_the_padded_share_of_the_token_grid():
     # Batches [10, 30] and [20, 20]: grids 2 * 30 + 2 * 20 = 100 tokens, of which 80 are real.
     assert padding_share(lengths, [[0, 1], [2, 3]]) == 1 - 80 / 100
     assert padding_share(lengths, [[2, 3]]) == 0.0
+
+
+def test_flop_count_of_the_grouped_bilinear_is_its_matrix_product():
+    # P pairs x (d1 * k) pair features x (R + 1) outputs, 2 FLOPs per multiply-add, whatever the block size
+    # (the layer accumulates block products in place with addmm_).
+    pairs, pair_size, block, labels = 37, 128, 16, 5
+    expected = 2 * pairs * pair_size * block * labels
+    head = torch.randn(pairs, pair_size // block, block)
+    tail = torch.randn(pairs, pair_size // block, block)
+    for block_elements in (2**10, 2**20):
+        layer = GroupedBilinear(pair_size, block, labels, block_elements=block_elements)
+        with torch.no_grad():
+            assert round(counted_gflop(lambda: layer(head, tail)) * 1e9) == expected
