@@ -330,6 +330,46 @@ def section_batches(model, eager_model, batches: list[dict], repeats: int, resul
     return aggregate_batches(per_batch)
 
 
+PAIR_EMBEDDING_SIZES = (768, 1024)  # ATLOP's d1 (the paper as printed) and the released code's
+
+
+def section_pair_size(vocab, eager_model, batches: list[dict], repeats: int) -> dict:
+    """The step ratios at d1 = 768 and d1 = 1024 (the bilinear's fan-in d1 * k grows with d1), fp32, the same
+    batches and the same eager encoder baseline, every step interleaved."""
+    log(f"\n== pair_size: full / encoder-only step at d1 = {' and '.join(map(str, PAIR_EMBEDDING_SIZES))}, fp32 ==")
+    models = {size: load_model(vocab, pair_embedding_size=size) for size in PAIR_EMBEDDING_SIZES}
+    totals = {f"{kind}/{size}": 0.0 for kind in ("full_train", "full_infer") for size in PAIR_EMBEDDING_SIZES}
+    totals.update({"encoder_train": 0.0, "encoder_infer": 0.0})
+    per_batch = []
+    for batch in batches:
+        steps = {}
+        for size, model in models.items():
+            kinds = step_kinds(model, eager_model, batch, "fp32")
+            steps[f"full_train/{size}"], steps[f"full_infer/{size}"] = kinds["full_train"], kinds["full_infer"]
+        steps["encoder_train"], steps["encoder_infer"] = kinds["encoder_train"], kinds["encoder_infer"]
+        seconds, _ = interleaved(steps, repeats)
+        medians = {name: statistics.median(values) for name, values in seconds.items()}
+        for name in totals:
+            totals[name] += medians[name]
+        entry = {"pairs": int(batch["hts"].shape[0])}
+        for size in PAIR_EMBEDDING_SIZES:
+            entry[str(size)] = {"train_ratio": medians[f"full_train/{size}"] / medians["encoder_train"],
+                                "infer_ratio": medians[f"full_infer/{size}"] / medians["encoder_infer"]}
+        per_batch.append(entry)
+    out = {"batches": per_batch}
+    for size in PAIR_EMBEDDING_SIZES:
+        out[str(size)] = {"train_ratio": totals[f"full_train/{size}"] / totals["encoder_train"],
+                          "infer_ratio": totals[f"full_infer/{size}"] / totals["encoder_infer"],
+                          "max_batch_train_ratio": max(entry[str(size)]["train_ratio"] for entry in per_batch),
+                          "max_batch_infer_ratio": max(entry[str(size)]["infer_ratio"] for entry in per_batch)}
+        log(f"  d1 = {size}: training x{out[str(size)]['train_ratio']:.2f} (worst batch "
+            f"x{out[str(size)]['max_batch_train_ratio']:.2f}), inference x{out[str(size)]['infer_ratio']:.2f} "
+            f"(worst x{out[str(size)]['max_batch_infer_ratio']:.2f})")
+    for model in models.values():
+        model.zero_grad(set_to_none=True)
+    return out
+
+
 def aggregate_batches(per_batch: list[dict]) -> dict:
     """Over batches: ratios of summed medians, docs/s = documents / summed median step time."""
     docs = sum(entry["shape"]["docs"] for entry in per_batch)
@@ -1197,16 +1237,20 @@ def main(argv=None) -> dict:
     features = featurize(documents, tokenizer, vocab)
     batches = [collator(features[start : start + args.batch_size]) for start in range(0, len(features), args.batch_size)]
 
+    settings = {**vars(args), "machine": label,
+                "precisions": {"fp32": "float32", "bf16": "torch.autocast('cpu', dtype=torch.bfloat16)"}}
     path = output_dir / f"speed{suffix}.json"
     # --only reruns some sections and keeps the others of the previous run.
     previous = json.loads(path.read_text()) if args.only and path.is_file() else {}
     results = Results(path, {
         **previous,
-        "machine": label,
-        "machine_details": description,
+        "machine": previous.get("machine", label),
+        "machine_details": previous.get("machine_details", description),
         "model": "PemsclModel on all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), new head; encoder_attention='sdpa' "
                  "(SDPA layers, explicit last-layer attention) unless a step says eager",
-        "settings": {**vars(args), "precisions": {"fp32": "float32", "bf16": "torch.autocast('cpu', dtype=torch.bfloat16)"}},
+        # A partial rerun keeps the full run's settings and records its own per rerun section.
+        "settings": previous.get("settings", settings),
+        "section_settings": {**previous.get("section_settings", {}), **{name: settings for name in args.only or []}},
         "definitions": {
             "encoder_train": "the eager encoder (every layer eager attention, output_attentions=True) on the model's "
                              "encoder inputs + backward of mean(last hidden state) + mean(last attention); train mode. "
@@ -1238,6 +1282,8 @@ def main(argv=None) -> dict:
         results.section("breakdown", section_breakdown(model, eager_model, batches[0], args.repeats))
     if wanted("bilinear"):
         results.section("bilinear", section_bilinear(model, batches[0], args.repeats))
+    if wanted("pair_size"):
+        results.section("pair_size", section_pair_size(vocab, eager_model, batches, args.repeats))
     if args.unlabeled_docs > 0 and wanted("unlabeled"):
         unlabeled = section_unlabeled(model, tokenizer, vocab, args.data_dir, args.unlabeled_docs, args.batch_size)
         results.section("unlabeled", unlabeled)
