@@ -101,6 +101,9 @@ def diagnostic_configurations() -> dict[str, list[str]]:
 PLATEAU_FIXES = {
     "project+prior": configuration(PROJECT) + ["--relation_bias_init", "4.6"],
     "release+prior": configuration(RELEASE) + ["--relation_bias_init", "4.6"],
+    # Does d1 = 1024 still matter once the prior removes the start's gradient storm? (d1 = 1024 costs 25% more
+    # per training step on the densest bench batch: bench/speed.py, section pair_size.)
+    "release+prior-d1": configuration(RELEASE, ("d1",)) + ["--relation_bias_init", "4.6"],
 }
 
 CONFIGURATIONS = {

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -392,11 +393,27 @@ def load_recipe(stage: str, recipe_dir: Path = RECIPE_DIR) -> dict[str, list[dic
     return runs
 
 
+def config_modifiers(name: str) -> tuple[str, list[str]]:
+    """`release+prior-d1` -> ("release", ["+prior", "-d1"]): the starting setting and its changes, in order."""
+    start = re.match(r"[a-z_]+", name).group(0)
+    return start, re.findall(r"[+-][a-z0-9_]+", name[len(start):])
+
+
 def config_factors(name: str) -> dict[str, str]:
-    """The factor settings of a diagnostic configuration name (`project`, `release+`, `project+d1`, ...)."""
-    start = 0 if name.startswith("project") else 1
-    switched = name.split("+", 1)[1] if "+" in name else name.split("-", 1)[1] if "-" in name else None
-    return {factor: settings[1 - start if factor == switched else start] for factor, settings in FACTOR_SETTINGS.items()}
+    """The factor settings of a diagnostic configuration name (`project`, `release-init`, `release+prior-d1`, ...)
+    and its NA prior (`+prior`: `--relation_bias_init 4.6`)."""
+    start, modifiers = config_modifiers(name)
+    side = 0 if start == "project" else 1
+    switched = {modifier[1:] for modifier in modifiers}
+    factors = {factor: settings[1 - side if factor in switched else side] for factor, settings in FACTOR_SETTINGS.items()}
+    return {**factors, "prior": "4.6" if "prior" in switched else "0"}
+
+
+def compared_configuration(name: str) -> str:
+    """What a configuration is compared with: itself without its last change (`release+prior-d1` ->
+    `release+prior`, `project+d1` -> `project`)."""
+    start, modifiers = config_modifiers(name)
+    return start + "".join(modifiers[:-1])
 
 
 def mean_spread(values: list[float]) -> str:
@@ -413,16 +430,17 @@ def diagnostic_table(runs: dict[str, list[dict]]) -> list[str]:
     if not runs:
         return []
     by_seed = {name: {r["seed"]: r["metrics"] for r in records} for name, records in runs.items()}
-    out = ["| configuration | d1 | head init | anchors | average | seeds | held-out F1 | change vs start (paired) | "
-           "test F1 (not used to decide) |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| configuration | d1 | head init | anchors | average | NA prior | seeds | held-out F1 | "
+           "change vs the configuration without its last change (paired) | test F1 (not used to decide) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     order = ["project"] + [f"project+{f}" for f in FACTOR_SETTINGS] + ["release"] + [f"release-{f}" for f in FACTOR_SETTINGS]
-    order += sorted(name for name in by_seed if name not in order)  # candidate fixes on top of a start (`X+prior`)
+    order += sorted((name for name in by_seed if name not in order), key=lambda name: (len(name), name))  # `X+prior`, ...
     for name in order:
         if name not in by_seed:
             continue
         metrics = by_seed[name]
         held_out = [m["eval_f1"] for m in metrics.values()]
-        start = name.split("+")[0].split("-")[0]
+        start = compared_configuration(name)
         change = "-"
         if start != name and start in by_seed:
             paired = sorted(metrics.keys() & by_seed[start].keys())
@@ -476,9 +494,10 @@ def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict | None)
                 "seed, so configurations are compared seed by seed). `project+X` is the project's setting with "
                 "factor X taken from the release; `release-X` the release's with X taken from the project.", ""]
         out += diagnostic_table(diagnostic) + [""]
-        if any(name.endswith("+prior") for name in diagnostic):
+        if any("+prior" in name for name in diagnostic):
             out += ["`X+prior`: configuration X with every relation logit starting 4.6 = log 96 below the threshold "
-                    "(`--relation_bias_init 4.6`), a candidate fix of the all-NA start (bench/notes.md).", ""]
+                    "(`--relation_bias_init 4.6`), a candidate fix of the all-NA start (bench/notes.md); "
+                    "`release+prior-d1` is `release+prior` with the project's d1.", ""]
     if same_recipe:
         release = [RELEASE_TEST_F1[s] for s in same_recipe["seeds"] if s in RELEASE_TEST_F1]
         out += ["### The defaults on the full recipe", "",

@@ -118,16 +118,25 @@ def test_diagnostic_table_pairs_each_configuration_with_its_start():
         "project+d1": [recipe_record("project+d1", 66, 43.0), recipe_record("project+d1", 67, 43.0)],
         "release": [recipe_record("release", 66, 44.0)],
         "release-anchors": [recipe_record("release-anchors", 66, 41.0), recipe_record("release-anchors", 68, 50.0)],
+        "release+prior": [recipe_record("release+prior", 66, 47.0), recipe_record("release+prior", 67, 45.0)],
+        "release+prior-d1": [recipe_record("release+prior-d1", 66, 46.0), recipe_record("release+prior-d1", 67, 47.0)],
     }
     table = diagnostic_table(runs)
     project_d1 = next(line for line in table if line.startswith("| project+d1 |"))
     # d1 switched to the release's 1024, everything else the project's; +3 and +1 at the two paired seeds.
-    assert project_d1.startswith("| project+d1 | 1024 | normal | positive | inside | 2 | 43.00 ± 0.00 | 2.00 ± 1.41 (2) |")
+    assert project_d1.startswith("| project+d1 | 1024 | normal | positive | inside | 0 | 2 | 43.00 ± 0.00 | 2.00 ± 1.41 (2) |")
     release_anchors = next(line for line in table if line.startswith("| release-anchors |"))
     # Only seed 66 is paired with `release`; the anchors go back to the project's Eq. 10 setting.
-    assert "| 1024 | fan_in_uniform | positive | outside |" in release_anchors
+    assert "| 1024 | fan_in_uniform | positive | outside | 0 |" in release_anchors
     assert "| -3.00 (1) |" in release_anchors
     assert table.index(project_d1) < table.index(release_anchors)
+    release_prior = next(line for line in table if line.startswith("| release+prior |"))
+    assert "| 1024 | fan_in_uniform | all | outside | 4.6 |" in release_prior
+    assert "| 3.00 (1) |" in release_prior  # against `release`, seed 66 only
+    # Compared with `release+prior` (its last change undone), not with `release`: -1 and +2.
+    prior_d1 = next(line for line in table if line.startswith("| release+prior-d1 |"))
+    assert prior_d1.startswith("| release+prior-d1 | 768 | fan_in_uniform | all | outside | 4.6 | 2 | 46.50 ± 0.71 | 0.50 ± 2.12 (2) |")
+    assert table.index(release_prior) < table.index(prior_d1)
 
 
 def test_same_recipe_summary_lists_every_seed_in_order():
