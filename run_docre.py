@@ -70,8 +70,9 @@ class ModelArguments:
     head_init: str = field(default=PemsclConfig.head_init, metadata={"choices": ["normal", "fan_in_uniform"],
                            "help": "normal = transformers' normal(0, initializer_range); fan_in_uniform = "
                            "torch.nn.Linear's default (the released code)."})
-    relation_bias_init: float = field(default=PemsclConfig.relation_bias_init, metadata={"help": "Start every "
-                                      "relation logit this far below the threshold (initial bias offset)."})
+    relation_bias_init: str = field(default=str(PemsclConfig.relation_bias_init), metadata={"help": "Start every "
+                                    "relation logit this far below the threshold (initial bias offset; a number, or "
+                                    "'auto' = log(number of relations); 0 = off, as the paper and its code)."})
     encoder_attention: str = field(default=PemsclConfig.encoder_attention, metadata={"choices": ["sdpa", "eager"],
                                    "help": "sdpa = fused attention for every encoder layer but the last, whose "
                                    "probabilities the head reads (same outputs as eager, faster, less memory)."})
@@ -80,6 +81,14 @@ class ModelArguments:
     hub_dry_run: str | None = field(default=None, metadata={"help": "At the end, write to this empty folder exactly "
                                     "what --push_to_hub would upload (safetensors weights, config, remote code, "
                                     "tokenizer, model card, results) and contact nothing."})
+
+    def __post_init__(self):
+        # The flag arrives as text: a number, or "auto" (PemsclConfig validates the value itself).
+        if self.relation_bias_init != "auto":
+            try:
+                self.relation_bias_init = float(self.relation_bias_init)
+            except ValueError:
+                raise ValueError(f"--relation_bias_init {self.relation_bias_init!r}: expected a number or 'auto'.") from None
 
 
 @dataclass

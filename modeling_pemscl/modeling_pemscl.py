@@ -308,10 +308,10 @@ class PemsclPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-        if isinstance(module, GroupedBilinear) and self.config.relation_bias_init:
+        if isinstance(module, GroupedBilinear) and self.config.relation_bias_offset():
             # Both branches above have just drawn the bias, so this offset is applied once per initialization.
             with torch.no_grad():
-                module.bias[1:] -= self.config.relation_bias_init
+                module.bias[1:] -= self.config.relation_bias_offset()
 
 
 class PemsclModel(PemsclPreTrainedModel):

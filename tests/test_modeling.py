@@ -1,6 +1,8 @@
 """PemsclModel: the vectorized ATLOP head against a per-pair loop, long documents, the bilinear kernel,
 Auto-class and remote-code loading, zero-pair batches and bf16."""
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -536,3 +538,20 @@ def test_relation_bias_init_starts_relations_below_the_threshold(generator, head
     assert torch.equal(reloaded.bilinear.bias, prior.bilinear.bias)  # not lowered a second time
     with pytest.raises(ValueError, match="relation_bias_init"):
         tiny_config(relation_bias_init=float("inf"))
+
+
+def test_relation_bias_init_auto_is_log_of_the_number_of_relations(tmp_path):
+    """"auto" lowers the relation biases by log(R) (R = relations, NA excluded): a NA pair's initial loss over
+    its R negatives is then about R * exp(-log R) = 1; the setting saves as "auto"."""
+    plain = tiny_model(seed=5)
+    auto = tiny_model(seed=5, relation_bias_init="auto")
+    relations = plain.config.num_labels - 1
+    assert auto.config.relation_bias_offset() == pytest.approx(math.log(relations))
+    torch.testing.assert_close(auto.bilinear.bias[1:], plain.bilinear.bias[1:] - math.log(relations))
+    torch.testing.assert_close(auto.bilinear.bias[0], plain.bilinear.bias[0])
+    auto.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "config.json").read_text())["relation_bias_init"] == "auto"
+    assert AutoModel.from_pretrained(tmp_path / "saved").config.relation_bias_offset() == pytest.approx(math.log(relations))
+    for bad in ("4.6", "log", True, float("nan")):
+        with pytest.raises(ValueError, match="relation_bias_init"):
+            tiny_config(relation_bias_init=bad)

@@ -436,3 +436,16 @@ def test_training_defaults_group_by_length_unless_the_user_chose():
     chosen = TrainingArguments(output_dir="unused", report_to="none", train_sampling_strategy="random")
     run_docre.apply_training_defaults(chosen, passed={"train_sampling_strategy"})
     assert chosen.train_sampling_strategy == "random"
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("4.6", 4.6), ("0", 0.0)])
+def test_relation_bias_init_flag_takes_a_number_or_auto(value, expected, tmp_path):
+    model_args, _, _ = run_docre.parse_arguments(
+        ["--model_name_or_path", "encoder", "--output_dir", str(tmp_path), "--relation_bias_init", value])
+    assert model_args.relation_bias_init == expected
+
+
+def test_relation_bias_init_flag_rejects_other_text(tmp_path):
+    with pytest.raises(ValueError, match=r"--relation_bias_init 'log96': expected a number or 'auto'"):
+        run_docre.parse_arguments(
+            ["--model_name_or_path", "encoder", "--output_dir", str(tmp_path), "--relation_bias_init", "log96"])
