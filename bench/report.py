@@ -452,6 +452,41 @@ def diagnostic_table(runs: dict[str, list[dict]]) -> list[str]:
     return out
 
 
+PRIOR_CURVES = (("project", "C0", "--"), ("release", "C3", "--"), ("project+prior", "C0", "-"), ("release+prior", "C3", "-"))
+
+
+def plot_prior_curves(runs: dict[str, list[dict]], path) -> bool:
+    """Held-out F1 after each epoch of the diagnostic's starting configurations, without (dashed) and with
+    (solid) the NA prior: every seed faint, the mean bold. Returns False (writes nothing) without curves."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    drawn = False
+    for name, color, style in PRIOR_CURVES:
+        curves = [dict(record["dev_f1_per_epoch"]) for record in runs.get(name, []) if record.get("dev_f1_per_epoch")]
+        if not curves:
+            continue
+        epochs = sorted(set.intersection(*(set(curve) for curve in curves)))
+        for curve in curves:
+            ax.plot(epochs, [curve[e] for e in epochs], style, color=color, alpha=0.25, linewidth=1)
+        ax.plot(epochs, [statistics.fmean(curve[e] for curve in curves) for e in epochs], style, color=color,
+                marker="o", markersize=4, linewidth=2, label=f"{name} (mean of {len(curves)} seeds)")
+        ax.set_xticks(epochs)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("held-out F1 (%), 50 documents")
+    ax.set_title("The released code's recipe: the all-NA start and the NA prior\n(dashed: relation biases as "
+                 "drawn; solid: 4.6 below the threshold)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def same_recipe_summary(runs: dict[str, list[dict]]) -> dict | None:
     """The `same_recipe` entry of summary.json: the chosen defaults (`default`) on the full recipe."""
     records = sorted(runs.get("default", []), key=lambda r: r["seed"])
@@ -494,6 +529,8 @@ def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict | None)
                 "seed, so configurations are compared seed by seed). `project+X` is the project's setting with "
                 "factor X taken from the release; `release-X` the release's with X taken from the project.", ""]
         out += diagnostic_table(diagnostic) + [""]
+        if plot_prior_curves(diagnostic, RESULTS / "recipe_prior_curves.png"):
+            out += ["![held-out F1 per epoch, with and without the NA prior](results/recipe_prior_curves.png)", ""]
         if any("+prior" in name for name in diagnostic):
             out += ["`X+prior`: configuration X with every relation logit starting 4.6 = log 96 below the threshold "
                     "(`--relation_bias_init 4.6`), a candidate fix of the all-NA start (bench/notes.md); "

@@ -179,3 +179,13 @@ def test_epoch_table_projects_the_recipe_and_shows_each_precision():
     assert "| `DocRETrainer.predict` docs/s (target 20) | 6.40 | - |" in table
     assert "| `DocRETrainer.predict` peak RSS, MiB | 944 | - |" in table
     assert "Padding: 3% of the padded token grid with length-grouped batches, 25% shuffled." in table
+
+
+def test_prior_curves_plot_only_runs_with_curves(tmp_path):
+    from bench.report import plot_prior_curves
+
+    with_curve = {**recipe_record("release+prior", 66, 43.0), "dev_f1_per_epoch": [[1.0, 32.1], [2.0, 40.5], [3.0, 43.1]]}
+    assert not plot_prior_curves({"release": [recipe_record("release", 66, 40.0)]}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+    assert plot_prior_curves({"release+prior": [with_curve]}, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
