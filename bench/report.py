@@ -106,6 +106,15 @@ def relation_frequencies() -> Counter:
     return counts
 
 
+def save_figure(fig, path) -> None:
+    """Every plot of the report: tight layout, 120 dpi, the figure closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_sweep(rows, path):
     """Test F1 against the sampling ratio, one line per seed (seeds cover different ratios so far, and a
     mean over unequal seed sets would mislead), with each seed's clean-label PEMSCL as a dashed line."""
@@ -132,9 +141,7 @@ def plot_sweep(rows, path):
     ax.set_ylabel("Re-DocRED test F1 (%)")
     ax.set_title("Negative label sampling (cf. paper Figure 2)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_frequency_f1(rows, path):
@@ -164,9 +171,7 @@ def plot_frequency_f1(rows, path):
     ax.set_ylabel("test F1 (%)")
     ax.set_title("F1 by relation frequency")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_dev_curves(rows, variants: dict[str, dict], path) -> bool:
@@ -197,9 +202,7 @@ def plot_dev_curves(rows, variants: dict[str, dict], path) -> bool:
     ax.set_title("Model-selection curves: PEMSCL (blue) vs ATLOP (red)\nsolid: main budget, dashed: variants",
                  fontsize=10)
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -219,9 +222,7 @@ def plot_margins(rows, path):
         ax.set_xlabel("f_r - f_NA on test pairs")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("density")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def per_seed(rows, name: str, metric: str = "test_f1") -> dict[int, float]:
@@ -481,9 +482,7 @@ def plot_prior_curves(runs: dict[str, list[dict]], path) -> bool:
     ax.set_title("The released code's recipe: the all-NA start and the NA prior\n(dashed: relation biases as "
                  "drawn; solid: 4.6 below the threshold)", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
