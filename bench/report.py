@@ -533,7 +533,7 @@ def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict | None)
         if any("+prior" in name for name in diagnostic):
             out += ["`X+prior`: configuration X with every relation logit starting 4.6 = log 96 below the threshold "
                     "(`--relation_bias_init 4.6`), a candidate fix of the all-NA start (bench/notes.md); "
-                    "`release+prior-d1` is `release+prior` with the project's d1.", ""]
+                    "`release+prior-X` is `release+prior` with factor X back to the project's (the paper's) setting.", ""]
     if same_recipe:
         release = [RELEASE_TEST_F1[s] for s in same_recipe["seeds"] if s in RELEASE_TEST_F1]
         out += ["### The defaults on the full recipe", "",
