@@ -825,7 +825,7 @@ def section_epoch(model, eager_model, tokenizer, vocab, args) -> dict:
             f"encoder step: mean over batches x{row['mean_batch_ratio']:.2f}, of the sums x{row['ratio_of_sums']:.2f}, "
             f"worst batch x{row['max_batch_ratio']:.2f}")
 
-    test, chunks = test_chunks(model, tokenizer, vocab, args)
+    test, chunks = inference_chunks(model, tokenizer, vocab, args)
     test_lengths = [len(feature["input_ids"]) for feature in test]
     model.eval(), eager_model.eval()
 
@@ -873,7 +873,7 @@ def section_epoch(model, eager_model, tokenizer, vocab, args) -> dict:
     return out
 
 
-def test_chunks(model, tokenizer, vocab, args) -> tuple[list[dict], list[list[int]]]:
+def inference_chunks(model, tokenizer, vocab, args) -> tuple[list[dict], list[list[int]]]:
     """The epoch section's inference split and its length-sorted batches, as `DocRETrainer` batches evaluation."""
     test = split_features(args.epoch_test_file, args.data_dir, args.epoch_documents, tokenizer, vocab)
     lengths = [len(feature["input_ids"]) for feature in test]
@@ -895,7 +895,7 @@ def inference_gflop(model, eager_model, collator, test: list[dict], chunks: list
 
 def recount_epoch_flops(model, eager_model, tokenizer, vocab, args, epoch: dict) -> dict:
     """The epoch section with its inference FLOPs counted again (and GFLOP/s from its stored timings)."""
-    test, chunks = test_chunks(model, tokenizer, vocab, args)
+    test, chunks = inference_chunks(model, tokenizer, vocab, args)
     gflop = inference_gflop(model, eager_model, DataCollatorForDocRE(tokenizer), test, chunks)
     infer = {**epoch["infer"], "forward_gflop": gflop}
     for precision in PRECISIONS:
