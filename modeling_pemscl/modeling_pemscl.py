@@ -308,10 +308,11 @@ class PemsclPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-        if isinstance(module, GroupedBilinear) and self.config.relation_bias_offset():
+        offset = self.config.relation_bias_offset() if isinstance(module, GroupedBilinear) else 0.0
+        if offset:
             # Both branches above have just drawn the bias, so this offset is applied once per initialization.
             with torch.no_grad():
-                module.bias[1:] -= self.config.relation_bias_offset()
+                module.bias[1:] -= offset
 
 
 class PemsclModel(PemsclPreTrainedModel):
