@@ -418,6 +418,8 @@ def per_seed_table(rows) -> list[str]:
 RECIPE_DIR = RESULTS / "recipe"
 # The released code on the same recipe, measured on this machine (issue 12): test F1 at seeds 66 and 67.
 RELEASE_TEST_F1 = {66: 41.0, 67: 41.5}
+RELEASE_TRAIN_RUNTIME_S = "3,539 (2 threads, idle machine)"  # issue 16, measured on this machine type
+SAME_RECIPE_CONFIGS = ("default", "default+eager_random", "default+bf16")
 FACTOR_SETTINGS = {  # factor -> (the project's setting, the released code's), as in bench/recipe.py
     "d1": ("768", "1024"),
     "init": ("normal", "fan_in_uniform"),
@@ -527,13 +529,14 @@ def plot_prior_curves(runs: dict[str, list[dict]], path) -> bool:
     return True
 
 
-def same_recipe_summary(runs: dict[str, list[dict]]) -> dict | None:
-    """The `same_recipe` entry of summary.json: the chosen defaults (`default`) on the full recipe."""
-    records = sorted(runs.get("default", []), key=lambda r: r["seed"])
+def same_recipe_summary(runs: dict[str, list[dict]], config: str = "default") -> dict | None:
+    """One configuration's entry of summary.json on the full recipe (`same_recipe` is the chosen defaults,
+    `default`; its speed and precision variants are listed beside it)."""
+    records = sorted(runs.get(config, []), key=lambda r: r["seed"])
     if not records:
         return None
     return {
-        "config": "default",
+        "config": config,
         "seeds": [r["seed"] for r in records],
         "test_f1": [round(r["metrics"]["test_f1"], 2) for r in records],
         "test_ign_f1": [round(r["metrics"]["test_ign_f1"], 2) for r in records],
@@ -552,7 +555,8 @@ def demo_summary(runs: dict[str, list[dict]]) -> dict | None:
             "minutes": [r["minutes"] for r in records], "torch_threads": [r.get("torch_threads") for r in records]}
 
 
-def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict | None) -> list[str]:
+def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict[str, dict]) -> list[str]:
+    """`same_recipe`: configuration -> its `same_recipe_summary`."""
     if not diagnostic and not same_recipe:
         return []
     out = ["## The released code's recipe (bench/recipe.py)", "",
@@ -576,13 +580,26 @@ def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict | None)
                     "(`--relation_bias_init 4.6`), a candidate fix of the all-NA start (bench/notes.md); "
                     "`release+prior-X` is `release+prior` with factor X back to the project's (the paper's) setting.", ""]
     if same_recipe:
-        release = [RELEASE_TEST_F1[s] for s in same_recipe["seeds"] if s in RELEASE_TEST_F1]
         out += ["### The defaults on the full recipe", "",
-                "All 500 documents of `dev_revised.json`, tested on `test_revised.json`.", "",
-                "| seeds | test F1 | test Ign F1 | train runtime (s) | the released code, test F1 |", "|---|---|---|---|---|",
-                f"| {', '.join(map(str, same_recipe['seeds']))} | {mean_spread(same_recipe['test_f1'])} | "
-                f"{mean_spread(same_recipe['test_ign_f1'])} | {mean_spread(same_recipe['train_runtime_s'])} | "
-                f"{mean_spread(release)} (seeds {', '.join(str(s) for s in same_recipe['seeds'] if s in RELEASE_TEST_F1)}) |", ""]
+                "All 500 documents of `dev_revised.json`, tested on `test_revised.json`. `default` is the shipped "
+                "configuration; `default+eager_random` runs the encoder eagerly and shuffles batches without "
+                "grouping by length (what the speed defaults replace), `default+bf16` trains under bf16 autocast. "
+                "The change is paired by seed against `default`.", "",
+                "| configuration | seeds | test F1 | test Ign F1 | train runtime (s; torch threads) | change in test F1 vs `default` |",
+                "|---|---|---|---|---|---|"]
+        by_seed = {s: f for s, f in zip(same_recipe["default"]["seeds"], same_recipe["default"]["test_f1"])} \
+            if "default" in same_recipe else {}
+        for config, entry in same_recipe.items():
+            paired = [f - by_seed[s] for s, f in zip(entry["seeds"], entry["test_f1"]) if s in by_seed]
+            change = "-" if config == "default" or not paired else f"{mean_spread(paired)} ({len(paired)})"
+            out.append(f"| {config} | {', '.join(map(str, entry['seeds']))} | {mean_spread(entry['test_f1'])} | "
+                       f"{mean_spread(entry['test_ign_f1'])} | {mean_spread(entry['train_runtime_s'])}; "
+                       f"{'/'.join(sorted({str(t) for t in entry['torch_threads']}))} | {change} |")
+        seeds = [s for s in same_recipe.get("default", {}).get("seeds", []) if s in RELEASE_TEST_F1]
+        if seeds:
+            out.append(f"| the released code | {', '.join(map(str, seeds))} | "
+                       f"{mean_spread([RELEASE_TEST_F1[s] for s in seeds])} | - | {RELEASE_TRAIN_RUNTIME_S} | - |")
+        out.append("")
     return out
 
 
@@ -672,14 +689,19 @@ def main():
                                          "train_docs_per_s", "infer_docs_per_s") if k in speed},
     }
     diagnostic = load_recipe("diagnostic")
-    same_recipe = same_recipe_summary(load_recipe("same_recipe"))
+    same_recipe_runs = load_recipe("same_recipe")
+    same_recipe = {config: same_recipe_summary(same_recipe_runs, config) for config in SAME_RECIPE_CONFIGS
+                   if config in same_recipe_runs}
     if diagnostic:
         summary["diagnostic"] = {name: {"seeds": [r["seed"] for r in records],
                                         "held_out_f1": [round(r["metrics"]["eval_f1"], 2) for r in records],
                                         "test_f1": [round(r["metrics"]["test_f1"], 2) for r in records]}
                                  for name, records in sorted(diagnostic.items())}
-    if same_recipe:
-        summary["same_recipe"] = same_recipe
+    if "default" in same_recipe:
+        summary["same_recipe"] = same_recipe["default"]
+    variants_of_default = {config: entry for config, entry in same_recipe.items() if config != "default"}
+    if variants_of_default:
+        summary["same_recipe_variants"] = variants_of_default
     demo = demo_summary(load_recipe("demo"))
     if demo:
         summary["demo"] = demo

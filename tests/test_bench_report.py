@@ -142,14 +142,24 @@ def test_diagnostic_table_pairs_each_configuration_with_its_start():
 def test_same_recipe_summary_lists_every_seed_in_order():
     runs = {"default": [recipe_record("default", 67, 0, test=42.5, runtime=500.0),
                         recipe_record("default", 66, 0, test=41.25, runtime=510.0)],
+            "default+bf16": [recipe_record("default+bf16", 66, 0, test=40.25, runtime=300.0),
+                             recipe_record("default+bf16", 68, 0, test=44.0, runtime=310.0)],
             "release": [recipe_record("release", 66, 0)]}
     summary = same_recipe_summary(runs)
-    assert summary["seeds"] == [66, 67]
+    assert summary["config"] == "default" and summary["seeds"] == [66, 67]
     assert summary["test_f1"] == [41.25, 42.5] and summary["test_ign_f1"] == [40.25, 41.5]
     assert summary["train_runtime_s"] == [510.0, 500.0]
     assert same_recipe_summary({}) is None
-    section = "\n".join(recipe_sections({}, summary))
-    assert "41.88 ± 0.88" in section and "41.25 ± 0.35 (seeds 66, 67)" in section
+    bf16 = same_recipe_summary(runs, "default+bf16")
+    assert bf16["seeds"] == [66, 68] and bf16["test_f1"] == [40.25, 44.0]
+    lines = recipe_sections({}, {"default": summary, "default+bf16": bf16})
+    default_row = next(line for line in lines if line.startswith("| default |"))
+    assert "| 66, 67 | 41.88 ± 0.88 |" in default_row and default_row.endswith("| - |")
+    # Paired by seed against `default`: only seed 66 is shared (40.25 - 41.25).
+    bf16_row = next(line for line in lines if line.startswith("| default+bf16 |"))
+    assert bf16_row.endswith("| -1.00 (1) |")
+    release_row = next(line for line in lines if line.startswith("| the released code |"))
+    assert "| 41.25 ± 0.35 |" in release_row
 
 
 def test_demo_summary_reports_each_seed_and_the_spread():
