@@ -78,12 +78,15 @@ FACTORS: dict[str, tuple[list[str], list[str]]] = {
 PROJECT, RELEASE = 0, 1
 
 
-def configuration(start: int, switched: tuple[str, ...] = ()) -> list[str]:
-    """Flags of the `start` setting (PROJECT or RELEASE) with the `switched` factors taken from the other."""
+def configuration(start: int, switched: tuple[str, ...] = (), relation_bias_init: str = "0") -> list[str]:
+    """Flags of the `start` setting (PROJECT or RELEASE) with the `switched` factors taken from the other.
+
+    Every setting is spelled out, the relation biases' start included, so that a row means the same whatever the
+    package's defaults are when it runs (the queue outlives sessions and their commits)."""
     flags = []
     for factor, settings in FACTORS.items():
         flags += settings[1 - start] if factor in switched else settings[start]
-    return flags
+    return flags + ["--relation_bias_init", relation_bias_init]
 
 
 def diagnostic_configurations() -> dict[str, list[str]]:
@@ -98,15 +101,16 @@ def diagnostic_configurations() -> dict[str, list[str]]:
 # Candidate fixes of the all-NA start (bench/notes.md), on top of each starting setting: every relation logit starts
 # log(96) = 4.6 below the threshold, where the runs otherwise arrive after ~20 steps of clipped, NA-dominated
 # gradients (the 96 negatives of a NA pair then cost about 1 instead of 96 log 2).
+NA_PRIOR = "4.6"
 PLATEAU_FIXES = {
-    "project+prior": configuration(PROJECT) + ["--relation_bias_init", "4.6"],
-    "release+prior": configuration(RELEASE) + ["--relation_bias_init", "4.6"],
+    "project+prior": configuration(PROJECT, relation_bias_init=NA_PRIOR),
+    "release+prior": configuration(RELEASE, relation_bias_init=NA_PRIOR),
 }
 # With the start's gradient storm gone, which of the release's settings still carry F1? One factor at a time back
 # to the paper's setting, from `release+prior` (d1 = 1024 also costs 25% more per training step on the densest
 # bench batch: bench/speed.py, section pair_size).
 PLATEAU_FIXES.update({
-    f"release+prior-{factor}": configuration(RELEASE, (factor,)) + ["--relation_bias_init", "4.6"] for factor in FACTORS
+    f"release+prior-{factor}": configuration(RELEASE, (factor,), relation_bias_init=NA_PRIOR) for factor in FACTORS
 })
 
 CONFIGURATIONS = {

@@ -1,0 +1,37 @@
+"""bench/recipe.py: every diagnostic configuration trains what its name (and the report's reading of it) says."""
+
+import pytest
+
+import run_docre
+from bench.recipe import CONFIGURATIONS, RECIPE_FLAGS, job_flags, stage_flags
+from bench.report import config_factors
+
+DIAGNOSTIC = [name for name in CONFIGURATIONS if name.startswith(("project", "release"))]
+
+
+def parsed(flags, tmp_path):
+    return run_docre.parse_arguments(["--model_name_or_path", "encoder", "--output_dir", str(tmp_path)] + flags)
+
+
+@pytest.mark.parametrize("name", DIAGNOSTIC)
+def test_diagnostic_configuration_sets_the_factors_its_name_says(name, tmp_path):
+    flags = RECIPE_FLAGS + stage_flags("diagnostic") + CONFIGURATIONS[name]
+    model_args, _, training_args = parsed(flags, tmp_path)
+    factors = config_factors(name)
+    assert str(model_args.pair_embedding_size) == factors["d1"]
+    assert model_args.head_init == factors["init"]
+    assert model_args.contrastive_anchors == factors["anchors"]
+    assert model_args.contrastive_average == factors["average"]
+    # Spelled out, not left to the package default (which may change while the queue runs).
+    assert CONFIGURATIONS[name].count("--relation_bias_init") == 1
+    assert model_args.relation_bias_init == float(factors["prior"])
+    assert model_args.encoder_attention == "eager" and training_args.train_sampling_strategy == "random"
+
+
+def test_same_recipe_jobs_use_the_whole_training_file_and_no_evaluation(tmp_path):
+    flags = job_flags("same_recipe", "default", 66, type("Args", (), {"model_name_or_path": "encoder",
+                                                                      "data_dir": tmp_path})())
+    _, data_args, training_args = run_docre.parse_arguments(flags + ["--output_dir", str(tmp_path)])
+    assert data_args.validation_split_size in (None, 0)
+    assert training_args.eval_strategy == "no" and training_args.seed == 66
+    assert training_args.num_train_epochs == 3 and training_args.learning_rate == 5e-5
