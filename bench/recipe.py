@@ -112,6 +112,10 @@ PLATEAU_FIXES = {
 PLATEAU_FIXES.update({
     f"release+prior-{factor}": configuration(RELEASE, (factor,), relation_bias_init=NA_PRIOR) for factor in FACTORS
 })
+# Candidate defaults: the factors whose one-at-a-time change was a tie taken back together (ties go to the paper),
+# measured as a combination before they become the defaults (single ties cannot show that a joint change is harmless).
+for _reverted in (("d1", "average"), ("d1", "init", "average")):
+    PLATEAU_FIXES["release+prior-" + "-".join(_reverted)] = configuration(RELEASE, _reverted, relation_bias_init=NA_PRIOR)
 
 CONFIGURATIONS = {
     **diagnostic_configurations(),

@@ -453,11 +453,16 @@ def config_factors(name: str) -> dict[str, str]:
     return {**factors, "prior": "4.6" if "prior" in switched else "0"}
 
 
-def compared_configuration(name: str) -> str:
+def compared_configuration(name: str, measured=None) -> str:
     """What a configuration is compared with: itself without its last change (`release+prior-d1` ->
-    `release+prior`, `project+d1` -> `project`)."""
+    `release+prior`, `project+d1` -> `project`); with `measured` (names that have runs), without as many of its
+    last changes as it takes to reach a measured one (`release+prior-d1-init-average` -> `release+prior`)."""
     start, modifiers = config_modifiers(name)
-    return start + "".join(modifiers[:-1])
+    for kept in range(len(modifiers) - 1, -1, -1):
+        candidate = start + "".join(modifiers[:kept])
+        if measured is None or candidate in measured:
+            return candidate
+    return start
 
 
 def mean_spread(values: list[float]) -> str:
@@ -475,8 +480,8 @@ def diagnostic_table(runs: dict[str, list[dict]]) -> list[str]:
         return []
     by_seed = {name: {r["seed"]: r["metrics"] for r in records} for name, records in runs.items()}
     out = ["| configuration | d1 | head init | anchors | average | NA prior | seeds | held-out F1 | "
-           "change vs the configuration without its last change (paired) | test F1 (not used to decide) |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "compared with (itself without its last changes) | change, paired by seed (seeds) | test F1 (not used to decide) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = ["project"] + [f"project+{f}" for f in FACTOR_SETTINGS] + ["release"] + [f"release-{f}" for f in FACTOR_SETTINGS]
     order += sorted((name for name in by_seed if name not in order), key=lambda name: (len(name), name))  # `X+prior`, ...
     for name in order:
@@ -484,15 +489,16 @@ def diagnostic_table(runs: dict[str, list[dict]]) -> list[str]:
             continue
         metrics = by_seed[name]
         held_out = [m["eval_f1"] for m in metrics.values()]
-        start = compared_configuration(name)
-        change = "-"
+        start = compared_configuration(name, by_seed)
+        change, compared = "-", "-"
         if start != name and start in by_seed:
+            compared = start
             paired = sorted(metrics.keys() & by_seed[start].keys())
             change = mean_spread([metrics[s]["eval_f1"] - by_seed[start][s]["eval_f1"] for s in paired])
             change = f"{change} ({len(paired)})" if paired else "-"
         factors = config_factors(name)
         out.append(f"| {name} | " + " | ".join(factors.values()) + f" | {len(metrics)} | {mean_spread(held_out)} | "
-                   f"{change} | {mean_spread([m['test_f1'] for m in metrics.values()])} |")
+                   f"{compared} | {change} | {mean_spread([m['test_f1'] for m in metrics.values()])} |")
     return out
 
 

@@ -120,11 +120,13 @@ def test_diagnostic_table_pairs_each_configuration_with_its_start():
         "release-anchors": [recipe_record("release-anchors", 66, 41.0), recipe_record("release-anchors", 68, 50.0)],
         "release+prior": [recipe_record("release+prior", 66, 47.0), recipe_record("release+prior", 67, 45.0)],
         "release+prior-d1": [recipe_record("release+prior-d1", 66, 46.0), recipe_record("release+prior-d1", 67, 47.0)],
+        # No `release+prior-d1-init` was measured: compared with `release+prior` (two changes undone).
+        "release+prior-d1-init-average": [recipe_record("release+prior-d1-init-average", 67, 44.0)],
     }
     table = diagnostic_table(runs)
     project_d1 = next(line for line in table if line.startswith("| project+d1 |"))
     # d1 switched to the release's 1024, everything else the project's; +3 and +1 at the two paired seeds.
-    assert project_d1.startswith("| project+d1 | 1024 | normal | positive | inside | 0 | 2 | 43.00 ± 0.00 | 2.00 ± 1.41 (2) |")
+    assert project_d1.startswith("| project+d1 | 1024 | normal | positive | inside | 0 | 2 | 43.00 ± 0.00 | project | 2.00 ± 1.41 (2) |")
     release_anchors = next(line for line in table if line.startswith("| release-anchors |"))
     # Only seed 66 is paired with `release`; the anchors go back to the project's Eq. 10 setting.
     assert "| 1024 | fan_in_uniform | positive | outside | 0 |" in release_anchors
