@@ -120,7 +120,7 @@ def test_diagnostic_table_pairs_each_configuration_with_its_start():
         "release-anchors": [recipe_record("release-anchors", 66, 41.0), recipe_record("release-anchors", 68, 50.0)],
         "release+prior": [recipe_record("release+prior", 66, 47.0), recipe_record("release+prior", 67, 45.0)],
         "release+prior-d1": [recipe_record("release+prior-d1", 66, 46.0), recipe_record("release+prior-d1", 67, 47.0)],
-        # No `release+prior-d1-init` was measured: compared with `release+prior` (two changes undone).
+        # No `release+prior-d1-init` was measured: compared with `release+prior-d1` (two changes undone).
         "release+prior-d1-init-average": [recipe_record("release+prior-d1-init-average", 67, 44.0)],
     }
     table = diagnostic_table(runs)
@@ -137,8 +137,10 @@ def test_diagnostic_table_pairs_each_configuration_with_its_start():
     assert "| 3.00 (1) |" in release_prior  # against `release`, seed 66 only
     # Compared with `release+prior` (its last change undone), not with `release`: -1 and +2.
     prior_d1 = next(line for line in table if line.startswith("| release+prior-d1 |"))
-    assert prior_d1.startswith("| release+prior-d1 | 768 | fan_in_uniform | all | outside | 4.6 | 2 | 46.50 ± 0.71 | 0.50 ± 2.12 (2) |")
+    assert prior_d1.startswith("| release+prior-d1 | 768 | fan_in_uniform | all | outside | 4.6 | 2 | 46.50 ± 0.71 | release+prior | 0.50 ± 2.12 (2) |")
     assert table.index(release_prior) < table.index(prior_d1)
+    combination = next(line for line in table if line.startswith("| release+prior-d1-init-average |"))
+    assert "| 768 | normal | all | inside | 4.6 | 1 | 44.00 | release+prior-d1 | -3.00 (1) |" in combination
 
 
 def test_same_recipe_summary_lists_every_seed_in_order():
