@@ -185,7 +185,8 @@ def _hyperparameters(training: dict[str, Any], model: dict[str, Any], config: di
         rows.append((name, value))
     for name in ("loss", "contrastive_temperature", "contrastive_weight", "gamma_pos", "gamma_neg", "use_entropy",
                  "use_contrastive", "contrastive_average", "contrastive_anchors", "negative_sample_ratio",
-                 "max_relations_per_pair", "pair_embedding_size", "head_init", "bilinear_block_size", "entity_marker", "window_length"):
+                 "max_relations_per_pair", "pair_embedding_size", "head_init", "relation_bias_init", "bilinear_block_size",
+                 "entity_marker", "window_length"):
         if config.get(name) is not None:
             rows.append((name, f"`{config[name]}`" if isinstance(config[name], str) else config[name]))
     encoder = config.get("encoder") or {}

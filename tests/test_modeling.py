@@ -155,6 +155,8 @@ def test_loss_is_the_objective_of_the_losses_module(generator):
         loss="pemscl",
         temperature=0.5,
         contrastive_weight=0.3,
+        contrastive_average=model.config.contrastive_average,
+        contrastive_anchors=model.config.contrastive_anchors,
     )
     torch.testing.assert_close(output.loss, terms["loss"])
     torch.testing.assert_close(output.loss, output.pmt_loss + output.entropy_loss + 0.3 * output.contrastive_loss)
@@ -272,11 +274,11 @@ def test_new_settings_are_validated_and_survive_save_and_reload(tmp_path):
     for name, value in (("head_init", "xavier"), ("contrastive_anchors", "na")):
         with pytest.raises(ValueError, match=name):
             tiny_config(**{name: value})
-    model = tiny_model(seed=2, head_init="fan_in_uniform", contrastive_anchors="all", contrastive_average="outside")
+    model = tiny_model(seed=2, head_init="fan_in_uniform", contrastive_anchors="positive", contrastive_average="outside")
     model.save_pretrained(tmp_path / "saved")
     reloaded = AutoModel.from_pretrained(tmp_path / "saved")
     config = reloaded.config
-    assert (config.head_init, config.contrastive_anchors, config.contrastive_average) == ("fan_in_uniform", "all", "outside")
+    assert (config.head_init, config.contrastive_anchors, config.contrastive_average) == ("fan_in_uniform", "positive", "outside")
     # Loading restores the trained weights; the init is not applied again.
     for (name, a), (_, b) in zip(model.named_parameters(), reloaded.named_parameters()):
         assert torch.equal(a, b), name
@@ -440,7 +442,8 @@ def test_each_config_loss_computes_that_loss(generator, kind):
         "atlop": lambda: atlop_loss(logits, labels).mean(),
         "bce": lambda: bce_loss(logits, labels).mean(),
         "pemscl": lambda: (pmt_loss(logits, labels) + entropy_loss(logits, labels)).mean()
-        + 0.3 * contrastive_loss(output.pair_embeddings, labels, 0.5).mean(),
+        + 0.3 * contrastive_loss(output.pair_embeddings, labels, 0.5, model.config.contrastive_average,
+                                 model.config.contrastive_anchors).mean(),
     }[kind]()
     torch.testing.assert_close(output.loss, expected)
     others = {name: fn(logits, labels).mean() for name, fn in (("atlop", atlop_loss), ("bce", bce_loss))}
@@ -555,3 +558,12 @@ def test_relation_bias_init_auto_is_log_of_the_number_of_relations(tmp_path):
     for bad in ("4.6", "log", True, float("nan")):
         with pytest.raises(ValueError, match="relation_bias_init"):
             tiny_config(relation_bias_init=bad)
+
+
+def test_defaults_are_the_held_out_choice():
+    """The defaults bench/recipe.py chose on the held-out split (README, "The paper as printed, or its released
+    code"): the paper's d1, head init and average, the release's anchors, and the NA prior."""
+    config = PemsclConfig()
+    assert (config.pair_embedding_size, config.head_init, config.contrastive_average) == (768, "normal", "inside")
+    assert config.contrastive_anchors == "all"
+    assert config.relation_bias_init == "auto" and config.relation_bias_offset() == pytest.approx(math.log(96))
