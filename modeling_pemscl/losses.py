@@ -140,15 +140,49 @@ def _rescaled_groups(embeddings: GroupedPairEmbeddings):
     return out
 
 
+class _GroupedDot(torch.autograd.Function):
+    """``S[a, n] = sum_g <head[rows[a], g], head[n, g]> * <tail[rows[a], g], tail[n, g]>``, one group at a time.
+
+    Autograd through batched Gram products would keep two [G, A, N] Grams and build two more in backward
+    (300 MB each for 2,500 pairs and every pair an anchor); here each group's Grams live only while that group
+    is processed and are recomputed in backward. With every row an anchor the Grams are symmetric, so the
+    gradient of each takes one product, ``(dG + dG^T) @ x``, instead of two.
+    """
+
+    @staticmethod
+    def forward(ctx, head, tail, rows):
+        head_rows = head if rows is None else head[rows]
+        tail_rows = tail if rows is None else tail[rows]
+        out = head.new_zeros(head_rows.shape[0], head.shape[0])
+        for g in range(head.shape[1]):
+            out.addcmul_(head_rows[:, g] @ head[:, g].T, tail_rows[:, g] @ tail[:, g].T)
+        ctx.save_for_backward(head, tail, rows)
+        ctx.every_row = rows is None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        head, tail, rows = ctx.saved_tensors
+        head_rows = head if ctx.every_row else head[rows]
+        tail_rows = tail if ctx.every_row else tail[rows]
+        grad_head, grad_tail = torch.zeros_like(head), torch.zeros_like(tail)
+        for g in range(head.shape[1]):
+            d_head_gram = grad * (tail_rows[:, g] @ tail[:, g].T)
+            d_tail_gram = grad * (head_rows[:, g] @ head[:, g].T)
+            for d_gram, x, x_rows, out in ((d_head_gram, head, head_rows, grad_head), (d_tail_gram, tail, tail_rows, grad_tail)):
+                if ctx.every_row:
+                    out[:, g] = (d_gram + d_gram.T) @ x[:, g]
+                else:
+                    out[:, g] = d_gram.T @ x_rows[:, g]
+                    out[:, g].index_add_(0, rows, d_gram @ x[:, g])
+        return grad_head, grad_tail, None
+
+
 def _grouped_dot(head: torch.Tensor, tail: torch.Tensor, rows: Optional[torch.Tensor]):
-    # [G, n_rows, K] @ [G, K, N] -> [G, n_rows, N], multiplied over head/tail, summed over groups.
-    h = head.transpose(0, 1)
-    t = tail.transpose(0, 1)
-    h_rows = h if rows is None else h[:, rows]
-    t_rows = t if rows is None else t[:, rows]
-    head_gram = torch.bmm(h_rows, h.transpose(1, 2))
-    tail_gram = torch.bmm(t_rows, t.transpose(1, 2))
-    return (head_gram * tail_gram).sum(dim=0)
+    """[n_rows, N] dot products of the factorized pair vectors (head/tail [N, G, K], float32)."""
+    if rows is not None and rows.dtype == torch.bool:
+        rows = rows.nonzero(as_tuple=True)[0]
+    return _GroupedDot.apply(head, tail, rows)
 
 
 def pair_dot(embeddings: PairEmbeddings, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -406,7 +440,9 @@ def contrastive_loss(
         return _zero_with_graph(n, *parts, device=device)
 
     with _autocast_off(device):
-        sim = pair_similarity(embeddings, anchors) / temperature  # [A, N]
+        # Every pair an anchor: all rows (the Gram products then take their symmetric, cheaper backward).
+        rows = None if anchors.numel() == n else anchors
+        sim = pair_similarity(embeddings, rows) / temperature  # [A, N]
         pos_f = positive.float()
         shared = (pos_f[anchors] @ pos_f.T) > 0  # [A, N], a relation in common
         not_self = torch.arange(n, device=device).unsqueeze(0) != anchors.unsqueeze(1)

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from modeling_pemscl.losses import _grouped_dot  # noqa: E402  (the factorized Gram products alone)
 from modeling_pemscl.losses import (
     GroupedPairEmbeddings,
     atlop_loss,
@@ -288,6 +289,34 @@ def test_contrastive_all_anchors_grouped_equals_materialized():
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
     fast.sum().backward()
     assert all(torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0 for t in grouped)
+    # Every row an anchor takes the symmetric gradient path: it equals the gradient through the pair vectors.
+    grad_head, grad_tail = grouped.head.grad.clone(), grouped.tail.grad.clone()
+    grouped.head.grad = grouped.tail.grad = None
+    contrastive_loss(grouped.materialize(), labels, 0.2, "outside", anchors="all").sum().backward()
+    torch.testing.assert_close(grad_head, grouped.head.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad_tail, grouped.tail.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [None, [3, 7, 7, 0], "mask"])
+def test_grouped_dot_and_its_gradient_equal_the_pair_vectors(rows):
+    """pair_dot on the factorized embeddings against x_a . x_b of the materialized vectors, in float64, for
+    every row, an index with a repeated row, and a boolean mask; any upstream gradient."""
+    gen = torch.Generator().manual_seed(3)
+    head = torch.randn(9, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    tail = torch.randn(9, 3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    if rows == "mask":
+        rows = torch.tensor([True, False, True, True, False, False, False, True, False])
+    elif rows is not None:
+        rows = torch.tensor(rows)
+    grouped = GroupedPairEmbeddings(head, tail)
+    x = grouped.materialize()
+    expected = x @ x.T if rows is None else x[rows] @ x.T
+    upstream = torch.randn(expected.shape, generator=gen, dtype=torch.float64)
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), (head, tail))
+    actual = _grouped_dot(head, tail, rows)
+    torch.testing.assert_close(actual, expected.detach(), rtol=1e-12, atol=1e-12)
+    for got, want in zip(torch.autograd.grad((actual * upstream).sum(), (head, tail)), expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_contrastive_inside_and_outside_agree_with_one_positive_example():
