@@ -1041,7 +1041,8 @@ def section_scaling(model, eager_model, tokenizer, vocab, data_dir, per_bucket: 
         buckets.append({
             "bucket": name, "docs": len(members), "tokens": mean("tokens"), "pairs": mean("pairs"),
             "pairs_range": [min(r["pairs"] for r in members), max(r["pairs"] for r in members)],
-            **{f"{kind}_s": mean(f"{kind}_s") for kind in STEP_KINDS},
+            # The scaling rows time no all-eager full model (`step_kinds` without `with_eager_full`).
+            **{f"{kind}_s": mean(f"{kind}_s") for kind in STEP_KINDS if f"{kind}_s" in members[0]},
         })
         buckets[-1]["train_ratio"] = buckets[-1]["full_train_s"] / buckets[-1]["encoder_train_s"]
         buckets[-1]["infer_ratio"] = buckets[-1]["full_infer_s"] / buckets[-1]["encoder_infer_s"]

@@ -146,16 +146,18 @@ class _GroupedDot(torch.autograd.Function):
     Autograd through batched Gram products would keep two [G, A, N] Grams and build two more in backward
     (300 MB each for 2,500 pairs and every pair an anchor); here each group's Grams live only while that group
     is processed and are recomputed in backward. With every row an anchor the Grams are symmetric, so the
-    gradient of each takes one product, ``(dG + dG^T) @ x``, instead of two.
+    gradient of each takes one product, ``((dS + dS^T) * G_other) @ x``, instead of two.
     """
 
     @staticmethod
     def forward(ctx, head, tail, rows):
-        head_rows = head if rows is None else head[rows]
-        tail_rows = tail if rows is None else tail[rows]
-        out = head.new_zeros(head_rows.shape[0], head.shape[0])
-        for g in range(head.shape[1]):
-            out.addcmul_(head_rows[:, g] @ head[:, g].T, tail_rows[:, g] @ tail[:, g].T)
+        # [G, N, K], contiguous: every group's products then read dense [N, K] blocks.
+        head, tail = head.transpose(0, 1).contiguous(), tail.transpose(0, 1).contiguous()
+        head_rows = head if rows is None else head[:, rows]
+        tail_rows = tail if rows is None else tail[:, rows]
+        out = head.new_zeros(head_rows.shape[1], head.shape[1])
+        for g in range(head.shape[0]):
+            out.addcmul_(head_rows[g] @ head[g].T, tail_rows[g] @ tail[g].T)
         ctx.save_for_backward(head, tail, rows)
         ctx.every_row = rows is None
         return out
@@ -163,19 +165,23 @@ class _GroupedDot(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         head, tail, rows = ctx.saved_tensors
-        head_rows = head if ctx.every_row else head[rows]
-        tail_rows = tail if ctx.every_row else tail[rows]
+        head_rows = head if ctx.every_row else head[:, rows]
+        tail_rows = tail if ctx.every_row else tail[:, rows]
         grad_head, grad_tail = torch.zeros_like(head), torch.zeros_like(tail)
-        for g in range(head.shape[1]):
-            d_head_gram = grad * (tail_rows[:, g] @ tail[:, g].T)
-            d_tail_gram = grad * (head_rows[:, g] @ head[:, g].T)
-            for d_gram, x, x_rows, out in ((d_head_gram, head, head_rows, grad_head), (d_tail_gram, tail, tail_rows, grad_tail)):
-                if ctx.every_row:
-                    out[:, g] = (d_gram + d_gram.T) @ x[:, g]
-                else:
-                    out[:, g] = d_gram.T @ x_rows[:, g]
-                    out[:, g].index_add_(0, rows, d_gram @ x[:, g])
-        return grad_head, grad_tail, None
+        # Every row: the Grams are symmetric, so (dS * G) + (dS * G)^T = (dS + dS^T) * G, one product per Gram.
+        symmetric_grad = grad + grad.T if ctx.every_row else None
+        for g in range(head.shape[0]):
+            head_gram = head_rows[g] @ head[g].T
+            tail_gram = tail_rows[g] @ tail[g].T
+            if ctx.every_row:
+                torch.mm(symmetric_grad * tail_gram, head[g], out=grad_head[g])
+                torch.mm(symmetric_grad * head_gram, tail[g], out=grad_tail[g])
+                continue
+            for d_gram, x, x_rows, out in ((grad * tail_gram, head, head_rows, grad_head),
+                                           (grad * head_gram, tail, tail_rows, grad_tail)):
+                torch.mm(d_gram.T, x_rows[g], out=out[g])
+                out[g].index_add_(0, rows, d_gram @ x[g])
+        return grad_head.transpose(0, 1), grad_tail.transpose(0, 1), None
 
 
 def _grouped_dot(head: torch.Tensor, tail: torch.Tensor, rows: Optional[torch.Tensor]):
