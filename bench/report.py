@@ -456,7 +456,8 @@ def config_factors(name: str) -> dict[str, str]:
 def compared_configuration(name: str, measured=None) -> str:
     """What a configuration is compared with: itself without its last change (`release+prior-d1` ->
     `release+prior`, `project+d1` -> `project`); with `measured` (names that have runs), without as many of its
-    last changes as it takes to reach a measured one (`release+prior-d1-init-average` -> `release+prior`)."""
+    last changes as it takes to reach a measured one (`release+prior-d1-init-average` -> `release+prior-d1` when
+    no `release+prior-d1-init` ran)."""
     start, modifiers = config_modifiers(name)
     for kept in range(len(modifiers) - 1, -1, -1):
         candidate = start + "".join(modifiers[:kept])
@@ -593,8 +594,8 @@ def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict[str, di
                 "The change is paired by seed against `default`.", "",
                 "| configuration | seeds | test F1 | test Ign F1 | train runtime (s; torch threads) | change in test F1 vs `default` |",
                 "|---|---|---|---|---|---|"]
-        by_seed = {s: f for s, f in zip(same_recipe["default"]["seeds"], same_recipe["default"]["test_f1"])} \
-            if "default" in same_recipe else {}
+        default = same_recipe.get("default")
+        by_seed = dict(zip(default["seeds"], default["test_f1"])) if default else {}
         for config, entry in same_recipe.items():
             paired = [f - by_seed[s] for s, f in zip(entry["seeds"], entry["test_f1"]) if s in by_seed]
             change = "-" if config == "default" or not paired else f"{mean_spread(paired)} ({len(paired)})"
