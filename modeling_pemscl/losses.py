@@ -159,21 +159,21 @@ class _GroupedDot(torch.autograd.Function):
         for g in range(head.shape[0]):
             out.addcmul_(head_rows[g] @ head[g].T, tail_rows[g] @ tail[g].T)
         ctx.save_for_backward(head, tail, rows)
-        ctx.every_row = rows is None
         return out
 
     @staticmethod
     def backward(ctx, grad):
         head, tail, rows = ctx.saved_tensors
-        head_rows = head if ctx.every_row else head[:, rows]
-        tail_rows = tail if ctx.every_row else tail[:, rows]
+        every_row = rows is None
+        head_rows = head if every_row else head[:, rows]
+        tail_rows = tail if every_row else tail[:, rows]
         grad_head, grad_tail = torch.zeros_like(head), torch.zeros_like(tail)
         # Every row: the Grams are symmetric, so (dS * G) + (dS * G)^T = (dS + dS^T) * G, one product per Gram.
-        symmetric_grad = grad + grad.T if ctx.every_row else None
+        symmetric_grad = grad + grad.T if every_row else None
         for g in range(head.shape[0]):
             head_gram = head_rows[g] @ head[g].T
             tail_gram = tail_rows[g] @ tail[g].T
-            if ctx.every_row:
+            if every_row:
                 torch.mm(symmetric_grad * tail_gram, head[g], out=grad_head[g])
                 torch.mm(symmetric_grad * head_gram, tail[g], out=grad_tail[g])
                 continue

@@ -1,5 +1,7 @@
 """bench/recipe.py: every diagnostic configuration trains what its name (and the report's reading of it) says."""
 
+from types import SimpleNamespace
+
 import pytest
 
 import run_docre
@@ -29,8 +31,7 @@ def test_diagnostic_configuration_sets_the_factors_its_name_says(name, tmp_path)
 
 
 def test_same_recipe_jobs_use_the_whole_training_file_and_no_evaluation(tmp_path):
-    flags = job_flags("same_recipe", "default", 66, type("Args", (), {"model_name_or_path": "encoder",
-                                                                      "data_dir": tmp_path})())
+    flags = job_flags("same_recipe", "default", 66, SimpleNamespace(model_name_or_path="encoder", data_dir=tmp_path))
     _, data_args, training_args = run_docre.parse_arguments(flags + ["--output_dir", str(tmp_path)])
     assert data_args.validation_split_size in (None, 0)
     assert training_args.eval_strategy == "no" and training_args.seed == 66

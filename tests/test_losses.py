@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from modeling_pemscl.losses import _grouped_dot  # noqa: E402  (the factorized Gram products alone)
 from modeling_pemscl.losses import (
     GroupedPairEmbeddings,
+    _grouped_dot,
     atlop_loss,
     bce_loss,
     binary_entropy_from_logits,
@@ -299,7 +299,7 @@ def test_contrastive_all_anchors_grouped_equals_materialized():
 
 @pytest.mark.parametrize("rows", [None, [3, 7, 7, 0], "mask"])
 def test_grouped_dot_and_its_gradient_equal_the_pair_vectors(rows):
-    """pair_dot on the factorized embeddings against x_a . x_b of the materialized vectors, in float64, for
+    """The factorized Gram products against x_a . x_b of the materialized vectors, in float64, for
     every row, an index with a repeated row, and a boolean mask; any upstream gradient."""
     gen = torch.Generator().manual_seed(3)
     head = torch.randn(9, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
