@@ -108,7 +108,7 @@ PLATEAU_FIXES = {
 }
 # With the start's gradient storm gone, which of the release's settings still carry F1? One factor at a time back
 # to the paper's setting, from `release+prior` (d1 = 1024 also costs 25% more per training step on the densest
-# bench batch: bench/speed.py, section pair_size).
+# bench batch: bench/speed.py, section settings).
 PLATEAU_FIXES.update({
     f"release+prior-{factor}": configuration(RELEASE, (factor,), relation_bias_init=NA_PRIOR) for factor in FACTORS
 })

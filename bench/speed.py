@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed benchmark of PEMSCL on MiniLM-L6 (CPU): what the pair head and the PEMSCL losses cost on top of the encoder.
 
-    python bench/speed.py                 # full run (about 25 minutes on 2 otherwise idle cores)
+    python bench/speed.py                 # full run (about 50 minutes on 2 otherwise idle cores)
     python bench/speed.py --only epoch    # the end-to-end section alone (whole splits)
     python bench/speed.py --quick         # smoke run: 1 batch, 1 repetition, 1 document per length bucket
 
@@ -26,6 +26,8 @@ model itself runs `encoder_attention="sdpa"` (SDPA layers, the last layer's prob
    representations, grouped bilinear, the loss alone and each loss term.
 5. bilinear: `GroupedBilinear` (chunked, never stores the pair vectors) vs `F.linear` on the materialized
    49,152-dimensional pair vectors, for the pair count of the first batch.
+   settings: the batches' step ratios with other head settings (`HEAD_SETTINGS`: the released code's d1 = 1024,
+   Eq. 10's positive anchors), fp32, against the same encoder baseline.
 6. unlabeled: end-to-end inference (collate + forward + decoding) on DocRED's unlabeled test documents.
 7. scaling: single documents bucketed by token length (< 256, 256-512, 512-768, > 768; the last bucket is made of
    2 concatenated real documents, which exercises the sliding windows) and spread over their pair counts;
@@ -35,7 +37,7 @@ model itself runs `encoder_attention="sdpa"` (SDPA layers, the last layer's prob
    (length-sorted batches of `--eval_batch_size`, collation and decoding included), each step next to the eager
    encoder alone on the same batch, fp32 and bf16 interleaved: documents/s, the step ratio averaged over every
    batch, forward FLOPs (`torch.utils.flop_counter`); then `DocRETrainer.predict` on the whole split with its peak
-   memory. About 15 minutes on 2 idle cores; `--only epoch` reruns it alone and keeps the other sections.
+   memory. About 35 minutes on 2 idle cores; `--only epoch` reruns it alone and keeps the other sections.
 
 The machine is assumed noisy: every comparison is measured side by side in the same loop (steps of each kind
 alternate, the order rotates every repetition) and summarized by the median (the minimum is also kept). Ratios
@@ -330,41 +332,47 @@ def section_batches(model, eager_model, batches: list[dict], repeats: int, resul
     return aggregate_batches(per_batch)
 
 
-PAIR_EMBEDDING_SIZES = (768, 1024)  # ATLOP's d1 (the paper as printed) and the released code's
+# Head settings whose step cost differs (each against the same eager encoder baseline): the defaults, the released
+# code's d1 (the bilinear's fan-in d1 * k grows with d1), and Eq. 10's positive anchors as printed (the default
+# all-pair anchors make the contrastive similarity [pairs, pairs] instead of [positive pairs, pairs]).
+HEAD_SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "pair_embedding_size=1024": {"pair_embedding_size": 1024},
+    "contrastive_anchors=positive": {"contrastive_anchors": "positive"},
+}
 
 
-def section_pair_size(vocab, eager_model, batches: list[dict], repeats: int) -> dict:
-    """The step ratios at d1 = 768 and d1 = 1024 (the bilinear's fan-in d1 * k grows with d1), fp32, the same
-    batches and the same eager encoder baseline, every step interleaved."""
-    log(f"\n== pair_size: full / encoder-only step at d1 = {' and '.join(map(str, PAIR_EMBEDDING_SIZES))}, fp32 ==")
-    models = {size: load_model(vocab, pair_embedding_size=size) for size in PAIR_EMBEDDING_SIZES}
-    totals = {f"{kind}/{size}": 0.0 for kind in ("full_train", "full_infer") for size in PAIR_EMBEDDING_SIZES}
+def section_settings(vocab, eager_model, batches: list[dict], repeats: int) -> dict:
+    """The step ratios of each of `HEAD_SETTINGS`, fp32, on the same batches against the same eager encoder
+    baseline, every step interleaved."""
+    log(f"\n== settings: full / encoder-only step with {', '.join(HEAD_SETTINGS)}, fp32 ==")
+    models = {name: load_model(vocab, **overrides) for name, overrides in HEAD_SETTINGS.items()}
+    totals = {f"{kind}/{name}": 0.0 for kind in ("full_train", "full_infer") for name in HEAD_SETTINGS}
     totals.update({"encoder_train": 0.0, "encoder_infer": 0.0})
     per_batch = []
     for batch in batches:
         steps = {}
-        for size, model in models.items():
+        for name, model in models.items():
             kinds = step_kinds(model, eager_model, batch, "fp32")
-            steps[f"full_train/{size}"], steps[f"full_infer/{size}"] = kinds["full_train"], kinds["full_infer"]
+            steps[f"full_train/{name}"], steps[f"full_infer/{name}"] = kinds["full_train"], kinds["full_infer"]
         steps["encoder_train"], steps["encoder_infer"] = kinds["encoder_train"], kinds["encoder_infer"]
         seconds, _ = interleaved(steps, repeats)
-        medians = {name: statistics.median(values) for name, values in seconds.items()}
-        for name in totals:
-            totals[name] += medians[name]
+        medians = {step: statistics.median(values) for step, values in seconds.items()}
+        for step in totals:
+            totals[step] += medians[step]
         entry = {"pairs": int(batch["hts"].shape[0])}
-        for size in PAIR_EMBEDDING_SIZES:
-            entry[str(size)] = {"train_ratio": medians[f"full_train/{size}"] / medians["encoder_train"],
-                                "infer_ratio": medians[f"full_infer/{size}"] / medians["encoder_infer"]}
+        for name in HEAD_SETTINGS:
+            entry[name] = {"train_ratio": medians[f"full_train/{name}"] / medians["encoder_train"],
+                           "infer_ratio": medians[f"full_infer/{name}"] / medians["encoder_infer"]}
         per_batch.append(entry)
-    out = {"batches": per_batch}
-    for size in PAIR_EMBEDDING_SIZES:
-        out[str(size)] = {"train_ratio": totals[f"full_train/{size}"] / totals["encoder_train"],
-                          "infer_ratio": totals[f"full_infer/{size}"] / totals["encoder_infer"],
-                          "max_batch_train_ratio": max(entry[str(size)]["train_ratio"] for entry in per_batch),
-                          "max_batch_infer_ratio": max(entry[str(size)]["infer_ratio"] for entry in per_batch)}
-        log(f"  d1 = {size}: training x{out[str(size)]['train_ratio']:.2f} (worst batch "
-            f"x{out[str(size)]['max_batch_train_ratio']:.2f}), inference x{out[str(size)]['infer_ratio']:.2f} "
-            f"(worst x{out[str(size)]['max_batch_infer_ratio']:.2f})")
+    out = {"flags": HEAD_SETTINGS, "batches": per_batch}
+    for name in HEAD_SETTINGS:
+        out[name] = {"train_ratio": totals[f"full_train/{name}"] / totals["encoder_train"],
+                     "infer_ratio": totals[f"full_infer/{name}"] / totals["encoder_infer"],
+                     "max_batch_train_ratio": max(entry[name]["train_ratio"] for entry in per_batch),
+                     "max_batch_infer_ratio": max(entry[name]["infer_ratio"] for entry in per_batch)}
+        log(f"  {name}: training x{out[name]['train_ratio']:.2f} (worst batch x{out[name]['max_batch_train_ratio']:.2f}), "
+            f"inference x{out[name]['infer_ratio']:.2f} (worst x{out[name]['max_batch_infer_ratio']:.2f})")
     for model in models.values():
         model.zero_grad(set_to_none=True)
     return out
@@ -825,6 +833,17 @@ def section_epoch(model, eager_model, tokenizer, vocab, args) -> dict:
             f"encoder step: mean over batches x{row['mean_batch_ratio']:.2f}, of the sums x{row['ratio_of_sums']:.2f}, "
             f"worst batch x{row['max_batch_ratio']:.2f}")
 
+    out["infer"] = epoch_inference(model, eager_model, tokenizer, vocab, args)
+    out["trainer_predict"] = trainer_predict(model, tokenizer, args)
+    return out
+
+
+def epoch_inference(model, eager_model, tokenizer, vocab, args) -> dict:
+    """The epoch section's inference part: every document of `--epoch_test_file` in length-sorted batches
+    (collation and decoding included), next to the eager encoder alone on the same batches, fp32 and bf16."""
+    from tqdm.auto import tqdm
+
+    collator = DataCollatorForDocRE(tokenizer)
     test, chunks = inference_chunks(model, tokenizer, vocab, args)
     test_lengths = [len(feature["input_ids"]) for feature in test]
     model.eval(), eager_model.eval()
@@ -832,6 +851,7 @@ def section_epoch(model, eager_model, tokenizer, vocab, args) -> dict:
     def full(precision, members):
         def run():  # collate + forward + decoding, as the pipeline and the Trainer's prediction step do
             batch = collator([test[i] for i in members])
+            batch.pop("labels", None)  # both drop the labels: no loss (whose all-pair contrastive term is [P, P])
             with torch.no_grad(), autocast(precision):
                 return int(model(**batch, return_predictions=True).predictions[:, 1:].sum())
         return run
@@ -854,22 +874,21 @@ def section_epoch(model, eager_model, tokenizer, vocab, args) -> dict:
         for name in infer_totals:
             infer_totals[name] += seconds[name][0]
     gflop = inference_gflop(model, eager_model, collator, test, chunks)
-    out["infer"] = {"file": args.epoch_test_file, "docs": len(test), "batch_size": args.eval_batch_size,
+    out = {"file": args.epoch_test_file, "docs": len(test), "batch_size": args.eval_batch_size,
                     "tokens": sum(test_lengths), "pairs": sum(len(feature["hts"]) for feature in test),
                     "forward_gflop": gflop}
     for precision in PRECISIONS:
         full_s, encoder_s = infer_totals[f"{precision}/full_infer"], infer_totals[f"{precision}/encoder_infer"]
-        out["infer"][precision] = {"docs_per_s": len(test) / full_s, "encoder_docs_per_s": len(test) / encoder_s,
+        out[precision] = {"docs_per_s": len(test) / full_s, "encoder_docs_per_s": len(test) / encoder_s,
                                    "seconds": full_s, "ratio_of_sums": full_s / encoder_s,
                                    "full_gflop_per_s": gflop["full"] / full_s}
     log(f"inference: {len(test)} docs in {len(chunks)} length-sorted batches of {args.eval_batch_size}; forward FLOPs "
         f"{gflop['full']:.0f} GFLOP (eager encoder {gflop['encoder']:.0f})")
     for precision in PRECISIONS:
-        row = out["infer"][precision]
+        row = out[precision]
         log(f"  {precision}: {row['docs_per_s']:.2f} docs/s (eager encoder alone {row['encoder_docs_per_s']:.2f}, "
             f"x{row['ratio_of_sums']:.2f}); {row['full_gflop_per_s']:.1f} GFLOP/s")
 
-    out["trainer_predict"] = trainer_predict(model, tokenizer, args)
     return out
 
 
@@ -1201,7 +1220,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epoch_test_file", default="re-docred/test_revised.json")
     parser.add_argument("--eval_batch_size", type=int, default=8, help="inference batch size of the epoch section")
     parser.add_argument("--only", nargs="*", default=None, help="run only these sections (e.g. epoch; parts of the epoch section alone, the rest of "
-                             "it kept: trainer_predict (timed, needs an idle machine), epoch_flops (counted))")
+                             "it kept: epoch_infer and trainer_predict (timed, need an idle machine), epoch_flops (counted))")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 batch, 1 repetition, 1 document per bucket, 4 unlabeled documents; "
                              "writes speed_quick.json / speed_scaling_quick.png")
@@ -1283,8 +1302,8 @@ def main(argv=None) -> dict:
         results.section("breakdown", section_breakdown(model, eager_model, batches[0], args.repeats))
     if wanted("bilinear"):
         results.section("bilinear", section_bilinear(model, batches[0], args.repeats))
-    if wanted("pair_size"):
-        results.section("pair_size", section_pair_size(vocab, eager_model, batches, args.repeats))
+    if wanted("settings"):
+        results.section("settings", section_settings(vocab, eager_model, batches, args.repeats))
     if args.unlabeled_docs > 0 and wanted("unlabeled"):
         unlabeled = section_unlabeled(model, tokenizer, vocab, args.data_dir, args.unlabeled_docs, args.batch_size)
         results.section("unlabeled", unlabeled)
@@ -1295,8 +1314,10 @@ def main(argv=None) -> dict:
         ))
     if args.epoch_documents >= 0 and wanted("epoch"):
         results.section("epoch", section_epoch(model, eager_model, tokenizer, vocab, args))
-    elif args.epoch_documents >= 0 and (wanted("trainer_predict") or wanted("epoch_flops")):  # parts of it alone
+    elif args.epoch_documents >= 0 and any(map(wanted, ("epoch_infer", "trainer_predict", "epoch_flops"))):  # parts alone
         epoch = dict(results.data.get("epoch", {}))
+        if wanted("epoch_infer"):
+            epoch["infer"] = epoch_inference(model, eager_model, tokenizer, vocab, args)
         if wanted("epoch_flops"):
             epoch = recount_epoch_flops(model, eager_model, tokenizer, vocab, args, epoch)
         if wanted("trainer_predict"):

@@ -215,7 +215,8 @@ def test_speed_verdicts_judge_issue_16_targets_from_the_measurements():
         ],
         "epoch": {
             "train": {"docs": 500, "fp32": {"docs_per_s": 5.0, "encoder_docs_per_s": 8.0}},
-            "infer": {"docs": 500, "fp32": {"encoder_docs_per_s": 30.0}, "forward_gflop": {"encoder": 100.0, "full": 150.0}},
+            "infer": {"docs": 500, "fp32": {"docs_per_s": 20.0, "encoder_docs_per_s": 30.0},
+                      "forward_gflop": {"encoder": 100.0, "full": 150.0}},
             "trainer_predict": {"fp32": {"docs_per_s": 18.0}, "bf16": {"docs_per_s": 21.0}},
         },
     }
@@ -228,6 +229,43 @@ def test_speed_verdicts_judge_issue_16_targets_from_the_measurements():
     assert "300 s projected" in training and "; met." in training and "would take 188 s on this machine." in training
     prediction = next(line for line in lines if "DocRETrainer.predict" in line)
     assert "18.00 docs/s fp32, 21.00 docs/s bf16 (target 20): met." in prediction
-    assert "1.50x its FLOPs" in prediction
+    assert "counts 1.50x its FLOPs and takes 1.50x its time: the head computes at the encoder's rate." in prediction
+    faster = {"epoch": {**speed["epoch"], "infer": {**speed["epoch"]["infer"], "fp32": {"docs_per_s": 25.0,
+                                                                                      "encoder_docs_per_s": 30.0}}}}
+    prediction = next(line for line in speed_verdicts(faster) if "DocRETrainer.predict" in line)
+    assert "counts 1.50x its FLOPs and takes 1.20x its time." in prediction
     slow = {"epoch": {**speed["epoch"], "trainer_predict": {"fp32": {"docs_per_s": 8.0}}}}
     assert any("(target 20): missed." in line for line in speed_verdicts(slow))
+
+
+def test_a_missed_training_cap_says_where_the_densest_step_goes():
+    from bench.report import speed_verdicts
+
+    def part(seconds):
+        return {"median_s": seconds}
+
+    speed = {
+        "batches_per_batch": [{"shape": {"pairs": 2494}, "fp32": {"train_ratio": 2.9, "infer_ratio": 1.9}}],
+        "breakdown": {"fp32": {"train/full": part(3.1), "train/encoder": part(1.12), "train/bilinear": part(0.84),
+                               "train/loss.contrastive": part(1.01)}},
+        "settings": {"contrastive_anchors=positive": {"max_batch_train_ratio": 1.77}},
+    }
+    line = next(line for line in speed_verdicts(speed) if "densest batch" in line)
+    assert "training 2.90x fp32 (cap 1.8x)" in line and "above a cap." in line
+    assert "Of its 3.10 s, the encoder takes 1.12 s, the grouped bilinear 0.84 s and the contrastive term 1.01 s" in line
+    assert "`--contrastive_anchors positive` (Eq. 10 as printed) the worst batch trains at 1.77x." in line
+    within = {**speed, "batches_per_batch": [{"shape": {"pairs": 2494}, "fp32": {"train_ratio": 1.7, "infer_ratio": 1.9}}]}
+    assert not any("contrastive term" in line for line in speed_verdicts(within))
+
+
+def test_settings_table_lists_each_head_setting_with_its_worst_batch():
+    from bench.report import settings_table
+
+    def ratios(train, worst_train, infer, worst_infer):
+        return {"train_ratio": train, "max_batch_train_ratio": worst_train, "infer_ratio": infer,
+                "max_batch_infer_ratio": worst_infer}
+
+    settings = {"flags": {"default": {}, "contrastive_anchors=positive": {"contrastive_anchors": "positive"}},
+                "default": ratios(2.1, 2.9, 1.6, 1.98), "contrastive_anchors=positive": ratios(1.5, 1.77, 1.6, 1.97)}
+    assert settings_table(settings)[2:] == ["| the defaults | 2.10x (2.90x) | 1.60x (1.98x) |",
+                                            "| `--contrastive_anchors positive` | 1.50x (1.77x) | 1.60x (1.97x) |"]
