@@ -269,3 +269,13 @@ def test_settings_table_lists_each_head_setting_with_its_worst_batch():
                 "default": ratios(2.1, 2.9, 1.6, 1.98), "contrastive_anchors=positive": ratios(1.5, 1.77, 1.6, 1.97)}
     assert settings_table(settings)[2:] == ["| the defaults | 2.10x (2.90x) | 1.60x (1.98x) |",
                                             "| `--contrastive_anchors positive` | 1.50x (1.77x) | 1.60x (1.97x) |"]
+
+
+def test_budget_summary_reads_the_flags_as_values():
+    from bench.report import budget_summary
+
+    flags = ["--num_train_epochs", "8.0", "--learning_rate", "5e-05", "--warmup_steps", "0.06", "--bf16",
+             "--use_cpu", "--relation_bias_init", "auto", "--per_device_train_batch_size", "4"]
+    assert budget_summary(flags) == {"num_train_epochs": 8, "learning_rate": 5e-05, "warmup_steps": 0.06, "bf16": True,
+                                     "use_cpu": True, "relation_bias_init": "auto", "per_device_train_batch_size": 4}
+    assert isinstance(budget_summary(flags)["num_train_epochs"], int)
