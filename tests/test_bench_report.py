@@ -279,3 +279,20 @@ def test_budget_summary_reads_the_flags_as_values():
     assert budget_summary(flags) == {"num_train_epochs": 8, "learning_rate": 5e-05, "warmup_steps": 0.06, "bf16": True,
                                      "use_cpu": True, "relation_bias_init": "auto", "per_device_train_batch_size": 4}
     assert isinstance(budget_summary(flags)["num_train_epochs"], int)
+
+
+def test_demo_verdict_reads_spread_and_time_with_the_threads_they_ran_on():
+    from bench.report import demo_summary, demo_verdict
+
+    def run(seed, f1, minutes, threads):
+        return {"seed": seed, "metrics": {"test_f1": f1}, "minutes": minutes, "torch_threads": threads}
+
+    demo = demo_summary({"default": [run(43, 44.0, 15.5, 2), run(42, 43.1, 14.0, 2), run(44, 44.4, 16.2, 2)]})
+    assert demo["seeds"] == [42, 43, 44] and demo["spread"] == 1.3
+    [line] = demo_verdict(demo)
+    assert "spread 1.30 (target at most 1.5, 3 seeds): holds; 16.2 minutes at most on 2 threads alone" in line
+    wide = demo_summary({"default": [run(42, 40.0, 25.0, 1), run(43, 44.0, 24.0, 1), run(44, 43.0, 24.5, 2)]})
+    [line] = demo_verdict(wide)
+    assert "spread 4.00" in line and ": missed;" in line and "with 1 thread beside another run" in line
+    assert "does not hold yet" in demo_verdict(demo_summary({"default": [run(42, 40.0, 15.0, 2)]}))[0]
+    assert demo_verdict(None) == []
