@@ -296,3 +296,29 @@ def test_demo_verdict_reads_spread_and_time_with_the_threads_they_ran_on():
     assert "spread 4.00" in line and ": missed;" in line and "with 1 thread beside another run" in line
     assert "does not hold yet" in demo_verdict(demo_summary({"default": [run(42, 40.0, 15.0, 2)]}))[0]
     assert demo_verdict(None) == []
+
+
+def test_decision_rule_ties_go_to_the_paper_and_the_most_paper_like_tie_is_chosen():
+    from bench.report import chosen_default, decision_rows
+
+    def runs(name, held_out):
+        return [recipe_record(name, seed, f1) for seed, f1 in zip((66, 67, 68), held_out)]
+
+    measured = {
+        "release+prior": runs("release+prior", [43.0, 46.0, 46.0]),
+        "release+prior-anchors": runs("release+prior-anchors", [38.0, 44.0, 45.0]),   # lower at every seed, -2.67
+        "release+prior-init": runs("release+prior-init", [41.0, 46.5, 44.0]),         # one seed higher: a tie
+        "release+prior-d1": runs("release+prior-d1", [42.9, 45.5, 45.2]),             # lower everywhere but -0.47
+        "release+prior-d1-average": runs("release+prior-d1-average", [42.0, 45.0, 44.5]),          # -1.17, all lower
+        "release+prior-d1-init-average": runs("release+prior-d1-init-average", [42.0, 45.0, 46.5]),
+    }
+    verdicts = {name: verdict for name, _, verdict in decision_rows(measured)}
+    assert verdicts == {"release+prior-d1": "tie", "release+prior-init": "tie", "release+prior-anchors": "costs F1",
+                        "release+prior-d1-average": "costs F1", "release+prior-d1-init-average": "tie"}
+    assert chosen_default(decision_rows(measured)) == "release+prior-d1-init-average"
+    # The most paper-like combination costs F1: the next one that is a tie wins.
+    measured["release+prior-d1-init-average"] = runs("release+prior-d1-init-average", [41.0, 44.0, 45.0])
+    assert chosen_default(decision_rows(measured)) == "release+prior-d1"
+    # While the most paper-like candidate has fewer than 3 seeds, nothing is chosen.
+    measured["release+prior-d1-init-average"] = runs("release+prior-d1-init-average", [42.9])
+    assert chosen_default(decision_rows(measured)) is None
