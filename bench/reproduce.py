@@ -56,7 +56,7 @@ ALIASES = {"drop50_pemscl_nls1.0": "drop50_pemscl"}
 # defaults chosen on the held-out split of issue 12), so that a row means the same whatever the defaults become.
 MODEL_SETTINGS = [
     "--pair_embedding_size", "768",
-    "--head_init", "normal",
+    "--head_init", "fan_in_uniform",
     "--contrastive_anchors", "all",
     "--contrastive_average", "inside",
     "--relation_bias_init", "auto",

@@ -33,12 +33,14 @@ class PemsclConfig(PreTrainedConfig):
         pair_embedding_size (`int`, defaults to 768):
             Size d1 of the head / tail representations z_h, z_t (Eq. 14). The paper does not print it; ATLOP
             uses 768; the released PEMSCL code uses 1024 (its `DocREModel` default, never overridden).
-        head_init (`str`, defaults to `"normal"`):
+        head_init (`str`, defaults to `"fan_in_uniform"`):
             Initialization of the new head layers (the two extractors of Eq. 14 and the bilinear W_o of
-            Eq. 15). `"normal"`: weights from normal(0, `encoder.initializer_range`), biases 0, as transformers
-            initializes new layers; `"fan_in_uniform"`: what `torch.nn.Linear` does by default, weights and
-            biases uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), as the released code (plain `nn.Linear` layers).
-            At fan-in d1 * k = 49,152 the bilinear then starts about 8x smaller (std 1/sqrt(3 * fan_in) = 0.0026).
+            Eq. 15). `"fan_in_uniform"`: what `torch.nn.Linear` does by default, weights and biases
+            uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), as the released code (plain `nn.Linear` layers); at fan-in
+            d1 * k = 49,152 the bilinear starts about 8x smaller than with `"normal"` (std 1/sqrt(3 * fan_in) =
+            0.0026). `"normal"`: weights from normal(0, `encoder.initializer_range`), biases 0, as transformers
+            initializes new layers (the paper does not say). The default was chosen on a held-out split: with
+            the other defaults, `"normal"` lowered held-out F1 at 3 of 3 seeds (-1.8 on average; bench/REPORT.md).
         relation_bias_init (`float` or `"auto"`, defaults to `"auto"`):
             Subtracted from the initial bias of every relation column (1..R) of the bilinear layer W_o (Eq. 15),
             so that relations start this far below the threshold logit (for `loss="bce"`, below 0): a prior that
@@ -109,7 +111,7 @@ class PemsclConfig(PreTrainedConfig):
     encoder: PreTrainedConfig | dict | None = None
     relation_names: dict | None = None
     pair_embedding_size: int = 768
-    head_init: str = "normal"
+    head_init: str = "fan_in_uniform"
     relation_bias_init: float | str = "auto"
     bilinear_block_size: int = 64
     entity_marker: str = "*"

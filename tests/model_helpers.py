@@ -28,9 +28,12 @@ def tiny_config(**overrides) -> PemsclConfig:
         bilinear_block_elements=200,  # several column blocks per group
         contrastive_temperature=0.5,
         contrastive_weight=0.3,
-        # Relation biases start at 0, not at the default NA prior: an untrained tiny model then predicts facts,
-        # which the tests of decoding and predictions compare. The prior's tests set it themselves.
+        # Relation biases start at 0, not at the default NA prior, and weights from normal(0, 0.02), not the default
+        # fan-in uniform (at this tiny fan-in, +-1/16): an untrained tiny model then scores every relation near the
+        # threshold and predicts facts, which the tests of decoding and predictions compare. The tests of the prior
+        # and of the initializations set them themselves.
         relation_bias_init=0.0,
+        head_init="normal",
     )
     settings.update(overrides)
     return PemsclConfig(**settings)

@@ -319,6 +319,9 @@ def test_decision_rule_ties_go_to_the_paper_and_the_most_paper_like_tie_is_chose
     # The most paper-like combination costs F1: the next one that is a tie wins.
     measured["release+prior-d1-init-average"] = runs("release+prior-d1-init-average", [41.0, 44.0, 45.0])
     assert chosen_default(decision_rows(measured)) == "release+prior-d1"
-    # While the most paper-like candidate has fewer than 3 seeds, nothing is chosen.
+    # While the most paper-like candidate has fewer than 3 seeds, all lower so far, nothing is chosen ...
     measured["release+prior-d1-init-average"] = runs("release+prior-d1-init-average", [42.9])
     assert chosen_default(decision_rows(measured)) is None
+    # ... but one seed that is not lower settles a tie: every seed would have to be lower to cost F1.
+    measured["release+prior-d1-init-average"] = runs("release+prior-d1-init-average", [42.0, 46.0])
+    assert chosen_default(decision_rows(measured)) == "release+prior-d1-init-average"
