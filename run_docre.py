@@ -178,6 +178,10 @@ def parse_arguments(argv: list[str] | None = None):
     if "--demo" in argv:
         argv = demo_arguments(argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    for action in parser._actions:  # `--help` shows this script's default (apply_training_defaults), not transformers'
+        if action.dest == "train_sampling_strategy":
+            action.default = "group_by_length"
+            action.help = "'group_by_length': batches of documents of similar length (less padding); 'random': uniform."
     if len(argv) == 1 and argv[0].endswith(".json"):
         model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
         model_args.passed_flags = passed_flags(argv)

@@ -283,7 +283,7 @@ def generate_model_card(
         "dataset_pretty": dataset_name,
         "base_model_sentence": base_sentence,
         "results_table": results_text,
-        "max_relations": config.get("max_relations_per_pair", 4),
+        "score_sentence": _score_sentence(config),
         "entity_marker": config.get("entity_marker", "*"),
         "annotation_note": annotation_note,
         "training_data": _training_data(data, dataset_name),
@@ -293,6 +293,19 @@ def generate_model_card(
         "dataset_citation": f"```bibtex\n{dataset_citation}\n```",
     }
     return Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
+
+
+def _score_sentence(config: Mapping) -> str:
+    """What `score` means and how relations are picked, for this model's loss and decoding settings."""
+    if config.get("loss") == "bce":
+        score = ("`score` is sigmoid(f_r), the logistic of the relation's logit (this model was trained with a "
+                 "binary cross-entropy loss, whose threshold is a global 0)")
+    else:
+        score = ("`score` is sigmoid(f_r - f_NA), the logistic of the relation's logit margin over the pair's "
+                 "threshold logit")
+    limit = config.get("max_relations_per_pair", 4)
+    most = f", at most {limit} per entity pair" if limit else " (no limit per entity pair)"
+    return f"{score}; a relation is predicted when its score is above 0.5{most}."
 
 
 __all__ = ["TEMPLATE_PATH", "generate_model_card", "read_results"]

@@ -323,3 +323,15 @@ def test_card_snippets_run_with_transformers_alone(tiny_run, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
     assert "SNIPPETS-OK transformers_modules" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def test_card_says_what_the_score_is_for_the_models_loss_and_limit(tmp_path):
+    """The card's `score` sentence follows the loss (bce has a global threshold) and the per-pair limit (0 = none)."""
+    def card_text(config):
+        return " ".join(generate_model_card(tmp_path, "org/x", model_config=config).split())
+
+    threshold = card_text({"loss": "pemscl", "max_relations_per_pair": 4})
+    assert "sigmoid(f_r - f_NA)" in threshold and "at most 4 per entity pair" in threshold
+    bce = card_text({"loss": "bce", "max_relations_per_pair": 0})
+    assert "sigmoid(f_r)," in bce and "f_NA" not in bce.split("`score`")[1].split(".")[0]
+    assert "no limit per entity pair" in bce and "at most 0" not in bce

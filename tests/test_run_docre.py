@@ -449,3 +449,15 @@ def test_relation_bias_init_flag_rejects_other_text(tmp_path):
     with pytest.raises(ValueError, match=r"--relation_bias_init 'log96': expected a number or 'auto'"):
         run_docre.parse_arguments(
             ["--model_name_or_path", "encoder", "--output_dir", str(tmp_path), "--relation_bias_init", "log96"])
+
+
+def test_command_line_default_sampling_is_group_by_length_and_help_says_so(capsys):
+    """The parsed default and `--help` agree with the script's default, not transformers' `random`."""
+    base = ["--model_name_or_path", "unused", "--output_dir", "unused", "--report_to", "none"]
+    assert run_docre.parse_arguments(base)[2].train_sampling_strategy == "group_by_length"
+    chosen = run_docre.parse_arguments(base + ["--train_sampling_strategy", "random"])
+    assert chosen[2].train_sampling_strategy == "random" and "train_sampling_strategy" in chosen[0].passed_flags
+    with pytest.raises(SystemExit):
+        run_docre.parse_arguments(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(default: group_by_length)" in help_text
