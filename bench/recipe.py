@@ -42,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.reproduce import DEFAULT_DATA, WORK, per_relation_counts, train_resumably  # noqa: E402
+from bench.reproduce import DEFAULT_DATA, WORK, Claim, per_relation_counts, train_resumably  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "recipe"
 SEEDS = (66, 67, 68)
@@ -155,35 +155,6 @@ def job_flags(stage: str, config: str, seed: int, args) -> list[str]:
         "--do_train", "--do_predict",
         "--seed", str(seed),
     ] + RECIPE_FLAGS + stage_flags(stage) + CONFIGURATIONS[config]
-
-
-class Claim:
-    """A job's claim file: held by one live process; a claim whose process is gone may be taken over."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                owner = int(self.path.read_text().strip() or 0)
-                os.kill(owner, 0)
-                return owner == os.getpid()
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                self.path.write_text(str(os.getpid()))  # the owner died (session ended): take it over
-                time.sleep(1.0)
-                return self.path.read_text().strip() == str(os.getpid())
-            except PermissionError:
-                return False
-        with os.fdopen(handle, "w") as file:
-            file.write(str(os.getpid()))
-        return True
-
-    def release(self):
-        self.path.unlink(missing_ok=True)
 
 
 def run_job(stage: str, config: str, seed: int, args) -> dict:

@@ -11,9 +11,10 @@ interrupted one continues from its last epoch checkpoint. Run it in several part
     python bench/report.py               # tables, plots and bench/REPORT.md
     python bench/reproduce.py --rows pemscl atlop --seeds 0 --epochs 4 --variant epochs4   # a diagnostic
 
-On 2 cores, two processes with one thread each (`OMP_NUM_THREADS=1`, disjoint `--rows` or `--seeds`) finish
-about 1.4x more rows per hour than one process with two threads (the thread count changes only the order of
-floating-point sums).
+On 2 cores, two processes with one thread each (`OMP_NUM_THREADS=1`) finish about 1.4x more rows per hour than
+one process with two threads (the thread count changes only the order of floating-point sums). Workers share
+the queue: each (row, seed) is claimed by one live process (a claim file beside its work folder), so the same
+command may run twice, a few seconds apart.
 """
 
 from __future__ import annotations
@@ -171,6 +172,35 @@ def row_work_dir(args, name: str, seed: int) -> Path:
     return (WORK / args.variant if args.variant else WORK) / f"{name}__seed{seed}"
 
 
+class Claim:
+    """A job's claim file: held by one live process; a claim whose process is gone may be taken over."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(self.path.read_text().strip() or 0)
+                os.kill(owner, 0)
+                return owner == os.getpid()
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                self.path.write_text(str(os.getpid()))  # the owner died (session ended): take it over
+                time.sleep(1.0)
+                return self.path.read_text().strip() == str(os.getpid())
+            except PermissionError:
+                return False
+        with os.fdopen(handle, "w") as file:
+            file.write(str(os.getpid()))
+        return True
+
+    def release(self):
+        self.path.unlink(missing_ok=True)
+
+
 def train_resumably(output_dir: Path, flags: list[str], label: str) -> dict:
     """`run_docre.main(flags + --output_dir)`, resumed from the newest complete checkpoint of `output_dir`.
 
@@ -263,14 +293,21 @@ def main(argv=None):
             if args.max_minutes is not None and (time.time() - started) / 60 > args.max_minutes:
                 print(f"--max_minutes {args.max_minutes} reached; rerun to continue.", flush=True)
                 return
-            print(f"[{name} seed {seed}] training", flush=True)
-            record = run_row(name, seed, args)
-            temporary = target.with_suffix(".tmp")
-            temporary.write_text(json.dumps(record, indent=1))
-            os.replace(temporary, target)
-            print(f"[{name} seed {seed}] test F1 {record['metrics'].get('test_f1')} in {record['minutes']} min", flush=True)
-            if not args.keep_work:
-                shutil.rmtree(row_work_dir(args, name, seed), ignore_errors=True)
+            claim = Claim(row_work_dir(args, name, seed).with_suffix(".claim"))
+            if not claim.acquire():  # another worker runs it
+                continue
+            try:
+                print(f"[{name} seed {seed}] training", flush=True)
+                record = run_row(name, seed, args)
+                temporary = target.with_suffix(".tmp")
+                temporary.write_text(json.dumps(record, indent=1))
+                os.replace(temporary, target)
+                print(f"[{name} seed {seed}] test F1 {record['metrics'].get('test_f1')} in {record['minutes']} min",
+                      flush=True)
+                if not args.keep_work:
+                    shutil.rmtree(row_work_dir(args, name, seed), ignore_errors=True)
+            finally:
+                claim.release()
 
 
 if __name__ == "__main__":

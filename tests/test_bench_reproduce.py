@@ -37,3 +37,51 @@ def test_rows_change_only_what_their_names_say(tmp_path):
     atlop, _, _ = parsed(main_budget_flags() + ROWS["atlop"], tmp_path)
     assert base.loss == "pemscl" and base.use_contrastive and not no_contrastive.use_contrastive
     assert atlop.loss == "atlop" and atlop.relation_bias_init == base.relation_bias_init
+
+
+def test_a_claim_is_held_by_one_live_process_and_taken_over_from_a_dead_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from bench.reproduce import Claim
+
+    claim = Claim(tmp_path / "queue" / "row__seed0.claim")
+    assert claim.acquire() and claim.path.read_text() == str(os.getpid())
+    assert claim.acquire()  # the owner may ask again
+    claim.release()
+    assert not claim.path.exists()
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        claim.path.write_text(str(other.pid))
+        assert not claim.acquire() and claim.path.read_text() == str(other.pid)
+    finally:
+        other.kill()
+        other.wait()
+    assert claim.acquire() and claim.path.read_text() == str(os.getpid())  # its owner is gone: taken over
+
+
+def test_workers_skip_the_rows_another_worker_holds(tmp_path, monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    import bench.reproduce as reproduce
+
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "rows")
+    monkeypatch.setattr(reproduce, "WORK", tmp_path / "work")
+    ran = []
+    monkeypatch.setattr(reproduce, "run_row", lambda name, seed, args: ran.append((name, seed)) or {
+        "metrics": {"test_f1": 1.0}, "minutes": 0.0})
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "work").mkdir()
+        (tmp_path / "work" / "atlop__seed0.claim").write_text(str(holder.pid))
+        reproduce.main(["--rows", "atlop", "pemscl", "--seeds", "0", "--model_name_or_path", "unused"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ran == [("pemscl", 0)]
+    assert json.loads((tmp_path / "rows" / "pemscl__seed0.json").read_text())["metrics"]["test_f1"] == 1.0
+    assert not (tmp_path / "work" / "pemscl__seed0.claim").exists()  # released when the row finished
