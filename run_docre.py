@@ -148,7 +148,7 @@ def demo_arguments(argv: list[str]) -> list[str]:
         "--validation_split_size", "50",
         "--output_dir", os.path.join("outputs", "demo"),
         "--do_train", "--do_eval", "--do_predict",
-        "--num_train_epochs", "3",  # under 20 minutes on 2 cores (bench/recipe.py demo)
+        "--num_train_epochs", "2",  # under 20 minutes on 2 cores, slow days included (bench/recipe.py demo)
         "--learning_rate", "5e-5",
         "--head_learning_rate", "3e-4",
         "--warmup_steps", "0.06",

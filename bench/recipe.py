@@ -157,6 +157,15 @@ def job_flags(stage: str, config: str, seed: int, args) -> list[str]:
     ] + RECIPE_FLAGS + stage_flags(stage) + CONFIGURATIONS[config]
 
 
+def demo_budget(flags: list[str]) -> list[str]:
+    """The flags `run_docre.py --demo` runs with (its defaults, then `flags`), without the machine's paths."""
+    import run_docre
+
+    expanded = run_docre.demo_arguments([flag for flag in flags if flag != "--demo"])
+    paths = {"--model_name_or_path", "--train_file", "--test_file", "--output_dir", "--data_dir"}
+    return [flag for index, flag in enumerate(expanded) if flag not in paths and expanded[index - 1] not in paths]
+
+
 def run_job(stage: str, config: str, seed: int, args) -> dict:
     output_dir = WORK / "recipe" / stage / f"{config}__seed{seed}"
     record = {
@@ -164,7 +173,7 @@ def run_job(stage: str, config: str, seed: int, args) -> dict:
         "config": config,
         "seed": seed,
         "flags": CONFIGURATIONS[config],
-        "recipe": job_flags(stage, config, seed, args)[4:] if stage == "demo" else RECIPE_FLAGS + stage_flags(stage),
+        "recipe": demo_budget(job_flags(stage, config, seed, args)) if stage == "demo" else RECIPE_FLAGS + stage_flags(stage),
         **train_resumably(output_dir, job_flags(stage, config, seed, args), f"{stage} {config} seed {seed}"),
         "per_relation_test": per_relation_counts(output_dir / "predictions_test.json",
                                                  args.data_dir / "test_revised.json"),

@@ -36,3 +36,17 @@ def test_same_recipe_jobs_use_the_whole_training_file_and_no_evaluation(tmp_path
     assert data_args.validation_split_size in (None, 0)
     assert training_args.eval_strategy == "no" and training_args.seed == 66
     assert training_args.num_train_epochs == 3 and training_args.learning_rate == 5e-5
+
+
+def test_a_demo_record_carries_the_budget_the_demo_ran_with_and_no_paths(monkeypatch, tmp_path):
+    from bench.recipe import demo_budget
+
+    monkeypatch.setattr(run_docre, "demo_data_files", lambda data_dir: (f"{data_dir}/dev.json", f"{data_dir}/test.json"))
+    flags = job_flags("demo", "default", 43, SimpleNamespace(data_dir=tmp_path))
+    budget = demo_budget(flags)
+    assert not any(str(tmp_path) in flag or "minilm" in flag.lower() for flag in budget)
+    _, _, training_args = run_docre.parse_arguments(["--model_name_or_path", "m", "--output_dir", "o"] + budget)
+    _, _, demo_args = run_docre.parse_arguments(flags)
+    for name in ("num_train_epochs", "learning_rate", "per_device_train_batch_size", "seed", "eval_strategy"):
+        assert getattr(training_args, name) == getattr(demo_args, name), name
+    assert training_args.seed == 43

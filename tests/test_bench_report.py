@@ -169,11 +169,28 @@ def test_same_recipe_summary_lists_every_seed_in_order():
 def test_demo_summary_reports_each_seed_and_the_spread():
     from bench.report import demo_summary
 
-    runs = {"default": [dict(record("demo", seed, f1, minutes=m), seed=seed, config="default", torch_threads=2)
+    from bench.report import current_demo_epochs
+
+    shipped = ["--num_train_epochs", current_demo_epochs(), "--seed", "42"]
+    runs = {"default": [dict(record("demo", seed, f1, minutes=m), seed=seed, config="default", torch_threads=2,
+                             recipe=shipped + ["--seed", str(seed)])
                         for seed, f1, m in ((43, 41.26, 14.0), (42, 40.004, 13.5), (44, 42.0, 15.1))]}
-    assert demo_summary(runs) == {"seeds": [42, 43, 44], "test_f1": [40.0, 41.26, 42.0], "spread": 2.0,
-                                  "minutes": [13.5, 14.0, 15.1], "torch_threads": [2, 2, 2]}
+    expected = {"seeds": [42, 43, 44], "test_f1": [40.0, 41.26, 42.0], "spread": 2.0, "minutes": [13.5, 14.0, 15.1],
+                "torch_threads": [2, 2, 2], "num_train_epochs": float(current_demo_epochs())}
+    assert demo_summary(runs) == expected
+    # A run of another demo budget is not one of the shipped demo's seeds.
+    older = dict(runs["default"][0], seed=45, recipe=["--num_train_epochs", "17", "--seed", "45"])
+    assert demo_summary({"default": runs["default"] + [older]}) == expected
     assert demo_summary({}) is None
+
+
+def test_the_shipped_demo_budget_is_read_from_run_docre(monkeypatch):
+    import run_docre
+    from bench.report import current_demo_epochs, flag_value
+
+    monkeypatch.setattr(run_docre, "demo_data_files", lambda data_dir: ("dev.json", "test.json"))
+    assert flag_value(run_docre.demo_arguments([]), "--num_train_epochs") == current_demo_epochs()
+    assert flag_value(["--seed", "1", "--seed", "2"], "--seed") == "2" and flag_value(["--seed"], "--seed") is None
 
 
 def test_epoch_table_projects_the_recipe_and_shows_each_precision():
@@ -285,12 +302,16 @@ def test_budget_summary_reads_the_flags_as_values():
 def test_demo_verdict_reads_spread_and_time_with_the_threads_they_ran_on():
     from bench.report import demo_summary, demo_verdict
 
+    from bench.report import current_demo_epochs
+
     def run(seed, f1, minutes, threads):
-        return {"seed": seed, "metrics": {"test_f1": f1}, "minutes": minutes, "torch_threads": threads}
+        return {"seed": seed, "metrics": {"test_f1": f1}, "minutes": minutes, "torch_threads": threads,
+                "recipe": ["--num_train_epochs", current_demo_epochs(), "--seed", str(seed)]}
 
     demo = demo_summary({"default": [run(43, 44.0, 15.5, 2), run(42, 43.1, 14.0, 2), run(44, 44.4, 16.2, 2)]})
     assert demo["seeds"] == [42, 43, 44] and demo["spread"] == 1.3
     [line] = demo_verdict(demo)
+    assert line.startswith(f"- `run_docre.py --demo` ({float(current_demo_epochs()):g} epochs): test F1 43.10 (seed 42)")
     assert "spread 1.30 (target at most 1.5, 3 seeds): holds; 16.2 minutes at most on 2 threads alone" in line
     wide = demo_summary({"default": [run(42, 40.0, 25.0, 1), run(43, 44.0, 24.0, 1), run(44, 43.0, 24.5, 2)]})
     [line] = demo_verdict(wide)
