@@ -733,8 +733,9 @@ def demo_verdict(demo: dict | None) -> list[str]:
         verdict = "does not hold yet"
     else:
         verdict = "holds" if demo["spread"] <= DEMO_SPREAD_TARGET else "missed"
-    line = (f"- `run_docre.py --demo` ({demo['num_train_epochs']:g} epochs): test F1 {runs}, spread {demo['spread']:.2f} (target at most "
-            f"{DEMO_SPREAD_TARGET}, 3 seeds): {verdict}; {max(demo['minutes']):.1f} minutes at most")
+    line = (f"- `run_docre.py --demo` ({demo['num_train_epochs']:g} epochs): test F1 {runs}, "
+            f"spread {demo['spread']:.2f} (target at most {DEMO_SPREAD_TARGET}, 3 seeds): {verdict}; "
+            f"{max(demo['minutes']):.1f} minutes at most")
     if alone:
         line += f" on 2 threads alone (target under {DEMO_MINUTES_TARGET})."
     else:
