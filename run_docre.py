@@ -173,6 +173,26 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
     return None
 
 
+def accelerator_available() -> bool:
+    """Whether PyTorch sees any accelerator (CUDA, ROCm, XPU, MPS, ...), not only the CPU."""
+    import torch
+
+    if hasattr(torch, "accelerator"):
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
+def bf16_requested(argv: list[str]) -> bool:
+    """`--bf16`, `--bf16 true` or `--bf16=true` (HfArgumentParser's spellings of a boolean flag)."""
+    for index, arg in enumerate(argv):
+        if arg == "--bf16":
+            following = argv[index + 1] if index + 1 < len(argv) else ""
+            return following.lower() not in ("false", "0", "no", "n", "f")
+        if arg.startswith("--bf16="):
+            return arg.split("=", 1)[1].lower() in ("true", "1", "yes", "y", "t")
+    return False
+
+
 def parse_arguments(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--demo" in argv:
@@ -183,9 +203,19 @@ def parse_arguments(argv: list[str] | None = None):
             action.default = "group_by_length"
             action.help = "'group_by_length': batches of documents of similar length (less padding); 'random': uniform."
     if len(argv) == 1 and argv[0].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
+        with open(os.path.abspath(argv[0]), encoding="utf-8") as handle:
+            settings = json.load(handle)
+        if settings.get("bf16") and not settings.get("use_cpu") and not accelerator_available():
+            settings["use_cpu"] = True
+            logger.warning("bf16 without a GPU: training on the CPU (use_cpu) under CPU bf16 autocast.")
+        model_args, data_args, training_args = parser.parse_dict(settings)
         model_args.passed_flags = passed_flags(argv)
         return model_args, data_args, training_args
+    if bf16_requested(argv) and "use_cpu" not in passed_flags(argv) and not accelerator_available():
+        # transformers refuses bf16 without a GPU unless use_cpu is given; with no accelerator at all the CPU is
+        # the only device, so say so for the user instead of failing (a GPU without bf16 still gets the error).
+        argv.append("--use_cpu")
+        logger.warning("--bf16 without a GPU: training on the CPU (--use_cpu) under CPU bf16 autocast.")
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if model_args.model_name_or_path is None:
         parser.error("--model_name_or_path is required (or --demo).")

@@ -1,6 +1,7 @@
 """`run_docre.main` end to end on a few Re-DocRED documents with a tiny random encoder: the files a run writes,
 agreement with the standalone scorer, evaluating the saved model, and resuming from a checkpoint."""
 
+import json
 import math
 import shutil
 import subprocess
@@ -461,3 +462,27 @@ def test_command_line_default_sampling_is_group_by_length_and_help_says_so(capsy
         run_docre.parse_arguments(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "(default: group_by_length)" in help_text
+
+
+@pytest.mark.parametrize("spelling", [["--bf16"], ["--bf16", "true"], ["--bf16=True"]])
+def test_bf16_without_an_accelerator_trains_on_the_cpu(spelling, tmp_path, monkeypatch):
+    """transformers refuses bf16 without a GPU unless `use_cpu` is given; with no accelerator the script adds it."""
+    monkeypatch.setattr(run_docre, "accelerator_available", lambda: False)
+    base = ["--model_name_or_path", "encoder", "--output_dir", str(tmp_path), "--report_to", "none"]
+    training_args = run_docre.parse_arguments(base + spelling)[2]
+    assert training_args.bf16 and training_args.use_cpu
+    assert not run_docre.parse_arguments(base + ["--bf16", "false"])[2].use_cpu
+    assert not run_docre.parse_arguments(base)[2].use_cpu
+    settings = tmp_path / "args.json"
+    settings.write_text(json.dumps({"model_name_or_path": "encoder", "output_dir": str(tmp_path), "bf16": True,
+                                    "report_to": "none"}))
+    from_json = run_docre.parse_arguments([str(settings)])[2]
+    assert from_json.bf16 and from_json.use_cpu
+
+
+def test_bf16_on_an_accelerator_without_bf16_keeps_transformers_error(tmp_path, monkeypatch):
+    """A GPU that lacks bf16 (V100, T4) must not be silently swapped for the CPU."""
+    monkeypatch.setattr(run_docre, "accelerator_available", lambda: True)
+    with pytest.raises(ValueError, match="bf16"):
+        run_docre.parse_arguments(["--model_name_or_path", "encoder", "--output_dir", str(tmp_path),
+                                   "--report_to", "none", "--bf16"])
