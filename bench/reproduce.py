@@ -223,6 +223,9 @@ def train_resumably(output_dir: Path, flags: list[str], label: str) -> dict:
         "minutes": round((time.time() - started) / 60, 2),
         # Wall time depends on it (rows may run two at a time with one thread each, see the docstring).
         "torch_threads": torch.get_num_threads(),
+        # The shared host differs between sessions (AVX512-BF16 on some days, AVX2 only on others).
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16": run_docre.cpu_computes_bf16_natively(),
         # The code this process imported (it may run several rows while the checkout moves on).
         "commit": PROCESS_COMMIT,
         "metrics": results,

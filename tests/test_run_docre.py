@@ -486,3 +486,15 @@ def test_bf16_on_an_accelerator_without_bf16_keeps_transformers_error(tmp_path, 
     with pytest.raises(ValueError, match="bf16"):
         run_docre.parse_arguments(["--model_name_or_path", "encoder", "--output_dir", str(tmp_path),
                                    "--report_to", "none", "--bf16"])
+
+
+@pytest.mark.parametrize("native, warned", [(False, True), (True, False), (None, False)])
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(native, warned, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(run_docre, "accelerator_available", lambda: False)
+    monkeypatch.setattr(run_docre, "cpu_computes_bf16_natively", lambda: native)
+    base = ["--model_name_or_path", "encoder", "--output_dir", str(tmp_path), "--report_to", "none"]
+    with caplog.at_level("WARNING", logger="run_docre"):
+        run_docre.warn_if_bf16_is_emulated(run_docre.parse_arguments(base + ["--bf16"])[2])
+        run_docre.warn_if_bf16_is_emulated(run_docre.parse_arguments(base)[2])  # fp32: never a warning
+    emulation_warnings = [r for r in caplog.records if "without bf16 instructions" in r.getMessage()]
+    assert len(emulation_warnings) == (1 if warned else 0)
