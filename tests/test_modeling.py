@@ -402,15 +402,15 @@ def test_overlapping_windows_average_like_a_window_by_window_reference(generator
 
 
 def test_grouped_bilinear_bf16_matches_fp32_at_real_size():
-    """2,500 pairs, d1 = 768, k = 64 (x has 49,152 dimensions), logits of order 1: under bf16 autocast the
+    """1,000 pairs, d1 = 768, k = 64 (x has 49,152 dimensions), logits of order 1: under bf16 autocast the
     forward and the gradients stay within bf16's relative precision of fp32."""
     generator = torch.Generator().manual_seed(0)
     layer = GroupedBilinear(768, 64, 97)
     torch.nn.init.normal_(layer.weight, std=0.02, generator=generator)
     torch.nn.init.normal_(layer.bias, std=0.1, generator=generator)
-    head = torch.tanh(torch.randn(2500, 12, 64, generator=generator)).requires_grad_(True)
-    tail = torch.tanh(torch.randn(2500, 12, 64, generator=generator)).requires_grad_(True)
-    upstream = torch.randn(2500, 97, generator=generator)
+    head = torch.tanh(torch.randn(1000, 12, 64, generator=generator)).requires_grad_(True)
+    tail = torch.tanh(torch.randn(1000, 12, 64, generator=generator)).requires_grad_(True)
+    upstream = torch.randn(1000, 97, generator=generator)
 
     def run(autocast):
         layer.zero_grad()
@@ -567,3 +567,29 @@ def test_defaults_are_the_held_out_choice():
     assert (config.pair_embedding_size, config.contrastive_average) == (768, "inside")
     assert (config.contrastive_anchors, config.head_init) == ("all", "fan_in_uniform")
     assert config.relation_bias_init == "auto" and config.relation_bias_offset() == pytest.approx(math.log(96))
+
+
+@pytest.mark.parametrize("encoder_attention", ["sdpa", "eager"])
+def test_gradient_checkpointing_recomputes_the_encoder_and_keeps_the_gradients(generator, encoder_attention):
+    """`supports_gradient_checkpointing`: `--gradient_checkpointing` must recompute every encoder layer in backward
+    (the memory saving) and give the gradients of the plain run (dropout is off in the tiny encoder)."""
+    model = tiny_model(encoder_attention=encoder_attention).train()
+    batch = make_batch([random_document(generator, 40, 4), random_document(generator, 30, 3)], generator=generator)
+    calls = []
+    for layer in model.encoder.encoder.layer:  # a submodule: transformers checkpoints a layer's forward, not its hooks
+        layer.intermediate.register_forward_hook(lambda module, args, output: calls.append(module))
+
+    def gradients():
+        model.zero_grad()
+        calls.clear()
+        model(**batch).loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}, len(calls)
+
+    plain, plain_calls = gradients()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed, checkpointed_calls = gradients()
+    layers = len(model.encoder.encoder.layer)
+    assert plain_calls == layers and checkpointed_calls == 2 * layers  # each layer runs again in backward
+    assert plain.keys() == checkpointed.keys() and len(plain) > 0
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
