@@ -1243,6 +1243,9 @@ def main(argv=None) -> dict:
     description = machine()
     label = machine_label(description)
     log(f"machine: {label}")
+    if "avx512_bf16" not in description["cpu_flags"] and "amx_bf16" not in description["cpu_flags"]:
+        log("WARNING: this CPU has no bf16 instructions: PyTorch emulates bf16, so every bf16 figure below runs many "
+            "times slower than fp32 and says nothing about bf16 on hardware that has it.")
 
     def wanted(section: str) -> bool:
         return args.only is None or section in args.only
