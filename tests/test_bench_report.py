@@ -5,6 +5,7 @@ import statistics
 from bench.report import (
     diagnostic_table,
     load_variants,
+    measured_recipe_verdicts,
     paired_difference,
     per_seed_table,
     recipe_sections,
@@ -347,3 +348,17 @@ def test_decision_rule_ties_go_to_the_paper_and_the_most_paper_like_tie_is_chose
     # ... but one seed that is not lower settles a tie: every seed would have to be lower to cost F1.
     measured["release+prior-d1-init-average"] = runs("release+prior-d1-init-average", [42.0, 46.0])
     assert chosen_default(decision_rows(measured)) == "release+prior-d1-init-average"
+
+
+def test_measured_recipe_verdict_compares_the_whole_run_with_the_release():
+    def timed(runtime, docs_per_s, cpu=None):
+        run = {"config": "default", "seed": 66, "torch_threads": 2,
+               "metrics": {"train_runtime": runtime, "test_samples_per_second": docs_per_s, "test_f1": 45.979}}
+        return run | ({"cpu_capability": cpu} if cpu else {})
+
+    [slow] = measured_recipe_verdicts({"default": [timed(1398.3, 5.02)]})
+    assert "`train_runtime` 1,398 s, 2.5x faster than the released code's 3,539 s (target at most 354 s: missed)" in slow
+    assert "5.0 docs/s including the scoring (target 20: missed); test F1 45.98." in slow
+    [fast] = measured_recipe_verdicts({"default": [timed(350.0, 21.0, cpu="AVX512")]})
+    assert "(target at most 354 s: met)" in fast and "(target 20: met)" in fast and "alone, CPU AVX512)" in fast
+    assert measured_recipe_verdicts({}) == []
