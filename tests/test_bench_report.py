@@ -6,6 +6,7 @@ from bench.report import (
     diagnostic_table,
     load_variants,
     measured_recipe_verdicts,
+    speed_defaults_f1_verdict,
     paired_difference,
     per_seed_table,
     recipe_sections,
@@ -362,3 +363,21 @@ def test_measured_recipe_verdict_compares_the_whole_run_with_the_release():
     [fast] = measured_recipe_verdicts({"default": [timed(350.0, 21.0, cpu="AVX512")]})
     assert "(target at most 354 s: met)" in fast and "(target 20: met)" in fast and "alone, CPU AVX512)" in fast
     assert measured_recipe_verdicts({}) == []
+
+
+def test_speed_defaults_verdict_pairs_seeds_and_bounds_by_the_standard_error():
+    def runs(config, f1s):
+        return [{"config": config, "seed": seed, "metrics": {"test_f1": f1}} for seed, f1 in zip((66, 67, 68), f1s)]
+
+    noisy = {"default": runs("default", [45.98, 46.02, 45.43]),
+             "default+eager_random": runs("default+eager_random", [46.74, 45.95, 46.23])}
+    [line] = speed_defaults_f1_verdict(noisy)
+    differences = [45.98 - 46.74, 46.02 - 45.95, 45.43 - 46.23]
+    bound = 2 * statistics.stdev(differences) / 3 ** 0.5
+    mean = statistics.fmean(differences)
+    assert f"{mean:+.2f} ± {statistics.stdev(differences):.2f} over 3 paired seeds (-0.76, +0.07, -0.80)" in line
+    assert f"within seed noise (twice the standard error of the mean: {bound:.2f})" in line
+    steady = {"default": runs("default", [45.0, 45.1, 44.9]),
+              "default+eager_random": runs("default+eager_random", [46.0, 46.2, 45.9])}
+    assert "outside seed noise" in speed_defaults_f1_verdict(steady)[0]
+    assert speed_defaults_f1_verdict({"default": noisy["default"]}) == []
