@@ -211,6 +211,9 @@ def warn_if_bf16_is_emulated(training_args: TrainingArguments) -> None:
                        "and training runs several times slower than fp32. Drop --bf16 on this machine.")
 
 
+BF16_ON_THE_CPU = "--bf16 without a GPU: training on the CPU (use_cpu) under CPU bf16 autocast."
+
+
 def parse_arguments(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--demo" in argv:
@@ -225,7 +228,7 @@ def parse_arguments(argv: list[str] | None = None):
             settings = json.load(handle)
         if settings.get("bf16") and not settings.get("use_cpu") and not accelerator_available():
             settings["use_cpu"] = True
-            logger.warning("bf16 without a GPU: training on the CPU (use_cpu) under CPU bf16 autocast.")
+            logger.warning(BF16_ON_THE_CPU)
         model_args, data_args, training_args = parser.parse_dict(settings)
         model_args.passed_flags = passed_flags(argv)
         return model_args, data_args, training_args
@@ -233,7 +236,7 @@ def parse_arguments(argv: list[str] | None = None):
         # transformers refuses bf16 without a GPU unless use_cpu is given; with no accelerator at all the CPU is
         # the only device, so say so for the user instead of failing (a GPU without bf16 still gets the error).
         argv.append("--use_cpu")
-        logger.warning("--bf16 without a GPU: training on the CPU (--use_cpu) under CPU bf16 autocast.")
+        logger.warning(BF16_ON_THE_CPU)
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if model_args.model_name_or_path is None:
         parser.error("--model_name_or_path is required (or --demo).")
