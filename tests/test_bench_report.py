@@ -6,11 +6,11 @@ from bench.report import (
     diagnostic_table,
     load_variants,
     measured_recipe_verdicts,
-    speed_defaults_f1_verdict,
     paired_difference,
     per_seed_table,
     recipe_sections,
     same_recipe_summary,
+    speed_defaults_f1_verdict,
     variant_sections,
     verdicts,
 )
