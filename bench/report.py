@@ -116,13 +116,16 @@ def save_figure(fig, path) -> None:
     plt.close(fig)
 
 
-def plot_sweep(rows, path):
+def plot_sweep(rows, path) -> bool:
     """Test F1 against the sampling ratio, one line per seed (seeds cover different ratios so far, and a
-    mean over unequal seed sets would mislead), with each seed's clean-label PEMSCL as a dashed line."""
+    mean over unequal seed sets would mislead), with each seed's clean-label PEMSCL as a dashed line.
+    Returns False (and writes nothing) before any dropped-label row has finished."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8.2, 3.8))
     seeds = sorted({r["seed"] for r in rows.get("drop50_pemscl_nls0.1", []) + rows.get("drop50_pemscl", [])})
+    if not seeds:
+        return False
+    fig, ax = plt.subplots(figsize=(8.2, 3.8))
     for index, seed in enumerate(seeds):
         color = f"C{index}"
         points = [(ratio, per_seed(rows, f"drop50_pemscl_nls{ratio}").get(seed)) for ratio in SWEEP]
@@ -143,11 +146,15 @@ def plot_sweep(rows, path):
     ax.set_title("Negative label sampling (cf. paper Figure 2)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     save_figure(fig, path)
+    return True
 
 
-def plot_frequency_f1(rows, path):
+def plot_frequency_f1(rows, path) -> bool:
+    """Test F1 of ATLOP and PEMSCL by training-frequency bucket. Returns False before either has a row."""
     import matplotlib.pyplot as plt
 
+    if "atlop" not in rows and "pemscl" not in rows:
+        return False
     frequencies = relation_frequencies()
     ranked = [r for r, _ in frequencies.most_common()]
     buckets = [("top 10", ranked[:10]), ("11-30", ranked[10:30]), ("31-60", ranked[30:60]), ("rest", ranked[60:])]
@@ -173,6 +180,7 @@ def plot_frequency_f1(rows, path):
     ax.set_title("F1 by relation frequency")
     ax.legend()
     save_figure(fig, path)
+    return True
 
 
 def plot_dev_curves(rows, variants: dict[str, dict], path) -> bool:
@@ -207,9 +215,12 @@ def plot_dev_curves(rows, variants: dict[str, dict], path) -> bool:
     return True
 
 
-def plot_margins(rows, path):
+def plot_margins(rows, path) -> bool:
+    """Histograms of f_r - f_NA on test pairs (Figure 3's quantity). Returns False before any row kept them."""
     import matplotlib.pyplot as plt
 
+    if not any("test_margins" in r for name in ("atlop", "pemscl") for r in rows.get(name, [])):
+        return False
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), sharey=True)
     for ax, name in zip(axes, ("atlop", "pemscl")):
         margins = next((r["test_margins"] for r in rows.get(name, []) if "test_margins" in r), None)
@@ -224,6 +235,7 @@ def plot_margins(rows, path):
         ax.legend(fontsize=8)
     axes[0].set_ylabel("density")
     save_figure(fig, path)
+    return True
 
 
 def per_seed(rows, name: str, metric: str = "test_f1") -> dict[int, float]:
@@ -951,13 +963,13 @@ def main():
     summary["main_budget"] = budget_summary(budget)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1))
-    # The main table's figures, drawn from its rows only: without rows, a stale figure of another budget is removed.
+    # The main table's figures, drawn from its rows only: one with nothing to draw yet is removed (a stale
+    # figure of another budget must not stand in for it).
     main_figures = []
     for title, name, plot in (("sampling ratio", "sampling_ratio.png", plot_sweep),
                               ("F1 by relation frequency", "f1_by_frequency.png", plot_frequency_f1),
                               ("margins", "margins.png", plot_margins)):
-        if rows:
-            plot(rows, RESULTS / name)
+        if plot(rows, RESULTS / name):
             main_figures += [f"![{title}](results/{name})", ""]
         else:
             (RESULTS / name).unlink(missing_ok=True)

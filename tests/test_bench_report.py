@@ -224,6 +224,23 @@ def test_prior_curves_plot_only_runs_with_curves(tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_main_figures_are_drawn_only_from_rows_that_feed_them(tmp_path):
+    from bench.report import plot_margins, plot_sweep
+
+    atlop_only = {"atlop": [record("atlop", 0, 54.0)]}
+    # ATLOP alone: nothing for the sampling plot or the margins (this record kept none) to draw.
+    assert not plot_sweep(atlop_only, tmp_path / "sweep.png")
+    assert not plot_margins(atlop_only, tmp_path / "margins.png")
+    assert not list(tmp_path.iterdir())
+    with_drop = {**atlop_only, "pemscl": [record("pemscl", 0, 55.0)],
+                 "drop50_pemscl_nls0.1": [record("drop50_pemscl_nls0.1", 0, 47.0)]}
+    assert plot_sweep(with_drop, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with_margins = {"atlop": [{**record("atlop", 0, 54.0), "test_margins": {"positive": [1.0, 2.0], "negative": [-3.0]}}]}
+    assert plot_margins(with_margins, tmp_path / "margins.png")
+    assert (tmp_path / "margins.png").exists()
+
+
 def test_speed_verdicts_judge_issue_16_targets_from_the_measurements():
     from bench.report import speed_verdicts
 
