@@ -446,6 +446,9 @@ VARIANT_NOTES = {
     "epochs8_no_prior": "The paper's 8 epochs with the same old defaults (positive anchors, no NA prior): the longer "
                         "budget leaves the all-NA start behind and the paper's ordering reappears, at a few seeds per "
                         "row; the main table repeats it with the defaults chosen on the held-out split.",
+    "atlop_prior_off": "ATLOP at the main budget with one default switched off, the NA prior "
+                       "(`relation_bias_init=0`): it tells whether the prior is what lifts ATLOP under the chosen "
+                       "defaults (bench/notes.md, the main table's diagnosis).",
 }
 
 

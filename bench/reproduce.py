@@ -10,6 +10,7 @@ interrupted one continues from its last epoch checkpoint. Run it in several part
     python bench/reproduce.py            # every row, every seed
     python bench/report.py               # tables, plots and bench/REPORT.md
     python bench/reproduce.py --rows pemscl atlop --seeds 0 --epochs 4 --variant epochs4   # a diagnostic
+    python bench/reproduce.py --rows atlop --model_setting relation_bias_init=0 --variant atlop_prior_off
 
 On 2 cores, two processes with one thread each (`OMP_NUM_THREADS=1`) finish about 1.4x more rows per hour than
 one process with two threads (the thread count changes only the order of floating-point sums). Workers share
@@ -66,6 +67,19 @@ MODEL_SETTINGS = [
 ]
 
 
+def model_settings(overrides: list[str] | None = None) -> list[str]:
+    """MODEL_SETTINGS with `NAME=VALUE` overrides (a variant's one changed factor) put in place."""
+    settings = list(MODEL_SETTINGS)
+    for override in overrides or []:
+        name, _, value = override.partition("=")
+        flag = "--" + name.removeprefix("--")
+        if flag not in settings[::2] or not value:
+            raise ValueError(f"--model_setting {override!r}: expected NAME=VALUE with NAME one of "
+                             f"{[f[2:] for f in MODEL_SETTINGS[::2]]}")
+        settings[settings.index(flag) + 1] = value
+    return settings
+
+
 def budget_flags(args) -> list[str]:
     return [
         "--num_train_epochs", str(args.epochs),
@@ -81,7 +95,7 @@ def budget_flags(args) -> list[str]:
         "--logging_steps", "20",
         "--report_to", "none",
         "--dataloader_num_workers", "0",
-    ] + (["--bf16", "--use_cpu"] if args.bf16 else []) + MODEL_SETTINGS
+    ] + (["--bf16", "--use_cpu"] if args.bf16 else []) + model_settings(getattr(args, "model_setting", None))
 
 
 def main_budget_flags() -> list[str]:
@@ -286,7 +300,18 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--variant", default=None,
                         help="name of a diagnostic run outside the main tables, e.g. `epochs4` with `--epochs 4`: "
                              "results go to bench/results/variants/NAME/rows/ and are reported separately")
-    return parser.parse_args(argv)
+    parser.add_argument("--model_setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="change one of MODEL_SETTINGS for a variant (needs --variant), e.g. "
+                             "`--model_setting relation_bias_init=0 --variant atlop_prior_off`")
+    args = parser.parse_args(argv)
+    if args.model_setting and not args.variant:
+        parser.error("--model_setting changes the main table's settings, so it needs --variant NAME "
+                     "(its rows must not pool with the main table)")
+    try:
+        model_settings(args.model_setting)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def main(argv=None):

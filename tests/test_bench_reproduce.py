@@ -3,7 +3,7 @@
 import pytest
 
 import run_docre
-from bench.reproduce import MODEL_SETTINGS, ROWS, main_budget_flags
+from bench.reproduce import MODEL_SETTINGS, ROWS, budget_flags, main_budget_flags, parse_arguments
 
 
 def parsed(flags, tmp_path):
@@ -39,6 +39,20 @@ def test_rows_change_only_what_their_names_say(tmp_path):
     atlop, _, _ = parsed(main_budget_flags() + ROWS["atlop"], tmp_path)
     assert base.loss == "pemscl" and base.use_contrastive and not no_contrastive.use_contrastive
     assert atlop.loss == "atlop" and atlop.relation_bias_init == base.relation_bias_init
+
+
+def test_a_variant_changes_one_model_setting_and_only_under_its_own_name(tmp_path, capsys):
+    args = parse_arguments(["--model_setting", "relation_bias_init=0", "--variant", "prior_off"])
+    changed, _, _ = parsed(budget_flags(args), tmp_path)
+    base, _, _ = parsed(main_budget_flags(), tmp_path)
+    assert changed.relation_bias_init == 0.0 and base.relation_bias_init == "auto"
+    differing = {name for name in vars(base) if getattr(base, name) != getattr(changed, name)}
+    assert differing == {"relation_bias_init"}
+    with pytest.raises(SystemExit):  # without --variant its rows would land in the main table
+        parse_arguments(["--model_setting", "relation_bias_init=0"])
+    with pytest.raises(SystemExit):
+        parse_arguments(["--model_setting", "learning_rate=1", "--variant", "x"])
+    assert "relation_bias_init" in capsys.readouterr().err
 
 
 def test_a_claim_is_held_by_one_live_process_and_taken_over_from_a_dead_one(tmp_path):
