@@ -198,6 +198,13 @@ def row_work_dir(args, name: str, seed: int) -> Path:
     return (WORK / args.variant if args.variant else WORK) / f"{name}__seed{seed}"
 
 
+def row_claim(args, name: str, seed: int) -> "Claim":
+    """The claim file beside a (row, seed)'s work folder. Not `with_suffix`: row names hold dots
+    (`drop50_pemscl_nls0.05`), which would give every sweep row the same claim."""
+    work_dir = row_work_dir(args, name, seed)
+    return Claim(work_dir.with_name(work_dir.name + ".claim"))
+
+
 class Claim:
     """A job's claim file: held by one live process; a claim whose process is gone may be taken over."""
 
@@ -336,7 +343,7 @@ def main(argv=None):
             if args.max_minutes is not None and (time.time() - started) / 60 > args.max_minutes:
                 print(f"--max_minutes {args.max_minutes} reached; rerun to continue.", flush=True)
                 return
-            claim = Claim(row_work_dir(args, name, seed).with_suffix(".claim"))
+            claim = row_claim(args, name, seed)
             if not claim.acquire():  # another worker runs it
                 continue
             try:

@@ -104,6 +104,34 @@ def test_workers_skip_the_rows_another_worker_holds(tmp_path, monkeypatch):
     assert not (tmp_path / "work" / "pemscl__seed0.claim").exists()  # released when the row finished
 
 
+def test_sweep_rows_whose_names_hold_dots_have_claims_of_their_own(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import bench.reproduce as reproduce
+
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "rows")
+    monkeypatch.setattr(reproduce, "WORK", tmp_path / "work")
+    monkeypatch.setattr(reproduce, "bf16_would_be_emulated", lambda: False)
+    ran = []
+    monkeypatch.setattr(reproduce, "run_row", lambda name, seed, args: ran.append(name) or {
+        "metrics": {"test_f1": 1.0}, "minutes": 0.0})
+    rows = ["drop50_pemscl_nls0.05", "drop50_pemscl_nls0.3", "drop50_pemscl_nls0.5"]
+    args = reproduce.parse_arguments(["--rows", *rows, "--seeds", "0"])
+    claims = {reproduce.row_claim(args, name, 0).path for name in rows}
+    assert len(claims) == 3
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        held = reproduce.row_claim(args, rows[0], 0).path
+        held.parent.mkdir(parents=True)
+        held.write_text(str(holder.pid))
+        reproduce.main(["--rows", *rows, "--seeds", "0", "--model_name_or_path", "unused"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ran == rows[1:]  # another worker holds the first; the others are not blocked by its claim
+
+
 def test_a_bf16_table_refuses_to_start_where_bf16_is_emulated(tmp_path, monkeypatch):
     import bench.reproduce as reproduce
 
