@@ -502,6 +502,11 @@ def variant_sections(main_rows, variants: dict[str, dict[str, list[dict]]]) -> l
         gap = paired_difference(rows, "pemscl", "atlop")
         if gap:
             out += ["", f"PEMSCL - ATLOP test F1 in this variant: {describe_difference(gap)}."]
+        elif "atlop" in rows and "pemscl" in main_rows:
+            # A variant of the ATLOP baseline alone: PEMSCL as the main table trains it against this ATLOP.
+            gap = paired_difference({"pemscl": main_rows["pemscl"], "atlop": rows["atlop"]}, "pemscl", "atlop")
+            if gap:
+                out += ["", f"PEMSCL (main budget) - ATLOP of this variant, test F1: {describe_difference(gap)}."]
         out.append("")
     return (["## Diagnostic variants", ""] + out) if out else []
 

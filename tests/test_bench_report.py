@@ -68,6 +68,22 @@ def test_variant_sections_compare_with_the_main_budget(tmp_path):
     assert variant_sections(main_rows, load_variants(tmp_path / "none")) == []
 
 
+def test_a_variant_of_the_baseline_alone_is_compared_with_the_main_pemscl(tmp_path):
+    import json
+
+    rows_dir = tmp_path / "atlop_prior_off" / "rows"
+    rows_dir.mkdir(parents=True)
+    for seed, f1 in ((0, 52.5), (1, 51.0)):
+        run = record("atlop", seed, f1)
+        run["budget"] = ["--relation_bias_init", "0"]
+        (rows_dir / f"atlop__seed{seed}.json").write_text(json.dumps(run))
+    main_rows = {"pemscl": [record("pemscl", 0, 54.0), record("pemscl", 1, 54.5), record("pemscl", 2, 55.0)],
+                 "atlop": [record("atlop", s, 54.0) for s in range(3)]}
+    section = variant_sections(main_rows, load_variants(tmp_path))
+    assert ("PEMSCL (main budget) - ATLOP of this variant, test F1: +2.50 ± 1.41 over 2 paired seeds "
+            "(+1.50, +3.50).") in section
+
+
 def test_sampling_share_compares_the_same_seeds_only():
     rows = {
         "pemscl": [record("pemscl", 0, 40.0), record("pemscl", 1, 30.0), record("pemscl", 2, 50.0)],
