@@ -82,6 +82,8 @@ def test_a_variant_of_the_baseline_alone_is_compared_with_the_main_pemscl(tmp_pa
     section = variant_sections(main_rows, load_variants(tmp_path))
     assert ("PEMSCL (main budget) - ATLOP of this variant, test F1: +2.50 ± 1.41 over 2 paired seeds "
             "(+1.50, +3.50).") in section
+    claim = next(line for line in verdicts(main_rows, {}, load_variants(tmp_path)) if "variant `atlop_prior_off`" in line)
+    assert claim.endswith("+2.50 ± 1.41 over 2 paired seeds (+1.50, +3.50) (target +1.5): holds.")
 
 
 def test_sampling_share_compares_the_same_seeds_only():
