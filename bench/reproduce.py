@@ -95,7 +95,7 @@ def budget_flags(args) -> list[str]:
         "--logging_steps", "20",
         "--report_to", "none",
         "--dataloader_num_workers", "0",
-    ] + (["--bf16", "--use_cpu"] if args.bf16 else []) + model_settings(getattr(args, "model_setting", None))
+    ] + (["--bf16", "--use_cpu"] if args.bf16 else []) + model_settings(args.model_setting)
 
 
 def main_budget_flags() -> list[str]:
