@@ -1,5 +1,11 @@
 """bench/reproduce.py: the main table's budget is the paper's 8 epochs with every model setting spelled out."""
 
+import contextlib
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 import run_docre
@@ -55,34 +61,20 @@ def test_a_variant_changes_one_model_setting_and_only_under_its_own_name(tmp_pat
     assert "relation_bias_init" in capsys.readouterr().err
 
 
-def test_a_claim_is_held_by_one_live_process_and_taken_over_from_a_dead_one(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from bench.reproduce import Claim
-
-    claim = Claim(tmp_path / "queue" / "row__seed0.claim")
-    assert claim.acquire() and claim.path.read_text() == str(os.getpid())
-    assert claim.acquire()  # the owner may ask again
-    claim.release()
-    assert not claim.path.exists()
-
+@contextlib.contextmanager
+def live_process():
+    """The pid of another process alive for the block: the owner of a claim held by some other worker."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        claim.path.write_text(str(other.pid))
-        assert not claim.acquire() and claim.path.read_text() == str(other.pid)
+        yield other.pid
     finally:
         other.kill()
         other.wait()
-    assert claim.acquire() and claim.path.read_text() == str(os.getpid())  # its owner is gone: taken over
 
 
-def test_workers_skip_the_rows_another_worker_holds(tmp_path, monkeypatch):
-    import json
-    import subprocess
-    import sys
-
+@pytest.fixture
+def fake_queue(tmp_path, monkeypatch):
+    """reproduce.py's queue in `tmp_path` with training replaced: returns the (row, seed) jobs it ran."""
     import bench.reproduce as reproduce
 
     monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "rows")
@@ -91,45 +83,49 @@ def test_workers_skip_the_rows_another_worker_holds(tmp_path, monkeypatch):
     ran = []
     monkeypatch.setattr(reproduce, "run_row", lambda name, seed, args: ran.append((name, seed)) or {
         "metrics": {"test_f1": 1.0}, "minutes": 0.0})
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
+    return ran
+
+
+def test_a_claim_is_held_by_one_live_process_and_taken_over_from_a_dead_one(tmp_path):
+    from bench.reproduce import Claim
+
+    claim = Claim(tmp_path / "queue" / "row__seed0.claim")
+    assert claim.acquire() and claim.path.read_text() == str(os.getpid())
+    assert claim.acquire()  # the owner may ask again
+    claim.release()
+    assert not claim.path.exists()
+
+    with live_process() as other:
+        claim.path.write_text(str(other))
+        assert not claim.acquire() and claim.path.read_text() == str(other)
+    assert claim.acquire() and claim.path.read_text() == str(os.getpid())  # its owner is gone: taken over
+
+
+def test_workers_skip_the_rows_another_worker_holds(tmp_path, fake_queue):
+    import bench.reproduce as reproduce
+
+    with live_process() as holder:
         (tmp_path / "work").mkdir()
-        (tmp_path / "work" / "atlop__seed0.claim").write_text(str(holder.pid))
+        (tmp_path / "work" / "atlop__seed0.claim").write_text(str(holder))
         reproduce.main(["--rows", "atlop", "pemscl", "--seeds", "0", "--model_name_or_path", "unused"])
-    finally:
-        holder.kill()
-        holder.wait()
-    assert ran == [("pemscl", 0)]
+    assert fake_queue == [("pemscl", 0)]
     assert json.loads((tmp_path / "rows" / "pemscl__seed0.json").read_text())["metrics"]["test_f1"] == 1.0
     assert not (tmp_path / "work" / "pemscl__seed0.claim").exists()  # released when the row finished
 
 
-def test_sweep_rows_whose_names_hold_dots_have_claims_of_their_own(tmp_path, monkeypatch):
-    import subprocess
-    import sys
-
+def test_sweep_rows_whose_names_hold_dots_have_claims_of_their_own(fake_queue):
     import bench.reproduce as reproduce
 
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "rows")
-    monkeypatch.setattr(reproduce, "WORK", tmp_path / "work")
-    monkeypatch.setattr(reproduce, "bf16_would_be_emulated", lambda: False)
-    ran = []
-    monkeypatch.setattr(reproduce, "run_row", lambda name, seed, args: ran.append(name) or {
-        "metrics": {"test_f1": 1.0}, "minutes": 0.0})
     rows = ["drop50_pemscl_nls0.05", "drop50_pemscl_nls0.3", "drop50_pemscl_nls0.5"]
     args = reproduce.parse_arguments(["--rows", *rows, "--seeds", "0"])
     claims = {reproduce.row_claim(args, name, 0).path for name in rows}
     assert len(claims) == 3
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
+    with live_process() as holder:
         held = reproduce.row_claim(args, rows[0], 0).path
         held.parent.mkdir(parents=True)
-        held.write_text(str(holder.pid))
+        held.write_text(str(holder))
         reproduce.main(["--rows", *rows, "--seeds", "0", "--model_name_or_path", "unused"])
-    finally:
-        holder.kill()
-        holder.wait()
-    assert ran == rows[1:]  # another worker holds the first; the others are not blocked by its claim
+    assert fake_queue == [(name, 0) for name in rows[1:]]  # another worker holds the first; the rest are free
 
 
 def test_a_bf16_table_refuses_to_start_where_bf16_is_emulated(tmp_path, monkeypatch):
