@@ -304,12 +304,42 @@ def method_claims(rows, budget: str) -> list[str]:
     return lines
 
 
+def changed_settings(main_rows, variant_rows) -> dict[str, tuple[str, str]] | None:
+    """`{flag: (main value, variant value)}` when the variant ran the main budget with only model settings
+    changed (`reproduce.py --model_setting`), so its rows pair with the main table's seed by seed; None when
+    its budget differs in anything else (epochs, learning rate, ...) or either side has no run."""
+    main_record = next((records[0] for records in main_rows.values() if records), None)
+    variant_record = next((records[0] for records in variant_rows.values() if records), None)
+    main_budget, variant_budget = (record.get("budget") if record else None for record in (main_record, variant_record))
+    if not main_budget or not variant_budget or main_budget[::2] != variant_budget[::2] or len(main_budget) != len(variant_budget):
+        return None
+    changed = {flag: (a, b) for flag, a, b in zip(main_budget[::2], main_budget[1::2], variant_budget[1::2]) if a != b}
+    return changed if changed and set(changed) <= set(planned_model_settings()[::2]) else None
+
+
 def baseline_variant_gap(main_rows, variant_rows) -> tuple[float, float, list[float]] | None:
-    """PEMSCL as the main table trains it minus the ATLOP of a variant that changes the baseline alone (it has
-    ATLOP rows and no PEMSCL ones), paired by seed; None for any other variant."""
-    if "pemscl" in variant_rows or "atlop" not in variant_rows or "pemscl" not in main_rows:
+    """PEMSCL as the main table trains it minus the ATLOP of a variant that changes model settings only,
+    paired by seed; None for any other variant."""
+    if "atlop" not in variant_rows or "pemscl" not in main_rows or not changed_settings(main_rows, variant_rows):
         return None
     return paired_difference({"pemscl": main_rows["pemscl"], "atlop": variant_rows["atlop"]}, "pemscl", "atlop")
+
+
+def setting_effects(main_rows, variant_rows) -> list[str]:
+    """For a variant that changes model settings only: what the change does to each of its rows (variant -
+    main table, paired by seed)."""
+    changed = changed_settings(main_rows, variant_rows)
+    if not changed:
+        return []
+    change = ", ".join(f"`{flag} {main}` -> `{variant}`" for flag, (main, variant) in changed.items())
+    lines = [f"Changed against the main table: {change}; everything else as there."]
+    for name in ROW_ORDER:
+        if name in ALIASES or name not in variant_rows or name not in main_rows:
+            continue
+        effect = paired_difference({"variant": variant_rows[name], "main": main_rows[name]}, "variant", "main")
+        if effect:
+            lines.append(f"- {name}, this variant - main table, test F1: {describe_difference(effect)}.")
+    return lines
 
 
 def verdicts(rows, speed, variants: dict[str, dict] | None = None) -> list[str]:
@@ -457,21 +487,30 @@ VARIANT_NOTES = {
     "epochs8_no_prior": "The paper's 8 epochs with the same old defaults (positive anchors, no NA prior): the longer "
                         "budget leaves the all-NA start behind and the paper's ordering reappears, at a few seeds per "
                         "row; the main table repeats it with the defaults chosen on the held-out split.",
-    "atlop_prior_off": "ATLOP at the main budget with one default switched off, the NA prior "
-                       "(`relation_bias_init=0`), so the baseline as ATLOP's paper and PEMSCL's Table 2 train it: "
-                       "it tells whether the prior is what lifts ATLOP under the chosen defaults (bench/notes.md, "
-                       "the main table's diagnosis).",
+    "prior_off": "The main budget with one default switched off, the NA prior (`relation_bias_init=0`), so both "
+                 "losses as their papers train them (ATLOP's paper and PEMSCL's Table 2 have no prior): it tells "
+                 "how much of each row's F1 the prior carries and compares the two losses without it "
+                 "(bench/notes.md, the main table's diagnosis).",
 }
+
+
+def _reproduce():
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from bench import reproduce
+
+    return reproduce
 
 
 def planned_main_budget() -> list[str]:
     """The main table's budget as `bench/reproduce.py` runs it by default."""
-    import sys
+    return _reproduce().main_budget_flags()
 
-    sys.path.insert(0, str(REPO))
-    from bench.reproduce import main_budget_flags
 
-    return main_budget_flags()
+def planned_model_settings() -> list[str]:
+    """The model settings a variant may change (`bench/reproduce.py --model_setting`), as `--flag value` pairs."""
+    return list(_reproduce().MODEL_SETTINGS)
 
 
 def budget_summary(flags: list[str]) -> dict:
@@ -511,11 +550,13 @@ def variant_sections(main_rows, variants: dict[str, dict[str, list[dict]]]) -> l
             same_seeds = [r for r in main_rows.get(name, []) if r["seed"] in seeds]
             main = aggregate(same_seeds) if same_seeds else None
             out.append(f"| {name} | {result_cells(aggregate(rows[name]))} | {cell(main, 'test_f1')} |")
-        gap = paired_difference(rows, "pemscl", "atlop")
-        if gap:
-            out += ["", f"PEMSCL - ATLOP test F1 in this variant: {describe_difference(gap)}."]
-        elif gap := baseline_variant_gap(main_rows, rows):
-            out += ["", f"PEMSCL (main budget) - ATLOP of this variant, test F1: {describe_difference(gap)}."]
+        comparisons = []
+        if gap := paired_difference(rows, "pemscl", "atlop"):
+            comparisons.append(f"PEMSCL - ATLOP test F1 in this variant: {describe_difference(gap)}.")
+        if gap := baseline_variant_gap(main_rows, rows):
+            comparisons.append(f"PEMSCL (main budget) - ATLOP of this variant, test F1: {describe_difference(gap)}.")
+        for line in comparisons + setting_effects(main_rows, rows):
+            out += ["", line] if not line.startswith("- ") else [line]
         out.append("")
     return (["## Diagnostic variants", ""] + out) if out else []
 

@@ -10,7 +10,7 @@ interrupted one continues from its last epoch checkpoint. Run it in several part
     python bench/reproduce.py            # every row, every seed
     python bench/report.py               # tables, plots and bench/REPORT.md
     python bench/reproduce.py --rows pemscl atlop --seeds 0 --epochs 4 --variant epochs4   # a diagnostic
-    python bench/reproduce.py --rows atlop --model_setting relation_bias_init=0 --variant atlop_prior_off
+    python bench/reproduce.py --rows atlop --model_setting relation_bias_init=0 --variant prior_off
 
 On 2 cores, two processes with one thread each (`OMP_NUM_THREADS=1`) finish about 1.4x more rows per hour than
 one process with two threads (the thread count changes only the order of floating-point sums). Workers share
@@ -309,7 +309,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                              "results go to bench/results/variants/NAME/rows/ and are reported separately")
     parser.add_argument("--model_setting", action="append", default=[], metavar="NAME=VALUE",
                         help="change one of MODEL_SETTINGS for a variant (needs --variant), e.g. "
-                             "`--model_setting relation_bias_init=0 --variant atlop_prior_off`")
+                             "`--model_setting relation_bias_init=0 --variant prior_off`")
     args = parser.parse_args(argv)
     if args.model_setting and not args.variant:
         parser.error("--model_setting changes the main table's settings, so it needs --variant NAME "

@@ -68,22 +68,52 @@ def test_variant_sections_compare_with_the_main_budget(tmp_path):
     assert variant_sections(main_rows, load_variants(tmp_path / "none")) == []
 
 
-def test_a_variant_of_the_baseline_alone_is_compared_with_the_main_pemscl(tmp_path):
+def budgeted(run, **changes):
+    """`run` with the main table's budget, `changes` ({flag name: value}) put in place."""
+    from bench.report import planned_main_budget
+
+    budget = planned_main_budget()
+    for name, value in changes.items():
+        budget[budget.index(f"--{name}") + 1] = value
+    return {**run, "budget": budget}
+
+
+def write_variant(root, name, runs):
     import json
 
-    rows_dir = tmp_path / "atlop_prior_off" / "rows"
+    rows_dir = root / name / "rows"
     rows_dir.mkdir(parents=True)
-    for seed, f1 in ((0, 52.5), (1, 51.0)):
-        run = record("atlop", seed, f1)
-        run["budget"] = ["--relation_bias_init", "0"]
-        (rows_dir / f"atlop__seed{seed}.json").write_text(json.dumps(run))
-    main_rows = {"pemscl": [record("pemscl", 0, 54.0), record("pemscl", 1, 54.5), record("pemscl", 2, 55.0)],
-                 "atlop": [record("atlop", s, 54.0) for s in range(3)]}
+    for run in runs:
+        (rows_dir / f"{run['row']}__seed{run['seed']}.json").write_text(json.dumps(run))
+
+
+def test_a_variant_of_model_settings_pairs_each_row_with_the_main_table(tmp_path):
+    write_variant(tmp_path, "prior_off",
+                  [budgeted(record("atlop", seed, f1), relation_bias_init="0") for seed, f1 in ((0, 52.5), (1, 51.0))]
+                  + [budgeted(record("pemscl", 0, 53.0), relation_bias_init="0")])
+    main_rows = {"pemscl": [budgeted(record("pemscl", s, f1)) for s, f1 in ((0, 54.0), (1, 54.5), (2, 55.0))],
+                 "atlop": [budgeted(record("atlop", s, 54.0)) for s in range(3)]}
     section = variant_sections(main_rows, load_variants(tmp_path))
+    assert "PEMSCL - ATLOP test F1 in this variant: +0.50 (1 seed)." in section
     assert ("PEMSCL (main budget) - ATLOP of this variant, test F1: +2.50 ± 1.41 over 2 paired seeds "
             "(+1.50, +3.50).") in section
-    claim = next(line for line in verdicts(main_rows, {}, load_variants(tmp_path)) if "variant `atlop_prior_off`" in line)
+    assert ("Changed against the main table: `--relation_bias_init auto` -> `0`; everything else as there."
+            in section)
+    assert "- atlop, this variant - main table, test F1: -2.25 ± 1.06 over 2 paired seeds (-1.50, -3.00)." in section
+    assert "- pemscl, this variant - main table, test F1: -1.00 (1 seed)." in section
+    claim = next(line for line in verdicts(main_rows, {}, load_variants(tmp_path))
+                 if line.startswith("- PEMSCL (main budget) vs the ATLOP of variant `prior_off`"))
     assert claim.endswith("+2.50 ± 1.41 over 2 paired seeds (+1.50, +3.50) (target +1.5): holds.")
+
+
+def test_a_variant_of_the_budget_is_not_paired_across_budgets(tmp_path):
+    # Fewer epochs is another budget: its ATLOP says nothing about the main table's PEMSCL.
+    write_variant(tmp_path, "epochs4", [budgeted(record("atlop", 0, 40.0), num_train_epochs="4",
+                                                 relation_bias_init="0")])
+    main_rows = {"pemscl": [budgeted(record("pemscl", 0, 54.0))], "atlop": [budgeted(record("atlop", 0, 54.0))]}
+    section = variant_sections(main_rows, load_variants(tmp_path))
+    assert not any("ATLOP of this variant" in line or "Changed against" in line for line in section)
+    assert not any("vs the ATLOP of variant" in line for line in verdicts(main_rows, {}, load_variants(tmp_path)))
 
 
 def test_sampling_share_compares_the_same_seeds_only():
