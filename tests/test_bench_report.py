@@ -7,6 +7,7 @@ from bench.report import (
     load_variants,
     measured_recipe_verdicts,
     paired_difference,
+    paper_claims_table,
     per_seed_table,
     recipe_sections,
     same_recipe_summary,
@@ -114,6 +115,22 @@ def test_a_variant_of_the_budget_is_not_paired_across_budgets(tmp_path):
     section = variant_sections(main_rows, load_variants(tmp_path))
     assert not any("ATLOP of this variant" in line or "Changed against" in line for line in section)
     assert not any("vs the ATLOP of variant" in line for line in verdicts(main_rows, {}, load_variants(tmp_path)))
+
+
+def test_paper_claims_table_gives_each_claim_its_verdict_with_and_without_the_prior():
+    rows = {"pemscl": [record("pemscl", s, f1) for s, f1 in ((0, 54.0), (1, 55.0), (2, 56.0))],
+            "atlop": [record("atlop", s, f1) for s, f1 in ((0, 52.0), (1, 53.0), (2, 54.5))],
+            "pemscl_no_entropy": [record("pemscl_no_entropy", s, f1) for s, f1 in ((0, 54.5), (1, 55.5))],
+            "pemscl_no_contrastive": [record("pemscl_no_contrastive", s, f1) for s, f1 in ((0, 53.0), (1, 55.5))]}
+    without_prior = {"pemscl": [record("pemscl", 0, 50.0)], "atlop": [record("atlop", 0, 50.5)]}
+    table = paper_claims_table(rows, {"prior_off": without_prior, "epochs4": {"pemscl": [record("pemscl", 0, 1.0)]}})
+    line = {row.split(" | ")[0]: row for row in table if row.startswith("| ")}
+    # Seeds +2, +2, +1.5: the mean, +1.83, reaches the target.
+    assert line["| PEMSCL beats ATLOP (Table 2) (target +1.5)"].endswith(
+        "| +2.13 test | +1.83 ± 0.29 over 3 paired seeds (+2.00, +2.00, +1.50): holds | -0.50 (1 seed): does not hold |")
+    assert "(-0.50, -0.50): reversed | not run |" in line["| the entropy term helps (Table 3)"]
+    assert "(+1.00, -0.50): mixed: within seed noise |" in line["| the contrastive term helps (Table 3)"]
+    assert line["| both terms help (Table 3)"].endswith("| not run | not run |")
 
 
 def test_sampling_share_compares_the_same_seeds_only():
