@@ -128,6 +128,24 @@ def test_sweep_rows_whose_names_hold_dots_have_claims_of_their_own(fake_queue):
     assert fake_queue == [(name, 0) for name in rows[1:]]  # another worker holds the first; the rest are free
 
 
+def test_the_default_queue_runs_the_sweep_only_ratios_at_the_first_seed(fake_queue):
+    import bench.reproduce as reproduce
+
+    reproduce.main(["--seeds", "0", "1", "--model_name_or_path", "unused"])
+    claims_rows = ["atlop", "bce", "pemscl", "pemscl_no_entropy", "pemscl_no_contrastive", "pemscl_no_both",
+                   "drop50_pemscl", "drop50_atlop_nls0.1", "drop50_pemscl_nls0.1"]
+    sweep_only = ["drop50_pemscl_nls0.05", "drop50_pemscl_nls0.3", "drop50_pemscl_nls0.5"]
+    assert sorted(fake_queue) == sorted([(name, 0) for name in claims_rows + sweep_only]
+                                        + [(name, 1) for name in claims_rows])
+    assert [seed for _, seed in fake_queue] == sorted(seed for _, seed in fake_queue)  # seed-major
+    # Asked for by name, a sweep ratio runs at every seed; its alias (ratio 1.0) is the same run, once.
+    fake_queue.clear()
+    reproduce.main(["--rows", "drop50_pemscl_nls0.3", "drop50_pemscl_nls1.0", "drop50_pemscl", "--seeds", "1", "2",
+                    "--model_name_or_path", "unused"])
+    # drop50_pemscl's seed 1 finished above.
+    assert fake_queue == [("drop50_pemscl_nls0.3", 1), ("drop50_pemscl_nls0.3", 2), ("drop50_pemscl", 2)]
+
+
 def test_a_bf16_table_refuses_to_start_where_bf16_is_emulated(tmp_path, monkeypatch):
     import bench.reproduce as reproduce
 
