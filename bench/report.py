@@ -350,8 +350,9 @@ def paper_claims_table(rows, variants: dict[str, dict]) -> list[str]:
            "Each claim as a test-F1 difference between two rows, paired by seed. The paper's differences are "
            "RoBERTa-large on the full training set; here MiniLM-L6 on 450 documents, so the sizes are not "
            "comparable, the signs are. Without a target the claim is the sign: it holds when the difference is "
-           "positive at every seed and its mean exceeds twice its standard error (reversed: the same, negative). The main table gives every row this project's NA prior; the last column "
-           "trains both rows as the papers do, without it (variant `prior_off`).", "",
+           "positive at every seed and its mean exceeds twice its standard error (reversed: the same, negative). "
+           "The main table gives every row this project's NA prior; the last column trains both rows as the "
+           "papers do, without it (variant `prior_off`).", "",
            "| claim | paper | here: main table | here: without the NA prior |", "|---|---|---|---|"]
     for claim, better, worse, paper, target in PAPER_CLAIMS:
         goal = f" (target {target:+.1f})" if target is not None else ""
@@ -367,7 +368,9 @@ def changed_settings(main_rows, variant_rows) -> dict[str, tuple[str, str]] | No
     main_record = next((records[0] for records in main_rows.values() if records), None)
     variant_record = next((records[0] for records in variant_rows.values() if records), None)
     main_budget, variant_budget = (record.get("budget") if record else None for record in (main_record, variant_record))
-    if not main_budget or not variant_budget or main_budget[::2] != variant_budget[::2] or len(main_budget) != len(variant_budget):
+    if not main_budget or not variant_budget or len(main_budget) != len(variant_budget):
+        return None
+    if main_budget[::2] != variant_budget[::2]:  # other flags: another budget
         return None
     changed = {flag: (a, b) for flag, a, b in zip(main_budget[::2], main_budget[1::2], variant_budget[1::2]) if a != b}
     return changed if changed and set(changed) <= set(planned_model_settings()[::2]) else None
@@ -611,8 +614,10 @@ def variant_sections(main_rows, variants: dict[str, dict[str, list[dict]]]) -> l
             comparisons.append(f"PEMSCL - ATLOP test F1 in this variant: {describe_difference(gap)}.")
         if gap := baseline_variant_gap(main_rows, rows):
             comparisons.append(f"PEMSCL (main budget) - ATLOP of this variant, test F1: {describe_difference(gap)}.")
-        for line in comparisons + setting_effects(main_rows, rows):
-            out += ["", line] if not line.startswith("- ") else [line]
+        for line in comparisons:
+            out += ["", line]
+        if effects := setting_effects(main_rows, rows):
+            out += [""] + effects
         out.append("")
     return (["## Diagnostic variants", ""] + out) if out else []
 
