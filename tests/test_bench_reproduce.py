@@ -78,6 +78,7 @@ def fake_queue(tmp_path, monkeypatch):
     import bench.reproduce as reproduce
 
     monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "rows")
+    monkeypatch.setattr(reproduce, "VARIANTS", tmp_path / "variants")
     monkeypatch.setattr(reproduce, "WORK", tmp_path / "work")
     monkeypatch.setattr(reproduce, "bf16_would_be_emulated", lambda: False)  # the same on every host
     ran = []
@@ -146,19 +147,13 @@ def test_the_default_queue_runs_the_sweep_only_ratios_at_the_first_seed(fake_que
     assert fake_queue == [("drop50_pemscl_nls0.3", 1), ("drop50_pemscl_nls0.3", 2), ("drop50_pemscl", 2)]
 
 
-def test_a_bf16_table_refuses_to_start_where_bf16_is_emulated(tmp_path, monkeypatch):
+def test_a_bf16_table_refuses_to_start_where_bf16_is_emulated(fake_queue, monkeypatch):
     import bench.reproduce as reproduce
 
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "rows")
-    monkeypatch.setattr(reproduce, "WORK", tmp_path / "work")
-    monkeypatch.setattr(reproduce, "VARIANTS", tmp_path / "variants")
     monkeypatch.setattr(reproduce, "bf16_would_be_emulated", lambda: True)
-    ran = []
-    monkeypatch.setattr(reproduce, "run_row", lambda name, seed, args: ran.append((name, seed)) or {
-        "metrics": {"test_f1": 1.0}, "minutes": 0.0})
     with pytest.raises(SystemExit, match="no bf16 instructions.*--fp32 --variant fp32"):
         reproduce.main(["--rows", "atlop", "--seeds", "0", "--model_name_or_path", "unused"])
-    assert ran == []
+    assert fake_queue == []
     reproduce.main(["--rows", "atlop", "--seeds", "0", "--model_name_or_path", "unused", "--fp32",
                     "--variant", "fp32"])
-    assert ran == [("atlop", 0)]
+    assert fake_queue == [("atlop", 0)]
