@@ -190,6 +190,29 @@ def test_evaluate_uses_the_official_scores(tmp_path, dataset):
     assert trainer.state.log_history[-1]["eval_f1"] == metrics["eval_f1"]
 
 
+def test_an_all_na_evaluation_after_training_steps_warns(tmp_path, dataset, caplog):
+    model = tiny_model()
+    with torch.no_grad():
+        model.bilinear.bias[1:] -= 1e4  # every relation far below the threshold: every pair NA
+    trainer = make_trainer(tmp_path, model=model)
+    with caplog.at_level("WARNING", logger="docre_training.trainer"):
+        assert trainer.evaluate(dataset)["eval_num_predictions"] == 0
+        assert not caplog.records  # before training, all-NA is no news
+        trainer.state.global_step = 7
+        trainer.evaluate(dataset)
+    pairs = sum(len(hts) for hts in dataset["hts"])
+    assert [record.getMessage() for record in caplog.records] == [
+        f"eval after 7 training steps: the model predicts NA for every one of the {pairs} pairs. Early in "
+        "training this is expected; if it lasts past the second epoch, see `relation_bias_init` (the NA "
+        "prior, on by default) in PemsclConfig."]
+    caplog.clear()
+    with torch.no_grad():
+        model.bilinear.bias[1:] += 2e4  # every relation predicted
+    with caplog.at_level("WARNING", logger="docre_training.trainer"):
+        assert trainer.evaluate(dataset)["eval_num_predictions"] > 0
+    assert not caplog.records
+
+
 def test_user_metrics_are_merged(tmp_path, dataset):
     trainer = make_trainer(tmp_path, compute_metrics=lambda predictions: {"count": len(predictions)})
     metrics = trainer.evaluate(dataset, metric_key_prefix="dev")
