@@ -182,6 +182,23 @@ def recipe_record(config, seed, held_out, test=40.0, runtime=600.0):
             "metrics": {"eval_f1": held_out, "test_f1": test, "test_ign_f1": test - 1, "train_runtime": runtime}}
 
 
+def test_diagnostic_runs_stuck_at_na_are_named():
+    from bench.report import diagnostic_stuck_note
+
+    stuck = recipe_record("release-d1", 68, 1.32)
+    stuck["dev_f1_per_epoch"] = [[1.0, 0.0], [2.0, 0.0], [3.0, 1.32]]
+    late = recipe_record("project", 67, 4.0)  # ended low, but was above the bar after epoch 2: it left all-NA
+    late["dev_f1_per_epoch"] = [[1.0, 0.0], [2.0, 29.4], [3.0, 4.0]]
+    runs = {"release-d1": [recipe_record("release-d1", 66, 33.2), stuck], "project": [late],
+            "release+prior": [recipe_record("release+prior", 68, 46.2)]}
+    assert diagnostic_stuck_note(runs) == [
+        "Never left the all-NA state within the budget (held-out F1 below 5 after every epoch; final held-out F1 "
+        "in brackets): release-d1 seed 68 (1.32). Every one of the 1 runs with the NA prior left it.", ""]
+    runs["release+prior"].append(recipe_record("release+prior", 67, 2.0))
+    assert diagnostic_stuck_note(runs)[0].endswith("release+prior seed 67 (2.00), release-d1 seed 68 (1.32).")
+    assert diagnostic_stuck_note({"project": [late]}) == []
+
+
 def test_diagnostic_table_pairs_each_configuration_with_its_start():
     runs = {
         "project": [recipe_record("project", 66, 40.0), recipe_record("project", 67, 42.0)],
