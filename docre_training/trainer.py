@@ -433,8 +433,7 @@ class DocRETrainer(Trainer):
             train_documents=self._train_reference_documents(),
             relation_vocabulary=[label for index, label in sorted(self.model.config.id2label.items()) if index],
         )
-        if not predictions and self.state.global_step > 0 and any(
-                any(row[1:]) for labels in rows["labels"] for row in labels):
+        if not predictions and self.state.global_step > 0 and scores["num_gold"]:
             # Runs can sit here for whole epochs (bench/notes.md, issue 12); say so instead of a silent F1 of 0.
             logger.warning(
                 "%s after %d training steps: the model predicts NA for every one of the %d pairs. Early in "
