@@ -57,7 +57,10 @@ STUCK_DEV_F1 = 5.0
 
 def is_stuck(record: dict) -> bool:
     dev_f1 = record["metrics"].get("eval_f1")  # a run without dev evaluation cannot be judged
-    return dev_f1 is not None and dev_f1 < STUCK_DEV_F1
+    if dev_f1 is None:
+        return False
+    # The best over the per-epoch curve too: a diagnostic run scores its final model, not its best.
+    return max([f1 for _, f1 in record.get("dev_f1_per_epoch", [])] + [dev_f1]) < STUCK_DEV_F1
 
 
 def stuck_seeds(rows, *names: str) -> list[str]:
@@ -741,8 +744,7 @@ def diagnostic_table(runs: dict[str, list[dict]]) -> list[str]:
 
 def diagnostic_stuck_note(runs: dict[str, list[dict]]) -> list[str]:
     """The diagnostic runs that never left the all-NA state: they make a mean over seeds meaningless."""
-    stuck = [(name, r) for name in sorted(runs) for r in sorted(runs[name], key=lambda r: r["seed"])
-             if max([f1 for _, f1 in r.get("dev_f1_per_epoch", [])] + [r["metrics"]["eval_f1"]]) < STUCK_DEV_F1]
+    stuck = [(name, r) for name in sorted(runs) for r in sorted(runs[name], key=lambda r: r["seed"]) if is_stuck(r)]
     if not stuck:
         return []
     named = ", ".join(f"{name} seed {r['seed']} ({r['metrics']['eval_f1']:.2f})" for name, r in stuck)
