@@ -11,6 +11,10 @@ CONTRASTIVE_AVERAGES = ("inside", "outside")
 CONTRASTIVE_ANCHORS = ("positive", "all")
 HEAD_INITS = ("normal", "fan_in_uniform")
 ENCODER_ATTENTIONS = ("sdpa", "eager")
+WINDOW_SCHEMES = ("overlapping", "atlop")
+# Encoders whose tokenizers end a sequence with two separators between segments (`</s></s>`): ATLOP's windows
+# append two of them, and their position embeddings reserve `pad_token_id + 1` rows.
+ROBERTA_LIKE_ENCODERS = ("roberta", "xlm-roberta", "camembert", "longformer")
 NA_LABEL = "Na"
 # DocRED and Re-DocRED have 96 relations; index 0 is the NA / threshold class.
 DEFAULT_NUM_RELATIONS = 96
@@ -94,6 +98,31 @@ class PemsclConfig(PreTrainedConfig):
             windows. Defaults to the encoder's position limit (at most 512).
         window_stride (`int`, *optional*):
             Distance between the starts of consecutive windows. Defaults to half a window's content.
+        window_scheme (`str`, defaults to `"overlapping"`):
+            How documents longer than one window are encoded. `"overlapping"`: windows `[CLS] chunk [SEP]` every
+            `window_stride` tokens, as many as the document needs; every window contributes all its positions, its
+            own [CLS] and [SEP] included, to the document's hidden states and attention (averaged where windows
+            overlap). `"atlop"`: what ATLOP's `process_long_input`, and with it the released PEMSCL code, computes:
+            at most two windows, the first `tokens[:W - e] + e separators`, the second `[CLS] + tokens[-(W - 1):]`
+            (e = 2 for RoBERTa-like encoders, else 1); the appended separators and the second window's [CLS] are
+            dropped (from the hidden states, and as attention rows and columns), hidden states are averaged where
+            the windows overlap, attention rows summed there and renormalized, and positions that neither window
+            covers (between W - e and len - W + 1, only for documents of more than 2W - e - 1 tokens) get zero
+            vectors. Documents longer than 2W tokens cannot be encoded this way: `"atlop"` needs
+            `max_document_length` <= 2W. Converted research checkpoints use it; new models use `"overlapping"`,
+            which sees every token with context from both sides.
+        max_document_length (`int`, *optional*):
+            Subwords kept per document, special tokens included; longer documents are cut to their first
+            `max_document_length - 1` tokens plus their final special token, and mentions whose start marker falls
+            past the cut are dropped (an entity left without mentions is represented by zero vectors). This is the
+            research code's `max_seq_length` (1024; its truncation keeps a mention whose start marker lands exactly
+            on the re-added final token, which then reads that token). `None` (the default): no limit.
+        word_prefix_space (`bool`, defaults to `True`):
+            For byte-level BPE tokenizers (RoBERTa): whether each word is tokenized with a leading space, as it
+            appears in running text (tokenizer loaded with `add_prefix_space=True`). The research code tokenizes
+            every word on its own without one, so its checkpoints are converted with `False` and their tokenizer
+            saved with `add_prefix_space=False`. Featurization checks that the tokenizer agrees. WordPiece
+            tokenizers (BERT) are not affected.
         bilinear_block_elements (`int`, defaults to 2**21):
             Largest slice of the [num_pairs, d1 * k] pair matrix the grouped bilinear layer builds at once (it
             never stores the whole matrix); only speed and memory depend on it.
@@ -131,6 +160,9 @@ class PemsclConfig(PreTrainedConfig):
     contrastive_global_batch: bool = True
     window_length: int | None = None
     window_stride: int | None = None
+    window_scheme: str = "overlapping"
+    max_document_length: int | None = None
+    word_prefix_space: bool = True
     bilinear_block_elements: int = 2**21
     encoder_attention: str = "sdpa"
 
@@ -152,6 +184,7 @@ class PemsclConfig(PreTrainedConfig):
             "contrastive_anchors": CONTRASTIVE_ANCHORS,
             "head_init": HEAD_INITS,
             "encoder_attention": ENCODER_ATTENTIONS,
+            "window_scheme": WINDOW_SCHEMES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -177,6 +210,22 @@ class PemsclConfig(PreTrainedConfig):
             raise ValueError(f"window_length={self.window_length} is too small (at least 8 tokens).")
         if self.window_stride is not None and self.window_stride < 1:
             raise ValueError(f"window_stride={self.window_stride} must be at least 1.")
+        if self.max_document_length is not None and (
+            isinstance(self.max_document_length, bool) or not isinstance(self.max_document_length, int)
+            or self.max_document_length < 3
+        ):
+            raise ValueError(f"max_document_length={self.max_document_length!r} must be an integer of at least 3 "
+                             "(a special token at each end and one token between), or None for no limit.")
+        if self.window_scheme == "atlop":
+            most = 2 * self.encoder_window_length
+            if self.max_document_length is None or self.max_document_length > most:
+                raise ValueError(
+                    f"window_scheme='atlop' encodes at most two windows of {self.encoder_window_length} tokens: set "
+                    f"max_document_length to at most {most} (the research code uses 1024), got "
+                    f"{self.max_document_length}."
+                )
+        if not isinstance(self.word_prefix_space, bool):
+            raise ValueError(f"word_prefix_space={self.word_prefix_space!r} must be True or False.")
 
     def relation_bias_offset(self) -> float:
         """The initial offset of the relation biases: `relation_bias_init`, with `"auto"` = log(R)."""
@@ -210,9 +259,14 @@ class PemsclConfig(PreTrainedConfig):
             return self.window_length
         limit = getattr(self.encoder, "max_position_embeddings", 512) or 512
         # RoBERTa-style encoders reserve `pad_token_id + 1` positions (514 -> 512 usable).
-        if getattr(self.encoder, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        if self.roberta_like_encoder:
             limit -= (self.encoder.pad_token_id or 0) + 1
         return min(limit, 512)
+
+    @property
+    def roberta_like_encoder(self) -> bool:
+        """Whether the encoder is RoBERTa-like (see `ROBERTA_LIKE_ENCODERS`)."""
+        return getattr(self.encoder, "model_type", "") in ROBERTA_LIKE_ENCODERS
 
 
 __all__ = ["PemsclConfig"]

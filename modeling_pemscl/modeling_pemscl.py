@@ -322,7 +322,8 @@ class PemsclModel(PemsclPreTrainedModel):
     and the pairwise moving-threshold + entropy + supervised contrastive objective.
 
     The batch format is the one `data_collators.DataCollatorForDocRE` builds (docs/batch_format.md).
-    Documents longer than `config.encoder_window_length` tokens are encoded in overlapping windows.
+    Documents longer than `config.encoder_window_length` tokens are encoded in windows (`config.window_scheme`);
+    `config.max_document_length` cuts longer documents first.
     """
 
     # New layers, trained with the larger learning rate (ATLOP: 1e-4 vs 2e-5 for the encoder).
@@ -386,8 +387,9 @@ class PemsclModel(PemsclPreTrainedModel):
             hidden `(B, L, d)` and mention attention `(B, E * M, H, L)` (absent mentions: arbitrary rows).
         """
         window = self.config.encoder_window_length
-        flat_positions = mention_positions.flatten(1).clamp(min=0)  # [B, E*M]
+        flat_positions = mention_positions.flatten(1)  # [B, E*M], -1 = absent
         if input_ids.shape[1] <= window:
+            flat_positions = flat_positions.clamp(min=0)
             outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
             attention = outputs.attentions[-1]  # [B, H, L, L]
             rows = torch.gather(
@@ -397,54 +399,52 @@ class PemsclModel(PemsclPreTrainedModel):
         return self._encode_windows(input_ids, attention_mask, flat_positions, window)
 
     def _encode_windows(self, input_ids, attention_mask, flat_positions, window):
-        """Overlapping windows `[CLS] chunk [SEP]`; hidden states and attention averaged where they overlap."""
+        """Encode documents as windows (`config.window_scheme`); hidden states averaged over the windows that
+        cover each token, mention attention rows summed over them and renormalized."""
         device = input_ids.device
         batch_size, length = input_ids.shape
-        content = window - 2
-        stride = self.config.window_stride or max(content // 2, 1)
         lengths = attention_mask.sum(1).tolist()
-
-        # Index bookkeeping on the host: a handful of windows per document.
-        window_docs, window_positions, window_spans = [], [], []
-        for doc, doc_length in enumerate(lengths):
-            n_content = doc_length - 2
-            starts = [0] if n_content <= content else list(range(0, n_content - content, stride)) + [n_content - content]
-            for start in starts:
-                span = (1 + start, 1 + start + min(content, n_content))  # document positions of the content
-                positions = [0] + list(range(*span)) + [doc_length - 1]
-                window_docs.append(doc)
-                window_spans.append(span)
-                window_positions.append(positions + [-1] * (window - len(positions)))
-        window_docs = torch.tensor(window_docs, device=device)
-        window_spans = torch.tensor(window_spans, device=device)  # [NW, 2]
-        window_positions = torch.tensor(window_positions, device=device)  # [NW, W], -1 = padding
-        valid = window_positions >= 0
+        if self.config.window_scheme == "atlop":
+            end_tokens = 2 if self.config.roberta_like_encoder else 1
+            layout = _atlop_windows(lengths, window, end_tokens)
+        else:
+            layout = _overlapping_windows(lengths, window, self.config.window_stride)
+        window_docs = torch.tensor([doc for doc, _, _ in layout], device=device)
+        pad = [-1] * window
+        # sources: the document position each window token is read from; targets: the document position its
+        # outputs go to (-1: the token is the window's own and contributes nothing); -1 past the window's end.
+        window_sources = torch.tensor([(s + pad)[:window] for _, s, _ in layout], device=device)  # [NW, W]
+        window_targets = torch.tensor([(t + pad)[:window] for _, _, t in layout], device=device)  # [NW, W]
+        valid = window_sources >= 0
         pad_id = self.config.encoder.pad_token_id if self.config.encoder.pad_token_id is not None else 0
-        window_ids = input_ids[window_docs[:, None], window_positions.clamp(min=0)].masked_fill(~valid, pad_id)
+        window_ids = input_ids[window_docs[:, None], window_sources.clamp(min=0)].masked_fill(~valid, pad_id)
         outputs = self.encoder(input_ids=window_ids, attention_mask=valid.long(), output_attentions=True)
         window_hidden, window_attention = outputs.last_hidden_state, outputs.attentions[-1]  # [NW,W,d], [NW,H,W,W]
+        kept = window_targets >= 0
 
         # Hidden states: average over the windows that cover each token.
         hidden_size = window_hidden.shape[-1]
-        flat_index = (window_docs[:, None] * length + window_positions.clamp(min=0))[valid]  # [V]
-        hidden = window_hidden.new_zeros(batch_size * length, hidden_size).index_add(0, flat_index, window_hidden[valid])
+        flat_index = (window_docs[:, None] * length + window_targets.clamp(min=0))[kept]  # [V]
+        hidden = window_hidden.new_zeros(batch_size * length, hidden_size).index_add(0, flat_index, window_hidden[kept])
         coverage = window_hidden.new_zeros(batch_size * length).index_add(
             0, flat_index, torch.ones_like(flat_index, dtype=window_hidden.dtype)
         )
         hidden = (hidden / coverage.clamp(min=1).unsqueeze(-1)).view(batch_size, length, hidden_size)
 
-        # Attention rows of the mentions: every window that holds a mention contributes its row, spread onto
-        # document positions; rows are averaged over those windows and renormalized.
+        # Attention rows of the mentions: every window that covers a mention contributes its row, spread onto
+        # document positions; rows are summed over those windows and renormalized.
         heads = window_attention.shape[1]
         num_mentions = flat_positions.shape[1]
-        window_start, window_end = window_spans[:, 0], window_spans[:, 1]
-        mention_pos = flat_positions[window_docs]  # [NW, EM]
-        inside = (mention_pos >= window_start[:, None]) & (mention_pos < window_end[:, None])
-        window_index, mention_index = inside.nonzero(as_tuple=True)  # [V2]
-        local_row = mention_pos[window_index, mention_index] - window_start[window_index] + 1
+        local_of = window_targets.new_full((len(layout), length), -1)  # [NW, L]: window row of each position
+        window_of_kept, local_of_kept = kept.nonzero(as_tuple=True)
+        local_of[window_of_kept, window_targets[kept]] = local_of_kept
+        mention_pos = flat_positions[window_docs]  # [NW, EM], -1 = absent
+        mention_local = torch.gather(local_of, 1, mention_pos.clamp(min=0)).masked_fill(mention_pos < 0, -1)
+        window_index, mention_index = (mention_local >= 0).nonzero(as_tuple=True)  # [V2]
+        local_row = mention_local[window_index, mention_index]
         rows = window_attention[window_index, :, local_row, :]  # [V2, H, W]
         target_row = window_docs[window_index] * num_mentions + mention_index  # [V2]
-        columns = window_positions[window_index].masked_fill(~valid[window_index], length)  # [V2, W]; pad -> dummy
+        columns = window_targets[window_index].masked_fill(~kept[window_index], length)  # [V2, W]; dropped -> dummy
         spread = rows.new_zeros(batch_size * num_mentions, heads, length + 1)
         spread.index_put_(
             (target_row[:, None, None].expand_as(rows), torch.arange(heads, device=device)[None, :, None].expand_as(rows),
@@ -471,7 +471,7 @@ class PemsclModel(PemsclPreTrainedModel):
         hidden_size = hidden.shape[-1]
         mention_mask = mention_positions >= 0  # [B, E, M]
         entity_has_mention = mention_mask.any(-1)  # [B, E]
-        # Absent entities get their first slot (position 0) so logsumexp stays finite; they are never used.
+        # Absent entities get their first slot (position 0) so logsumexp stays finite; zeroed below.
         pool_mask = mention_mask.clone()
         pool_mask[..., 0] |= ~entity_has_mention
         positions = mention_positions.clamp(min=0).flatten(1)  # [B, E*M]
@@ -481,6 +481,8 @@ class PemsclModel(PemsclPreTrainedModel):
         mention_embeddings = mention_embeddings.view(batch_size, num_entities, num_mentions, hidden_size).float()
         mention_embeddings = mention_embeddings.masked_fill(~pool_mask.unsqueeze(-1), float("-inf"))
         entity_embeddings = torch.logsumexp(mention_embeddings, dim=2)  # [B, E, d]
+        # An entity whose mentions were all cut (`max_document_length`) is a zero vector, as in the research code.
+        entity_embeddings = entity_embeddings.masked_fill(~entity_has_mention.unsqueeze(-1), 0.0)
 
         # Entity attention: mean of its mentions' attention rows.
         heads, length = mention_attention.shape[-2:]
@@ -541,6 +543,10 @@ class PemsclModel(PemsclPreTrainedModel):
         if unknown:
             raise TypeError(f"PemsclModel.forward got unexpected inputs {sorted(unknown)}")
         _check_batch(input_ids, attention_mask, mention_positions, hts, pair_document_index, labels, self.config)
+        if self.config.max_document_length is not None:
+            input_ids, attention_mask, mention_positions = truncate_documents(
+                input_ids, attention_mask, mention_positions, self.config.max_document_length
+            )
         hidden, mention_attention = self.encode(input_ids, attention_mask, mention_positions)
         head, tail = self.pair_representations(hidden, mention_attention, mention_positions, hts, pair_document_index)
         head, tail = self.bilinear.split_groups(head), self.bilinear.split_groups(tail)
@@ -601,6 +607,68 @@ def _encoder_from_pretrained(name_or_path, **kwargs):
                 "encoder_kwargs={'use_safetensors': False} if you trust its pickled weights."
             ) from error
         raise
+
+
+def _overlapping_windows(lengths, window, stride=None):
+    """`window_scheme="overlapping"`: `[CLS] chunk [SEP]` windows every `stride` tokens (default: half a window's
+    content) covering each document; every token, the window's [CLS] and [SEP] included, maps to the document
+    position it was read from. Returns `(document, sources, targets)` per window (see `_encode_windows`)."""
+    content = window - 2
+    stride = stride or max(content // 2, 1)
+    layout = []
+    for doc, doc_length in enumerate(lengths):
+        n_content = doc_length - 2
+        starts = [0] if n_content <= content else list(range(0, n_content - content, stride)) + [n_content - content]
+        for start in starts:
+            positions = [0, *range(1 + start, 1 + start + min(content, n_content)), doc_length - 1]
+            layout.append((doc, positions, positions))
+    return layout
+
+
+def _atlop_windows(lengths, window, end_tokens):
+    """`window_scheme="atlop"`, ATLOP's `process_long_input`: a document that fits one window is that window; a
+    longer one is read as `tokens[:W - e] + e separators` and `[CLS] + tokens[len - W + 1:]`, and the appended
+    separators and the second window's [CLS] map to no document position (target -1). The separators are read
+    from the document's final token, the [CLS] from its first. Returns `(document, sources, targets)` per window."""
+    layout = []
+    for doc, doc_length in enumerate(lengths):
+        if doc_length <= window:
+            positions = list(range(doc_length))
+            layout.append((doc, positions, positions))
+            continue
+        if doc_length > 2 * window:
+            raise ValueError(
+                f"Document {doc} of the batch has {doc_length} tokens; window_scheme='atlop' encodes at most "
+                f"{2 * window} (two windows of {window}). Set config.max_document_length to at most {2 * window}."
+            )
+        first = list(range(window - end_tokens))
+        layout.append((doc, first + [doc_length - 1] * end_tokens, first + [-1] * end_tokens))
+        last = list(range(doc_length - window + 1, doc_length))
+        layout.append((doc, [0] + last, [-1] + last))
+    return layout
+
+
+def truncate_documents(input_ids, attention_mask, mention_positions, max_length):
+    """Cut documents to `max_length` tokens the way the research code's featurization does: the first
+    `max_length - 1` tokens, then the document's final special token; mentions whose start marker lies at or past
+    `max_length` are dropped (-1). A mention whose marker was cut but lands on position `max_length - 1` is kept and
+    reads the final token there, as in the research code.
+
+    Args:
+        input_ids, attention_mask: `(B, L)`; mention_positions: `(B, E, M)`.
+
+    Returns:
+        The three tensors, `(B, min(L, max_length))` and `(B, E, M)`.
+    """
+    if input_ids.shape[1] <= max_length:
+        return input_ids, attention_mask, mention_positions
+    lengths = attention_mask.sum(1)
+    long_rows = (lengths > max_length).nonzero(as_tuple=True)[0]
+    final_tokens = input_ids[long_rows, lengths[long_rows] - 1]
+    input_ids = input_ids[:, :max_length].clone()
+    input_ids[long_rows, max_length - 1] = final_tokens
+    mention_positions = mention_positions.masked_fill(mention_positions >= max_length, -1)
+    return input_ids, attention_mask[:, :max_length], mention_positions
 
 
 def _split_linear(linear: nn.Linear, entity_embeddings, entity_index, context):
