@@ -38,6 +38,7 @@ from docre_training.hub import check_dry_run_dir
 from docre_training.pipeline import check_model_and_tokenizer
 from docre_training.trainer import DocRETrainer, latest_complete_checkpoint
 from modeling_pemscl import PemsclConfig, PemsclModel
+from modeling_pemscl.processing_pemscl import byte_level_prefix_space
 
 logger = logging.getLogger("run_docre")
 
@@ -321,13 +322,12 @@ def report_skipped_documents(data_args: DataArguments, vocab: RelationVocab, out
     return skipped
 
 
-def load_tokenizer(name_or_path: str):
+def load_tokenizer(name_or_path: str, word_prefix_space: bool = True):
+    """The tokenizer, a byte-level BPE one (RoBERTa) loaded with the prefix space the model needs."""
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    try:
-        check_tokenizer(tokenizer)
-    except ValueError:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, add_prefix_space=True)
-        check_tokenizer(tokenizer)
+    if byte_level_prefix_space(tokenizer) not in (None, word_prefix_space):
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, add_prefix_space=word_prefix_space)
+    check_tokenizer(tokenizer, word_prefix_space)
     return tokenizer
 
 
@@ -425,7 +425,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     saved = AutoConfig.from_pretrained(model_args.model_name_or_path)
     vocab = relation_vocabulary(data_args, saved if isinstance(saved, PemsclConfig) else None)
-    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path)
+    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path,
+                               getattr(saved, "word_prefix_space", True))
     model = build_model(model_args, vocab, model_args.passed_flags)
     check_model_and_tokenizer(model, tokenizer)
 
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if data_args.skip_invalid and training_args.should_save:
             report_skipped_documents(data_args, vocab, training_args.output_dir)
         features = featurize_dataset(raw, tokenizer, vocab.rel2id, entity_marker=model.config.entity_marker,
-                                     num_proc=data_args.preprocessing_num_workers)
+                                     word_prefix_space=model.config.word_prefix_space, num_proc=data_args.preprocessing_num_workers)
     for split, flag, needed in (("train", "--do_train", training_args.do_train),
                                 ("validation", "--do_eval", training_args.do_eval),
                                 ("test", "--do_predict", training_args.do_predict)):

@@ -4,7 +4,8 @@ Each mention is wrapped in entity markers at the word level: the marker (default
 of its own before the mention's first word and after its last word. Mentions that start at the same word
 share one start marker; mentions that end at the same word share one end marker. The marked word list of a
 document is tokenized in one call with `is_split_into_words=True`; `word_ids()` maps words to subwords.
-Documents are never truncated: the model encodes long documents with overlapping windows.
+Documents are never truncated here: the model encodes long documents in windows (and cuts them only when its
+`max_document_length` says so).
 
 Output of one document (`featurize_document`):
 
@@ -37,7 +38,8 @@ DEFAULT_KEEP_COLUMNS = ("title", "vertexSet")
 
 
 def featurize_batch(
-    batch: Mapping[str, list], tokenizer, rel2id: Mapping[str, int], entity_marker: str = "*"
+    batch: Mapping[str, list], tokenizer, rel2id: Mapping[str, int], entity_marker: str = "*",
+    word_prefix_space: bool = True,
 ) -> dict[str, list]:
     """Featurize a batch of documents in one tokenizer call, for `Dataset.map(batched=True)`.
 
@@ -47,6 +49,7 @@ def featurize_batch(
         tokenizer: See `featurize_document`.
         rel2id: See `featurize_document`.
         entity_marker: See `featurize_document`.
+        word_prefix_space: See `featurize_document`.
 
     Raises:
         ValueError: See `featurize_document`.
@@ -58,14 +61,15 @@ def featurize_batch(
         objects; `Dataset.map` stores them as nested lists. Also `length`, each document's `len(input_ids)`.
     """
     docs = [dict(zip(batch.keys(), values)) for values in zip(*batch.values())]
-    features = _featurize_documents(docs, tokenizer, rel2id, entity_marker)
+    features = _featurize_documents(docs, tokenizer, rel2id, entity_marker, word_prefix_space)
     for feature in features:
         feature["length"] = len(feature["input_ids"])
     return {column: [feature[column] for feature in features] for column in FEATURIZED_COLUMNS}
 
 
 def _featurize_split(
-    dataset: Dataset, tokenizer, rel2id: Mapping[str, int], entity_marker: str, keep_columns, batch_size, num_proc
+    dataset: Dataset, tokenizer, rel2id: Mapping[str, int], entity_marker: str, word_prefix_space: bool, keep_columns,
+    batch_size, num_proc,
 ) -> Dataset:
     kept = [column for column in dataset.column_names if column in keep_columns and column != "labels"]
     features = Features(
@@ -84,7 +88,8 @@ def _featurize_split(
         batched=True,
         batch_size=batch_size,
         num_proc=num_proc,
-        fn_kwargs={"tokenizer": tokenizer, "rel2id": dict(rel2id), "entity_marker": entity_marker},
+        fn_kwargs={"tokenizer": tokenizer, "rel2id": dict(rel2id), "entity_marker": entity_marker,
+                   "word_prefix_space": word_prefix_space},
         remove_columns=[column for column in dataset.column_names if column not in kept],
         features=features,
         desc="Featurizing documents",
@@ -109,6 +114,7 @@ def featurize_dataset(
     tokenizer,
     rel2id: Mapping[str, int],
     entity_marker: str = "*",
+    word_prefix_space: bool = True,
     keep_columns: Sequence[str] = DEFAULT_KEEP_COLUMNS,
     batch_size: int = 100,
     num_proc: Optional[int] = None,
@@ -120,6 +126,7 @@ def featurize_dataset(
         tokenizer: See `featurize_document`.
         rel2id: See `featurize_document`.
         entity_marker: See `featurize_document`.
+        word_prefix_space: See `featurize_document`.
         keep_columns: Raw columns kept beside the features, for evaluation (default `title`, `vertexSet`).
             The raw `labels` column is always replaced by the multi-hot `labels`.
         batch_size: Documents per tokenizer call.
@@ -132,7 +139,7 @@ def featurize_dataset(
         The same container type with the columns of `featurize_document` (`labels` only for labelled splits)
         plus `keep_columns`.
     """
-    args = (tokenizer, rel2id, entity_marker, tuple(keep_columns), batch_size, num_proc)
+    args = (tokenizer, rel2id, entity_marker, word_prefix_space, tuple(keep_columns), batch_size, num_proc)
     if isinstance(data, DatasetDict):
         return DatasetDict({split: _featurize_split(dataset, *args) for split, dataset in data.items()})
     return _featurize_split(data, *args)

@@ -186,7 +186,7 @@ def _hyperparameters(training: dict[str, Any], model: dict[str, Any], config: di
     for name in ("loss", "contrastive_temperature", "contrastive_weight", "gamma_pos", "gamma_neg", "use_entropy",
                  "use_contrastive", "contrastive_average", "contrastive_anchors", "negative_sample_ratio",
                  "max_relations_per_pair", "pair_embedding_size", "head_init", "relation_bias_init", "bilinear_block_size",
-                 "entity_marker", "window_length"):
+                 "entity_marker", "window_length", "window_scheme", "max_document_length", "word_prefix_space"):
         if config.get(name) is not None:
             rows.append((name, f"`{config[name]}`" if isinstance(config[name], str) else config[name]))
     encoder = config.get("encoder") or {}
@@ -224,6 +224,7 @@ def generate_model_card(
     model_args: Any = None,
     model_config: Any = None,
     results: Mapping[str, Any] | None = None,
+    conversion: Mapping[str, Any] | None = None,
 ) -> str:
     """The README.md of a trained PEMSCL model, filled from its run.
 
@@ -237,6 +238,10 @@ def generate_model_card(
         model_args: `run_docre.ModelArguments` (or a dict): the starting encoder and the head learning rate.
         model_config: The model's `PemsclConfig` (or a dict): relation vocabulary and loss settings.
         results: Scores to report instead of `all_results.json` (keys like `eval_f1`, `test_ign_f1`, in percent).
+        conversion: For a model converted from a research checkpoint (`modeling_pemscl.convert_original_checkpoint`)
+            instead of trained by a run: `source` (the file), `encoder`, `command` (the conversion command),
+            `paper`, `paper_url`, `release_url` and `reported` (`{"source": where in the paper, "scores": {"eval" |
+            "test": {metric: value}}}`, or None): the card quotes the paper's scores, attributed to it.
 
     Returns:
         The card as markdown with YAML front matter (`huggingface_hub.ModelCard(text)` parses it).
@@ -251,6 +256,8 @@ def generate_model_card(
     dataset_key = data.get("dataset", "re-docred")
     dataset_id, dataset_name, annotation_note, dataset_citation = DATASETS.get(dataset_key, DATASETS["re-docred"])
     eval_results, results_text = _results(results, dataset_id, dataset_name, data)
+    if conversion is not None:
+        eval_results, results_text = _reported_results(conversion, dataset_id, dataset_name)
     id2label = config.get("id2label") or {}
     num_relations = max(len(id2label) - 1, 0) or 96
     base_model = _base_model(model)
@@ -275,6 +282,16 @@ def generate_model_card(
         encoder = config.get("encoder") or {}
         kind = encoder.get("model_type", "pretrained") if isinstance(encoder, Mapping) else "pretrained"
         base_sentence = f"Its encoder is a {kind} model fine-tuned with the relation head."
+    training_data = _training_data(data, dataset_name)
+    label_regime = _label_regime(data, config)
+    hyperparameters = _hyperparameters(training, model, config)
+    if conversion is not None:
+        base_sentence = (f"It was trained with the released research code ({conversion['release_url']}) and converted "
+                         f"from its checkpoint `{conversion['source']}`; its encoder is `{conversion['encoder']}`.")
+        training_data = (f"Trained with the released research code on {dataset_name}; the paper ({conversion['paper']}) "
+                         "describes the authors' setup.")
+        label_regime = "- Not recorded in a research checkpoint."
+        hyperparameters = _conversion_procedure(conversion, hyperparameters)
     values = {
         "card_data": card_data.to_yaml(),
         "model_name": model_id.split("/")[-1],
@@ -284,15 +301,62 @@ def generate_model_card(
         "base_model_sentence": base_sentence,
         "results_table": results_text,
         "score_sentence": _score_sentence(config),
+        "windows_sentence": _windows_sentence(config),
         "entity_marker": config.get("entity_marker", "*"),
         "annotation_note": annotation_note,
-        "training_data": _training_data(data, dataset_name),
-        "label_regime": _label_regime(data, config),
-        "hyperparameters_table": _hyperparameters(training, model, config),
+        "training_data": training_data,
+        "label_regime": label_regime,
+        "hyperparameters_table": hyperparameters,
         "framework_versions": _framework_versions(),
         "dataset_citation": f"```bibtex\n{dataset_citation}\n```",
     }
     return Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
+
+
+def _reported_results(conversion: Mapping[str, Any], dataset_id: str, dataset_name: str):
+    """The paper's scores for a converted model, attributed to the paper in the text and in the model-index."""
+    reported = conversion.get("reported")
+    if not reported:
+        return [], ("Not measured by the conversion. The scores the paper reports belong to the authors' "
+                    "RoBERTa-large checkpoints; this checkpoint has another encoder or head size (or loss), so they "
+                    "are not its scores. Evaluate it with `run_docre.py --do_eval`.")
+    eval_results, rows = [], []
+    for prefix, split in SPLITS.items():
+        scores = reported["scores"].get(prefix, {})
+        if scores:
+            rows.append((split, scores))
+        for name, value in scores.items():
+            eval_results.append(EvalResult(
+                task_type=TASK_TYPE, task_name=TASK_NAME, dataset_type=dataset_id, dataset_name=dataset_name,
+                dataset_split=split, metric_type=name, metric_name=METRICS[name], metric_value=value,
+                source_name=conversion["paper"], source_url=conversion["paper_url"],
+            ))
+    columns = [name for name in METRICS if any(name in scores for _, scores in rows)]
+    lines = ["| split | " + " | ".join(METRICS[name] for name in columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += [f"| {split} | " + " | ".join(f"{scores[name]:.2f}" if name in scores else "" for name in columns) + " |"
+              for split, scores in rows]
+    return eval_results, (
+        f"Reported by the authors in the paper ({conversion['paper']}, {reported['source']}), not measured by this "
+        f"conversion:\n\n" + "\n".join(lines) + "\n\nWhat the conversion checked is that the converted model computes "
+        "what the research code computes: the same pair logits and the same decoded relations on the same documents."
+    )
+
+
+def _conversion_procedure(conversion: Mapping[str, Any], settings_table: str) -> str:
+    return (f"Converted from the research checkpoint `{conversion['source']}` with:\n\n```bash\n"
+            f"{conversion['command']}\n```\n\nThe settings that make it compute what the research code computes "
+            "(`window_scheme`, `max_document_length`, `word_prefix_space`, `max_relations_per_pair`) are in "
+            f"`config.json`:\n\n{settings_table}")
+
+
+def _windows_sentence(config: Mapping) -> str:
+    """How documents longer than the encoder's window are read, for this model's settings."""
+    limit = config.get("max_document_length")
+    cut = f" Documents are cut to their first {limit} subwords (mentions past the cut are dropped)." if limit else ""
+    if config.get("window_scheme") == "atlop":
+        return ("Documents longer than the encoder's window are read as ATLOP's research code reads them: a first and "
+                f"a last window, averaged where they overlap.{cut}")
+    return f"Documents longer than the encoder's window are read in overlapping windows.{cut}"
 
 
 def _score_sentence(config: Mapping) -> str:

@@ -91,7 +91,7 @@ def check_model_and_tokenizer(model, tokenizer) -> None:
     config = model.config
     if getattr(config, "model_type", None) != "pemscl":
         raise ValueError(f"Expected a PEMSCL model (model_type 'pemscl'), got model_type {config.model_type!r}.")
-    check_tokenizer(tokenizer)
+    check_tokenizer(tokenizer, config.word_prefix_space)
     name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
     if tokenizer.pad_token_id is None:
         raise ValueError(f"The tokenizer {name!r} has no padding token; documents of a batch must be padded.")
@@ -294,7 +294,8 @@ class DocumentRelationExtractionPipeline(Pipeline):
             inputs = text_document(inputs, entity_extractor, entity_grouping)
         document = checked_docred(inputs)
         config = self.model.config
-        features = featurize_document(document, self.tokenizer, config.label2id, entity_marker=config.entity_marker)
+        features = featurize_document(document, self.tokenizer, config.label2id, entity_marker=config.entity_marker,
+                                      word_prefix_space=config.word_prefix_space)
         return {"features": features, "document": document, "mentions": entity_mentions(inputs, document)}
 
     def _collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -229,38 +229,54 @@ def validate_document(doc: Mapping[str, Any], relation_ids: Optional[Collection[
 # | `labels` | list[list[int]] | one multi-hot row of `len(rel2id)` per pair, column 0 (`Na`) set iff the pair has no relation; only for labelled documents |
 
 
-def _byte_level_without_prefix_space(pre_tokenizer_state: Any) -> bool:
-    if isinstance(pre_tokenizer_state, dict):
-        if pre_tokenizer_state.get("type") == "ByteLevel" and not pre_tokenizer_state.get("add_prefix_space"):
-            return True
-        return any(_byte_level_without_prefix_space(value) for value in pre_tokenizer_state.values())
-    if isinstance(pre_tokenizer_state, list):
-        return any(_byte_level_without_prefix_space(value) for value in pre_tokenizer_state)
-    return False
+def byte_level_prefix_space(tokenizer) -> Optional[bool]:
+    """For a byte-level BPE tokenizer (RoBERTa, GPT-2 style), whether it puts a space before each pre-split word
+    (`add_prefix_space`); None for other tokenizers (WordPiece, SentencePiece), which split words alike either way."""
+    def find(state: Any) -> Optional[bool]:
+        if isinstance(state, dict):
+            if state.get("type") == "ByteLevel":
+                return bool(state.get("add_prefix_space"))
+            state = list(state.values())
+        if isinstance(state, list):
+            found = [flag for flag in map(find, state) if flag is not None]
+            return found[0] if found else None
+        return None
+
+    pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
+    return None if pre_tokenizer is None else find(json.loads(pre_tokenizer.__getstate__()))
 
 
-def check_tokenizer(tokenizer) -> None:
+def check_tokenizer(tokenizer, word_prefix_space: bool = True) -> None:
     """Check that a tokenizer can featurize pre-split words.
 
     Args:
         tokenizer: A Hugging Face tokenizer.
+        word_prefix_space: The model's `word_prefix_space`: whether a byte-level BPE tokenizer must put a space
+            before each word (`add_prefix_space=True`, as in running text; new models) or must not (the research
+            code's featurization, which converted checkpoints keep).
 
     Raises:
         ValueError: If the tokenizer is not a fast (Rust `tokenizers`) tokenizer, which `word_ids()` needs, or
-            it is a byte-level BPE tokenizer (RoBERTa, GPT-2 style) loaded without `add_prefix_space=True`,
-            which would glue every word to the previous one.
+            it is a byte-level BPE tokenizer whose `add_prefix_space` is not `word_prefix_space`: the words would
+            be split into other subwords than the model was trained on.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
             f"{type(tokenizer).__name__} is not a fast tokenizer: featurization maps words to subwords with "
             "`word_ids()`, which only fast tokenizers provide. Load it with `AutoTokenizer.from_pretrained(...)`."
         )
-    pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
-    if pre_tokenizer is not None and _byte_level_without_prefix_space(json.loads(pre_tokenizer.__getstate__())):
+    prefix_space = byte_level_prefix_space(tokenizer)
+    if prefix_space is not None and prefix_space != word_prefix_space:
+        if word_prefix_space:
+            problem = ("without a prefix space, so pre-split words would be tokenized as if glued together. Load "
+                       "the tokenizer with add_prefix_space=True")
+        else:
+            problem = ("with a prefix space, but the model (word_prefix_space=False, as the research code's "
+                       "checkpoints) was trained on words tokenized without one. Load the tokenizer with "
+                       "add_prefix_space=False")
         raise ValueError(
-            f"{type(tokenizer).__name__} is a byte-level BPE tokenizer without a prefix space, so pre-split words "
-            "would be tokenized as if glued together. Load the tokenizer with add_prefix_space=True, e.g. "
-            "`AutoTokenizer.from_pretrained(name, add_prefix_space=True)`."
+            f"{type(tokenizer).__name__} is a byte-level BPE tokenizer {problem}, e.g. "
+            f"`AutoTokenizer.from_pretrained(name, add_prefix_space={word_prefix_space})`."
         )
 
 
@@ -318,12 +334,13 @@ def _pair_labels(doc: Mapping[str, Any], num_entities: int, rel2id: Mapping[str,
 
 
 def _featurize_documents(
-    docs: Sequence[Mapping[str, Any]], tokenizer, rel2id: Mapping[str, int], entity_marker: str
+    docs: Sequence[Mapping[str, Any]], tokenizer, rel2id: Mapping[str, int], entity_marker: str,
+    word_prefix_space: bool = True,
 ) -> list[dict[str, Any]]:
     """Featurize documents with a single tokenizer call; labels are `None` for unlabelled documents."""
     if not entity_marker or entity_marker.isspace():
         raise ValueError("entity_marker must be a non-blank string such as '*'.")
-    check_tokenizer(tokenizer)
+    check_tokenizer(tokenizer, word_prefix_space)
     check_rel2id(rel2id)
     for doc in docs:
         validate_document(doc, relation_ids=rel2id)
@@ -368,7 +385,8 @@ def _featurize_documents(
 
 
 def featurize_document(
-    doc: Mapping[str, Any], tokenizer, rel2id: Mapping[str, int], entity_marker: str = "*"
+    doc: Mapping[str, Any], tokenizer, rel2id: Mapping[str, int], entity_marker: str = "*",
+    word_prefix_space: bool = True,
 ) -> dict[str, Any]:
     """Featurize one DocRED-format document (see the module docstring for the output).
 
@@ -376,9 +394,10 @@ def featurize_document(
         doc: A raw DocRED JSON document (labels `{h, t, r, evidence}`), a `DocREDBuilder` row (labels
             `{head, tail, relation_id, ...}`) or a row of the Hub's `docred` dataset.
         tokenizer: A fast tokenizer; byte-level BPE tokenizers (RoBERTa) must be loaded with
-            `add_prefix_space=True`.
+            `add_prefix_space=word_prefix_space`.
         rel2id: Relation id -> label index with `Na` at 0 (e.g. `RelationVocab.rel2id`).
         entity_marker: The word inserted before and after every mention.
+        word_prefix_space: The model's `config.word_prefix_space` (see `check_tokenizer`).
 
     Raises:
         ValueError: If the document is invalid (see `validate_document`; unknown relation ids included), or
@@ -388,7 +407,7 @@ def featurize_document(
         A dict of Python lists: `input_ids`, `mention_positions`, `mention_spans`, `hts` and, only when the
         document carries labels, `labels`.
     """
-    features = _featurize_documents([doc], tokenizer, rel2id, entity_marker)[0]
+    features = _featurize_documents([doc], tokenizer, rel2id, entity_marker, word_prefix_space)[0]
     features["hts"] = features["hts"].tolist()
     if features["labels"] is None:
         del features["labels"]

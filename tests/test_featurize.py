@@ -197,6 +197,28 @@ def test_byte_level_tokenizer_without_prefix_space_is_refused():
         featurize_document(festival_document(), byte_level_tokenizer(add_prefix_space=False), small_rel2id())
 
 
+def test_words_alone_without_prefix_space_as_the_research_code_tokenizes_them():
+    """`word_prefix_space=False` (converted research checkpoints): every word and marker is split as
+    `tokenizer.tokenize(word)` splits it alone, with no leading space, which is what the research code feeds RoBERTa;
+    a tokenizer that adds the space is refused for such a model."""
+    tokenizer = byte_level_tokenizer(add_prefix_space=False)
+    doc = festival_document()
+    features = featurize_document(doc, tokenizer, small_rel2id(), word_prefix_space=False)
+    words = [word for sent in doc["sents"] for word in sent]
+    starts = {(m["sent_id"], m["pos"][0]) for entity in doc["vertexSet"] for m in entity}
+    ends = {(m["sent_id"], m["pos"][1] - 1) for entity in doc["vertexSet"] for m in entity}
+    expected = [tokenizer.cls_token]
+    for sent_id, sent in enumerate(doc["sents"]):
+        for index, word in enumerate(sent):
+            expected += (["*"] if (sent_id, index) in starts else []) + tokenizer.tokenize(word)
+            expected += ["*"] if (sent_id, index) in ends else []
+    expected.append(tokenizer.sep_token)
+    assert tokenizer.convert_ids_to_tokens(features["input_ids"]) == expected
+    assert not any(token.startswith("Ġ") for token in tokenizer.tokenize(words[0]))  # no space: no 'Ġ'
+    with pytest.raises(ValueError, match="add_prefix_space=False"):
+        featurize_document(doc, byte_level_tokenizer(add_prefix_space=True), small_rel2id(), word_prefix_space=False)
+
+
 def test_rel2id_without_na_at_zero_is_refused():
     with pytest.raises(ValueError, match="`Na` must have index 0"):
         featurize_document(festival_document(), minilm_tokenizer(), {"P17": 0, "Na": 1})

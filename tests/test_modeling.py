@@ -593,3 +593,23 @@ def test_gradient_checkpointing_recomputes_the_encoder_and_keeps_the_gradients(g
     assert plain.keys() == checkpointed.keys() and len(plain) > 0
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_atlop_windows_layout_for_bert_and_roberta():
+    """`window_scheme="atlop"`: the research code's first window `tokens[:W - e] + e separators`, its last
+    `[CLS] + tokens[-(W - 1):]`, the appended separators and that [CLS] mapped to no position (-1)."""
+    from modeling_pemscl.modeling_pemscl import _atlop_windows
+
+    window = 8
+    assert _atlop_windows([5], window, 1) == [(0, [0, 1, 2, 3, 4], [0, 1, 2, 3, 4])]
+    for end_tokens in (1, 2):  # BERT: [SEP]; RoBERTa: </s></s>
+        (_, first_sources, first_targets), (_, last_sources, last_targets) = _atlop_windows([13], window, end_tokens)
+        kept = window - end_tokens
+        assert first_sources == list(range(kept)) + [12] * end_tokens
+        assert first_targets == list(range(kept)) + [-1] * end_tokens
+        assert last_sources == [0] + list(range(6, 13)) and last_targets == [-1] + list(range(6, 13))
+    # 16 tokens: positions W - e .. len - W are in neither window (zero vectors, as in the research code).
+    (_, _, first), (_, _, last) = _atlop_windows([16], window, 2)
+    assert sorted(set(range(16)) - set(first) - set(last)) == [6, 7, 8]
+    with pytest.raises(ValueError, match="max_document_length"):
+        _atlop_windows([17], window, 1)

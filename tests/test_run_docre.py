@@ -498,3 +498,15 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(native, warned, tmp_path,
         run_docre.warn_if_bf16_is_emulated(run_docre.parse_arguments(base)[2])  # fp32: never a warning
     emulation_warnings = [r for r in caplog.records if "without bf16 instructions" in r.getMessage()]
     assert len(emulation_warnings) == (1 if warned else 0)
+
+
+def test_tokenizer_is_loaded_with_the_prefix_space_the_model_needs(tmp_path):
+    from data_helpers import byte_level_tokenizer
+
+    from modeling_pemscl.processing_pemscl import byte_level_prefix_space
+
+    byte_level_tokenizer(add_prefix_space=True).save_pretrained(tmp_path / "with-space")
+    byte_level_tokenizer(add_prefix_space=False).save_pretrained(tmp_path / "without-space")
+    for folder in ("with-space", "without-space"):
+        assert byte_level_prefix_space(run_docre.load_tokenizer(str(tmp_path / folder))) is True
+        assert byte_level_prefix_space(run_docre.load_tokenizer(str(tmp_path / folder), word_prefix_space=False)) is False
