@@ -353,3 +353,30 @@ def test_the_command_line_reports_errors_in_one_line(tmp_path, capsys):
                  "--output_dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "nothing.pt" in err[0]
+
+
+def test_spacy_component_gives_the_pipelines_relations(converted):
+    spacy = pytest.importorskip("spacy", reason='the spaCy tests need the `spacy` extra: pip install "pemscl[spacy]"')
+    from transformers import pipeline
+
+    from docre_training.pipeline import DocumentRelationExtractionPipeline
+
+    text = "Marie Curie was born in Warsaw. She moved to Paris in 1891. Curie won the Nobel Prize in Paris."
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": "PER", "pattern": "Curie"},
+                                               {"label": "LOC", "pattern": "Warsaw"},
+                                               {"label": "LOC", "pattern": "Paris"},
+                                               {"label": "MISC", "pattern": "Nobel Prize"}])
+    nlp.add_pipe("pemscl_relations", config={"model": str(converted), "threshold": 0.3})
+    doc = nlp(text)
+    entities = {}
+    for ent in doc.ents:
+        entities.setdefault((ent.text.casefold(), ent.label_), []).append((ent.start_char, ent.end_char))
+    extractor = pipeline("document-relation-extraction", model=str(converted),
+                         pipeline_class=DocumentRelationExtractionPipeline)
+    expected = extractor({"text": text, "entities": [{"mentions": spans, "type": label}
+                                                      for (_, label), spans in entities.items()]}, threshold=0.3)
+    assert expected  # the converted tiny model predicts something here
+    got = {(r["head"][0].text, r["tail"][0].text, r["relation"]) for r in doc._.relations}
+    assert got == {(r["head"]["name"], r["tail"]["name"], r["relation"]) for r in expected}
