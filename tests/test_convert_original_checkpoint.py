@@ -8,9 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,6 +20,7 @@ from modeling_pemscl import PemsclModel
 from modeling_pemscl.convert_original_checkpoint import CheckpointError, convert_original_checkpoint, main
 from modeling_pemscl.modeling_pemscl import truncate_documents
 from modeling_pemscl.processing_pemscl import DataCollatorForDocRE, featurize_document
+from remote_code_helpers import run_without_the_project
 from train_helpers import COMMON_ARGUMENTS, read_json
 
 RELEASE = Path(__file__).resolve().parent / "fixtures" / "released-pemscl-tiny"
@@ -30,7 +28,6 @@ CHECKPOINT = RELEASE / "release-checkpoint.pt"
 ENCODER = RELEASE / "encoder"
 DOCUMENTS = read_json(RELEASE / "documents.json")
 RESEARCH_LIMIT = 1024
-PROJECT_PACKAGES = ("modeling_pemscl", "data_collators", "docre_training", "model_cards", "run_docre")
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +168,11 @@ def test_pipeline_gives_the_research_code_relations(converted):
 
 def test_remote_code_alone_gives_the_research_code_relations(converted, tmp_path):
     """AutoModel and the pipeline through `trust_remote_code=True`, in a Python that cannot import this project."""
-    blocked = "\n".join(f"sys.modules[{name!r}] = None" for name in PROJECT_PACKAGES)
     documents = [{key: d[key] for key in ("title", "sents", "vertexSet")} for d in DOCUMENTS]
     (tmp_path / "documents.json").write_text(json.dumps(documents))
-    script = textwrap.dedent(
+    result = run_without_the_project(
         f"""
-        import json, sys
-        {{blocked}}
+        import json
         from transformers import AutoModel, pipeline
         model = AutoModel.from_pretrained({str(converted)!r}, trust_remote_code=True)
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
@@ -186,11 +181,9 @@ def test_remote_code_alone_gives_the_research_code_relations(converted, tmp_path
         facts = [[d["title"], r["head"]["index"], r["tail"]["index"], r["relation"]]
                  for d, rs in zip(documents, extractor(documents)) for r in rs]
         print("REMOTE " + json.dumps(facts))
-        """
-    ).replace("{blocked}", blocked)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+        """,
+        tmp_path,
+    )
     line = next((l for l in result.stdout.splitlines() if l.startswith("REMOTE ")), None)
     assert line is not None, result.stdout[-2000:] + result.stderr[-3000:]
     assert {tuple(fact) for fact in json.loads(line[len("REMOTE "):])} == release_facts()

@@ -5,9 +5,6 @@ repository, pushes checkpoints as `--hub_strategy` says and ends with the same f
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from types import SimpleNamespace
 
 import pytest
@@ -21,6 +18,7 @@ from data_collators import DataCollatorForDocRE, featurize_document
 from data_helpers import DOCRED_TEST, REDOCRED_DEV, minilm_tokenizer
 from docre_training import hub
 from model_cards import generate_model_card
+from remote_code_helpers import PROJECT_PACKAGES, run_without_the_project
 
 
 MODEL_ID = "org/pemscl-tiny"
@@ -28,7 +26,6 @@ HUB_FILES = {"README.md", "config.json", "model.safetensors", "configuration_pem
              "losses.py", "pipeline_pemscl.py", "processing_pemscl.py", "tokenizer.json", "tokenizer_config.json",
              # the run's metrics and log history, as a Trainer push uploads them
              "all_results.json", "train_results.json", "eval_results.json", "predict_results.json", "trainer_state.json"}
-PROJECT_PACKAGES = ("modeling_pemscl", "data_collators", "docre_training", "model_cards", "run_docre")
 
 
 def _forbidden(*args, **kwargs):
@@ -94,11 +91,8 @@ def test_folder_loads_without_the_project(tiny_run, tmp_path):
         expected = run_model(**batch).logits
     save_file({**batch, "expected": expected}, tmp_path / "batch.safetensors")
     text_ids = tokenizer("Paris is the capital of France .")["input_ids"]
-    blocked = "\n".join(f"sys.modules[{name!r}] = None" for name in PROJECT_PACKAGES)
-    script = textwrap.dedent(
+    result = run_without_the_project(
         f"""
-        import sys
-        {{blocked}}
         for name in {PROJECT_PACKAGES!r}:
             try:
                 __import__(name)
@@ -120,11 +114,9 @@ def test_folder_loads_without_the_project(tiny_run, tmp_path):
             logits = model(**batch).logits
         torch.testing.assert_close(logits, expected, rtol=0, atol=0)
         print("REMOTE-OK")
-        """
-    ).replace("{blocked}", blocked)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+        """,
+        tmp_path,
+    )
     assert "REMOTE-OK" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
 
 
@@ -283,21 +275,17 @@ def test_pipeline_from_the_hub_folder_with_remote_code_alone(tiny_run, tmp_path)
     local = pipeline("document-relation-extraction", model=str(tiny_run.out),
                      pipeline_class=DocumentRelationExtractionPipeline)([text_document, docred_document])
     (tmp_path / "inputs.json").write_text(json.dumps([text_document, docred_document]))
-    blocked = "\n".join(f"sys.modules[{name!r}] = None" for name in PROJECT_PACKAGES)
-    script = textwrap.dedent(
+    result = run_without_the_project(
         f"""
-        import json, sys
-        {{blocked}}
+        import json
         from transformers import pipeline
         extractor = pipeline("document-relation-extraction", model={str(tiny_run.hub)!r}, trust_remote_code=True)
         assert type(extractor).__module__.startswith("transformers_modules"), type(extractor).__module__
         documents = json.load(open({str(tmp_path / "inputs.json")!r}))
         print("REMOTE-PIPELINE " + json.dumps(extractor(documents)))
-        """
-    ).replace("{blocked}", blocked)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+        """,
+        tmp_path,
+    )
     line = next((l for l in result.stdout.splitlines() if l.startswith("REMOTE-PIPELINE ")), None)
     assert line is not None, result.stdout[-2000:] + result.stderr[-3000:]
     remote = json.loads(line[len("REMOTE-PIPELINE "):])
@@ -317,11 +305,7 @@ def test_card_snippets_run_with_transformers_alone(tiny_run, tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", card, flags=re.S)
     assert len(blocks) >= 2 and all(f'"{MODEL_ID}"' in block for block in blocks)
     code = "\n".join(blocks).replace(f'"{MODEL_ID}"', repr(str(tiny_run.hub)))
-    blocked = "".join(f"sys.modules[{name!r}] = None\n" for name in PROJECT_PACKAGES)
-    script = f"import sys\n{blocked}{code}\nprint('SNIPPETS-OK', type(extractor).__module__)\n"
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = run_without_the_project(f"{code}\nprint('SNIPPETS-OK', type(extractor).__module__)\n", tmp_path)
     assert "SNIPPETS-OK transformers_modules" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
 
 
