@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 
+import pyarrow.compute as pc
 import transformers
 from transformers import AutoConfig, AutoModel, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 
@@ -36,7 +38,7 @@ from data_collators import (
 from data_collators.hub_data import download_redocred
 from docre_training.hub import check_dry_run_dir
 from docre_training.pipeline import check_model_and_tokenizer
-from docre_training.trainer import DocRETrainer, latest_complete_checkpoint
+from docre_training.trainer import DocRETrainer, latest_complete_checkpoint, write_json_atomically
 from modeling_pemscl import PemsclConfig, PemsclModel
 from modeling_pemscl.processing_pemscl import byte_level_prefix_space
 
@@ -79,6 +81,9 @@ class ModelArguments:
                                    "probabilities the head reads (same outputs as eager, faster, less memory)."})
     bilinear_block_size: int = field(default=PemsclConfig.bilinear_block_size, metadata={"help": "Group size k of the grouped bilinear."})
     head_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the new head layers."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Train into an --output_dir that holds a "
+                                       "previous run: its model files and checkpoints are removed first. Without it "
+                                       "such a folder is refused (unless the run resumes from its checkpoint)."})
     hub_dry_run: str | None = field(default=None, metadata={"help": "At the end, write to this empty folder exactly "
                                     "what --push_to_hub would upload (safetensors weights, config, remote code, "
                                     "tokenizer, model card, results) and contact nothing."})
@@ -260,6 +265,9 @@ def load_splits(data_args: DataArguments, seed: int):
         options["hub_revision"] = data_args.dataset_revision
     raw = load_docred(data_args.dataset, data_dir=None if files else data_args.data_dir, data_files=files or None, **options)
     if data_args.validation_split_size and "validation" not in raw and "train" in raw:
+        if data_args.validation_split_size >= raw["train"].num_rows:
+            raise ValueError(f"--validation_split_size {data_args.validation_split_size} leaves no training document: "
+                             f"the training file has {raw['train'].num_rows}. Hold out fewer.")
         held_out = raw["train"].train_test_split(test_size=data_args.validation_split_size, seed=seed, shuffle=True)
         raw["train"], raw["validation"] = held_out["train"], held_out["test"]
         if data_args.label_drop_rate or data_args.train_labels_file:
@@ -408,22 +416,190 @@ def apply_training_defaults(training_args: TrainingArguments, passed: set[str]) 
         training_args.metric_for_best_model = "f1"
         training_args.greater_is_better = True
         training_args.load_best_model_at_end = training_args.save_strategy == training_args.eval_strategy
+    if "dataloader_pin_memory" not in passed and not accelerator_available():
+        training_args.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader
+
+
+# What a training run's outcome depends on: resuming with other values would silently train something else.
+RESUME_TRAINING_ARGUMENTS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
+                             "num_train_epochs", "max_steps", "warmup_steps", "weight_decay", "lr_scheduler_type",
+                             "seed", "bf16", "fp16", "train_sampling_strategy")
+RESUME_DATA_ARGUMENTS = ("dataset", "data_dir", "train_file", "validation_split_size", "label_drop_rate",
+                         "label_drop_seed", "train_labels_file", "max_train_documents", "skip_invalid")
+RUN_ARGUMENTS_FILE = "run_arguments.json"
+# A run's model and state (its run_arguments.json alone, left by a run stopped before its first save, is not).
+PREVIOUS_RUN_FILES = ("model.safetensors", "model.safetensors.index.json", "config.json", "trainer_state.json")
+
+
+def looks_like_a_path(name: str) -> bool:
+    """Whether `--model_name_or_path` names a local folder rather than a Hub id: it starts like a path, has more
+    than one `/`, or its first component is a local folder (`outputs/dmeo` next to `outputs/`)."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
+        return True
+    return "/" in name and os.path.isdir(name.split("/", 1)[0])
+
+
+def load_saved_config(name_or_path: str):
+    """`AutoConfig.from_pretrained`, with one clear error for a folder that does not exist (instead of Hub retries
+    blaming the network), an empty folder, or a name that is neither a folder here nor a model the Hub gives."""
+    if os.path.isdir(name_or_path):
+        if not os.path.isfile(os.path.join(name_or_path, "config.json")):
+            raise FileNotFoundError(f"--model_name_or_path {name_or_path} has no config.json: it is not a saved model "
+                                    "or encoder (an empty or unfinished output folder?).")
+    elif looks_like_a_path(name_or_path):
+        raise FileNotFoundError(f"--model_name_or_path {name_or_path}: no such folder (check the spelling; a Hub id "
+                                "is written org/name).")
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except OSError as error:
+        if os.path.isdir(name_or_path):
+            raise
+        raise FileNotFoundError(f"--model_name_or_path {name_or_path} is not a folder here, and the Hub did not give "
+                                f"a model of that name ({str(error).splitlines()[0]}).") from None
+
+
+def check_saved_weights_fit_config(folder: str, config: PemsclConfig) -> None:
+    """A saved PEMSCL folder whose config.json disagrees with its weights (an edited `num_labels`, `id2label` or
+    `pair_embedding_size`) is named as such, before the relation vocabulary is blamed or loading fails."""
+    from safetensors import safe_open
+
+    path = os.path.join(folder, "model.safetensors")
+    if not os.path.isfile(path):
+        return
+    with safe_open(path, framework="pt") as weights:
+        names = set(weights.keys())
+        shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in ("bilinear.weight", "head_extractor.weight")
+                  if name in names}
+    expected = {"bilinear.weight": (config.num_labels, config.pair_embedding_size * config.bilinear_block_size),
+                "head_extractor.weight": (config.pair_embedding_size, 2 * config.encoder.hidden_size)}
+    wrong = [f"{name} is {list(shape)} where config.json implies {list(expected[name])}"
+             for name, shape in shapes.items() if shape != expected[name]]
+    if wrong:
+        raise ValueError(f"{folder}: the weights do not fit config.json ({'; '.join(wrong)}): config.json was edited "
+                         "(num_labels / id2label, pair_embedding_size, bilinear_block_size) or belongs to another "
+                         "model. Restore the config.json saved with these weights.")
+
+
+def check_writable_folder(folder: str, flag: str) -> None:
+    """Fail before any work when a folder the run writes to is a file or cannot be written."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"{flag} {folder} is a file, not a folder: choose another {flag}.")
+    existing = folder
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing.rstrip(os.sep)) or "."
+    if not os.access(existing or ".", os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {folder} cannot be written ({existing} is not writable): choose another {flag}.")
+
+
+def previous_run_files(output_dir: str) -> list[str]:
+    """The files and checkpoints a previous training run left in `output_dir`."""
+    if not os.path.isdir(output_dir):
+        return []
+    return sorted(name for name in os.listdir(output_dir)
+                  if name in PREVIOUS_RUN_FILES or name.startswith("checkpoint-")
+                  and os.path.isdir(os.path.join(output_dir, name)))
+
+
+def prepare_output_dir(training_args: TrainingArguments, overwrite: bool, resuming: bool) -> None:
+    """A new training run never mixes with an earlier one in the same folder: refused unless it resumes that run or
+    `--overwrite_output_dir` says to replace it, in which case the earlier model files and checkpoints go first
+    (so that a later `--resume_from_checkpoint latest` cannot pick up the earlier run's checkpoint)."""
+    previous = previous_run_files(training_args.output_dir)
+    if not previous or resuming:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"--output_dir {training_args.output_dir} holds a previous run ({', '.join(previous[:4])}"
+            f"{', ...' if len(previous) > 4 else ''}): pass --resume_from_checkpoint latest to continue it, "
+            "--overwrite_output_dir to replace it, or another --output_dir."
+        )
+    if training_args.should_save:
+        for name in previous:
+            path = os.path.join(training_args.output_dir, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        logger.warning("--overwrite_output_dir: removed the previous run's %s from %s.", ", ".join(previous),
+                       training_args.output_dir)
+
+
+def run_arguments(model, data_args: DataArguments, training_args: TrainingArguments, model_args) -> dict:
+    """The settings a training run's result depends on: the model's loss and architecture settings, the
+    optimisation and the training data. Saved beside the checkpoints; a resume must match them."""
+    settings = {f"--{flag}": getattr(model.config, setting)
+                for flag, setting in {**LOSS_AND_DECODING_FLAGS, **ARCHITECTURE_FLAGS}.items()}
+    settings.update({f"--{name}": getattr(training_args, name) for name in RESUME_TRAINING_ARGUMENTS})
+    settings.update({f"--{name}": getattr(data_args, name) for name in RESUME_DATA_ARGUMENTS})
+    settings["--head_learning_rate"] = model_args.head_learning_rate
+    return json.loads(json.dumps(settings, default=str))
+
+
+def check_resume_matches(checkpoint: str, settings: dict) -> None:
+    """Refuse a resume whose flags differ from those the checkpoint's run was started with, naming each flag."""
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), RUN_ARGUMENTS_FILE)
+    if not os.path.isfile(path):
+        logger.warning("%s has no %s beside it: the settings of this resume could not be checked against the run "
+                       "that wrote it.", checkpoint, RUN_ARGUMENTS_FILE)
+        return
+    with open(path, encoding="utf-8") as file:
+        saved = json.load(file)
+    differ = [f"{flag} {saved[flag]!r} -> {value!r}" for flag, value in settings.items()
+              if flag in saved and saved[flag] != value]
+    if differ:
+        raise ValueError(f"--resume_from_checkpoint {checkpoint} was trained with other settings: {'; '.join(differ)}. "
+                         "Resume with the original flags, or start a new run in another --output_dir.")
+
+
+def check_run_arguments(data_args: DataArguments, training_args: TrainingArguments) -> None:
+    """Refuse settings that would end in a useless run or an obscure error later."""
+    for name in ("max_train_documents", "max_eval_documents", "max_predict_documents"):
+        value = getattr(data_args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} {value}: at least 1 document (leave the flag out to use them all).")
+    if data_args.validation_split_size < 0:
+        raise ValueError(f"--validation_split_size {data_args.validation_split_size} must be 0 (none) or more.")
+    if training_args.do_train and (training_args.max_steps == 0 or training_args.max_steps < 0
+                                   and training_args.num_train_epochs <= 0):
+        raise ValueError(f"--do_train with --max_steps {training_args.max_steps} and --num_train_epochs "
+                         f"{training_args.num_train_epochs} trains nothing: give a positive number of steps or epochs "
+                         "(or drop --do_train to evaluate the model as it is).")
+
+
+def check_learnable(train_features, source: str) -> None:
+    """A training split without an entity pair, or without a single relation, cannot teach the model anything."""
+    table = train_features.flatten_indices().data if train_features._indices is not None else train_features.data
+    if not (pc.sum(pc.list_value_length(table.column("hts"))).as_py() or 0):
+        raise ValueError(f"The training documents of {source} have no entity pair (every document has at most one "
+                         "entity): there is nothing to learn from.")
+    pair_rows = pc.list_flatten(table.column("labels")) if "labels" in table.column_names else None
+    relations = 0
+    if pair_rows is not None:  # every row is multi-hot with NA at 0: relations = all ones - NA ones
+        relations = (pc.sum(pc.list_flatten(pair_rows)).as_py() or 0) - (pc.sum(pc.list_element(pair_rows, 0)).as_py() or 0)
+    if relations == 0:
+        raise ValueError(f"The training documents of {source} have no relation at all (every pair is NA): there is "
+                         "nothing to learn from. Check the labels (and --label_drop_rate / --train_labels_file).")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_arguments(argv)
+    check_run_arguments(data_args, training_args)
+    check_writable_folder(training_args.output_dir, "--output_dir")
     check_dry_run_dir(model_args.hub_dry_run)
+    if model_args.hub_dry_run:
+        check_writable_folder(model_args.hub_dry_run, "--hub_dry_run")
     if model_args.hub_dry_run:
         # A dry run writes the folder a push would upload and contacts nothing (no repository, no checkpoint pushes).
         training_args.push_to_hub = False
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    # Loading and saving bars (weights, shards) between the training bars; training and evaluation keep theirs.
+    transformers.utils.logging.disable_progress_bar()
     set_seed(training_args.seed)
     apply_training_defaults(training_args, model_args.passed_flags)
     warn_if_bf16_is_emulated(training_args)
 
-    saved = AutoConfig.from_pretrained(model_args.model_name_or_path)
+    saved = load_saved_config(model_args.model_name_or_path)
+    if isinstance(saved, PemsclConfig) and os.path.isdir(model_args.model_name_or_path):
+        check_saved_weights_fit_config(model_args.model_name_or_path, saved)
     vocab = relation_vocabulary(data_args, saved if isinstance(saved, PemsclConfig) else None)
     tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path,
                                getattr(saved, "word_prefix_space", True))
@@ -442,6 +618,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if needed and split not in features:
             raise ValueError(f"{flag} needs a {split} split: pass --{split}_file or a --data_dir that has it "
                              f"(or --validation_split_size for validation).")
+    if training_args.do_train:
+        check_learnable(features["train"], data_args.train_file or data_args.data_dir or "the training split")
+        resume = training_args.resume_from_checkpoint
+        if resume is not None and str(resume).lower() in ("latest", "true"):
+            resume = latest_complete_checkpoint(training_args.output_dir)
+            logger.info("Resuming from %s", resume) if resume else logger.info(
+                "No complete checkpoint in %s: training from the start.", training_args.output_dir)
+        settings = run_arguments(model, data_args, training_args, model_args)
+        if resume is not None:
+            check_resume_matches(resume, settings)
+        prepare_output_dir(training_args, model_args.overwrite_output_dir, resuming=resume is not None)
+        settings_path = os.path.join(training_args.output_dir, RUN_ARGUMENTS_FILE)
+        if training_args.should_save and not (resume is not None and os.path.isfile(settings_path)):
+            write_json_atomically(settings, settings_path)
 
     trainer = DocRETrainer(
         model=model,
@@ -455,11 +645,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     results: dict[str, float] = {}
     if training_args.do_train:
-        resume = training_args.resume_from_checkpoint
-        if resume is not None and str(resume).lower() in ("latest", "true"):
-            resume = latest_complete_checkpoint(training_args.output_dir)
-            logger.info("Resuming from %s", resume) if resume else logger.info(
-                "No complete checkpoint in %s: training from the start.", training_args.output_dir)
         train_result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_final_model()  # saved now, pushed (with the scores on its card) at the end
         trainer.log_metrics("train", train_result.metrics)
@@ -477,9 +662,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("predict", metrics)
         results.update(metrics)
         logger.info("Predictions written to %s", os.path.join(training_args.output_dir, "predictions_test.json"))
-    if trainer.is_world_process_zero():
-        summary = {k: v for k, v in results.items() if k.endswith(("_f1", "_ign_f1", "_precision", "_recall"))}
-        print(json.dumps(summary, indent=2, sort_keys=True))
+    if training_args.do_train and data_args.demo and trainer.is_world_process_zero():
+        # The demo's model is the final save; its checkpoints only served a resume of this run.
+        for name in os.listdir(training_args.output_dir):
+            if name.startswith("checkpoint-"):
+                shutil.rmtree(os.path.join(training_args.output_dir, name), ignore_errors=True)
     if model_args.hub_dry_run:
         files = trainer.write_hub_folder(model_args.hub_dry_run)
         if files:
@@ -488,7 +675,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         commit = trainer.push_to_hub(commit_message="End of training")
         if commit is not None:
             logger.info("Pushed the model and its card: %s", getattr(commit, "commit_url", commit))
+    if trainer.is_world_process_zero():
+        print(closing_line(model_args, data_args, training_args, results))
     return results
+
+
+def closing_line(model_args, data_args, training_args, results: dict) -> str:
+    """One line at the end of every run: the scores, where the model is and the next command to try."""
+    scores = ", ".join(f"{split} F1 {results[f'{split}_f1']:.2f} (Ign F1 {results.get(f'{split}_ign_f1', 0):.2f})"
+                       for split in ("eval", "test") if f"{split}_f1" in results)
+    model = training_args.output_dir if training_args.do_train else model_args.model_name_or_path
+    next_step = (f"python run_docre.py --model_name_or_path {model} --test_file YOUR_DOCUMENTS.json --do_predict "
+                 f"--output_dir {os.path.join(training_args.output_dir, 'predict')}")
+    written = f"; predictions in {os.path.join(training_args.output_dir, 'predictions_test.json')}" \
+        if training_args.do_predict else ""
+    return (f"Done{': ' + scores if scores else ''}. The model is in {model}{written}. Next: {next_step}")
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -196,12 +196,12 @@ class PemsclConfig(PreTrainedConfig):
                 f"pair_embedding_size={self.pair_embedding_size} must be a multiple of "
                 f"bilinear_block_size={self.bilinear_block_size}."
             )
-        if not 0.0 < self.negative_sample_ratio <= 1.0:
+        if not 0.0 < self.negative_sample_ratio <= 1.0:  # NaN fails too
             raise ValueError(f"negative_sample_ratio={self.negative_sample_ratio} must be in (0, 1].")
-        if self.contrastive_temperature <= 0:
-            raise ValueError(f"contrastive_temperature={self.contrastive_temperature} must be positive.")
-        if self.contrastive_weight < 0:
-            raise ValueError(f"contrastive_weight={self.contrastive_weight} must be non-negative.")
+        if not math.isfinite(self.contrastive_temperature) or self.contrastive_temperature <= 0:
+            raise ValueError(f"contrastive_temperature={self.contrastive_temperature} must be a positive finite number.")
+        if not math.isfinite(self.contrastive_weight) or self.contrastive_weight < 0:
+            raise ValueError(f"contrastive_weight={self.contrastive_weight} must be a non-negative finite number.")
         if self.relation_bias_init != "auto" and (
             isinstance(self.relation_bias_init, (str, bool)) or not math.isfinite(self.relation_bias_init)
         ):
@@ -210,6 +210,11 @@ class PemsclConfig(PreTrainedConfig):
             raise ValueError(f"window_length={self.window_length} is too small (at least 8 tokens).")
         if self.window_stride is not None and self.window_stride < 1:
             raise ValueError(f"window_stride={self.window_stride} must be at least 1.")
+        content = self.encoder_window_length - 2
+        if self.window_stride is not None and self.window_stride > content:
+            raise ValueError(f"window_stride={self.window_stride} is longer than a window's content ({content} tokens "
+                             f"of window_length {self.encoder_window_length}): the tokens between windows would not "
+                             "be encoded. Use a stride of at most the content.")
         if self.max_document_length is not None and (
             isinstance(self.max_document_length, bool) or not isinstance(self.max_document_length, int)
             or self.max_document_length < 3

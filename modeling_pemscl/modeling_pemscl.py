@@ -7,6 +7,7 @@ batch, flattened), H attention heads, d encoder width, d1 = `pair_embedding_size
 """
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -251,6 +252,25 @@ class PemsclPreTrainedModel(PreTrainedModel):
         kwargs.setdefault("use_safetensors", True)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except OSError:
+            folder = str(pretrained_model_name_or_path)
+            pickled = [name for name in ("pytorch_model.bin", "pytorch_model.bin.index.json")
+                       if os.path.isfile(os.path.join(folder, name))]
+            if not kwargs["use_safetensors"] or not pickled:
+                raise
+            raise ValueError(
+                f"{folder} holds only pickled weights ({pickled[0]}), and only safetensors weights are loaded (a "
+                "pickle can run code when loaded). If you trust the file, convert it once: "
+                f"PemsclModel.from_pretrained({folder!r}, use_safetensors=False).save_pretrained({folder!r})."
+            ) from None
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            raise ValueError(
+                f"The weights of {pretrained_model_name_or_path} do not have the shapes its config.json describes "
+                "(see the report above): config.json was edited (num_labels / id2label, pair_embedding_size, "
+                "bilinear_block_size) or belongs to other weights. Restore the config.json saved with the weights."
+            ) from None
         except Exception as error:
             if type(error).__name__ != "SafetensorError":
                 raise
@@ -335,6 +355,9 @@ class PemsclModel(PemsclPreTrainedModel):
             encoder = _encoder_from_config(config.encoder)
         self.encoder = encoder
         self.config.encoder = encoder.config
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):  # the tokenizer's, as the Trainer expects them
+            if getattr(self.config, name, None) is None and getattr(encoder.config, name, None) is not None:
+                setattr(self.config, name, getattr(encoder.config, name))
         configure_encoder_attention(encoder, config.encoder_attention)
         hidden_size = encoder.config.hidden_size
         self.head_extractor = nn.Linear(2 * hidden_size, config.pair_embedding_size)
@@ -591,9 +614,25 @@ def _encoder_from_config(encoder_config):
         return AutoModel.from_config(encoder_config, attn_implementation="eager")
 
 
+class _DropPoolerOnlyLoadReport(logging.Filter):
+    """Drops transformers' load report when the only keys it lists are the pooler's: the encoder is built without
+    its pooler, which the head never reads, so those keys are expected to be left unused."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        keys = [line.split("|")[0].strip() for line in message.splitlines() if line.count("|") >= 2]
+        keys = [key for key in keys if key and key != "Key" and not key.startswith("-")]
+        return not keys or not all(key.startswith("pooler.") for key in keys)
+
+
 def _encoder_from_pretrained(name_or_path, **kwargs):
     """The pretrained encoder, from safetensors weights only (a pickled `pytorch_model.bin` can run code)."""
     kwargs.setdefault("use_safetensors", True)
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    pooler_filter = _DropPoolerOnlyLoadReport()
+    report_logger.addFilter(pooler_filter)
     try:
         try:
             return AutoModel.from_pretrained(name_or_path, attn_implementation="eager", add_pooling_layer=False, **kwargs)
@@ -607,6 +646,8 @@ def _encoder_from_pretrained(name_or_path, **kwargs):
                 "encoder_kwargs={'use_safetensors': False} if you trust its pickled weights."
             ) from error
         raise
+    finally:
+        report_logger.removeFilter(pooler_filter)
 
 
 def _overlapping_windows(lengths, window, stride=None):

@@ -613,3 +613,33 @@ def test_atlop_windows_layout_for_bert_and_roberta():
     assert sorted(set(range(16)) - set(first) - set(last)) == [6, 7, 8]
     with pytest.raises(ValueError, match="max_document_length"):
         _atlop_windows([17], window, 1)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(contrastive_temperature=float("inf")), "contrastive_temperature=inf"),
+    (dict(contrastive_temperature=float("nan")), "contrastive_temperature=nan"),
+    (dict(contrastive_weight=float("nan")), "contrastive_weight=nan"),
+    (dict(window_length=16, window_stride=15), "window_stride=15 is longer than a window's content \\(14"),
+    (dict(window_scheme="atlop"), "max_document_length"),
+    (dict(max_document_length=2), "max_document_length=2"),
+], ids=["temperature-inf", "temperature-nan", "weight-nan", "stride-past-content", "atlop-without-cut", "tiny-cut"])
+def test_settings_that_would_break_the_model_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**settings)
+    tiny_config(window_length=16, window_stride=14)  # a stride of the whole content leaves no gap
+
+
+def test_the_pooler_only_load_report_is_dropped_and_others_kept():
+    import logging
+
+    from modeling_pemscl.modeling_pemscl import _DropPoolerOnlyLoadReport
+
+    def record(keys):
+        table = "\n".join(["Key | Status | |", "----+----+-+-"] + [f"{key} | UNEXPECTED | |" for key in keys])
+        return logging.LogRecord("transformers.modeling_utils", logging.WARNING, "", 0,
+                                 "BertModel LOAD REPORT from: x\n" + table, None, None)
+
+    dropper = _DropPoolerOnlyLoadReport()
+    assert not dropper.filter(record(["pooler.dense.weight", "pooler.dense.bias"]))
+    assert dropper.filter(record(["pooler.dense.weight", "encoder.layer.0.attention.self.query.weight"]))
+    assert dropper.filter(logging.LogRecord("x", logging.WARNING, "", 0, "anything else", None, None))

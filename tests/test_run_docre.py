@@ -510,3 +510,148 @@ def test_tokenizer_is_loaded_with_the_prefix_space_the_model_needs(tmp_path):
     for folder in ("with-space", "without-space"):
         assert byte_level_prefix_space(run_docre.load_tokenizer(str(tmp_path / folder))) is True
         assert byte_level_prefix_space(run_docre.load_tokenizer(str(tmp_path / folder), word_prefix_space=False)) is False
+
+
+# ------------------------------------------------------------------ hostile inputs: nothing lost, nothing silent
+def short_run(encoder, output_dir, *extra):
+    """Two training steps with a checkpoint after each: a previous run to reuse, resume or overwrite."""
+    return ["--model_name_or_path", str(encoder), "--output_dir", str(output_dir), *DATA_ARGUMENTS, *HEAD_ARGUMENTS,
+            *COMMON_ARGUMENTS, "--do_train", "--max_steps", "2", "--save_steps", "1",
+            "--per_device_train_batch_size", "2", *extra]
+
+
+@pytest.fixture(scope="module")
+def previous_run(encoder, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("previous") / "run"
+    run_docre.main(short_run(encoder, output_dir))
+    return output_dir
+
+
+def test_a_new_run_into_a_previous_runs_folder_is_refused_and_overwrite_replaces_it(encoder, previous_run, tmp_path):
+    output_dir = tmp_path / "run"
+    shutil.copytree(previous_run, output_dir)
+    weights = (output_dir / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=r"holds a previous run \(checkpoint-1, checkpoint-2, config.json.*--overwrite_output_dir"):
+        run_docre.main(short_run(encoder, output_dir, "--seed", "7"))
+    assert (output_dir / "model.safetensors").read_bytes() == weights  # nothing was touched
+    (output_dir / "checkpoint-9").mkdir()  # an old checkpoint that the new run would never write
+    run_docre.main(short_run(encoder, output_dir, "--seed", "7", "--overwrite_output_dir"))
+    assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert read_json(output_dir / "run_arguments.json")["--seed"] == 7
+    assert (output_dir / "model.safetensors").read_bytes() != weights
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--loss", "atlop"], "--loss 'pemscl' -> 'atlop'"),
+    (["--learning_rate", "1e-3"], "--learning_rate 5e-05 -> 0.001"),
+    (["--pair_embedding_size", "128"], "--pair_embedding_size 64 -> 128"),
+], ids=["loss", "learning-rate", "architecture"])
+def test_a_resume_with_other_settings_names_the_flags_that_differ(encoder, previous_run, tmp_path, flags, named):
+    output_dir = tmp_path / "run"
+    shutil.copytree(previous_run, output_dir)
+    shutil.rmtree(output_dir / "checkpoint-2")
+    argv = short_run(encoder, output_dir, "--resume_from_checkpoint", "latest", *flags)
+    if "--pair_embedding_size" in flags:  # given twice: the later value is the user's
+        index = argv.index("--pair_embedding_size")
+        del argv[index:index + 2]
+    with pytest.raises(ValueError, match="trained with other settings") as error:
+        run_docre.main(argv)
+    assert named in str(error.value)
+    assert not (output_dir / "checkpoint-2").exists()  # refused before training
+
+
+def test_a_resume_with_the_same_settings_continues(encoder, previous_run, tmp_path):
+    output_dir = tmp_path / "run"
+    shutil.copytree(previous_run, output_dir)
+    shutil.rmtree(output_dir / "checkpoint-2")
+    results = run_docre.main(short_run(encoder, output_dir, "--resume_from_checkpoint", "latest"))
+    assert (output_dir / "checkpoint-2").is_dir() and results["train_loss"] > 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max_steps", "0"], "trains nothing"),
+    (["--max_steps", "-1", "--num_train_epochs", "0"], "trains nothing"),
+    (["--max_train_documents", "0"], "--max_train_documents 0: at least 1 document"),
+    (["--validation_split_size", "50"], "--validation_split_size 50 leaves no training document"),
+    (["--temperature", "inf"], "contrastive_temperature=inf must be a positive finite number"),
+], ids=["max-steps-0", "epochs-0", "no-documents", "held-out-too-large", "temperature-inf"])
+def test_runs_that_cannot_train_are_refused_before_anything_is_written(encoder, tmp_path, flags, message):
+    argv = short_run(encoder, tmp_path / "run")
+    if "--max_train_documents" in flags or "--validation_split_size" in flags:
+        argv = [a for i, a in enumerate(argv) if a not in ("--max_train_documents", "--validation_split_size")
+                and argv[i - 1] not in ("--max_train_documents", "--validation_split_size")]
+    with pytest.raises(ValueError) as error:
+        run_docre.main(argv + flags)
+    assert message in str(error.value)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_training_documents_without_pairs_or_relations_are_refused(encoder, tmp_path):
+    documents = read_json(TRAIN_FILE)
+    single = [{**d, "vertexSet": d["vertexSet"][:1], "labels": []} for d in documents]
+    no_relation = [{**d, "labels": []} for d in documents]
+    for payload, message in ((single, "no entity pair"), (no_relation, "no relation at all")):
+        path = write_json(payload, tmp_path / "train.json")
+        argv = ["--model_name_or_path", str(encoder), "--output_dir", str(tmp_path / "run"), "--train_file", str(path),
+                *HEAD_ARGUMENTS, *COMMON_ARGUMENTS, "--do_train", "--max_steps", "1"]
+        with pytest.raises(ValueError, match=message):
+            run_docre.main(argv)
+
+
+def test_output_folders_that_cannot_be_written_are_refused_before_training(encoder, tmp_path, monkeypatch):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        run_docre.main(short_run(encoder, a_file))
+    real_access = run_docre.os.access
+    monkeypatch.setattr(run_docre.os, "access", lambda path, mode: False if str(path) == str(tmp_path) else real_access(path, mode))
+    with pytest.raises(ValueError, match=r"--output_dir .*new.* cannot be written"):
+        run_docre.main(short_run(encoder, tmp_path / "new" / "run"))
+    with pytest.raises(ValueError, match=r"--hub_dry_run .* cannot be written"):
+        run_docre.main(short_run(encoder, tmp_path.parent / f"{tmp_path.name}-ok", "--hub_dry_run", str(tmp_path / "hub")))
+
+
+def test_model_folders_that_do_not_exist_or_hold_no_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "empty").mkdir()
+    for name, message in (("outputs/dmeo", "no such folder"), ("./missing", "no such folder"),
+                          ("empty", "has no config.json")):
+        argv = ["--model_name_or_path", name, "--output_dir", "out", "--test_file", str(TEST_FILE), "--do_predict",
+                *COMMON_ARGUMENTS]
+        with pytest.raises(FileNotFoundError, match=message):
+            run_docre.main(argv)
+
+
+def test_a_saved_model_whose_config_was_edited_or_whose_weights_are_pickled(previous_run, tmp_path):
+    from modeling_pemscl import PemsclModel
+
+    edited = tmp_path / "edited"
+    shutil.copytree(previous_run, edited, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = read_json(edited / "config.json")
+    config["pair_embedding_size"] = 32
+    write_json(config, edited / "config.json")
+    argv = ["--model_name_or_path", str(edited), "--output_dir", str(tmp_path / "out"), "--test_file", str(TEST_FILE),
+            "--do_predict", *COMMON_ARGUMENTS]
+    with pytest.raises(ValueError, match=r"weights do not fit config.json \(bilinear.weight is \[97, 512\] where "
+                                         r"config.json implies \[97, 256\]"):
+        run_docre.main(argv)
+    with pytest.raises(ValueError, match="do not have the shapes its config.json describes"):
+        PemsclModel.from_pretrained(edited)
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(previous_run, pickled, ignore=shutil.ignore_patterns("checkpoint-*"))
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="only pickled weights.*use_safetensors=False"):
+        PemsclModel.from_pretrained(pickled)
+
+
+def test_every_run_ends_with_where_the_model_is(previous_run, capsys):
+    capsys.readouterr()
+    argv = ["--model_name_or_path", str(previous_run), "--output_dir", str(previous_run / "evaluation"),
+            "--test_file", str(TEST_FILE), "--max_predict_documents", "2", "--do_predict", *COMMON_ARGUMENTS]
+    run_docre.main(argv)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("Done: test F1 ") and f"The model is in {previous_run}" in last
+    assert f"--model_name_or_path {previous_run} " in last
