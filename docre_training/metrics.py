@@ -6,6 +6,8 @@ scorer:
     python -m docre_training.metrics --predictions pred.json --gold test_revised.json --train train_revised.json \
         [--rel_info rel_info.json] [--output scores.json]
 
+(`--train` also takes a data folder or a saved run's folder: `load_train_documents`.)
+
 Definitions (those of the official DocRED evaluation script; a *fact* is `(title, h, t, r)`):
 
 - **Gold facts**: the set of facts labeled in the gold documents (a label repeated in a document counts once);
@@ -55,6 +57,7 @@ and counts any prediction that can never match as a false positive; it checks no
 import argparse
 import json
 import logging
+import os
 import sys
 from collections import Counter
 
@@ -67,6 +70,10 @@ NA_LABEL = "Na"
 PREDICTION_FORMAT = '{"title": str, "h_idx": int, "t_idx": int, "r": str[, "evidence": [int]]}'
 # Unknown titles and relations named in a message; the count says how many there are.
 NAMED_IN_MESSAGES = 5
+# Training documents inside a folder: a saved run's reference (`reference_documents`), else the training file of
+# Re-DocRED or DocRED as shipped.
+TRAIN_REFERENCE_FILE = "train_reference.json"
+TRAIN_FILES_OF_A_DATA_FOLDER = ("train_revised.json", "train_annotated.json")
 
 
 def load_json(path):
@@ -95,6 +102,59 @@ def load_documents(path):
     if not isinstance(documents, list) or not all(isinstance(document, dict) for document in documents):
         raise ValueError(f"{path}: expected a JSON list of DocRED documents (objects with title, vertexSet and "
                          f"labels), got {describe_json_value(documents)}.")
+    return documents
+
+
+def load_train_documents(path):
+    """Training documents for Ign F1 and the head / mid / tail groups, from a file or a folder.
+
+    Args:
+        path (`str` or `os.PathLike`): a DocRED JSON file; or a folder: a saved run's `train_reference.json`
+            (`reference_documents`) when it has one, else the training file of a data folder as shipped
+            (`train_revised.json` for Re-DocRED, `train_annotated.json` for DocRED).
+
+    Raises:
+        FileNotFoundError: when the path does not exist or the folder holds none of these files.
+        ValueError: when the folder holds both training files (which one is meant is unclear), or the file is not a
+            list of documents.
+    """
+    if not os.path.isdir(path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"The training documents {path} do not exist.")
+        return load_documents(path)
+    reference = os.path.join(path, TRAIN_REFERENCE_FILE)
+    if os.path.isfile(reference):
+        return load_documents(reference)
+    found = [name for name in TRAIN_FILES_OF_A_DATA_FOLDER if os.path.isfile(os.path.join(path, name))]
+    if len(found) > 1:
+        raise ValueError(f"{path} holds both {' and '.join(found)}: pass the training file itself.")
+    if not found:
+        raise FileNotFoundError(f"{path} holds no training documents ({TRAIN_REFERENCE_FILE} of a saved run, or "
+                                f"{' / '.join(TRAIN_FILES_OF_A_DATA_FOLDER)}): pass the training file itself.")
+    return load_documents(os.path.join(path, found[0]))
+
+
+def reference_documents(train_documents):
+    """The part of training documents that Ign F1 and the groups read: titles, mention names and `h` / `t` / `r`.
+
+    A run saves this beside its model (`TRAIN_REFERENCE_FILE`, about a quarter of the training file) so that a
+    later evaluation of the model finds the training facts it was trained on; `official_scores` gives the same
+    scores with it as with the full documents.
+
+    Args:
+        train_documents (`list[dict]`): training documents (any shape `official_scores` accepts).
+
+    Returns:
+        `list[dict]`: DocRED-format documents, `{"title", "vertexSet": [[{"name"}]], "labels": [{"h", "t", "r"}]}`.
+    """
+    documents = []
+    for document in train_documents:
+        title, entity_names, labels = _normalize_document(document)
+        documents.append({
+            "title": title,
+            "vertexSet": [[{"name": name} for name in sorted(names)] for names in entity_names],
+            "labels": [{"h": h, "t": t, "r": r} for h, t, r, _ in labels],
+        })
     return documents
 
 
@@ -302,18 +362,21 @@ def _warn_about_never_correct(submission, first_entry, entity_names_by_title, la
 
 
 def official_scores(predictions, gold_documents, train_documents=None, relation_vocabulary=None,
-                    predictions_source="predictions"):
+                    predictions_source="predictions", train_documents_hint="train_documents="):
     """Scores a submission against gold documents with the official DocRED definitions (see the module docstring).
 
     Args:
         predictions (`list[dict]`): the official submission format, `{"title", "h_idx", "t_idx", "r"}` with optional
             `"evidence"` (sentence ids) and `"score"` (ignored).
         gold_documents (`list[dict]`): gold documents, DocRED JSON or `datasets` builder rows.
-        train_documents (`list[dict]`, *optional*): training documents, for Ign F1 and the head / mid / tail groups.
-            Without them `ign_*` equals the plain scores and the group scores are left out (both logged).
+        train_documents (`list[dict]`, *optional*): training documents, for Ign F1 and the head / mid / tail groups
+            (`load_train_documents` reads them from a file, a data folder or a saved run). Without them `ign_*`
+            equals the plain scores and the group scores are left out, which a warning says.
         relation_vocabulary (`Iterable[str]`, *optional*): all relation ids (e.g. the keys of `rel_info.json`),
             ranked for the groups even when training never labels them; a prediction of another relation is refused.
         predictions_source (`str`, defaults to `"predictions"`): the submission's name in messages, e.g. its file.
+        train_documents_hint (`str`, defaults to `"train_documents="`): how the caller's user gives the training
+            documents (a flag, an argument), named in the warning when they are missing.
 
     Returns:
         `dict`: `precision`, `recall`, `f1`, `ign_precision`, `ign_f1`, then `head_f1`, `mid_f1`, `tail_f1` (with
@@ -356,7 +419,9 @@ def official_scores(predictions, gold_documents, train_documents=None, relation_
 
     in_train = set() if train_documents is None else train_facts(train_documents)
     if train_documents is None:
-        logger.info("No training documents were given: Ign F1 equals F1 and head / mid / tail F1 are not computed.")
+        logger.warning("No training documents: ign_precision and ign_f1 equal precision and f1 (no fact is ignored) "
+                       "and head_f1 / mid_f1 / tail_f1 are left out; give the training documents with %s.",
+                       train_documents_hint)
 
     correct = []
     num_correct_in_train = correct_evidence = predicted_evidence = 0
@@ -420,6 +485,7 @@ is in --gold.
 Counted as false positives, as the official DocRED scorer does, with a warning saying how many: predictions on
 titles missing from --gold (while others are there), h_idx == t_idx, and (without --rel_info) relations that no gold
 or training document labels. A repeated (title, h_idx, t_idx, r) counts once.
+Without --train, Ign F1 equals F1 and head / mid / tail F1 are left out (a warning says so).
 """
 
 
@@ -439,7 +505,9 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--predictions", required=True, help="submission JSON: list of {title, h_idx, t_idx, r}")
     parser.add_argument("--gold", required=True, help="gold documents, DocRED JSON (e.g. test_revised.json)")
-    parser.add_argument("--train", help="training documents, DocRED JSON, for Ign F1 and head / mid / tail F1")
+    parser.add_argument("--train", help="training documents for Ign F1 and head / mid / tail F1: a DocRED JSON file, "
+                        f"a data folder (its {' or '.join(TRAIN_FILES_OF_A_DATA_FOLDER)}) or a saved run's folder "
+                        f"(its {TRAIN_REFERENCE_FILE})")
     parser.add_argument("--rel_info", help="rel_info.json: its keys are the relation vocabulary (of the groups, and "
                         "any other predicted relation is refused)")
     parser.add_argument("--output", help="also write the scores to this JSON file")
@@ -448,9 +516,10 @@ def main(argv=None):
     scores = official_scores(
         load_json(args.predictions),
         load_documents(args.gold),
-        train_documents=load_documents(args.train) if args.train else None,
+        train_documents=load_train_documents(args.train) if args.train else None,
         relation_vocabulary=load_json(args.rel_info) if args.rel_info else None,
         predictions_source=args.predictions,
+        train_documents_hint="--train (the training file, its data folder or the saved run's folder)",
     )
     for key, value in scores.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 import docre_training.metrics
-from docre_training.metrics import official_scores, relation_frequency_groups, train_facts
+from docre_training.metrics import (
+    TRAIN_REFERENCE_FILE,
+    load_train_documents,
+    official_scores,
+    reference_documents,
+    relation_frequency_groups,
+    train_facts,
+)
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -241,6 +248,59 @@ def test_repeated_predictions_count_once_keeping_the_first_evidence(caplog):
     assert "predictions: 2 repeated predictions (same title, h_idx, t_idx and r) count once" in caplog.text
 
 
+def test_without_training_documents_a_warning_names_the_missing_input(caplog):
+    official_scores(PREDICTIONS, GOLD, train_documents_hint="--train_file")
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert [message for message in warnings if "No training documents" in message] == [
+        "No training documents: ign_precision and ign_f1 equal precision and f1 (no fact is ignored) and head_f1 / "
+        "mid_f1 / tail_f1 are left out; give the training documents with --train_file."]
+    caplog.clear()
+    official_scores(PREDICTIONS, GOLD, TRAIN)
+    assert "No training documents" not in caplog.text
+
+
+def test_load_train_documents_reads_a_file_a_data_folder_or_a_saved_run(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train_revised.json").write_text(json.dumps(TRAIN))
+    (data / "test_revised.json").write_text(json.dumps(GOLD))
+    assert load_train_documents(data / "train_revised.json") == TRAIN
+    assert load_train_documents(data) == TRAIN
+
+    run = tmp_path / "run"
+    run.mkdir()
+    reference = reference_documents(TRAIN)
+    (run / TRAIN_REFERENCE_FILE).write_text(json.dumps(reference))
+    (run / "train_revised.json").write_text(json.dumps(GOLD))  # the saved reference wins over a data file
+    assert load_train_documents(run) == reference
+
+    (data / "train_annotated.json").write_text(json.dumps(TRAIN))
+    with pytest.raises(ValueError, match="holds both train_revised.json and train_annotated.json"):
+        load_train_documents(data)
+    with pytest.raises(FileNotFoundError, match="holds no training documents"):
+        load_train_documents(tmp_path)
+    with pytest.raises(FileNotFoundError, match="do not exist"):
+        load_train_documents(tmp_path / "missing.json")
+    (tmp_path / "dict.json").write_text(json.dumps({"data": TRAIN}))
+    with pytest.raises(ValueError, match=r"dict\.json: expected a JSON list of DocRED documents .* got an object"):
+        load_train_documents(tmp_path / "dict.json")
+
+
+def test_reference_documents_keep_the_scores_and_drop_the_rest():
+    reference = reference_documents(TRAIN)
+    assert reference[0] == {
+        "title": "Train1",
+        "vertexSet": [[{"name": "City of Light"}], [{"name": "France"}], [{"name": "Paris"}], [{"name": "Seine"}]],
+        "labels": [{"h": 0, "t": 1, "r": "P17"}, {"h": 2, "t": 3, "r": "P17"}],
+    }
+    assert official_scores(PREDICTIONS, GOLD, reference) == official_scores(PREDICTIONS, GOLD, TRAIN)
+    sample = json.loads(GOLD_SAMPLE.read_text())  # real documents as the training set: sents, pos, evidence dropped
+    predictions = [fact(doc["title"], x["h"], x["t"], x["r"]) for doc in sample[:3] for x in doc["labels"]]
+    scores = official_scores(predictions, sample, reference_documents(sample))
+    assert scores == official_scores(predictions, sample, sample) and scores["num_correct_in_train"] > 0
+    assert len(json.dumps(reference_documents(sample))) < len(json.dumps(sample)) / 2
+
+
 def relation(k):
     return f"R{k:02d}"
 
@@ -343,6 +403,20 @@ def test_cli_refuses_a_bad_submission_in_one_line(tmp_path):
     assert completed.returncode == 2 and f"error: {predictions} is not valid JSON" in completed.stderr
 
 
+def test_cli_takes_the_training_documents_from_a_data_folder_and_warns_without_them(tmp_path):
+    (tmp_path / "train_revised.json").write_text(json.dumps(TRAIN))
+    (tmp_path / "gold.json").write_text(json.dumps(GOLD))
+    (tmp_path / "pred.json").write_text(json.dumps(PREDICTIONS))
+    common = ("--predictions", tmp_path / "pred.json", "--gold", tmp_path / "gold.json")
+    with_folder = run_scorer(*common, "--train", tmp_path)
+    assert with_folder.returncode == 0, with_folder.stderr
+    assert f"ign_f1: {100 * 12 / 23:.4f}" in with_folder.stdout and "No training documents" not in with_folder.stderr
+    without = run_scorer(*common)
+    assert without.returncode == 0 and f"ign_f1: {100 * 3 / 5:.4f}" in without.stdout
+    assert ("WARNING: No training documents: ign_precision and ign_f1 equal precision and f1 (no fact is ignored) and "
+            "head_f1 / mid_f1 / tail_f1 are left out; give the training documents with --train") in without.stderr
+
+
 def as_module_rows(predictions, gold):
     """`metrics/docred` rows, as JSON strings: each gold document, and its predicted facts in the same position.
 
@@ -371,7 +445,8 @@ def test_evaluate_module_matches_official_scores(docred_metric):
     assert scores["ign_f1"] == pytest.approx(100 * 12 / 23) and "evidence_f1" in scores
 
 
-def test_evaluate_module_refuses_a_row_that_is_not_a_list(docred_metric):
+def test_evaluate_module_refuses_a_row_that_is_not_a_list_and_warns_without_training_documents(docred_metric,
+                                                                                               caplog):
     rows, references = as_module_rows(PREDICTIONS, GOLD)
     with pytest.raises(ValueError, match=r"^predictions row 1: expected the JSON of a list of predictions .* got an "
                                          r"object with the keys \['h_idx', 'r', 't_idx', 'title'\]"):
@@ -382,6 +457,8 @@ def test_evaluate_module_refuses_a_row_that_is_not_a_list(docred_metric):
                                          r"\(title 'Doc2'\): h_idx 5 is not an entity"):
         docred_metric.compute(predictions=[rows[0], json.dumps([fact("Doc2", 5, 1, "P26")]), rows[2]],
                               references=references)
+    docred_metric.compute(predictions=rows, references=references)
+    assert "give the training documents with train_documents= (the documents, their file" in caplog.text
 
 
 def test_evaluate_module_finds_the_scorer_outside_the_repository(docred_metric, monkeypatch):

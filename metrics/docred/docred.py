@@ -33,8 +33,9 @@ Args:
         absent from the references (its facts are wrong).
     references (`list[str]`): one gold document per row, its JSON in DocRED format (`title`, `vertexSet`, `labels`)
         or as a row of the `datasets` builder.
-    train_documents (`list[dict]` or `str`, *optional*): training documents, or the path of their JSON file; needed
-        for Ign F1 (which otherwise equals F1) and for head / mid / tail F1.
+    train_documents (`list[dict]` or `str`, *optional*): training documents, or the path of their JSON file, of their
+        data folder or of a saved run's folder (`docre_training.metrics.load_train_documents`); needed for Ign F1
+        (which otherwise equals F1, with a warning) and for head / mid / tail F1.
     relation_vocabulary (`list[str]`, `dict` or `str`, *optional*): all relation ids, e.g. `rel_info.json` or its path.
 
     What is refused (`ValueError`) and what counts as a false positive with a warning is that of
@@ -117,7 +118,7 @@ class Docred(evaluate.Metric):
 
     def _compute(self, predictions, references, train_documents=None, relation_vocabulary=None):
         if isinstance(train_documents, (str, Path)):
-            train_documents = _scorer.load_documents(train_documents)
+            train_documents = _scorer.load_train_documents(train_documents)
         if isinstance(relation_vocabulary, (str, Path)):
             relation_vocabulary = _scorer.load_json(relation_vocabulary)
         submission = []
@@ -131,6 +132,7 @@ class Docred(evaluate.Metric):
         return _scorer.official_scores(
             submission, gold_documents, train_documents, relation_vocabulary,
             predictions_source="the prediction rows (entries numbered across the rows)",
+            train_documents_hint="train_documents= (the documents, their file, or their data folder)",
         )
 
 
