@@ -126,6 +126,10 @@ class DocRETrainer(Trainer):
         **kwargs: passed to `Trainer` (`data_collator`, `callbacks`, `compute_metrics`, ...).
     """
 
+    # How a user gives the training documents, named in the metric's warning when there are none; a script
+    # replaces it with its own flags.
+    train_documents_hint = "DocRETrainer(train_documents=...) or a train_dataset"
+
     def __init__(
         self,
         model=None,
@@ -432,6 +436,7 @@ class DocRETrainer(Trainer):
             documents_from_features(rows, self.model.config.id2label),
             train_documents=self._train_reference_documents(),
             relation_vocabulary=[label for index, label in sorted(self.model.config.id2label.items()) if index],
+            train_documents_hint=self.train_documents_hint,
         )
         if not predictions and self.state.global_step > 0 and scores["num_gold"]:
             # Runs can sit here for whole epochs (bench/notes.md, issue 12); say so instead of a silent F1 of 0.

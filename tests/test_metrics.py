@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 import docre_training.metrics
-from docre_training.metrics import official_scores, relation_frequency_groups, train_facts
+from docre_training.metrics import (
+    TRAIN_REFERENCE_FILE,
+    load_train_documents,
+    official_scores,
+    reference_documents,
+    relation_frequency_groups,
+    train_facts,
+)
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,9 +142,163 @@ def test_builder_row_shapes_score_like_docred_json():
     assert official_scores(PREDICTIONS, rows, train_rows) == official_scores(PREDICTIONS, GOLD, TRAIN)
 
 
-def test_malformed_prediction_names_the_missing_key():
-    with pytest.raises(ValueError, match="'r'"):
-        official_scores([{"title": "Doc1", "h_idx": 0, "t_idx": 1}], GOLD)
+def official_script_f1(predictions, gold_documents):
+    """F1 as the official DocRED script counts it, written as a plain loop: sort the submission, keep the first of
+    each run of equal (title, h_idx, t_idx, r), and count a kept prediction correct when its fact is labeled;
+    every kept prediction, whatever it names, is in the precision denominator."""
+    labeled = set()
+    for document in gold_documents:
+        for x in document["labels"]:
+            labeled.add((document["title"], x["h"], x["t"], x["r"]))
+    def key(prediction):
+        return prediction["title"], prediction["h_idx"], prediction["t_idx"], prediction["r"]
+
+    ordered = sorted(predictions, key=key)
+    kept = [p for i, p in enumerate(ordered) if i == 0 or key(p) != key(ordered[i - 1])]
+    correct = sum(key(p) in labeled for p in kept)
+    precision, recall = correct / len(kept), correct / len(labeled)
+    return 100 * 2 * precision * recall / (precision + recall) if correct else 0.0
+
+
+def test_malformed_prediction_names_the_entry_and_the_missing_key():
+    with pytest.raises(ValueError, match=r"^predictions, entry 1 \(title 'Doc1'\): no 'r'"):
+        official_scores([fact("Doc1", 0, 1, "P17"), {"title": "Doc1", "h_idx": 0, "t_idx": 1}], GOLD)
+
+
+@pytest.mark.parametrize("submission, message", [
+    ({"Doc1": [fact("Doc1", 0, 1, "P17")]}, r"pred\.json: expected a JSON list of predictions .* got an object with "
+                                            r"the keys \['Doc1'\]"),
+    (["Doc1"], r"pred\.json, entry 0: expected an object .* got str 'Doc1'"),
+    ([fact("Doc1", "0", 1, "P17")], r"pred\.json, entry 0 \(title 'Doc1'\): h_idx '0' is of type str, not int"),
+    ([fact("Doc1", 0, True, "P17")], r"entry 0 \(title 'Doc1'\): t_idx True is of type bool, not int"),
+    ([fact(7, 0, 1, "P17")], r"entry 0 \(title 7\): title 7 is of type int, not str"),
+    ([fact("Doc1", 0, 1, "P17", evidence="0")], r"entry 0 \(title 'Doc1'\): evidence '0' is not a list"),
+])
+def test_a_submission_of_the_wrong_shape_is_refused_in_one_line(submission, message):
+    with pytest.raises(ValueError, match=message) as error:
+        official_scores(submission, GOLD, predictions_source="pred.json")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("entry, message", [
+    (fact("Doc1", 999, 1, "P17"), r"entry 1 \(title 'Doc1'\): h_idx 999 is not an entity of that gold document, "
+                                  r"which has 3 \(0 to 2\)"),
+    (fact("Doc2", 0, -1, "P26"), r"entry 1 \(title 'Doc2'\): t_idx -1 is not an entity .* which has 2"),
+    (fact("Doc2", 0, 2, "P26"), r"entry 1 \(title 'Doc2'\): t_idx 2 is not an entity .* which has 2 \(0 to 1\)"),
+    (fact("Doc1", 0, 1, "Na"), r"entry 1 \(title 'Doc1'\): r 'Na' is the no-relation label"),
+])
+def test_entries_naming_what_does_not_exist_are_refused(entry, message):
+    """The official script would count these as false positives; here they stop the scoring with the entry named."""
+    with pytest.raises(ValueError, match=message):
+        official_scores([fact("Doc1", 0, 1, "P17"), entry], GOLD)
+
+
+def test_an_unknown_relation_is_refused_given_the_vocabulary_and_a_false_positive_without(caplog):
+    predictions = [fact("Doc1", 0, 1, "P17"), fact("Doc1", 0, 2, "P99999")]
+    with pytest.raises(ValueError, match=r"entry 1 \(title 'Doc1'\): r 'P99999' is neither in the relation "
+                                         r"vocabulary nor labeled .* \(4 known relations, e.g. P1, P17, P206, P26\)"):
+        official_scores(predictions, GOLD, relation_vocabulary={"P17": "country", "P1": "named after", "Na": "none"})
+    # A gold relation missing from the vocabulary file is known all the same: its correct prediction counts.
+    assert official_scores([fact("Doc1", 0, 2, "P206")], GOLD, relation_vocabulary=["P17"])["num_correct"] == 1
+
+    scores = official_scores(predictions, GOLD)
+    # 1 correct of 2 predicted, 1 of 4 gold: P = 1/2, R = 1/4, F1 = 2 (1/8) / (3/4) = 1/3
+    assert scores["f1"] == pytest.approx(100 / 3) == official_script_f1(predictions, GOLD)
+    assert "1 predictions use relations that no gold or training document labels (P99999)" in caplog.text
+
+
+def test_self_pairs_count_as_false_positives_with_a_warning(caplog):
+    predictions = [fact("Doc1", 0, 1, "P17"), fact("Doc1", 2, 2, "P17"), fact("Doc2", 1, 1, "P26")]
+    scores = official_scores(predictions, GOLD)
+    # 1 correct of 3 predicted, 1 of 4 gold: P = 1/3, R = 1/4, F1 = 2 (1/12) / (7/12) = 2/7
+    assert scores["f1"] == pytest.approx(100 * 2 / 7) == official_script_f1(predictions, GOLD)
+    assert ("2 predictions relate an entity to itself (h_idx == t_idx: entry 1 ('Doc1', 2, 2, 'P17'), "
+            "entry 2 ('Doc2', 1, 1, 'P26'))") in caplog.text
+
+
+def test_titles_outside_the_gold_documents_are_false_positives_named_in_a_warning(caplog):
+    predictions = [fact("Doc1", 0, 1, "P17")] + [fact(f"Other {k}", 0, 1, "P17") for k in range(7)]
+    scores = official_scores(predictions, GOLD, predictions_source="pred.json")
+    # 1 correct of 8 predicted, 1 of 4 gold: P = 1/8, R = 1/4, F1 = 2 (1/32) / (3/8) = 1/6
+    assert scores["f1"] == pytest.approx(100 / 6) == official_script_f1(predictions, GOLD)
+    assert ("pred.json: 7 predictions on 7 titles that are not gold documents ('Other 0', 'Other 1', 'Other 2', "
+            "'Other 3', 'Other 4', ...) count as false positives") in caplog.text
+
+
+def test_a_submission_on_no_gold_title_is_refused():
+    predictions = [fact(f"Other {k}", 0, 1, "P17") for k in range(7)] + [fact("Other 0", 0, 1, "P26")]
+    with pytest.raises(ValueError, match=r"^pred\.json: none of its 7 titles is a gold document \('Other 0', "
+                                         r"'Other 1', 'Other 2', 'Other 3', 'Other 4', \.\.\.; the gold documents "
+                                         r"have 3 titles\)"):
+        official_scores(predictions, GOLD, predictions_source="pred.json")
+    with pytest.raises(ValueError, match="none of its 1 titles"):
+        official_scores([fact("Doc1", 0, 1, "P17")], [])
+
+
+def test_repeated_predictions_count_once_keeping_the_first_evidence(caplog):
+    caplog.set_level("INFO", logger="docre_training.metrics")
+    predictions = [fact("Doc1", 0, 1, "P17", evidence=[0]), fact("Doc1", 1, 0, "P17"),
+                   fact("Doc1", 0, 1, "P17", evidence=[0, 1, 2]), fact("Doc1", 0, 1, "P17")]
+    scores = official_scores(predictions, GOLD)
+    # 1 correct of 2 predicted, 1 of 4 gold: P = 1/2, R = 1/4, F1 = 1/3 (counted twice it would be 3/7)
+    assert scores["num_predictions"] == 2
+    assert scores["f1"] == pytest.approx(100 / 3) == official_script_f1(predictions, GOLD)
+    # The first occurrence's evidence: 1 of 1 predicted sentences is gold (the last one's would give 1 of 3).
+    assert scores["evidence_precision"] == pytest.approx(100.0)
+    assert "predictions: 2 repeated predictions (same title, h_idx, t_idx and r) count once" in caplog.text
+
+
+def test_without_training_documents_a_warning_names_the_missing_input(caplog):
+    official_scores(PREDICTIONS, GOLD, train_documents_hint="--train_file")
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert [message for message in warnings if "No training documents" in message] == [
+        "No training documents: ign_precision and ign_f1 equal precision and f1 (no fact is ignored) and head_f1 / "
+        "mid_f1 / tail_f1 are left out; give the training documents with --train_file."]
+    caplog.clear()
+    official_scores(PREDICTIONS, GOLD, TRAIN)
+    assert "No training documents" not in caplog.text
+
+
+def test_load_train_documents_reads_a_file_a_data_folder_or_a_saved_run(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train_revised.json").write_text(json.dumps(TRAIN))
+    (data / "test_revised.json").write_text(json.dumps(GOLD))
+    assert load_train_documents(data / "train_revised.json") == TRAIN
+    assert load_train_documents(data) == TRAIN
+
+    run = tmp_path / "run"
+    run.mkdir()
+    reference = reference_documents(TRAIN)
+    (run / TRAIN_REFERENCE_FILE).write_text(json.dumps(reference))
+    (run / "train_revised.json").write_text(json.dumps(GOLD))  # the saved reference wins over a data file
+    assert load_train_documents(run) == reference
+
+    (data / "train_annotated.json").write_text(json.dumps(TRAIN))
+    with pytest.raises(ValueError, match="holds both train_revised.json and train_annotated.json"):
+        load_train_documents(data)
+    with pytest.raises(FileNotFoundError, match="holds no training documents"):
+        load_train_documents(tmp_path)
+    with pytest.raises(FileNotFoundError, match="do not exist"):
+        load_train_documents(tmp_path / "missing.json")
+    (tmp_path / "dict.json").write_text(json.dumps({"data": TRAIN}))
+    with pytest.raises(ValueError, match=r"dict\.json: expected a JSON list of DocRED documents .* got an object"):
+        load_train_documents(tmp_path / "dict.json")
+
+
+def test_reference_documents_keep_the_scores_and_drop_the_rest():
+    reference = reference_documents(TRAIN)
+    assert reference[0] == {
+        "title": "Train1",
+        "vertexSet": [[{"name": "City of Light"}], [{"name": "France"}], [{"name": "Paris"}], [{"name": "Seine"}]],
+        "labels": [{"h": 0, "t": 1, "r": "P17"}, {"h": 2, "t": 3, "r": "P17"}],
+    }
+    assert official_scores(PREDICTIONS, GOLD, reference) == official_scores(PREDICTIONS, GOLD, TRAIN)
+    sample = json.loads(GOLD_SAMPLE.read_text())  # real documents as the training set: sents, pos, evidence dropped
+    predictions = [fact(doc["title"], x["h"], x["t"], x["r"]) for doc in sample[:3] for x in doc["labels"]]
+    scores = official_scores(predictions, sample, reference_documents(sample))
+    assert scores == official_scores(predictions, sample, sample) and scores["num_correct_in_train"] > 0
+    assert len(json.dumps(reference_documents(sample))) < len(json.dumps(sample)) / 2
 
 
 def relation(k):
@@ -187,7 +348,7 @@ def test_head_mid_tail_f1():
         fact("G", 0, 1, "R35"),  # mid, correct
         fact("G", 0, 1, "R31"),  # tail, correct
         fact("G", 0, 4, "R25"),  # tail, wrong
-        fact("G", 0, 3, "R99"),  # a relation nowhere in training, vocabulary or gold: frequency 0, tail, wrong
+        fact("G", 0, 3, "R34"),  # a vocabulary relation that training never labels: frequency 0, tail, wrong
     ]
     scores = official_scores(predictions, gold, frequency_train_documents(), VOCABULARY)
     # head: 1 correct / 2 predicted, 1 / 2 gold -> f1 1/2
@@ -202,7 +363,8 @@ def test_head_mid_tail_f1():
 
 def test_cli_writes_and_prints_the_scores(tmp_path):
     paths = {}
-    for name, value in [("pred", PREDICTIONS), ("gold", GOLD), ("train", TRAIN), ("rel_info", {"P17": "country"})]:
+    rel_info = {"P17": "country", "P1": "named after"}
+    for name, value in [("pred", PREDICTIONS), ("gold", GOLD), ("train", TRAIN), ("rel_info", rel_info)]:
         paths[name] = tmp_path / f"{name}.json"
         paths[name].write_text(json.dumps(value))
     output = tmp_path / "scores.json"
@@ -211,10 +373,48 @@ def test_cli_writes_and_prints_the_scores(tmp_path):
          "--train", paths["train"], "--rel_info", paths["rel_info"], "--output", output],
         cwd=REPO, capture_output=True, text=True, check=True,
     )
-    expected = official_scores(PREDICTIONS, GOLD, TRAIN, ["P17"])
+    expected = official_scores(PREDICTIONS, GOLD, TRAIN, ["P17", "P1"])
     assert json.loads(output.read_text()) == pytest.approx(expected)
     assert f"ign_f1: {expected['ign_f1']:.4f}" in completed.stdout
     assert "num_correct: 3" in completed.stdout
+
+
+def run_scorer(*args):
+    return subprocess.run([sys.executable, "-m", "docre_training.metrics", *map(str, args)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_refuses_a_bad_submission_in_one_line(tmp_path):
+    gold = tmp_path / "gold.json"
+    gold.write_text(json.dumps(GOLD))
+    predictions = tmp_path / "pred.json"
+    for submission, message in [
+        ({"Doc1": [fact("Doc1", 0, 1, "P17")]}, f"{predictions}: expected a JSON list of predictions"),
+        ([fact("Doc1", 0, 1, "P17"), fact("Doc1", 999, 1, "P17")], f"{predictions}, entry 1 (title 'Doc1'): h_idx 999"),
+        ([fact("Nowhere", 0, 1, "P17")], f"{predictions}: none of its 1 titles is a gold document ('Nowhere'"),
+    ]:
+        predictions.write_text(json.dumps(submission))
+        completed = run_scorer("--predictions", predictions, "--gold", gold)
+        assert completed.returncode == 2 and completed.stdout == ""
+        assert completed.stderr.startswith(f"python -m docre_training.metrics: error: {message}"), completed.stderr
+        assert completed.stderr.count("\n") == 1
+    predictions.write_text("[{")
+    completed = run_scorer("--predictions", predictions, "--gold", gold)
+    assert completed.returncode == 2 and f"error: {predictions} is not valid JSON" in completed.stderr
+
+
+def test_cli_takes_the_training_documents_from_a_data_folder_and_warns_without_them(tmp_path):
+    (tmp_path / "train_revised.json").write_text(json.dumps(TRAIN))
+    (tmp_path / "gold.json").write_text(json.dumps(GOLD))
+    (tmp_path / "pred.json").write_text(json.dumps(PREDICTIONS))
+    common = ("--predictions", tmp_path / "pred.json", "--gold", tmp_path / "gold.json")
+    with_folder = run_scorer(*common, "--train", tmp_path)
+    assert with_folder.returncode == 0, with_folder.stderr
+    assert f"ign_f1: {100 * 12 / 23:.4f}" in with_folder.stdout and "No training documents" not in with_folder.stderr
+    without = run_scorer(*common)
+    assert without.returncode == 0 and f"ign_f1: {100 * 3 / 5:.4f}" in without.stdout
+    assert ("WARNING: No training documents: ign_precision and ign_f1 equal precision and f1 (no fact is ignored) and "
+            "head_f1 / mid_f1 / tail_f1 are left out; give the training documents with --train") in without.stderr
 
 
 def as_module_rows(predictions, gold):
@@ -239,10 +439,26 @@ def test_evaluate_module_matches_official_scores(docred_metric):
     predictions = PREDICTIONS + [fact("Doc2", 0, 1, "P26", evidence=[0])]  # adds evidence, keeps the facts
     rows, references = as_module_rows(predictions, GOLD)
     scores = docred_metric.compute(
-        predictions=rows, references=references, train_documents=TRAIN, relation_vocabulary=["P17"]
+        predictions=rows, references=references, train_documents=TRAIN, relation_vocabulary=["P17", "P1"]
     )
-    assert scores == pytest.approx(official_scores(predictions, GOLD, TRAIN, ["P17"]))
+    assert scores == pytest.approx(official_scores(predictions, GOLD, TRAIN, ["P17", "P1"]))
     assert scores["ign_f1"] == pytest.approx(100 * 12 / 23) and "evidence_f1" in scores
+
+
+def test_evaluate_module_refuses_a_row_that_is_not_a_list_and_warns_without_training_documents(docred_metric,
+                                                                                               caplog):
+    rows, references = as_module_rows(PREDICTIONS, GOLD)
+    with pytest.raises(ValueError, match=r"^predictions row 1: expected the JSON of a list of predictions .* got an "
+                                         r"object with the keys \['h_idx', 'r', 't_idx', 'title'\]"):
+        docred_metric.compute(predictions=[rows[0], json.dumps(fact("Doc2", 0, 1, "P26")), rows[2]],
+                              references=references)
+    # rows[0] holds the 4 entries of Doc1: the bad one is the 5th entry.
+    with pytest.raises(ValueError, match=r"the prediction rows \(entries numbered across the rows\), entry 4 "
+                                         r"\(title 'Doc2'\): h_idx 5 is not an entity"):
+        docred_metric.compute(predictions=[rows[0], json.dumps([fact("Doc2", 5, 1, "P26")]), rows[2]],
+                              references=references)
+    docred_metric.compute(predictions=rows, references=references)
+    assert "give the training documents with train_documents= (the documents, their file" in caplog.text
 
 
 def test_evaluate_module_finds_the_scorer_outside_the_repository(docred_metric, monkeypatch):

@@ -33,9 +33,13 @@ Args:
         absent from the references (its facts are wrong).
     references (`list[str]`): one gold document per row, its JSON in DocRED format (`title`, `vertexSet`, `labels`)
         or as a row of the `datasets` builder.
-    train_documents (`list[dict]` or `str`, *optional*): training documents, or the path of their JSON file; needed
-        for Ign F1 (which otherwise equals F1) and for head / mid / tail F1.
+    train_documents (`list[dict]` or `str`, *optional*): training documents, or the path of their JSON file, of their
+        data folder or of a saved run's folder (`docre_training.metrics.load_train_documents`); needed for Ign F1
+        (which otherwise equals F1, with a warning) and for head / mid / tail F1.
     relation_vocabulary (`list[str]`, `dict` or `str`, *optional*): all relation ids, e.g. `rel_info.json` or its path.
+
+    What is refused (`ValueError`) and what counts as a false positive with a warning is that of
+    `docre_training.metrics` (its module docstring); entries are numbered across the pooled rows.
 
 Returns:
     `dict`: `precision`, `recall`, `f1`, `ign_precision`, `ign_f1`, `head_f1`, `mid_f1`, `tail_f1` (with training
@@ -114,9 +118,27 @@ class Docred(evaluate.Metric):
 
     def _compute(self, predictions, references, train_documents=None, relation_vocabulary=None):
         if isinstance(train_documents, (str, Path)):
-            train_documents = _scorer.load_json(train_documents)
+            train_documents = _scorer.load_train_documents(train_documents)
         if isinstance(relation_vocabulary, (str, Path)):
             relation_vocabulary = _scorer.load_json(relation_vocabulary)
-        submission = [fact for row in predictions for fact in json.loads(row)]
-        gold_documents = [json.loads(row) for row in references]
-        return _scorer.official_scores(submission, gold_documents, train_documents, relation_vocabulary)
+        submission = []
+        for index, row in enumerate(predictions):
+            facts = _row_json(row, f"predictions row {index}")
+            if not isinstance(facts, list):
+                raise ValueError(f"predictions row {index}: expected the JSON of a list of predictions "
+                                 f"{_scorer.PREDICTION_FORMAT}, got {_scorer.describe_json_value(facts)}.")
+            submission.extend(facts)
+        gold_documents = [_row_json(row, f"references row {index}") for index, row in enumerate(references)]
+        return _scorer.official_scores(
+            submission, gold_documents, train_documents, relation_vocabulary,
+            predictions_source="the prediction rows (entries numbered across the rows)",
+            train_documents_hint="train_documents= (the documents, their file, or their data folder)",
+        )
+
+
+def _row_json(row, name):
+    """The JSON value of a row; a row that is not JSON is named in the error."""
+    try:
+        return json.loads(row)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{name} is not JSON ({error}); rows are JSON strings (json.dumps).") from None
