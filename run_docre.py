@@ -37,6 +37,7 @@ from data_collators import (
 )
 from data_collators.hub_data import download_redocred
 from docre_training.hub import check_dry_run_dir
+from docre_training.metrics import TRAIN_REFERENCE_FILE, load_train_documents
 from docre_training.pipeline import check_model_and_tokenizer
 from docre_training.trainer import DocRETrainer, latest_complete_checkpoint, write_json_atomically
 from modeling_pemscl import PemsclConfig, PemsclModel
@@ -633,7 +634,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if training_args.should_save and not (resume is not None and os.path.isfile(settings_path)):
             write_json_atomically(settings, settings_path)
 
+    train_documents = None
+    if "train" not in features and os.path.isfile(os.path.join(model_args.model_name_or_path, TRAIN_REFERENCE_FILE)):
+        # Re-evaluating a saved model without its training file: Ign F1 from the facts its run saved.
+        train_documents = load_train_documents(model_args.model_name_or_path)
     trainer = DocRETrainer(
+        train_documents=train_documents,
         model=model,
         args=training_args,
         train_dataset=features.get("train"),
@@ -643,10 +649,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         head_learning_rate=model_args.head_learning_rate,
         model_card_kwargs={"data_args": data_args, "model_args": model_args},
     )
+    trainer.train_documents_hint = ("--train_file, or a --data_dir that holds the training file (train_revised.json / "
+                                    "train_annotated.json)")
     results: dict[str, float] = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_final_model()  # saved now, pushed (with the scores on its card) at the end
+        trainer.save_train_reference()
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()

@@ -14,7 +14,8 @@ run's `output_dir` as uploaded, filtered by `HUB_IGNORE_PATTERNS`:
 | `README.md` | the model card (`DocRETrainer.create_model_card` -> `model_cards.generate_model_card`) |
 | `*_results.json`, `trainer_state.json` | the run's metrics and log history, as the Trainer writes them |
 
-Left out: the run's own records (`run_arguments.json`, which a resume is checked against), checkpoints (`--hub_strategy checkpoint` pushes the newest to `last-checkpoint/` with its optimizer
+Left out: the run's own records (`run_arguments.json`, which a resume is checked against; `train_reference.json`,
+the training facts a later evaluation's Ign F1 reads), checkpoints (`--hub_strategy checkpoint` pushes the newest to `last-checkpoint/` with its optimizer
 state, which is what resuming needs), pickles (`training_args.bin`), predictions files, the skipped-documents
 report, and hidden or `_`-prefixed files.
 """
@@ -29,7 +30,8 @@ from typing import Any
 from huggingface_hub.utils import filter_repo_objects
 
 HUB_IGNORE_PATTERNS = ("_*", ".*", "*/.*", "checkpoint-*", "*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle",
-                       "predictions_*.json", "skipped_documents.json", "run_arguments.json")
+                       "predictions_*.json", "skipped_documents.json", "run_arguments.json",
+                       "train_reference.json")
 REMOTE_CODE_FILES = ("configuration_pemscl.py", "modeling_pemscl.py", "losses.py", "pipeline_pemscl.py", "processing_pemscl.py")
 REQUIRED_FILES = ("config.json", "model.safetensors", "README.md", *REMOTE_CODE_FILES)
 

@@ -21,7 +21,7 @@ from model_cards import generate_model_card
 from modeling_pemscl import relation_margins
 
 from .hub import HUB_IGNORE_PATTERNS, check_hub_folder, copy_hub_folder, default_model_id
-from .metrics import official_scores
+from .metrics import TRAIN_REFERENCE_FILE, official_scores, reference_documents
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +248,15 @@ class DocRETrainer(Trainer):
                 os.replace(os.path.join(staging, name), target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def save_train_reference(self, output_dir: str | None = None) -> None:
+        """Write the training facts beside the saved model (`TRAIN_REFERENCE_FILE`: titles, entity names and
+        triples), so that evaluating it later without its training file still reports Ign F1 and head / mid / tail
+        F1 (`run_docre.py` reads it back)."""
+        documents = self._train_reference_documents()
+        if documents and self.args.should_save:
+            path = os.path.join(output_dir if output_dir is not None else self.args.output_dir, TRAIN_REFERENCE_FILE)
+            write_json_atomically(reference_documents(documents), path)
 
     # ------------------------------------------------------------ Hub
     # Pushes keep the Trainer's machinery: `init_hf_repo` at start (with --push_to_hub), `_push_from_checkpoint` at

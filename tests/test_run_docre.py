@@ -655,3 +655,22 @@ def test_every_run_ends_with_where_the_model_is(previous_run, capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("Done: test F1 ") and f"The model is in {previous_run}" in last
     assert f"--model_name_or_path {previous_run} " in last
+
+
+def test_a_saved_model_evaluated_without_its_training_file_keeps_ign_f1(trained, tmp_path, caplog):
+    """The run saves its training facts beside the model; re-evaluating the model with only a test file reads them,
+    so Ign F1 and head / mid / tail F1 are those of the run. Without them the log says what is missing."""
+    assert (trained["output_dir"] / "train_reference.json").is_file()
+    argv = ["--model_name_or_path", str(trained["output_dir"]), "--output_dir", str(tmp_path / "evaluation"),
+            "--test_file", str(TEST_FILE), "--max_predict_documents", "4", "--do_predict", *COMMON_ARGUMENTS]
+    results = run_docre.main(argv)
+    for key in ("test_f1", "test_ign_f1", "test_head_f1", "test_tail_f1"):
+        assert results[key] == pytest.approx(trained["results"][key], abs=1e-9), key
+
+    bare = tmp_path / "bare"
+    shutil.copytree(trained["output_dir"], bare, ignore=shutil.ignore_patterns("checkpoint-*", "train_reference.json"))
+    argv[1], argv[3] = str(bare), str(tmp_path / "bare-evaluation")
+    with caplog.at_level("WARNING"):
+        results = run_docre.main(argv)
+    assert results["test_ign_f1"] == results["test_f1"] and "test_head_f1" not in results
+    assert any("--train_file" in record.getMessage() for record in caplog.records)
