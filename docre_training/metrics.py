@@ -60,13 +60,15 @@ import logging
 import os
 import sys
 from collections import Counter
-
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 GROUPS = ("head", "mid", "tail")
-# DocRED's no-relation class (index 0 of rel2id.json); a relation, never a fact.
-NA_LABEL = "Na"
+# The no-relation class: the label at index 0 of DocRED's rel2id.json, as the package ships it (read, not imported
+# from the model package, so that scoring needs no torch).
+_DOCRED_REL2ID = Path(__file__).resolve().parents[1] / "data_collators" / "vocabularies" / "docred" / "rel2id.json"
+NO_RELATION = next(label for label, index in json.loads(_DOCRED_REL2ID.read_text(encoding="utf-8")).items() if index == 0)
 PREDICTION_FORMAT = '{"title": str, "h_idx": int, "t_idx": int, "r": str[, "evidence": [int]]}'
 # Unknown titles and relations named in a message; the count says how many there are.
 NAMED_IN_MESSAGES = 5
@@ -302,7 +304,7 @@ def _read_submission(predictions, entity_counts, relation_vocabulary, source):
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise ValueError(f"{where}: {field} {value!r} is of type {type(value).__name__}, not {kind.__name__}.")
         title, h, t, r = prediction["title"], prediction["h_idx"], prediction["t_idx"], prediction["r"]
-        if r == NA_LABEL:
+        if r == NO_RELATION:
             raise ValueError(f"{where}: r {r!r} is the no-relation label, not a relation; leave pairs without a "
                              "relation out of the submission.")
         if relation_vocabulary is not None and r not in relation_vocabulary:
@@ -404,7 +406,7 @@ def official_scores(predictions, gold_documents, train_documents=None, relation_
     labeled_relations = {r for _, _, _, r in gold}
     for document in train_documents or ():
         labeled_relations.update(r for _, _, r, _ in _normalize_document(document)[2])
-    vocabulary = None if relation_vocabulary is None else set(map(str, relation_vocabulary)) - {NA_LABEL}
+    vocabulary = None if relation_vocabulary is None else set(map(str, relation_vocabulary)) - {NO_RELATION}
     submission, first_entry = _read_submission(
         predictions, entity_counts,
         # The labeled relations are known too: a vocabulary file that misses one must not refuse a correct fact.

@@ -18,7 +18,7 @@ from transformers.trainer_utils import HubStrategy, PredictionOutput, SaveStrate
 from transformers.utils import PushInProgress
 
 from model_cards import generate_model_card
-from modeling_pemscl import relation_margins
+from modeling_pemscl import decision_threshold, relation_margins
 
 from .hub import HUB_IGNORE_PATTERNS, check_hub_folder, copy_hub_folder, default_model_id
 from .metrics import TRAIN_REFERENCE_FILE, official_scores, reference_documents
@@ -461,7 +461,7 @@ class DocRETrainer(Trainer):
 
 def decoded_facts(logits, predictions, hts, pair_document_index, document_index, loss_kind: str) -> torch.Tensor:
     """Decoded relations as padded per-document fact rows (see `DocRETrainer.prediction_step`)."""
-    margins = relation_margins(logits, "global" if loss_kind == "bce" else "adaptive")
+    margins = relation_margins(logits, decision_threshold(loss_kind))
     pair, column = predictions[:, 1:].nonzero(as_tuple=True)
     label = column + 1
     document = pair_document_index[pair]

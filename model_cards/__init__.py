@@ -16,6 +16,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from modeling_pemscl.losses import decision_threshold
+
 TEMPLATE_PATH = Path(__file__).with_name("template.md")
 TASK_TYPE = "document-relation-extraction"
 TASK_NAME = "Document-level relation extraction"
@@ -361,7 +363,7 @@ def _windows_sentence(config: Mapping) -> str:
 
 def _score_sentence(config: Mapping) -> str:
     """What `score` means and how relations are picked, for this model's loss and decoding settings."""
-    if config.get("loss") == "bce":
+    if decision_threshold(config.get("loss", "pemscl")) == "global":
         score = ("`score` is sigmoid(f_r), the logistic of the relation's logit (this model was trained with a "
                  "binary cross-entropy loss, whose threshold is a global 0)")
     else:

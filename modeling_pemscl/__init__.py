@@ -13,6 +13,7 @@ from .losses import (
     atlop_loss,
     bce_loss,
     contrastive_loss,
+    decision_threshold,
     decode_relations,
     relation_margins,
     entropy_loss,
@@ -42,5 +43,6 @@ __all__ = [
     "bce_loss",
     "pemscl_objective",
     "decode_relations",
+    "decision_threshold",
     "relation_margins",
 ]

@@ -1,21 +1,30 @@
-"""PEMSCL model configuration (ships to the Hub as remote code: imports transformers only)."""
+"""PEMSCL model configuration (ships to the Hub as remote code: imports transformers and its siblings only)."""
 
 import math
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-LOSS_KINDS = ("pemscl", "atlop", "bce")
-GAMMA_KINDS = ("count", "one")
-CONTRASTIVE_AVERAGES = ("inside", "outside")
-CONTRASTIVE_ANCHORS = ("positive", "all")
+from .losses import CONTRASTIVE_ANCHORS, CONTRASTIVE_AVERAGES, GAMMA_KINDS, LOSS_KINDS, check_choice
+from .processing_pemscl import NA_LABEL
+
 HEAD_INITS = ("normal", "fan_in_uniform")
 ENCODER_ATTENTIONS = ("sdpa", "eager")
 WINDOW_SCHEMES = ("overlapping", "atlop")
 # Encoders whose tokenizers end a sequence with two separators between segments (`</s></s>`): ATLOP's windows
 # append two of them, and their position embeddings reserve `pad_token_id + 1` rows.
 ROBERTA_LIKE_ENCODERS = ("roberta", "xlm-roberta", "camembert", "longformer")
-NA_LABEL = "Na"
+# The settings that take one of a few values, and those values; validation and the command line read this.
+SETTING_CHOICES = {
+    "loss": LOSS_KINDS,
+    "gamma_pos": GAMMA_KINDS,
+    "gamma_neg": GAMMA_KINDS,
+    "contrastive_average": CONTRASTIVE_AVERAGES,
+    "contrastive_anchors": CONTRASTIVE_ANCHORS,
+    "head_init": HEAD_INITS,
+    "encoder_attention": ENCODER_ATTENTIONS,
+    "window_scheme": WINDOW_SCHEMES,
+}
 # DocRED and Re-DocRED have 96 relations; index 0 is the NA / threshold class.
 DEFAULT_NUM_RELATIONS = 96
 
@@ -176,19 +185,8 @@ class PemsclConfig(PreTrainedConfig):
 
     def validate_pemscl_settings(self):
         """Raise a `ValueError` naming the setting that is out of range."""
-        choices = {
-            "loss": LOSS_KINDS,
-            "gamma_pos": GAMMA_KINDS,
-            "gamma_neg": GAMMA_KINDS,
-            "contrastive_average": CONTRASTIVE_AVERAGES,
-            "contrastive_anchors": CONTRASTIVE_ANCHORS,
-            "head_init": HEAD_INITS,
-            "encoder_attention": ENCODER_ATTENTIONS,
-            "window_scheme": WINDOW_SCHEMES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"PemsclConfig.{name}={getattr(self, name)!r}; expected one of {allowed}.")
+        for name, allowed in SETTING_CHOICES.items():
+            check_choice(f"PemsclConfig.{name}", getattr(self, name), allowed)
         if self.num_labels < 2:
             raise ValueError(f"PemsclConfig needs NA plus at least one relation in id2label, got {self.num_labels}.")
         if self.pair_embedding_size % self.bilinear_block_size != 0:

@@ -34,18 +34,35 @@ __all__ = [
     "pemscl_objective",
     "decode_relations",
     "relation_margins",
+    "decision_threshold",
+    "check_choice",
     "LOSS_KINDS",
-    "GAMMA_CHOICES",
+    "GAMMA_KINDS",
     "CONTRASTIVE_AVERAGES",
     "CONTRASTIVE_ANCHORS",
     "THRESHOLD_KINDS",
 ]
 
+# The choices of the loss settings, defined here once; the config, the command line and the card read them.
 LOSS_KINDS = ("pemscl", "atlop", "bce")
-GAMMA_CHOICES = ("count", "one")
+GAMMA_KINDS = ("count", "one")
 CONTRASTIVE_AVERAGES = ("inside", "outside")
 CONTRASTIVE_ANCHORS = ("positive", "all")
 THRESHOLD_KINDS = ("adaptive", "global")
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise a `ValueError` naming the setting when `value` is not one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+
+
+def decision_threshold(loss: str) -> str:
+    """The threshold a model trained with `loss` decodes with: the bce baseline learns no threshold class, so its
+    relations are compared with a global 0 (``"global"``); the other losses with the pair's NA logit
+    (``"adaptive"``)."""
+    check_choice("loss", loss, LOSS_KINDS)
+    return "global" if loss == "bce" else "adaptive"
 
 _NORM_EPS = 1e-12  # same floor on the L2 norm as torch.nn.functional.normalize
 
@@ -329,7 +346,7 @@ def _gamma(choice: str, size: torch.Tensor) -> torch.Tensor:
         return size.clamp_min(1).float()  # the term is 0 anyway where the set is empty
     if choice == "one":
         return torch.ones_like(size, dtype=torch.float32)
-    raise ValueError(f"gamma must be one of {GAMMA_CHOICES}, got {choice!r}.")
+    check_choice("gamma", choice, GAMMA_KINDS)
 
 
 def entropy_loss(
@@ -426,10 +443,8 @@ def contrastive_loss(
         ValueError: for an unknown ``average`` or ``anchors``, a non-positive ``temperature`` or
             mismatched shapes.
     """
-    if average not in CONTRASTIVE_AVERAGES:
-        raise ValueError(f"`average` must be one of {CONTRASTIVE_AVERAGES}, got {average!r}.")
-    if anchors not in CONTRASTIVE_ANCHORS:
-        raise ValueError(f"`anchors` must be one of {CONTRASTIVE_ANCHORS}, got {anchors!r}.")
+    check_choice("average", average, CONTRASTIVE_AVERAGES)
+    check_choice("anchors", anchors, CONTRASTIVE_ANCHORS)
     if not temperature > 0:
         raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
     n = _check_embeddings(embeddings)
@@ -608,19 +623,11 @@ def pemscl_objective(
     Raises:
         ValueError: for an argument outside its allowed values, or a missing contrastive input.
     """
-    if loss not in LOSS_KINDS:
-        raise ValueError(f"`loss` must be one of {LOSS_KINDS}, got {loss!r}.")
-    for name, value in (("gamma_pos", gamma_pos), ("gamma_neg", gamma_neg)):
-        if value not in GAMMA_CHOICES:
-            raise ValueError(f"`{name}` must be one of {GAMMA_CHOICES}, got {value!r}.")
-    if contrastive_average not in CONTRASTIVE_AVERAGES:
-        raise ValueError(
-            f"`contrastive_average` must be one of {CONTRASTIVE_AVERAGES}, got {contrastive_average!r}."
-        )
-    if contrastive_anchors not in CONTRASTIVE_ANCHORS:
-        raise ValueError(
-            f"`contrastive_anchors` must be one of {CONTRASTIVE_ANCHORS}, got {contrastive_anchors!r}."
-        )
+    for name, value, choices in (("loss", loss, LOSS_KINDS), ("gamma_pos", gamma_pos, GAMMA_KINDS),
+                                 ("gamma_neg", gamma_neg, GAMMA_KINDS),
+                                 ("contrastive_average", contrastive_average, CONTRASTIVE_AVERAGES),
+                                 ("contrastive_anchors", contrastive_anchors, CONTRASTIVE_ANCHORS)):
+        check_choice(name, value, choices)
     if not temperature > 0:
         raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
     if not contrastive_weight >= 0:
@@ -681,8 +688,7 @@ def relation_margins(logits: torch.Tensor, threshold: str = "adaptive") -> torch
     ``sigmoid(margin)``: the pairwise probability ``P^r(r)`` of Eq. 3 that r beats the threshold (for bce, the
     relation's probability); predictions files carry the margin as well, under ``"margin"``.
     """
-    if threshold not in THRESHOLD_KINDS:
-        raise ValueError(f"`threshold` must be one of {THRESHOLD_KINDS}, got {threshold!r}.")
+    check_choice("threshold", threshold, THRESHOLD_KINDS)
     logits = logits.float()
     return logits[:, 1:] - logits[:, :1] if threshold == "adaptive" else logits[:, 1:]
 
@@ -700,8 +706,7 @@ def decode_relations(
     Raises:
         ValueError: for an unknown ``threshold``.
     """
-    if threshold not in THRESHOLD_KINDS:
-        raise ValueError(f"`threshold` must be one of {THRESHOLD_KINDS}, got {threshold!r}.")
+    check_choice("threshold", threshold, THRESHOLD_KINDS)
     if logits.dim() != 2 or logits.shape[1] < 2:
         raise ValueError(f"`logits` must be [N, R+1] with R >= 1, got {tuple(logits.shape)}.")
     scores = logits[:, 1:]

@@ -24,6 +24,7 @@ from .configuration_pemscl import PemsclConfig
 from .losses import (
     GroupedPairEmbeddings,
     contrastive_loss,
+    decision_threshold,
     decode_relations,
     pemscl_objective,
     sample_negative_mask,
@@ -601,8 +602,8 @@ class PemsclModel(PemsclPreTrainedModel):
     def decode(self, logits: torch.Tensor) -> torch.BoolTensor:
         """Relations whose logit beats the threshold logit (a global 0 for `"bce"`), at most
         `config.max_relations_per_pair`; NA (column 0) when none. Returns a bool tensor like `logits`."""
-        threshold = "global" if self.config.loss == "bce" else "adaptive"
-        return decode_relations(logits, max_relations=self.config.max_relations_per_pair, threshold=threshold)
+        return decode_relations(logits, max_relations=self.config.max_relations_per_pair,
+                                threshold=decision_threshold(self.config.loss))
 
 
 # ------------------------------------------------------------------- helpers
