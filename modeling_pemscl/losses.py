@@ -14,7 +14,7 @@ library only.
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, NamedTuple, Optional, Union
+from typing import Callable, Dict, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,9 @@ __all__ = [
     "relation_margins",
     "decision_threshold",
     "check_choice",
+    "LOSSES",
     "LOSS_KINDS",
+    "GLOBAL_THRESHOLD_LOSSES",
     "GAMMA_KINDS",
     "CONTRASTIVE_AVERAGES",
     "CONTRASTIVE_ANCHORS",
@@ -44,7 +46,12 @@ __all__ = [
 ]
 
 # The choices of the loss settings, defined here once; the config, the command line and the card read them.
-LOSS_KINDS = ("pemscl", "atlop", "bce")
+# `config.loss` names one of LOSSES: "pemscl" is the composed objective of Eq. 11 / 13 (`pemscl_objective`), every
+# other entry a per-pair baseline loss `f(logits, labels, negative_mask) -> [N]` (filled in below its definitions).
+LOSSES: Dict[str, Optional[Callable]] = {"pemscl": None}
+LOSS_KINDS = LOSSES.keys()  # a live view: a loss added to LOSSES is a valid `config.loss` at once
+# Losses that learn no threshold class: their relations are decoded against a global 0 (`decision_threshold`).
+GLOBAL_THRESHOLD_LOSSES = {"bce"}
 GAMMA_KINDS = ("count", "one")
 CONTRASTIVE_AVERAGES = ("inside", "outside")
 CONTRASTIVE_ANCHORS = ("positive", "all")
@@ -54,7 +61,7 @@ THRESHOLD_KINDS = ("adaptive", "global")
 def check_choice(name: str, value, choices) -> None:
     """Raise a `ValueError` naming the setting when `value` is not one of `choices`."""
     if value not in choices:
-        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+        raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}.")
 
 
 def decision_threshold(loss: str) -> str:
@@ -62,7 +69,7 @@ def decision_threshold(loss: str) -> str:
     relations are compared with a global 0 (``"global"``); the other losses with the pair's NA logit
     (``"adaptive"``)."""
     check_choice("loss", loss, LOSS_KINDS)
-    return "global" if loss == "bce" else "adaptive"
+    return "global" if loss in GLOBAL_THRESHOLD_LOSSES else "adaptive"
 
 _NORM_EPS = 1e-12  # same floor on the L2 norm as torch.nn.functional.normalize
 
@@ -570,6 +577,9 @@ def bce_loss(
     return torch.where(used, per_entry, f.new_zeros(())).sum(dim=1)
 
 
+LOSSES.update(atlop=atlop_loss, bce=bce_loss)
+
+
 # --------------------------------------------------------------------------------------------
 # Objective (Eq. 7, 11, 13) and decoding
 # --------------------------------------------------------------------------------------------
@@ -641,15 +651,10 @@ def pemscl_objective(
         return per_pair.sum() / max(count, 1)
 
     out: Dict[str, Optional[torch.Tensor]] = dict.fromkeys(
-        ("loss", "pmt_loss", "entropy_loss", "contrastive_loss", "atlop_loss", "bce_loss")
+        ("loss", "pmt_loss", "entropy_loss", "contrastive_loss", *(f"{name}_loss" for name in LOSSES if name != "pemscl"))
     )
-    if loss == "atlop":
-        out["atlop_loss"] = mean(atlop_loss(logits, labels, negative_mask), n)
-        out["loss"] = out["atlop_loss"]
-        return out
-    if loss == "bce":
-        out["bce_loss"] = mean(bce_loss(logits, labels, negative_mask), n)
-        out["loss"] = out["bce_loss"]
+    if loss != "pemscl":  # a per-pair baseline: its mean over pairs, no entropy or contrastive term
+        out[f"{loss}_loss"] = out["loss"] = mean(LOSSES[loss](logits, labels, negative_mask), n)
         return out
 
     per_pair = pmt_loss(logits, labels, negative_mask)

@@ -704,3 +704,31 @@ def test_decode_relations():
     assert decode_relations(torch.zeros(0, 5)).shape == (0, 5)
     with pytest.raises(ValueError, match="adaptive"):
         decode_relations(logits, threshold="fixed")
+
+
+def test_a_new_loss_needs_only_the_function_and_its_registration(monkeypatch):
+    """docs/adding-a-loss.md: a per-pair function, an entry in LOSSES and, for a global threshold,
+    GLOBAL_THRESHOLD_LOSSES; the config, the objective, the model and decoding then use it."""
+    from model_helpers import make_batch, random_document, tiny_model
+
+    from modeling_pemscl import losses
+
+    def squared_margin_loss(logits, labels, negative_mask=None):
+        """A toy loss: every relation's logit pushed towards +1 (positive) or -1 (negative)."""
+        target = labels[:, 1:].float() * 2 - 1
+        return ((logits[:, 1:].float() - target) ** 2).sum(dim=1)
+
+    monkeypatch.setitem(losses.LOSSES, "squared", squared_margin_loss)
+    monkeypatch.setattr(losses, "GLOBAL_THRESHOLD_LOSSES", {"bce", "squared"})
+    generator = torch.Generator().manual_seed(0)
+    model = tiny_model(loss="squared").train()
+    batch = make_batch([random_document(generator, 20, 3), random_document(generator, 16, 4)], generator=generator)
+    output = model(**batch, return_predictions=True)
+    expected = squared_margin_loss(output.logits, batch["labels"]).mean()
+    torch.testing.assert_close(output.loss, expected)
+    output.loss.backward()
+    assert model.bilinear.weight.grad is not None
+    # Decoded against a global 0, as registered: column r predicted iff its logit > 0 (top-4 per pair).
+    assert torch.equal(output.predictions, losses.decode_relations(output.logits.detach(), 4, threshold="global"))
+    with pytest.raises(ValueError, match="must be one of"):
+        tiny_model(loss="unregistered")
