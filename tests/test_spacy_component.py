@@ -250,3 +250,19 @@ def test_a_batch_size_that_is_not_positive_is_refused(model_folder):
     with pytest.raises(ValueError, match=r"pipe\(batch_size=-1\)"):
         list(nlp.pipe([TEXT], batch_size=-1))
     assert [len(doc._.relations) > 0 for doc in component.pipe([nlp(TEXT)], batch_size=None)] == [True]
+
+
+def test_a_span_labelled_twice_is_one_mention_of_one_entity(model_folder, model, tokenizer):
+    nlp = spacy.blank("en")
+    component = nlp.add_pipe("pemscl_relations", config={"model": model_folder, "spans_key": "mentions", "top_k": 0})
+    doc = nlp.make_doc(TEXT)
+    doc.spans["mentions"] = [doc.char_span(*span(TEXT, "Marie Curie"), label="PER"),
+                             doc.char_span(*span(TEXT, "Warsaw"), label="LOC"),
+                             doc.char_span(*span(TEXT, "Warsaw"), label="GPE"),
+                             doc.char_span(*span(TEXT, "Paris"), label="LOC")]
+    doc = component(doc)
+    # By hand: the LOC and GPE "Warsaw" are one entity, which keeps the first label.
+    entities = [("PER", [span(TEXT, "Marie Curie")]), ("LOC", [span(TEXT, "Warsaw")]), ("LOC", [span(TEXT, "Paris")])]
+    check(doc, expected_for(model, tokenizer, TEXT, entities, top_k=0))
+    assert all(r["head"] != r["tail"] for r in doc._.relations)
+    assert {s.label_ for r in doc._.relations for s in r["head"] if s.text == "Warsaw"} == {"LOC"}
