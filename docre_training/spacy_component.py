@@ -113,7 +113,7 @@ class PemsclRelations:
                  device: Optional[Union[int, str]] = None,
                  entity_grouping: Optional[Callable[[list], list]] = None):
         _require_spacy()
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"{name}: batch_size={batch_size!r} must be a positive integer.")
         self.name = name
         self.spans_key = spans_key

@@ -152,6 +152,11 @@ def test_the_factory_is_registered_and_checks_its_settings(model_folder):
         spacy.blank("en").add_pipe("pemscl_relations", config={"model": model_folder, "threshold": 1.5})
     with pytest.raises(ValueError, match=r"batch_size=0 must be a positive integer"):
         spacy.blank("en").add_pipe("pemscl_relations", config={"model": model_folder, "batch_size": 0})
+    # Built in Python, without spaCy's config check in front.
+    with pytest.raises(ValueError, match=r"batch_size=True must be a positive integer"):
+        spacy_component.PemsclRelations(None, model=model_folder, batch_size=True)
+    with pytest.raises(ValueError, match=r"threshold='0.5' must be a number"):
+        spacy_component.PemsclRelations(None, model=model_folder, threshold="0.5")
 
 
 def keyed(doc):
