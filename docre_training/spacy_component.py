@@ -17,6 +17,18 @@ model) on batches of documents. `doc._.relations` is a list, highest score first
 `{"head": [Span, ...], "tail": [Span, ...], "relation", "relation_name", "score"}`: the spans of the head's and the
 tail's mentions. A mention span is given to the model fitted to the pipeline's words (`mentions_to_document`); the
 Span itself is written unchanged. A document with fewer than two entities gets `[]` without running the model.
+Mentions sharing one span (a span labelled twice, or put in two entities by `entity_grouping`) are one mention, and
+the entities holding it are merged into one, so no entity is related to itself.
+
+What the component stores is `doc._.relation_offsets`, the same relations in plain data (each mention as
+`[start token, end token, label, kb_id]`); `doc._.relations` builds the Spans from it on access. So relations
+survive what spaCy does with a Doc's plain data: `doc.to_bytes()` / `Doc.from_bytes`, `pickle`, `DocBin`, and
+`nlp.pipe(texts, n_process=...)`, which sends every Doc back from its worker process as bytes.
+
+In a worker process of `nlp.pipe(..., n_process=...)` the model runs on one thread: the workers themselves are the
+parallelism, and in a forked worker (Linux) the parent's OpenMP thread pool, if torch already used it, does not
+survive the fork, so the worker's first parallel region would wait for it forever. A worker started with `spawn`
+(macOS, Windows) loads the model again from the folder or Hub id the component was built with.
 
 This module imports without spaCy: the factory and the component then raise an ImportError saying to install the
 `spacy` extra.
@@ -24,12 +36,13 @@ This module imports without spaCy: the factory and the component then raise an I
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 try:
     import spacy
     from spacy.language import Language
-    from spacy.tokens import Doc
+    from spacy.tokens import Doc, Span
     from spacy.util import minibatch
 except ImportError:  # the core install has no spaCy; only the component needs it
     spacy = None
@@ -38,12 +51,39 @@ from modeling_pemscl.processing_pemscl import group_mentions, mentions_to_docume
 
 FACTORY = "pemscl_relations"
 EXTENSION = "relations"
+"""`doc._.relations`: the relations with Spans, built on access from `OFFSETS_EXTENSION`."""
+OFFSETS_EXTENSION = "relation_offsets"
+"""`doc._.relation_offsets`: the stored relations, each mention as `[start token, end token, label, kb_id]`."""
 MISSING_SPACY = 'The pemscl_relations spaCy component needs spaCy: pip install "pemscl[spacy]".'
 
 
 def _require_spacy() -> None:
     if spacy is None:
         raise ImportError(MISSING_SPACY)
+
+
+def _span_offsets(span: "Span") -> list:
+    return [span.start, span.end, span.label_, span.kb_id_]
+
+
+def relations_with_spans(doc: "Doc") -> Optional[list[dict[str, Any]]]:
+    """`doc._.relations`: `doc._.relation_offsets` with each mention as a `Span` of `doc` (None before the component
+    ran)."""
+    stored = doc._.get(OFFSETS_EXTENSION)
+    if stored is None:
+        return None
+    return [{**relation, **{side: [Span(doc, start, end, label=label, kb_id=kb_id)
+                                   for start, end, label, kb_id in relation[side]] for side in ("head", "tail")}}
+            for relation in stored]
+
+
+def _register_extensions() -> None:
+    if not Doc.has_extension(OFFSETS_EXTENSION):
+        Doc.set_extension(OFFSETS_EXTENSION, default=None)
+    registered = Doc.get_extension(EXTENSION)  # (default, method, getter, setter)
+    if registered is None or registered[2] is not relations_with_spans:
+        # force: Spans are never stored, so a plain `relations` attribute registered elsewhere gives way to the getter.
+        Doc.set_extension(EXTENSION, getter=relations_with_spans, force=True)
 
 
 class PemsclRelations:
@@ -73,18 +113,38 @@ class PemsclRelations:
                  device: Optional[Union[int, str]] = None,
                  entity_grouping: Optional[Callable[[list], list]] = None):
         _require_spacy()
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"{name}: batch_size={batch_size!r} must be a positive integer.")
         self.name = name
         self.spans_key = spans_key
         self.batch_size = batch_size
         self.entity_grouping = entity_grouping
+        self._model_source, self._device = model, device
         self.extractor = _load_pipeline(model, device)
         # The pipeline checks the values (and names them) here, once.
         self.extractor._sanitize_parameters(top_k=top_k, threshold=threshold)
         self.threshold, self.top_k = threshold, top_k
-        if not Doc.has_extension(EXTENSION):
-            Doc.set_extension(EXTENSION, default=None)
+        self._process_id = os.getpid()
+        _register_extensions()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The component without its model, for a worker process started with `spawn` (macOS', Windows' default for
+        `nlp.pipe(n_process=...)`): a loaded transformers model does not pickle, so the worker loads it again from
+        the folder or Hub id it was built with.
+
+        Raises:
+            TypeError: If the component was built from a pipeline object, which has no folder to load from.
+        """
+        if not isinstance(self._model_source, str):
+            raise TypeError(f"{self.name}: a component built from a pipeline object cannot be sent to a worker process "
+                            "started with 'spawn': build it with the model's folder or Hub id (model=\"...\"), or use "
+                            "nlp.pipe(..., n_process=1).")
+        return {**self.__dict__, "extractor": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.extractor = _load_pipeline(self._model_source, self._device)
+        _register_extensions()
 
     def _mentions(self, doc: "Doc") -> list:
         if self.spans_key is None:
@@ -110,10 +170,21 @@ class PemsclRelations:
     def pipe(self, docs: Iterable["Doc"], batch_size: Optional[int] = None) -> Iterator["Doc"]:
         """Write `doc._.relations` for a stream of Docs, running the model on batches of `batch_size` documents.
 
+        Args:
+            docs: The Docs.
+            batch_size: Docs read from the stream at a time (`nlp.pipe` passes its own); `None` is the component's
+                `batch_size`. The model runs on at most the component's `batch_size` documents at once.
+
         Raises:
-            ValueError: If a mention span is malformed or the span group is missing (naming the component).
+            ValueError: If `batch_size` is not a positive integer, a mention span is malformed or the span group is
+                missing (naming the component).
         """
-        batch_size = batch_size or self.batch_size
+        if batch_size is None:
+            batch_size = self.batch_size
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"{self.name}: pipe(batch_size={batch_size!r}): batch_size must be a positive integer "
+                             f"(or None for the component's batch_size, {self.batch_size}).")
+        self._single_thread_if_forked()
         for batch in minibatch(docs, size=batch_size):
             prepared = [self._entities(doc) for doc in batch]
             runnable = [i for i, (_, spans) in enumerate(prepared) if len(spans) >= 2]
@@ -122,12 +193,23 @@ class PemsclRelations:
             relations_of = dict(zip(runnable, outputs))
             for i, doc in enumerate(batch):
                 spans = prepared[i][1]
-                doc._.set(EXTENSION, [
-                    {"head": list(spans[r["head"]["index"]]), "tail": list(spans[r["tail"]["index"]]),
+                doc._.set(OFFSETS_EXTENSION, [
+                    {"head": [_span_offsets(s) for s in spans[r["head"]["index"]]],
+                     "tail": [_span_offsets(s) for s in spans[r["tail"]["index"]]],
                      "relation": r["relation"], "relation_name": r["relation_name"], "score": r["score"]}
                     for r in relations_of.get(i, [])
                 ])
                 yield doc
+
+    def _single_thread_if_forked(self) -> None:
+        """In a process forked from the one that built the component (`nlp.pipe(n_process=...)` on Linux), run torch
+        on one thread: a forked child has no copy of the parent's OpenMP threads, and its first parallel region
+        would wait for them forever."""
+        if os.getpid() != self._process_id:
+            import torch
+
+            torch.set_num_threads(1)
+            self._process_id = os.getpid()
 
 
 def _load_pipeline(model: Any, device: Optional[Union[int, str]]):
@@ -162,7 +244,8 @@ if spacy is not None:
     make_pemscl_relations = Language.factory(
         FACTORY,
         default_config={"spans_key": None, "threshold": 0.5, "top_k": None, "batch_size": 8, "device": None},
-        assigns=[f"doc._.{EXTENSION}"],
+        assigns=[f"doc._.{EXTENSION}", f"doc._.{OFFSETS_EXTENSION}"],
     )(make_pemscl_relations)
 
-__all__ = ["EXTENSION", "FACTORY", "PemsclRelations", "make_pemscl_relations"]
+__all__ = ["EXTENSION", "FACTORY", "OFFSETS_EXTENSION", "PemsclRelations", "make_pemscl_relations",
+           "relations_with_spans"]

@@ -14,15 +14,19 @@ Inputs (one document, or a list / `datasets.Dataset` / generator of documents):
 
 - **DocRED format**: `{"sents": [[word, ...], ...], "vertexSet": [[{"sent_id", "pos": [start, end), "name"?,
   "type"?}, ...], ...], "title"?}`, e.g. a document of `test_unlabeled.json`. A missing `name` is the mention's
-  words joined by spaces, a missing `type` is `""`; `labels`, if present, are ignored.
+  words joined by spaces, a missing `type` is `""`; `labels`, if present, are ignored. Entities are taken as
+  annotated, also two that share a mention (DocRED and Re-DocRED have a few): their pair is scored like any other.
 - **Plain text with character spans**: `{"text": str, "entities": [...], "title"?}` where each entity is either a
   list of mention spans `[(start, end), ...]` or a dict `{"mentions": [(start, end), ...], "type"?: str,
   "name"?: str}`. Spans are `[start, end)` character offsets: `text[start:end]` is the mention.
   The text is split into words by `split_words`: a word is a maximal run of letters, digits and underscores
-  (`\\w+`) or a single other non-space character (punctuation), so "U.S.-based" is `U . S . - based`. A span must
-  start at a word's first character and end after a word's last character, otherwise `ValueError` names the span.
-  Sentences end after a `.`, `!` or `?` word, never inside a mention (sentences only fill `sent_id` / `pos`;
-  the model reads the document as one sequence).
+  (`\\w+`, with their combining marks), a single character of a script written without spaces (Chinese,
+  Japanese, Thai, ...: "北京是中国的首都" is eight words, so "北京" is a span of its own), or a single other
+  non-space character (punctuation), so "U.S.-based" is `U . S . - based`. A span must start at a word's first
+  character and end after a word's last character, otherwise `ValueError` names the span. One span given to two
+  entities is refused (`ValueError` naming both): the entities and their indices are the caller's, and merging
+  them would renumber the output. Sentences end after a `.`, `!`, `?`, `。`, `！` or `？` word, never inside a
+  mention (sentences only fill `sent_id` / `pos`; the model reads the document as one sequence).
 
 - **Raw text** (a plain string) with an `entity_extractor` (argument of the call or of the pipeline): a callable
   `text -> [{"start", "end", "type"?}, ...]` (character offsets) or a transformers token-classification pipeline
@@ -31,7 +35,9 @@ Inputs (one document, or a list / `datasets.Dataset` / generator of documents):
   widened to the whole word ("Wars" of "Warsaw" is "Warsaw"); a whitespace-only span is dropped. Mentions are then
   grouped into entities: by default two mentions are one entity iff their casefolded, whitespace-collapsed texts
   and their types are equal (`processing_pemscl.group_mentions`; entities in the order of their first mention),
-  or by `entity_grouping`, a callable `(mentions) -> list[list[mention]]`.
+  or by `entity_grouping`, a callable `(mentions) -> list[list[mention]]`. Entities that share a span (a span
+  found twice with two types, or put in two entities by the grouping) are then merged into one, the span kept once
+  (`processing_pemscl.merge_shared_mentions`): a span is one place in the text, and no entity is related to itself.
 
     extractor("Marie Curie was born in Warsaw.", entity_extractor=ner)  # ner: e.g. pipeline("ner", aggregation_strategy="simple")
 
@@ -51,6 +57,7 @@ is predicted when its score is above `threshold` (default 0.5, i.e. f_r > f_NA: 
 from __future__ import annotations
 
 import math
+import numbers
 import types
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import Any
@@ -194,6 +201,16 @@ def text_document(text: str, entity_extractor: Any, entity_grouping: Any = None)
 
 
 # ------------------------------------------------------------------ the pipeline
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if batch_size is not None and (not _is_integer(batch_size) or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer (documents per forward pass), "
+                         f"got {type(batch_size).__name__}.")
+
+
 class DocumentRelationExtractionPipeline(Pipeline):
     """Document-level relation extraction with a PEMSCL model (see the module docstring for inputs and outputs).
 
@@ -223,6 +240,7 @@ class DocumentRelationExtractionPipeline(Pipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        _check_batch_size(self._batch_size)
         if self.tokenizer is None:
             raise ValueError("DocumentRelationExtractionPipeline needs the model's tokenizer (`tokenizer=`).")
         check_model_and_tokenizer(self.model, self.tokenizer)
@@ -239,6 +257,11 @@ class DocumentRelationExtractionPipeline(Pipeline):
         """
         extractor = kwargs.get("entity_extractor", self._preprocess_params.get("entity_extractor"))
         grouping = kwargs.get("entity_grouping", self._preprocess_params.get("entity_grouping"))
+        _check_batch_size(kwargs.get("batch_size"))
+        if isinstance(inputs, (bytes, bytearray)):  # iterable, but of ints, not documents
+            raise ValueError(f"The pipeline got {type(inputs).__name__}: give a document (a dict, or a string with an "
+                             "entity_extractor) or a list of documents; decode bytes first, e.g. data.decode(\"utf-8\") "
+                             "(json.loads it when it holds JSON documents).")
         if isinstance(inputs, list):
             if not inputs:
                 return []
@@ -280,13 +303,20 @@ class DocumentRelationExtractionPipeline(Pipeline):
             preprocess["entity_grouping"] = entity_grouping
         postprocess = {}
         if top_k is not None:
-            if not isinstance(top_k, int) or top_k < 0:
+            if not _is_integer(top_k):
+                raise ValueError(f"top_k={top_k!r} must be a non-negative integer (0 = no limit), "
+                                 f"got {type(top_k).__name__}.")
+            if top_k < 0:
                 raise ValueError(f"top_k={top_k!r} must be a non-negative integer (0 = no limit).")
-            postprocess["top_k"] = top_k
+            postprocess["top_k"] = int(top_k)
         if threshold is not None:
-            if not 0.0 < threshold < 1.0:
-                raise ValueError(f"threshold={threshold!r} must be a probability in (0, 1).")
-            postprocess["threshold"] = threshold
+            if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+                raise ValueError(f"threshold={threshold!r} must be a number, a probability in (0, 1) such as 0.5, "
+                                 f"got {type(threshold).__name__}.")
+            if not 0.0 < threshold < 1.0:  # also refuses NaN
+                raise ValueError(f"threshold={threshold!r} must be a probability in (0, 1) (0.5 is the model's own "
+                                 "decision rule).")
+            postprocess["threshold"] = float(threshold)
         return preprocess, {}, postprocess
 
     def preprocess(self, inputs, entity_extractor: Any = None, entity_grouping: Any = None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ model classes. The project's `data_collators` builds its dataset-level featuriza
 from __future__ import annotations
 
 import json
-import re
+import unicodedata
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -129,8 +129,9 @@ def validate_document(doc: Mapping[str, Any], relation_ids: Optional[Collection[
     """Check one document; raise on the first problem found.
 
     Checked: required keys (`REQUIRED_KEYS`, `REQUIRED_MENTION_KEYS`, `REQUIRED_LABEL_KEYS`), `sents` is a
-    list of lists of words, every entity has at least one mention, every mention's `sent_id` is a sentence
-    index and its `pos` is `[start, end)` with `0 <= start < end <= len(sentence)`, every label's head and
+    list of lists of words, every entity has at least one mention, every mention's `sent_id` is an integer
+    sentence index, its `pos` is `[start, end)` with `0 <= start < end <= len(sentence)` and its `name` and `type`
+    are strings (a mention's place is checked before its other keys), every label's head and
     tail are distinct entity indices, its optional `evidence` lists sentence indices of the document, and (when
     `relation_ids` is given) every relation id is known.
 
@@ -168,11 +169,15 @@ def validate_document(doc: Mapping[str, Any], relation_ids: Optional[Collection[
             field = f"vertexSet[{e}][{m}]"
             if not isinstance(mention, Mapping):
                 raise _fail(title, field, f"must be a dict, got {type(mention).__name__}")
-            for key in REQUIRED_MENTION_KEYS:
+            # Where the mention is comes first: a name is missing because it could not be read from a bad place.
+            for key in ("sent_id", "pos"):
                 if key not in mention:
                     raise _fail(title, f"{field}.{key}", "is a required key but is missing")
             sent_id, pos = mention["sent_id"], mention["pos"]
-            if not _is_int(sent_id) or not 0 <= sent_id < len(sents):
+            if not _is_int(sent_id):
+                raise _fail(title, f"{field}.sent_id", f"{sent_id!r} must be an integer sentence index (0 .. "
+                                                       f"{len(sents) - 1}), got {type(sent_id).__name__}")
+            if not 0 <= sent_id < len(sents):
                 raise _fail(title, f"{field}.sent_id", f"{sent_id!r} is out of range ({len(sents)} sentences)")
             if not isinstance(pos, list) or len(pos) != 2 or not all(_is_int(p) for p in pos):
                 raise _fail(title, f"{field}.pos", f"{pos!r} must be [start, end], two integers")
@@ -183,6 +188,12 @@ def validate_document(doc: Mapping[str, Any], relation_ids: Optional[Collection[
                 raise _fail(
                     title, f"{field}.pos", f"{pos!r} is outside sentence {sent_id} ({len(sents[sent_id])} words)"
                 )
+            for key in ("name", "type"):
+                if key not in mention:
+                    raise _fail(title, f"{field}.{key}", "is a required key but is missing")
+                if not isinstance(mention[key], str):
+                    raise _fail(title, f"{field}.{key}", f"{mention[key]!r} must be a string, "
+                                                         f"got {type(mention[key]).__name__}")
 
     records = label_records(doc)
     for index, (head, tail, relation, keys) in enumerate(records or ()):
@@ -545,38 +556,94 @@ class DataCollatorForDocRE:
 
 
 # ------------------------------------------------------------------ plain text -> DocRED format
-_WORD = re.compile(r"\w+|[^\w\s]")
-_SENTENCE_END = frozenset(".!?")
+_SENTENCE_END = frozenset(".!?\u3002\uff01\uff1f")  # and the ideographic / full-width 。！？
+
+# Scripts written without spaces between words: each of their characters is a word of its own, so a span keeps
+# its exact characters ("北京" of "北京是中国的首都") instead of growing to the whole run. Han (with CJK
+# symbols, Bopomofo, compatibility and extension blocks), Hiragana, Katakana (half-width too), Thai, Lao,
+# Myanmar, Khmer. Korean is written with spaces and keeps whole words.
+_WITHOUT_SPACES = (
+    (0x0E00, 0x0EFF),    # Thai, Lao
+    (0x1000, 0x109F),    # Myanmar
+    (0x1780, 0x17FF),    # Khmer
+    (0x2E80, 0x2FDF),    # CJK radicals, Kangxi radicals
+    (0x3000, 0x9FFF),    # CJK symbols, Hiragana, Katakana, Bopomofo, Han (extension A and unified)
+    (0xF900, 0xFAFF),    # CJK compatibility ideographs
+    (0xFF66, 0xFF9F),    # half-width Katakana
+    (0x20000, 0x3FFFF),  # Han extensions B and later
+)
+
+
+def _written_without_spaces(char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in _WITHOUT_SPACES)
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:
-    """Split text into words: maximal runs of `\\w` characters, or single other non-space characters.
+    """Split text into words.
+
+    A word is a maximal run of word characters (letters, digits, underscore: `\\w`), or a single character of a
+    script written without spaces (`_WITHOUT_SPACES`: Chinese, Japanese, Thai, ...), or a single other non-space
+    character (punctuation, symbols). Combining marks (Unicode category M: accents, vowel signs) belong to the
+    character before them, so "Café" written with a combining accent and Hindi words stay whole.
 
     Returns:
         `(word, start, end)` per word, `text[start:end] == word`.
     """
-    return [(match.group(), match.start(), match.end()) for match in _WORD.finditer(text)]
+    spans: list[list[int]] = []
+    in_run = False  # whether the last word is a run of word characters that the next one continues
+    for i, char in enumerate(text):
+        if char.isspace():
+            in_run = False
+        elif spans and spans[-1][1] == i and unicodedata.category(char).startswith("M"):
+            spans[-1][1] = i + 1
+        elif (char.isalnum() or char == "_") and not _written_without_spaces(char):
+            if in_run:
+                spans[-1][1] = i + 1
+            else:
+                spans.append([i, i + 1])
+                in_run = True
+        else:
+            spans.append([i, i + 1])
+            in_run = False
+    return [(text[start:end], start, end) for start, end in spans]
 
 
 def _entity_spans(entity: Any, index: int) -> tuple[list, str | None, str]:
     if isinstance(entity, Mapping):
         if "mentions" not in entity:
             raise ValueError(f"Entity {index} is a dict without `mentions` (a list of (start, end) character spans).")
-        return list(entity["mentions"]), entity.get("name"), entity.get("type", "")
-    if isinstance(entity, (list, tuple)):
-        return list(entity), None, ""
-    raise ValueError(
-        f"Entity {index} must be a list of (start, end) character spans or a dict with `mentions`, "
-        f"got {type(entity).__name__}."
-    )
+        spans, name, entity_type = entity["mentions"], entity.get("name"), entity.get("type", "")
+        for key, value in (("name", name), ("type", entity_type)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"Entity {index}: `{key}` must be a string, got {type(value).__name__} {value!r}.")
+        where = f"Entity {index}: `mentions`"
+    elif isinstance(entity, (list, tuple)):
+        spans, name, entity_type, where = entity, None, "", f"Entity {index}"
+    else:
+        raise ValueError(
+            f"Entity {index} must be a list of (start, end) character spans or a dict with `mentions`, "
+            f"got {type(entity).__name__}."
+        )
+    if not isinstance(spans, (list, tuple)):
+        raise ValueError(f"{where} must be a list of (start, end) character spans, got {type(spans).__name__}.")
+    if len(spans) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in spans):
+        raise ValueError(f"{where} is the single span {tuple(spans)}, not a list of spans: write [{tuple(spans)}] "
+                         f"(an entity is a list of its mentions' (start, end) spans).")
+    return list(spans), name, "" if entity_type is None else entity_type
 
 
 def text_to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
     """Turn `{"text", "entities", "title"?}` (see the module docstring) into a DocRED-format document.
 
+    A span given to two entities is refused rather than merged: the entities are the caller's, and their indices are
+    the output's `index`, so merging them would silently renumber the rest. (A span repeated within one entity is
+    kept.) Mentions of an entity extractor are merged instead (`mentions_to_document`).
+
     Raises:
-        ValueError: If an entity has no mention, or a span is not two integers `0 <= start < end <= len(text)`
-            aligned with word boundaries (the message names the entity, the mention and the span).
+        ValueError: If an entity has no mention, a span is not two integers `0 <= start < end <= len(text)`
+            aligned with word boundaries, or a span belongs to two entities (the message names the entity, the
+            mention and the span).
 
     Returns:
         `{"title", "sents", "vertexSet"}`; each mention's `name` is its text.
@@ -592,6 +659,7 @@ def text_to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
     ends = {end: i for i, (_, _, end) in enumerate(words)}
 
     entities = []  # per entity: (name, type, [(first word, last word), ...])
+    owner_of_span = {}  # (start, end) -> (entity, mention) that gave it first
     for e, entity in enumerate(document["entities"]):
         spans, name, entity_type = _entity_spans(entity, e)
         if not spans:
@@ -608,9 +676,17 @@ def text_to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
             if start not in starts or end not in ends:
                 raise ValueError(
                     f"{where} = {text[start:end]!r} does not align with word boundaries: it must start at a word's "
-                    f"first character and end after a word's last character. Words are runs of letters / digits or "
-                    f"single punctuation marks; the words here are "
+                    f"first character and end after a word's last character. Words are runs of letters / digits, "
+                    f"single characters of scripts without spaces (Chinese, Japanese, Thai) or single punctuation "
+                    f"marks; the words here are "
                     f"{[w for w, s, t in words if s < end + 1 and t > start - 1]}."
+                )
+            owner = owner_of_span.setdefault((start, end), (e, m))
+            if owner[0] != e:
+                raise ValueError(
+                    f"{where} = {text[start:end]!r} is also entity {owner[0]}'s mention {owner[1]}: one span is one "
+                    f"mention of one entity, and two entities sharing it would be related to themselves. Put the span "
+                    f"in one entity (merge the two entities if they are the same)."
                 )
             mentions.append((starts[start], ends[end]))
         entities.append((name, entity_type, mentions))
@@ -652,22 +728,25 @@ def to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
         ValueError: If the input is neither format, or a span does not align (see `text_to_docred`).
     """
     if not isinstance(document, Mapping):
+        decode = " (decode bytes first, e.g. data.decode(\"utf-8\"))" if isinstance(document, (bytes, bytearray)) else ""
         raise ValueError(
             f"A document must be a dict (DocRED format with `sents` and `vertexSet`, or `text` and `entities`), "
-            f"got {type(document).__name__}."
+            f"got {type(document).__name__}{decode}."
         )
     if "text" in document and "entities" in document:
         return text_to_docred(document)
     if "sents" in document and "vertexSet" in document:
         sents, vertex_set = document["sents"], document["vertexSet"]
         if not isinstance(vertex_set, list) or not all(isinstance(entity, list) for entity in vertex_set):
-            return dict(document)  # malformed: validate_document names the field
+            return {**document, "title": document.get("title", "")}  # malformed: validate_document names the field
         filled = []
         for entity in vertex_set:
             vertex = []
             for mention in entity:
                 mention = dict(mention) if isinstance(mention, Mapping) else mention
                 if isinstance(mention, dict):
+                    if isinstance(mention.get("pos"), tuple):  # JSON has lists; Python callers write tuples too
+                        mention["pos"] = list(mention["pos"])
                     if "name" not in mention and _points_into(sents, mention.get("sent_id"), mention.get("pos")):
                         start, end = mention["pos"]
                         mention["name"] = " ".join(sents[mention["sent_id"]][start:end])
@@ -776,7 +855,9 @@ def mentions_to_document(
     (subword token classifiers especially) return spans with surrounding spaces or cut inside a word: surrounding
     whitespace is stripped, then the span is widened to the first and last word it overlaps ("Wars" in "Warsaw"
     becomes "Warsaw", " Paris" becomes "Paris"). A span holding only whitespace is dropped. Then the mentions are
-    grouped into entities by `entity_grouping` (default `group_mentions`: same normalized surface and type).
+    grouped into entities by `entity_grouping` (default `group_mentions`: same normalized surface and type), and
+    entities sharing a fitted span are merged into one (`merge_shared_mentions`), so a span labelled twice is one
+    mention and no entity is related to itself.
 
     Args:
         text: The raw text.
@@ -825,10 +906,50 @@ def mentions_to_document(
     ):
         raise ValueError(f"entity_grouping must return a list of entities, each a non-empty list of the mentions it "
                          f"was given, got {groups!r:.200}.")
-    groups = [list(group) for group in groups]
+    groups = merge_shared_mentions(groups)
     entities = [{"mentions": [(int(m["start"]), int(m["end"])) for m in group], "type": group[0].get("type", "")}
                 for group in groups]
     return {"text": text, "entities": entities, "title": title}, groups
+
+
+def merge_shared_mentions(groups: Sequence[Sequence[Mapping[str, Any]]]) -> list[list[Mapping[str, Any]]]:
+    """Entities that share a mention span (`start`, `end`) merged into one, each span kept once.
+
+    A span is one place in the text, so it names one entity: an extractor labelling it twice (two types, two
+    spaCy components) or a grouping that puts it in two entities would otherwise relate an entity to itself
+    ("Warsaw, P190, Warsaw"). Merging is transitive; a merged entity takes the place of the first of its entities
+    and lists the mentions in their given order, the first mention of a span kept (so its type decides the
+    entity's type when it comes first).
+
+    Args:
+        groups: Entities, each a list of mention dicts with `start` and `end`.
+
+    Returns:
+        The entities, none sharing a span with another, none repeating a span.
+    """
+    parent = list(range(len(groups)))
+
+    def root(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    first_owner: dict[tuple[int, int], int] = {}
+    for g, group in enumerate(groups):
+        for mention in group:
+            owner = first_owner.setdefault((int(mention["start"]), int(mention["end"])), g)
+            low, high = sorted((root(owner), root(g)))
+            parent[high] = low  # the earlier entity absorbs the later
+    merged: dict[int, tuple[list, set]] = {}
+    for g, group in enumerate(groups):
+        mentions, spans = merged.setdefault(root(g), ([], set()))
+        for mention in group:
+            key = (int(mention["start"]), int(mention["end"]))
+            if key not in spans:
+                spans.add(key)
+                mentions.append(mention)
+    return [mentions for mentions, _ in merged.values()]
 
 
 def _is_integral(value: Any) -> bool:

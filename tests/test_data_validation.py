@@ -46,6 +46,9 @@ BAD_INPUTS = {
     "pos in the wrong sentence": (_set(("vertexSet", 3, 0, "sent_id"), 2), "vertexSet[3][0].pos"),
     "sent_id too large": (_set(("vertexSet", 2, 0, "sent_id"), 3), "vertexSet[2][0].sent_id"),
     "sent_id negative": (_set(("vertexSet", 2, 0, "sent_id"), -1), "vertexSet[2][0].sent_id"),
+    "sent_id a string": (_set(("vertexSet", 2, 0, "sent_id"), "0"), "vertexSet[2][0].sent_id"),
+    "mention name not a string": (_set(("vertexSet", 1, 0, "name"), None), "vertexSet[1][0].name"),
+    "mention type not a string": (_set(("vertexSet", 0, 1, "type"), 7), "vertexSet[0][1].type"),
     "empty entity": (_set(("vertexSet", 3), []), "vertexSet[3]"),
     "head out of range": (_set(("labels", 0, "h"), 5), "labels[0].h"),
     "head negative": (_set(("labels", 0, "h"), -1), "labels[0].h"),
@@ -77,6 +80,22 @@ def test_bad_input_names_title_and_field(case):
         validate_document(doc, relation_ids=small_rel2id())
     assert TITLE in str(error.value)
     assert f"`{field}`" in str(error.value)
+
+
+def test_a_sent_id_that_is_not_an_integer_says_so():
+    doc = festival_document()
+    doc["vertexSet"][2][0]["sent_id"] = "0"
+    with pytest.raises(ValueError, match=r"`vertexSet\[2\]\[0\]\.sent_id` '0' must be an integer sentence index "
+                                         r"\(0 \.\. 2\), got str"):
+        validate_document(doc)
+
+
+def test_a_bad_place_is_named_before_a_missing_name():
+    doc = festival_document()
+    del doc["vertexSet"][1][0]["name"]
+    doc["vertexSet"][1][0]["pos"] = [7, 99]
+    with pytest.raises(ValueError, match=r"`vertexSet\[1\]\[0\]\.pos` \[7, 99\] is outside sentence"):
+        validate_document(doc)
 
 
 def test_missing_title_is_named():

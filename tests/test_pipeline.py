@@ -25,8 +25,10 @@ from docre_training.pipeline import (
     check_model_and_tokenizer,
     extract_mentions,
     mentions_to_document,
+    split_words,
     text_to_docred,
 )
+from modeling_pemscl.processing_pemscl import merge_shared_mentions
 from modeling_pemscl import PemsclConfig, PemsclModel
 
 
@@ -223,6 +225,104 @@ def test_text_splitting_and_span_errors():
         docre_training.to_docred({"text": "Paris is big"})
 
 
+# ------------------------------------------------------------------ scripts written without spaces
+CHINESE = "北京是中国的首都。上海在中国。"
+CHINESE_AS_DOCRED = {  # by hand: every Han character a word, sentences after "。"
+    "title": "",
+    "sents": [["北", "京", "是", "中", "国", "的", "首", "都", "。"], ["上", "海", "在", "中", "国", "。"]],
+    "vertexSet": [
+        [{"name": "北京", "sent_id": 0, "pos": [0, 2], "type": "LOC"}],
+        [{"name": "中国", "sent_id": 0, "pos": [3, 5], "type": "LOC"}, {"name": "中国", "sent_id": 1, "pos": [3, 5], "type": "LOC"}],
+        [{"name": "上海", "sent_id": 1, "pos": [0, 2], "type": "LOC"}],
+    ],
+}
+JAPANESE = "東京タワーは東京にある。Marie Curieはワルシャワで生まれた。"
+
+
+def test_words_of_scripts_without_spaces_are_single_characters():
+    assert [w for w, _, _ in split_words("北京是中国的首都。")] == list("北京是中国的首都。")
+    assert [w for w, _, _ in split_words(JAPANESE)] == [*"東京タワーは東京にある。", "Marie", "Curie", *"はワルシャワで生まれた。"]
+    # Combining marks stay with their letter; Korean is written with spaces and keeps whole words.
+    assert [w for w, _, _ in split_words("Cafe\u0301 in 서울특별시, हिन्दी!")] == ["Cafe\u0301", "in", "서울특별시", ",", "हिन्दी", "!"]
+    assert all(text[s:e] == w for text in (CHINESE, JAPANESE) for w, s, e in split_words(text))
+
+
+def test_chinese_and_japanese_text_keep_exact_spans(extractor, model, tokenizer):
+    entities = [{"mentions": [span(CHINESE, "北京")], "type": "LOC"},
+                {"mentions": [span(CHINESE, "中国"), span(CHINESE, "中国", 1)], "type": "LOC"},
+                {"mentions": [span(CHINESE, "上海")], "type": "LOC"}]
+    assert text_to_docred({"text": CHINESE, "entities": entities}) == CHINESE_AS_DOCRED
+    expected = expected_relations(model, *direct_logits(model, tokenizer, CHINESE_AS_DOCRED), top_k=0)
+    mentions = [[{"text": CHINESE[s:e], "start": s, "end": e} for s, e in entity["mentions"]] for entity in entities]
+    check_output(extractor({"text": CHINESE, "entities": entities}, top_k=0), expected, CHINESE_AS_DOCRED,
+                 model.config.relation_names, mentions)
+    # Raw text: the extractor's exact spans are kept, not widened to the clause around them.
+    found = [{"start": s, "end": e, "type": "LOC"} for entity in entities for s, e in entity["mentions"]]
+    output = extractor(CHINESE, entity_extractor=lambda text: found, top_k=0)
+    check_output(output, expected, CHINESE_AS_DOCRED, model.config.relation_names, mentions)
+    assert {r["head"]["name"] for r in output} == {"北京", "中国", "上海"}
+
+    # Japanese: kana and Han split per character, "東京" inside "東京タワー" is a span of its own, Latin words whole.
+    tower, tokyo, curie, warsaw = (span(JAPANESE, "東京タワー"), span(JAPANESE, "東京", 1), span(JAPANESE, "Marie Curie"),
+                                   span(JAPANESE, "ワルシャワ"))
+    document = text_to_docred({"text": JAPANESE, "entities": [[tower], [tokyo], [curie], [warsaw]]})
+    assert document["sents"] == [list("東京タワーは東京にある。"), ["Marie", "Curie", *"はワルシャワで生まれた。"]]
+    assert [entity[0]["pos"] for entity in document["vertexSet"]] == [[0, 5], [6, 8], [0, 2], [3, 8]]
+    expected = expected_relations(model, *direct_logits(model, tokenizer, document), top_k=0)
+    output = extractor(JAPANESE, entity_extractor=lambda text: [
+        {"start": s, "end": e, "type": "X"} for s, e in (tower, tokyo, curie, warsaw)], entity_grouping=lambda ms: [[m] for m in ms],
+        top_k=0)
+    assert {(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in output} == set(expected)
+    names = {r[side]["index"]: r[side]["mentions"][0]["text"] for r in output for side in ("head", "tail")}
+    assert names == {0: "東京タワー", 1: "東京", 2: "Marie Curie", 3: "ワルシャワ"}
+
+
+# ------------------------------------------------------------------ one span, two entities
+WARSAW = "Marie Curie was born in Warsaw. Warsaw is in Poland."
+
+
+def test_a_span_given_to_two_entities_is_refused_in_the_entities_form(extractor):
+    with pytest.raises(ValueError, match=r"Entity 1, mention 0: character span \(24, 30\) = 'Warsaw' is also entity "
+                                         r"0's mention 0: .*Put the span in one entity"):
+        extractor({"text": WARSAW, "entities": [[(24, 30)], [(24, 30)]]})
+    # Repeated within one entity it is still that entity's mention.
+    assert text_to_docred({"text": WARSAW, "entities": [[(24, 30), (24, 30)], [(0, 11)]]})["vertexSet"][0] == \
+        [{"name": "Warsaw", "sent_id": 0, "pos": [5, 6], "type": ""}] * 2
+
+
+def test_entities_an_extractor_gives_one_span_are_merged(extractor, model, tokenizer):
+    warsaw, warsaw_again, curie, poland = (span(WARSAW, "Warsaw"), span(WARSAW, "Warsaw", 1), span(WARSAW, "Marie Curie"),
+                                           span(WARSAW, "Poland"))
+    found = [{"start": curie[0], "end": curie[1], "type": "PER"},
+             {"start": warsaw[0], "end": warsaw[1], "type": "LOC"},
+             {"start": warsaw[0] - 1, "end": warsaw[1], "type": "GPE"},  # " Warsaw": the same span once fitted
+             {"start": warsaw_again[0], "end": warsaw_again[1], "type": "GPE"},
+             {"start": poland[0], "end": poland[1], "type": "LOC"}]
+    # By hand: "Warsaw" LOC and GPE share the first span, so LOC {Warsaw} and GPE {Warsaw, Warsaw} are one entity.
+    merged = [("PER", [curie]), ("LOC", [warsaw, warsaw_again]), ("LOC", [poland])]
+    document = {"text": WARSAW, "entities": [{"mentions": spans, "type": kind} for kind, spans in merged]}
+    docred = text_to_docred(document)
+    expected = expected_relations(model, *direct_logits(model, tokenizer, docred), top_k=0)
+    mentions = [[{"text": WARSAW[s:e], "start": s, "end": e} for s, e in spans] for _, spans in merged]
+    output = extractor(WARSAW, entity_extractor=lambda text: found, top_k=0)
+    check_output(output, expected, docred, model.config.relation_names, mentions)
+    assert all(r["head"]["mentions"] != r["tail"]["mentions"] for r in output) and output
+
+    # A grouping that puts a mention in two entities: the same merge, whatever the order.
+    twice = extractor(WARSAW, entity_extractor=lambda text: found, top_k=0,
+                      entity_grouping=lambda ms: [[ms[0]], [ms[1], ms[3]], [ms[3]], [ms[4]]])
+    check_output(twice, expected, docred, model.config.relation_names, mentions)
+
+
+def test_merge_shared_mentions_is_transitive_and_keeps_the_first_place():
+    a, b, c, x, y, z = ({"start": i, "end": i + 1, "name": n} for i, n in enumerate("abcxyz"))
+    x_again = {**x, "name": "x again"}
+    groups = [[z], [a, x], [b, y], [c, x_again, y]]
+    assert merge_shared_mentions(groups) == [[z], [a, x, b, y, c]]
+    assert merge_shared_mentions([[a, a], [b]]) == [[a], [b]]
+    assert merge_shared_mentions([]) == []
+
+
 def test_model_and_tokenizer_must_match(tokenizer):
     small = tiny_docre_model(tokenizer, encoder=BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1,
                                                            num_attention_heads=4, intermediate_size=64).to_dict())
@@ -268,8 +368,9 @@ def test_bad_inputs_are_named_before_any_work(extractor, monkeypatch):
     good = {"text": "Paris is in France.", "entities": [[(0, 5)], [(12, 18)]]}
     cases = {
         "entities None": ({"text": "Paris.", "entities": None}, r"`entities` must be a list"),
+        # The bad place is named, not the name that could not be read from it.
         "no name, bad sent_id": ({"sents": [["Paris"]], "vertexSet": [[{"sent_id": 3, "pos": [0, 1]}]]},
-                                 r"`vertexSet\[0\]\[0\]\.name` is a required key"),
+                                 r"`vertexSet\[0\]\[0\]\.sent_id` 3 is out of range \(1 sentences\)"),
         "int pos": ({"sents": [["Paris"]], "vertexSet": [[{"name": "Paris", "sent_id": 0, "pos": 0}]]},
                     r"`vertexSet\[0\]\[0\]\.pos` 0 must be \[start, end\]"),
         "not a dict": (42, r"must be a dict"),
@@ -281,6 +382,57 @@ def test_bad_inputs_are_named_before_any_work(extractor, monkeypatch):
         assert not calls, name  # nothing ran before the check
     with pytest.raises(ValueError, match=r"`entities` must be a list"):
         extractor({"text": "Paris.", "entities": None})
+
+
+GOOD = {"text": "Paris is in France.", "entities": [[(0, 5)], [(12, 18)]]}
+CLEAR_ERRORS = {
+    # name: (input, call settings, message)
+    "threshold a string": (GOOD, {"threshold": "0.5"}, r"threshold='0.5' must be a number, a probability in \(0, 1\) "
+                                                         r"such as 0.5, got str"),
+    "threshold NaN": (GOOD, {"threshold": float("nan")}, r"threshold=nan must be a probability in \(0, 1\)"),
+    "threshold True": (GOOD, {"threshold": True}, r"threshold=True must be a number"),
+    "threshold 1": (GOOD, {"threshold": 1}, r"threshold=1 must be a probability in \(0, 1\)"),
+    "top_k negative": (GOOD, {"top_k": -1}, r"top_k=-1 must be a non-negative integer \(0 = no limit\)"),
+    "top_k True": (GOOD, {"top_k": True}, r"top_k=True must be a non-negative integer .*got bool"),
+    "top_k a float": (GOOD, {"top_k": 1.5}, r"top_k=1.5 must be a non-negative integer .*got float"),
+    "batch_size -1": ([GOOD, GOOD], {"batch_size": -1}, r"batch_size=-1 must be a positive integer"),
+    "batch_size a string": ([GOOD, GOOD], {"batch_size": "2"}, r"batch_size='2' must be a positive integer .*got str"),
+    "bytes": (b'{"text": "Paris"}', {}, r"The pipeline got bytes: .*decode bytes first, e.g. data.decode\(\"utf-8\"\)"),
+    "bytes in a list": ([GOOD, b"Paris"], {}, r"Document 1 of the 2 given: .*got bytes \(decode bytes first"),
+    "None": (None, {}, r"A document must be a dict .*got NoneType"),
+    "text None": ({"text": None, "entities": []}, {}, r"`text` must be a string, got NoneType"),
+    "entities a dict": ({"text": "Paris", "entities": {"Paris": (0, 5)}}, {}, r"`entities` must be a list .*got dict"),
+    "entities without the inner list": ({"text": "Paris is in France.", "entities": [(0, 5), (12, 18)]}, {},
+                                        r"Entity 0 is the single span \(0, 5\), not a list of spans: write \[\(0, 5\)\]"),
+    "mentions None": ({"text": "Paris", "entities": [{"mentions": None}]}, {},
+                      r"Entity 0: `mentions` must be a list of \(start, end\) character spans, got NoneType"),
+    "a negative span": ({"text": "Paris", "entities": [[(-1, 5)]]}, {}, r"character span \(-1, 5\) is outside the text"),
+    "an overlong span": ({"text": "Paris", "entities": [[(0, 50)]]}, {}, r"character span \(0, 50\) is outside the text"),
+    "a type that is not a string": ({"text": "Paris", "entities": [{"mentions": [(0, 5)], "type": 3}]}, {},
+                                    r"Entity 0: `type` must be a string, got int 3"),
+    "sent_id a string": ({"title": "Paris", "sents": [["Paris"]], "vertexSet": [[{"name": "Paris", "sent_id": "0", "pos": [0, 1]}]]},
+                         {}, r"Document 'Paris': `vertexSet\[0\]\[0\]\.sent_id` '0' must be an integer sentence index"),
+    "vertexSet None": ({"sents": [["Paris"]], "vertexSet": None}, {}, r"`vertexSet` must be a list of entities"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLEAR_ERRORS))
+def test_hostile_inputs_and_settings_give_one_clear_line(extractor, case):
+    document, settings, message = CLEAR_ERRORS[case]
+    with pytest.raises(ValueError, match=message) as error:
+        extractor(document, **settings)
+    assert "\n" not in str(error.value)
+
+
+def test_numpy_settings_and_tuple_positions_are_accepted(extractor):
+    import numpy as np
+
+    assert extractor(GOOD, threshold=np.float32(0.4), top_k=np.int64(2)) == extractor(GOOD, threshold=0.4, top_k=2)
+    with_tuples = {"sents": [["Paris", "is", "in", "France"]],
+                   "vertexSet": [[{"sent_id": 0, "pos": (0, 1)}], [{"sent_id": 0, "pos": (3, 4)}]]}
+    as_lists = {"sents": with_tuples["sents"],
+                "vertexSet": [[{"sent_id": 0, "pos": [0, 1]}], [{"sent_id": 0, "pos": [3, 4]}]]}
+    assert extractor(with_tuples, top_k=0) == extractor(as_lists, top_k=0) != []
 
 
 # ------------------------------------------------------------------ raw text with an entity extractor
@@ -337,8 +489,8 @@ def test_raw_text_with_a_callable_entity_extractor(extractor, model, tokenizer):
     check_output(batched[1], expected_relations(model, *direct_logits(model, tokenizer, TEXT_AS_DOCRED)),
                  TEXT_AS_DOCRED, model.config.relation_names, TEXT_MENTIONS)
 
-    # Our own grouping: one entity per mention, in the extractor's order (the repeated span too: only the default
-    # rule drops repeats); it sees the fitted spans and the extractor's other keys.
+    # Our own grouping: one entity per mention, in the extractor's order; it sees the fitted spans and the
+    # extractor's other keys. The repeated "Marie Curie" is one span, so its second entity merges into the first.
     seen = []
 
     def one_per_mention(found):
@@ -346,8 +498,7 @@ def test_raw_text_with_a_callable_entity_extractor(extractor, model, tokenizer):
         return [[m] for m in found]
 
     singles = [("PER", [span(RAW, "Marie Curie")]), ("LOC", [span(RAW, "Warsaw")]), ("LOC", [span(RAW, "Paris")]),
-               ("PER", [span(RAW, "MARIE  CURIE")]), ("LOC", [span(RAW, "Paris", 1)]), ("", [span(RAW, "Nobel Prize")]),
-               ("PER", [span(RAW, "Marie Curie")])]
+               ("PER", [span(RAW, "MARIE  CURIE")]), ("LOC", [span(RAW, "Paris", 1)]), ("", [span(RAW, "Nobel Prize")])]
     expected, docred, mentions = raw_expected(model, tokenizer, singles, threshold=0.6, top_k=2)
     output = extractor(RAW, entity_extractor=raw_ner, entity_grouping=one_per_mention, threshold=0.6, top_k=2)
     check_output(output, expected, docred, model.config.relation_names, mentions)
@@ -434,8 +585,15 @@ def test_a_token_classification_pipeline_as_entity_extractor(extractor, model, t
         spans = entities.setdefault((" ".join(RAW[s:e].lower().split()), item["entity_group"]), [])
         if (s, e) not in spans:
             spans.append((s, e))
-    entities = [(kind, spans) for (_, kind), spans in entities.items()]
-    expected, docred, mentions = raw_expected(model, tokenizer, entities, top_k=0)
+    # A span tagged with two types ("Cur" PER, "ie" LOC, both widened to "Curie") is one mention: its entities merge.
+    merged = []
+    for (_, kind), spans in entities.items():
+        into = next((entity for entity in merged if set(entity[1]) & set(spans)), None)
+        if into is None:
+            merged.append((kind, list(spans)))
+        else:
+            into[1].extend(s for s in spans if s not in into[1])
+    expected, docred, mentions = raw_expected(model, tokenizer, merged, top_k=0)
     check_output(extractor(RAW, entity_extractor=ner, top_k=0), expected, docred, model.config.relation_names,
                  mentions)
 

@@ -1,6 +1,16 @@
 """The `pemscl_relations` spaCy component: entities from an entity_ruler (a blank English pipeline, no download) or
 a span group, grouped by the documented rule, relations and scores against the model's own logits, `nlp.pipe`
-batches, the entry point and the errors."""
+batches, relations kept through bytes, pickle and worker processes (forked and spawned), the entry point and the
+errors."""
+
+import json
+import multiprocessing
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -142,3 +152,122 @@ def test_the_factory_is_registered_and_checks_its_settings(model_folder):
         spacy.blank("en").add_pipe("pemscl_relations", config={"model": model_folder, "threshold": 1.5})
     with pytest.raises(ValueError, match=r"batch_size=0 must be a positive integer"):
         spacy.blank("en").add_pipe("pemscl_relations", config={"model": model_folder, "batch_size": 0})
+    # Built in Python, without spaCy's config check in front.
+    with pytest.raises(ValueError, match=r"batch_size=True must be a positive integer"):
+        spacy_component.PemsclRelations(None, model=model_folder, batch_size=True)
+    with pytest.raises(ValueError, match=r"threshold='0.5' must be a number"):
+        spacy_component.PemsclRelations(None, model=model_folder, threshold="0.5")
+
+
+def keyed(doc):
+    """The relations of a Doc by their mentions' character offsets and labels (comparable across Docs)."""
+    return {(tuple((s.start_char, s.end_char, s.label_) for s in r["head"]),
+             tuple((s.start_char, s.end_char, s.label_) for s in r["tail"]), r["relation"]): r["score"]
+            for r in doc._.relations}
+
+
+def assert_same_relations(docs, reference):
+    for doc, alone in zip(docs, reference, strict=True):
+        got, want = keyed(doc), keyed(alone)
+        assert got.keys() == want.keys()
+        assert all(got[key] == pytest.approx(want[key], abs=1e-5) for key in want)  # thread count changes rounding
+
+
+def test_relations_survive_bytes_and_pickle(model_folder, model, tokenizer):
+    nlp = ruler_nlp(model_folder)
+    doc = nlp(TEXT)
+    stored = doc._.get(spacy_component.OFFSETS_EXTENSION)
+    assert stored and all(isinstance(value, (int, str)) for r in stored for side in ("head", "tail")
+                          for mention in r[side] for value in mention)
+    expected = expected_for(model, tokenizer, TEXT, ENTITIES)
+    for copy in (spacy.tokens.Doc(nlp.vocab).from_bytes(doc.to_bytes()), pickle.loads(pickle.dumps(doc)),
+                 next(spacy.tokens.DocBin(store_user_data=True, docs=[doc]).get_docs(nlp.vocab))):
+        check(copy, expected)
+        assert keyed(copy) == keyed(doc)
+    assert spacy.blank("en")("No component ran.")._.relations is None
+
+
+TEXTS = [TEXT, "Nothing happens in Warsaw.", "Paris is not Warsaw.", "Marie Curie saw Paris.", TEXT]
+
+
+# Run in a Python of its own, in a session of its own: a hung worker also hangs spaCy's parent, which joins its
+# workers, so only killing the whole process group ends a hang.
+FORKED_PIPE = textwrap.dedent("""
+    import json, sys
+    import spacy
+    import docre_training.spacy_component  # noqa: F401  (registers the factory)
+
+    model_folder, patterns, texts = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.add_pipe("entity_ruler").add_patterns(patterns)
+    nlp.add_pipe("pemscl_relations", config={"model": model_folder, "batch_size": 2})
+    nlp(texts[0])  # the parent's torch threads are in use before the fork
+    docs = list(nlp.pipe(texts, n_process=2, batch_size=2))
+    print(json.dumps([[[[[s.start_char, s.end_char, s.label_] for s in r[side]] for side in ("head", "tail")]
+                       + [r["relation"], r["score"]] for r in doc._.relations] for doc in docs]))
+""")
+
+
+def test_nlp_pipe_with_two_forked_processes_after_the_parent_ran_the_model(model_folder):
+    process = subprocess.Popen(
+        [sys.executable, "-c", FORKED_PIPE, model_folder, json.dumps(PATTERNS), json.dumps(TEXTS)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("nlp.pipe(n_process=2) hung after the parent process ran the model")
+    assert process.returncode == 0, stderr[-3000:]
+    from_workers = [{(tuple(map(tuple, head)), tuple(map(tuple, tail)), relation): score
+                     for head, tail, relation, score in relations} for relations in json.loads(stdout.splitlines()[-1])]
+    nlp = ruler_nlp(model_folder)
+    alone = [keyed(nlp(text)) for text in TEXTS]
+    for got, want in zip(from_workers, alone, strict=True):
+        assert got.keys() == want.keys()
+        assert all(got[key] == pytest.approx(want[key], abs=1e-5) for key in want)  # thread count changes rounding
+    assert from_workers[1] == {} and len(from_workers[0]) > 0
+
+
+@pytest.mark.timeout(120)
+def test_nlp_pipe_with_spawned_processes_loads_the_model_again(model_folder, monkeypatch):
+    """macOS' and Windows' start method: the component is pickled without its model, which the worker loads."""
+    nlp = ruler_nlp(model_folder)
+    alone = [nlp(text) for text in TEXTS[:3]]
+    monkeypatch.setattr(spacy.language, "mp", multiprocessing.get_context("spawn"))
+    assert_same_relations(list(nlp.pipe(TEXTS[:3], n_process=2, batch_size=2)), alone)
+
+    component = spacy_component.PemsclRelations(nlp, model=nlp.get_pipe("pemscl_relations").extractor)
+    with pytest.raises(TypeError, match=r"built from a pipeline object cannot be sent to a worker process started "
+                                        r"with 'spawn'"):
+        pickle.dumps(component)
+
+
+def test_a_batch_size_that_is_not_positive_is_refused(model_folder):
+    nlp = ruler_nlp(model_folder)
+    component = nlp.get_pipe("pemscl_relations")
+    for bad in (-1, 0, "2", 1.5):
+        with pytest.raises(ValueError, match=rf"pemscl_relations: pipe\(batch_size={bad!r}\): batch_size must be a "
+                                             r"positive integer"):
+            list(component.pipe([nlp.make_doc(TEXT)], batch_size=bad))
+    with pytest.raises(ValueError, match=r"pipe\(batch_size=-1\)"):
+        list(nlp.pipe([TEXT], batch_size=-1))
+    assert [len(doc._.relations) > 0 for doc in component.pipe([nlp(TEXT)], batch_size=None)] == [True]
+
+
+def test_a_span_labelled_twice_is_one_mention_of_one_entity(model_folder, model, tokenizer):
+    nlp = spacy.blank("en")
+    component = nlp.add_pipe("pemscl_relations", config={"model": model_folder, "spans_key": "mentions", "top_k": 0})
+    doc = nlp.make_doc(TEXT)
+    doc.spans["mentions"] = [doc.char_span(*span(TEXT, "Marie Curie"), label="PER"),
+                             doc.char_span(*span(TEXT, "Warsaw"), label="LOC"),
+                             doc.char_span(*span(TEXT, "Warsaw"), label="GPE"),
+                             doc.char_span(*span(TEXT, "Paris"), label="LOC")]
+    doc = component(doc)
+    # By hand: the LOC and GPE "Warsaw" are one entity, which keeps the first label.
+    entities = [("PER", [span(TEXT, "Marie Curie")]), ("LOC", [span(TEXT, "Warsaw")]), ("LOC", [span(TEXT, "Paris")])]
+    check(doc, expected_for(model, tokenizer, TEXT, entities, top_k=0))
+    assert all(r["head"] != r["tail"] for r in doc._.relations)
+    assert {s.label_ for r in doc._.relations for s in r["head"] if s.text == "Warsaw"} == {"LOC"}
