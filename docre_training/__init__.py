@@ -22,6 +22,7 @@ _MODULE_OF = {
     "entity_mentions": "pipeline",
     "extract_mentions": "pipeline",
     "group_mentions": "pipeline",
+    "group_mentions_exactly": "pipeline",
     "mentions_to_document": "pipeline",
     "normalize_surface": "pipeline",
     "text_document": "pipeline",

@@ -1,6 +1,6 @@
 """The `pemscl_relations` spaCy component: relations between the entities another component found in a `Doc`.
 
-    pip install "pemscl[spacy]"
+    pip install -e ".[spacy]"   # from the clone (make install includes it)
 
     import spacy
     nlp = spacy.load("en_core_web_sm")  # any pipeline that sets doc.ents (or a span group)
@@ -11,7 +11,7 @@
 The factory is registered when this module is imported and, through the `spacy_factories` entry point of the
 installed package, whenever spaCy looks it up. The component reads the mentions (`doc.ents`, or `doc.spans[spans_key]`),
 groups them into entities as the pipeline groups an entity extractor's mentions (`group_mentions`: same normalized
-text and label, unless `entity_grouping` is set), and runs the `document-relation-extraction` pipeline
+text and label, a short name with the one longer name that ends with it; unless `entity_grouping` is set), and runs the `document-relation-extraction` pipeline
 (`modeling_pemscl/pipeline_pemscl.py`, which featurizes and decodes; long documents are encoded in windows by the
 model) on batches of documents. `doc._.relations` is a list, highest score first, of
 `{"head": [Span, ...], "tail": [Span, ...], "relation", "relation_name", "score"}`: the spans of the head's and the
@@ -54,7 +54,7 @@ EXTENSION = "relations"
 """`doc._.relations`: the relations with Spans, built on access from `OFFSETS_EXTENSION`."""
 OFFSETS_EXTENSION = "relation_offsets"
 """`doc._.relation_offsets`: the stored relations, each mention as `[start token, end token, label, kb_id]`."""
-MISSING_SPACY = 'The pemscl_relations spaCy component needs spaCy: pip install "pemscl[spacy]".'
+MISSING_SPACY = 'The pemscl_relations spaCy component needs spaCy: pip install -e ".[spacy]" in the pemscl clone.'
 
 
 def _require_spacy() -> None:

@@ -34,8 +34,9 @@ Inputs (one document, or a list / `datasets.Dataset` / generator of documents):
   Each span is fitted to the words above: surrounding whitespace is stripped and a span cutting inside a word is
   widened to the whole word ("Wars" of "Warsaw" is "Warsaw"); a whitespace-only span is dropped. Mentions are then
   grouped into entities: by default two mentions are one entity iff their casefolded, whitespace-collapsed texts
-  and their types are equal (`processing_pemscl.group_mentions`; entities in the order of their first mention),
-  or by `entity_grouping`, a callable `(mentions) -> list[list[mention]]`. Entities that share a span (a span
+  and their types are equal, and a short name joins the one longer name of its type that ends with it ("Curie"
+  joins "Marie Curie"; `processing_pemscl.group_mentions`; entities in the order of their first mention;
+  `processing_pemscl.group_mentions_exactly` groups by equal texts only), or by `entity_grouping`, a callable `(mentions) -> list[list[mention]]`. Entities that share a span (a span
   found twice with two types, or put in two entities by the grouping) are then merged into one, the span kept once
   (`processing_pemscl.merge_shared_mentions`): a span is one place in the text, and no entity is related to itself.
 
@@ -69,7 +70,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 from transformers.pipelines.token_classification import AggregationStrategy
 
-from .losses import decode_relations, relation_margins
+from .losses import decision_threshold, decode_relations, relation_margins
 from .processing_pemscl import (
     NA_LABEL,
     DataCollatorForDocRE,
@@ -226,7 +227,8 @@ class DocumentRelationExtractionPipeline(Pipeline):
             `text -> [{"start", "end", "type"?}, ...]` or a token-classification pipeline with an aggregation
             strategy. Spans are fitted to words and grouped into entities as `mentions_to_document` documents.
         entity_grouping (*optional*): A callable `(mentions) -> list[list[mention]]` grouping the extractor's
-            mentions into entities; default `group_mentions` (same normalized surface and type).
+            mentions into entities; default `group_mentions` (same normalized surface and type; a short name
+            joins the one longer name of its type that ends with it), or `group_mentions_exactly`.
 
     Raises:
         ValueError: At construction, if the model and the tokenizer do not match (`check_model_and_tokenizer`).
@@ -347,7 +349,7 @@ class DocumentRelationExtractionPipeline(Pipeline):
     def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None, threshold: float = 0.5):
         config = self.model.config
         logits, hts, (document, mentions) = model_outputs["logits"], model_outputs["hts"], model_outputs["document"]
-        kind = "global" if config.loss == "bce" else "adaptive"
+        kind = decision_threshold(config.loss)
         scores = torch.sigmoid(relation_margins(logits, kind))
         # score > threshold  <=>  f_r - bar > logit(threshold): shift the relation logits, decode as the model does.
         shifted = logits.clone()

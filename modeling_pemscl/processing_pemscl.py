@@ -806,8 +806,8 @@ def normalize_surface(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def group_mentions(mentions: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
-    """The default grouping of mentions into entities: one entity per (normalized surface, type).
+def group_mentions_exactly(mentions: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Group mentions into entities by surface: one entity per (normalized surface, type).
 
     Two mentions are the same entity iff `normalize_surface(text)` and `type` are equal. Entities come in the order
     of their first mention in the text, mentions in text order (by `start`, then `end`); a mention repeating the
@@ -827,6 +827,43 @@ def group_mentions(mentions: Sequence[Mapping[str, Any]]) -> list[list[Mapping[s
             seen.add(span)
             groups.setdefault((normalize_surface(mention["text"]), mention["type"]), []).append(mention)
     return list(groups.values())
+
+
+def group_mentions(mentions: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """The default grouping of mentions into entities: `group_mentions_exactly`, then a short name joins the one
+    longer name of its type that ends with it ("Curie" joins "Marie Curie", "Obama" joins "Barack Obama"), as
+    people and places are named in full first and shortly after. A short name that ends two different longer names
+    ("Smith" after "John Smith" and "Mary Smith"), or lies inside it ("Prize" in "Nobel Prize"), stays an entity of
+    its own. Pass
+    `entity_grouping=group_mentions_exactly` to the pipeline to group by exact surface only.
+
+    Args:
+        mentions: Dicts with `text`, `start`, `end` and `type`.
+
+    Returns:
+        The entities in the order of their first mention, each a non-empty list of mention dicts in text order.
+    """
+    entities = group_mentions_exactly(mentions)
+    surfaces = [(normalize_surface(entity[0]["text"]), entity[0]["type"]) for entity in entities]
+    target = list(range(len(entities)))
+    def overlap(first, second) -> bool:
+        return any(a["start"] < b["end"] and b["start"] < a["end"] for a in first for b in second)
+
+    for index, (surface, kind) in enumerate(surfaces):
+        # A span nested in the longer name ("Prize" inside "Nobel Prize") is another annotation, not a short name.
+        longer = {other for other, (name, other_kind) in enumerate(surfaces)
+                  if other_kind == kind and name.endswith(" " + surface)
+                  and not overlap(entities[index], entities[other])}
+        if len(longer) == 1:
+            target[index] = longer.pop()
+    merged: dict[int, list[Mapping[str, Any]]] = {}
+    for index, entity in enumerate(entities):
+        root = index
+        while target[root] != root:  # "Curie" -> "Marie Curie" -> "Pierre Marie Curie": names only grow
+            root = target[root]
+        merged.setdefault(root, []).extend(entity)
+    return sorted((sorted(entity, key=lambda m: (m["start"], m["end"])) for entity in merged.values()),
+                  key=lambda entity: (entity[0]["start"], entity[0]["end"]))
 
 
 def _snap(text: str, words: list[tuple[str, int, int]], start: int, end: int) -> Optional[tuple[int, int]]:
@@ -855,7 +892,8 @@ def mentions_to_document(
     (subword token classifiers especially) return spans with surrounding spaces or cut inside a word: surrounding
     whitespace is stripped, then the span is widened to the first and last word it overlaps ("Wars" in "Warsaw"
     becomes "Warsaw", " Paris" becomes "Paris"). A span holding only whitespace is dropped. Then the mentions are
-    grouped into entities by `entity_grouping` (default `group_mentions`: same normalized surface and type), and
+    grouped into entities by `entity_grouping` (default `group_mentions`: same normalized surface and type, and a
+    short name with the one longer name of its type that ends with it), and
     entities sharing a fitted span are merged into one (`merge_shared_mentions`), so a span labelled twice is one
     mention and no entity is related to itself.
 

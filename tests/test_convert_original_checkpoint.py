@@ -349,7 +349,7 @@ def test_the_command_line_reports_errors_in_one_line(tmp_path, capsys):
 
 
 def test_spacy_component_gives_the_pipelines_relations(converted):
-    spacy = pytest.importorskip("spacy", reason='the spaCy tests need the `spacy` extra: pip install "pemscl[spacy]"')
+    spacy = pytest.importorskip("spacy", reason='the spaCy tests need the `spacy` extra: pip install -e ".[spacy]"')
     from transformers import pipeline
 
     from docre_training.pipeline import DocumentRelationExtractionPipeline

@@ -698,7 +698,32 @@ def test_the_spacy_component_module_without_spacy(tmp_path, model, tokenizer):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert 'IMPORT-ERROR The pemscl_relations spaCy component needs spaCy: pip install "pemscl[spacy]".' in \
+    assert 'IMPORT-ERROR The pemscl_relations spaCy component needs spaCy: pip install -e ".[spacy]" in the pemscl clone.' in \
         result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
     # 2 entities, 2 ordered pairs, 96 relations each above a score of 0.01: all kept.
     assert f"RELATIONS {2 * model.config.num_relations} False" in result.stdout, result.stderr[-3000:]
+
+
+def test_a_short_name_joins_the_one_longer_name_that_ends_with_it():
+    from modeling_pemscl.processing_pemscl import group_mentions, group_mentions_exactly
+
+    text = "Marie Curie met Pierre Curie. Curie moved to Paris. Marie Curie won. John Smith and Mary Smith met Smith."
+    def mention(surface, kind, occurrence=0):
+        start = -1
+        for _ in range(occurrence + 1):
+            start = text.index(surface, start + 1)
+        return {"text": surface, "start": start, "end": start + len(surface), "type": kind}
+
+    marie, pierre = mention("Marie Curie", "PER"), mention("Pierre Curie", "PER")
+    curie = mention("Curie", "PER", 2)  # "Curie moved": ends both Marie Curie and Pierre Curie
+    mentions = [marie, pierre, curie, mention("Paris", "LOC"), mention("Marie Curie", "PER", 1)]
+    grouped = group_mentions(mentions)
+    # "Curie" ends two longer names: ambiguous, so it stays its own entity.
+    assert [[m["start"] for m in entity] for entity in grouped] == [
+        [marie["start"], mentions[4]["start"]], [pierre["start"]], [curie["start"]], [mentions[3]["start"]]]
+    only_marie = [marie, curie, mentions[4]]
+    assert [[m["start"] for m in e] for e in group_mentions(only_marie)] == [[marie["start"], curie["start"],
+                                                                              mentions[4]["start"]]]
+    assert len(group_mentions_exactly(only_marie)) == 2  # the switch: exact surfaces only
+    other_type = [marie, {**curie, "type": "ORG"}]
+    assert len(group_mentions(other_type)) == 2  # a name of another type never joins

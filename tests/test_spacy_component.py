@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-spacy = pytest.importorskip("spacy", reason='the spaCy tests need the `spacy` extra: pip install "pemscl[spacy]"')
+spacy = pytest.importorskip("spacy", reason='the spaCy tests need the `spacy` extra: pip install -e ".[spacy]"')
 
 from importlib.metadata import entry_points  # noqa: E402
 
