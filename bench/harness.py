@@ -84,12 +84,18 @@ def load_tokenizer():
 def load_model(vocab, seed: int = 0, **config_kwargs):
     """A PEMSCL model on MiniLM-L6 with a new head initialized from `seed`, other `PemsclConfig` settings as given."""
     import torch
+    from transformers.utils import logging
 
     from modeling_pemscl import PemsclModel
 
-    torch.manual_seed(seed)
-    return PemsclModel.from_encoder_pretrained(
-        encoder_path(), id2label=vocab.id2label, relation_names=vocab.relation_names, **config_kwargs)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # quietly: no load report or progress bar for every model a section builds
+    try:
+        torch.manual_seed(seed)
+        return PemsclModel.from_encoder_pretrained(
+            encoder_path(), id2label=vocab.id2label, relation_names=vocab.relation_names, **config_kwargs)
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 # ------------------------------------------------------------------------------------------ machine
