@@ -21,8 +21,6 @@ tokens, the windowed encoder's largest input, and all-MiniLM-L6 (hidden 384, 12 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -31,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import BertConfig, RobertaConfig  # noqa: E402
 
+from bench.jobs import write_json  # noqa: E402
 from modeling_pemscl import PemsclConfig, PemsclModel  # noqa: E402
 
 ENCODERS = {
@@ -130,10 +129,7 @@ def main(argv=None) -> dict:
               f"{row['sdpa_cpu']['estimated_saved_mib_at_real_depth']:.0f} MiB ({row['sdpa_cpu']['saving_share']:.0%} "
               f"less); SDPA with fused kernels (CUDA) {row['sdpa_fused']['estimated_saved_mib_at_real_depth']:.0f} MiB "
               f"({row['sdpa_fused']['saving_mib']:.0f} MiB, {row['sdpa_fused']['saving_share']:.0%} less)", flush=True)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(args.output).with_suffix(".tmp")
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(temporary, args.output)
+    write_json(Path(args.output), results, indent=2)
     return results
 
 

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 
 import run_docre
-from bench.recipe import CONFIGURATIONS, RECIPE_FLAGS, job_flags, stage_flags
-from bench.report import config_factors
+from bench.experiments import CONFIGURATIONS, RECIPE_FLAGS, parse_configuration, stage_flags
+from bench.recipe import job_flags
 
 DIAGNOSTIC = [name for name in CONFIGURATIONS if name.startswith(("project", "release"))]
 
@@ -19,7 +19,7 @@ def parsed(flags, tmp_path):
 def test_diagnostic_configuration_sets_the_factors_its_name_says(name, tmp_path):
     flags = RECIPE_FLAGS + stage_flags("diagnostic") + CONFIGURATIONS[name]
     model_args, _, training_args = parsed(flags, tmp_path)
-    factors = config_factors(name)
+    factors = parse_configuration(name)
     assert str(model_args.pair_embedding_size) == factors["d1"]
     assert model_args.head_init == factors["init"]
     assert model_args.contrastive_anchors == factors["anchors"]

@@ -71,9 +71,9 @@ def test_variant_sections_compare_with_the_main_budget(tmp_path):
 
 def budgeted(run, **changes):
     """`run` with the main table's budget, `changes` ({flag name: value}) put in place."""
-    from bench.report import planned_main_budget
+    from bench.experiments import budget_flags
 
-    budget = planned_main_budget()
+    budget = budget_flags()
     for name, value in changes.items():
         budget[budget.index(f"--{name}") + 1] = value
     return {**run, "budget": budget}
@@ -254,16 +254,15 @@ def test_same_recipe_summary_lists_every_seed_in_order():
 
 
 def test_demo_summary_reports_each_seed_and_the_spread():
+    from bench.experiments import DEMO_EPOCHS
     from bench.report import demo_summary
 
-    from bench.report import current_demo_epochs
-
-    shipped = ["--num_train_epochs", current_demo_epochs(), "--seed", "42"]
+    shipped = ["--num_train_epochs", DEMO_EPOCHS, "--seed", "42"]
     runs = {"default": [dict(record("demo", seed, f1, minutes=m), seed=seed, config="default", torch_threads=2,
                              recipe=shipped + ["--seed", str(seed)])
                         for seed, f1, m in ((43, 41.26, 14.0), (42, 40.004, 13.5), (44, 42.0, 15.1))]}
     expected = {"seeds": [42, 43, 44], "test_f1": [40.0, 41.26, 42.0], "spread": 2.0, "minutes": [13.5, 14.0, 15.1],
-                "torch_threads": [2, 2, 2], "num_train_epochs": float(current_demo_epochs())}
+                "torch_threads": [2, 2, 2], "num_train_epochs": float(DEMO_EPOCHS)}
     assert demo_summary(runs) == expected
     # A run of another demo budget is not one of the shipped demo's seeds.
     older = dict(runs["default"][0], seed=45, recipe=["--num_train_epochs", "17", "--seed", "45"])
@@ -271,12 +270,13 @@ def test_demo_summary_reports_each_seed_and_the_spread():
     assert demo_summary({}) is None
 
 
-def test_the_shipped_demo_budget_is_read_from_run_docre(monkeypatch):
+def test_the_registry_knows_the_demo_budget_run_docre_ships(monkeypatch):
     import run_docre
-    from bench.report import current_demo_epochs, flag_value
+    from bench.experiments import DEMO_EPOCHS
+    from bench.report import flag_value
 
     monkeypatch.setattr(run_docre, "demo_data_files", lambda data_dir: ("dev.json", "test.json"))
-    assert flag_value(run_docre.demo_arguments([]), "--num_train_epochs") == current_demo_epochs()
+    assert flag_value(run_docre.demo_arguments([]), "--num_train_epochs") == DEMO_EPOCHS
     assert flag_value(["--seed", "1", "--seed", "2"], "--seed") == "2" and flag_value(["--seed"], "--seed") is None
 
 
@@ -326,7 +326,7 @@ def test_main_figures_are_drawn_only_from_rows_that_feed_them(tmp_path):
     assert (tmp_path / "margins.png").exists()
 
 
-def test_speed_verdicts_judge_issue_16_targets_from_the_measurements():
+def test_speed_verdicts_judge_the_speed_targets_from_the_measurements():
     from bench.report import speed_verdicts
 
     speed = {
@@ -404,18 +404,17 @@ def test_budget_summary_reads_the_flags_as_values():
 
 
 def test_demo_verdict_reads_spread_and_time_with_the_threads_they_ran_on():
+    from bench.experiments import DEMO_EPOCHS
     from bench.report import demo_summary, demo_verdict
-
-    from bench.report import current_demo_epochs
 
     def run(seed, f1, minutes, threads):
         return {"seed": seed, "metrics": {"test_f1": f1}, "minutes": minutes, "torch_threads": threads,
-                "recipe": ["--num_train_epochs", current_demo_epochs(), "--seed", str(seed)]}
+                "recipe": ["--num_train_epochs", DEMO_EPOCHS, "--seed", str(seed)]}
 
     demo = demo_summary({"default": [run(43, 44.0, 15.5, 2), run(42, 43.1, 14.0, 2), run(44, 44.4, 16.2, 2)]})
     assert demo["seeds"] == [42, 43, 44] and demo["spread"] == 1.3
     [line] = demo_verdict(demo)
-    assert line.startswith(f"- `run_docre.py --demo` ({float(current_demo_epochs()):g} epochs): test F1 43.10 (seed 42)")
+    assert line.startswith(f"- `run_docre.py --demo` ({float(DEMO_EPOCHS):g} epochs): test F1 43.10 (seed 42)")
     assert "spread 1.30 (target at most 1.5, 3 seeds): holds; 16.2 minutes at most on 2 threads alone" in line
     wide = demo_summary({"default": [run(42, 40.0, 25.0, 1), run(43, 44.0, 24.0, 1), run(44, 43.0, 24.5, 2)]})
     [line] = demo_verdict(wide)

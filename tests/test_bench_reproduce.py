@@ -9,7 +9,8 @@ import sys
 import pytest
 
 import run_docre
-from bench.reproduce import MODEL_SETTINGS, ROWS, budget_flags, main_budget_flags, parse_arguments
+from bench.experiments import MODEL_SETTINGS, ROWS, budget_flags
+from bench.reproduce import parse_arguments, row_budget
 
 
 def parsed(flags, tmp_path):
@@ -17,7 +18,7 @@ def parsed(flags, tmp_path):
 
 
 def test_main_budget_trains_eight_epochs_with_the_pinned_settings(tmp_path):
-    model_args, data_args, training_args = parsed(main_budget_flags(), tmp_path)
+    model_args, data_args, training_args = parsed(budget_flags(), tmp_path)
     assert training_args.num_train_epochs == 8 and training_args.bf16 and data_args.validation_split_size == 50
     assert training_args.train_sampling_strategy == "group_by_length"
     pinned = dict(zip(MODEL_SETTINGS[::2], MODEL_SETTINGS[1::2]))
@@ -40,17 +41,17 @@ def test_pinned_settings_are_the_package_defaults(tmp_path):
 
 
 def test_rows_change_only_what_their_names_say(tmp_path):
-    base, _, _ = parsed(main_budget_flags(), tmp_path)
-    no_contrastive, _, _ = parsed(main_budget_flags() + ROWS["pemscl_no_contrastive"], tmp_path)
-    atlop, _, _ = parsed(main_budget_flags() + ROWS["atlop"], tmp_path)
+    base, _, _ = parsed(budget_flags(), tmp_path)
+    no_contrastive, _, _ = parsed(budget_flags() + ROWS["pemscl_no_contrastive"], tmp_path)
+    atlop, _, _ = parsed(budget_flags() + ROWS["atlop"], tmp_path)
     assert base.loss == "pemscl" and base.use_contrastive and not no_contrastive.use_contrastive
     assert atlop.loss == "atlop" and atlop.relation_bias_init == base.relation_bias_init
 
 
 def test_a_variant_changes_one_model_setting_and_only_under_its_own_name(tmp_path, capsys):
     args = parse_arguments(["--model_setting", "relation_bias_init=0", "--variant", "prior_off"])
-    changed, _, _ = parsed(budget_flags(args), tmp_path)
-    base, _, _ = parsed(main_budget_flags(), tmp_path)
+    changed, _, _ = parsed(row_budget(args), tmp_path)
+    base, _, _ = parsed(budget_flags(), tmp_path)
     assert changed.relation_bias_init == 0.0 and base.relation_bias_init == "auto"
     differing = {name for name in vars(base) if getattr(base, name) != getattr(changed, name)}
     assert differing == {"relation_bias_init"}
@@ -88,7 +89,7 @@ def fake_queue(tmp_path, monkeypatch):
 
 
 def test_a_claim_is_held_by_one_live_process_and_taken_over_from_a_dead_one(tmp_path):
-    from bench.reproduce import Claim
+    from bench.jobs import Claim
 
     claim = Claim(tmp_path / "queue" / "row__seed0.claim")
     assert claim.acquire() and claim.path.read_text() == str(os.getpid())
@@ -119,10 +120,12 @@ def test_sweep_rows_whose_names_hold_dots_have_claims_of_their_own(fake_queue):
 
     rows = ["drop50_pemscl_nls0.05", "drop50_pemscl_nls0.3", "drop50_pemscl_nls0.5"]
     args = reproduce.parse_arguments(["--rows", *rows, "--seeds", "0"])
-    claims = {reproduce.row_claim(args, name, 0).path for name in rows}
+    from bench.jobs import Claim
+
+    claims = {Claim.beside(reproduce.row_work_dir(args, name, 0)).path for name in rows}
     assert len(claims) == 3
     with live_process() as holder:
-        held = reproduce.row_claim(args, rows[0], 0).path
+        held = Claim.beside(reproduce.row_work_dir(args, rows[0], 0)).path
         held.parent.mkdir(parents=True)
         held.write_text(str(holder))
         reproduce.main(["--rows", *rows, "--seeds", "0", "--model_name_or_path", "unused"])

@@ -1,11 +1,12 @@
-"""bench/speed.py: the epoch section's batch order and padding share, against plain loops; its FLOP counts
+"""bench/speed_epoch.py and bench/harness.py: the epoch section's batch order and padding share, against plain loops; its FLOP counts
 against hand-computed ones."""
 
 import random
 
 import torch
 
-from bench.speed import counted_gflop, epoch_batches, padding_share
+from bench.harness import counted_gflop
+from bench.speed_epoch import epoch_batches, padding_share
 from modeling_pemscl.modeling_pemscl import GroupedBilinear
 
 

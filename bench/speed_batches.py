@@ -1,0 +1,235 @@
+"""Speed sections on the bench batches: the steps every section compares (the eager encoder alone against the full
+model, training and inference), their times per batch and precision, the head settings, peak memory, bf16 vs fp32."""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+from typing import Any
+
+import torch
+
+from bench.harness import PRECISIONS, PeakRSS, Step, autocast, fmt_s, interleaved, load_model, log, summary
+
+STEP_KINDS = ("encoder_train", "full_train", "eager_full_train", "encoder_infer", "full_infer", "eager_full_infer")
+
+
+class _Captured(Exception):
+    pass
+
+
+def encoder_inputs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `model.encode` feeds its encoder (the batch itself, or its windows when documents are longer than the
+    encoder's window), captured by a hook that stops the call there."""
+    captured = {}
+
+    def stop(module, args, kwargs):
+        captured.update(kwargs)
+        raise _Captured
+
+    handle = model.encoder.register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model.encode(batch["input_ids"], batch["attention_mask"], batch["mention_positions"])
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    return captured["input_ids"], captured["attention_mask"]
+
+
+def describe(model, batch: dict) -> dict[str, int]:
+    windowed = batch["input_ids"].shape[1] > model.config.encoder_window_length
+    return {
+        "docs": batch["input_ids"].shape[0],
+        "tokens": int(batch["attention_mask"].sum()),
+        "max_len": batch["input_ids"].shape[1],
+        "entities": int((batch["mention_positions"] >= 0).any(-1).sum()),
+        "pairs": batch["hts"].shape[0],
+        "windows": encoder_inputs(model, batch)[0].shape[0] if windowed else 0,
+    }
+
+
+def eager_twin(model):
+    """The same model (same weights) with every encoder layer on eager attention: its encoder is the baseline of every
+    ratio (the encoder as transformers runs it when attention probabilities are asked for)."""
+    twin = copy.deepcopy(model)
+    twin.set_encoder_attention("eager")
+    return twin
+
+
+def step_kinds(model, eager_model, batch: dict, precision: str, with_eager_full: bool = False) -> dict[str, Step]:
+    """The eager encoder alone and the full model, training (forward + backward) and inference (no gradients); with
+    `with_eager_full`, also the full model on the all-eager encoder (`eager_full_*`)."""
+    encoder_ids, encoder_mask = encoder_inputs(model, batch)
+    unlabelled = {key: value for key, value in batch.items() if key != "labels"}
+
+    def train_mode():
+        for module in (model, eager_model):
+            module.train()
+            module.zero_grad(set_to_none=True)
+
+    def eval_mode():
+        model.eval(), eager_model.eval()
+
+    def encoder_train():  # backward of a scalar on what the head reads: the last hidden state and attention
+        with autocast(precision):
+            out = eager_model.encoder(input_ids=encoder_ids, attention_mask=encoder_mask, output_attentions=True)
+            scalar = out.last_hidden_state.float().mean() + out.attentions[-1].float().mean()
+        scalar.backward()
+        return float(scalar.detach())
+
+    def full_train(model=model):
+        with autocast(precision):
+            loss = model(**batch).loss
+        loss.backward()
+        return float(loss.detach())
+
+    def encoder_infer():
+        with torch.no_grad(), autocast(precision):
+            eager_model.encoder(input_ids=encoder_ids, attention_mask=encoder_mask, output_attentions=True)
+
+    def full_infer(model=model):
+        with torch.no_grad(), autocast(precision):
+            model(**unlabelled)
+
+    kinds = {"encoder_train": Step(encoder_train, train_mode), "full_train": Step(full_train, train_mode),
+             "encoder_infer": Step(encoder_infer, eval_mode), "full_infer": Step(full_infer, eval_mode)}
+    if with_eager_full:
+        kinds["eager_full_train"] = Step(lambda: full_train(eager_model), train_mode)
+        kinds["eager_full_infer"] = Step(lambda: full_infer(eager_model), eval_mode)
+    return kinds
+
+
+def section_batches(model, eager_model, batches: list[dict], repeats: int, results) -> dict:
+    """Every step kind per batch, fp32 and bf16 interleaved; the aggregate over batches updates the result file after
+    each batch."""
+    log(f"\n== batches: encoder-only vs full step, fp32 and bf16 interleaved, median of {repeats} ==")
+    per_batch = []
+    for index, batch in enumerate(batches):
+        shape = describe(model, batch)
+        log(f"batch {index + 1}/{len(batches)}: " + ", ".join(f"{value} {key}" for key, value in shape.items()))
+        steps = {f"{precision}/{kind}": step for precision in PRECISIONS
+                 for kind, step in step_kinds(model, eager_model, batch, precision, with_eager_full=True).items()}
+        seconds, values = interleaved(steps, repeats)
+        entry: dict[str, Any] = {"shape": shape}
+        for precision in PRECISIONS:
+            times = {kind: seconds[f"{precision}/{kind}"] for kind in STEP_KINDS}
+            stats, losses = {kind: summary(times[kind]) for kind in STEP_KINDS}, values[f"{precision}/full_train"]
+            entry[precision] = {**stats, **{f"{mode}_ratio": stats[f"full_{mode}"]["median_s"] / stats[f"encoder_{mode}"]["median_s"]
+                                            for mode in ("train", "infer")},
+                                **{f"{mode}_ratio_paired": statistics.median(f / e for f, e in zip(times[f"full_{mode}"], times[f"encoder_{mode}"]))
+                                   for mode in ("train", "infer")},
+                                "train_losses": losses, "loss_finite": all(math.isfinite(loss) for loss in losses)}
+            log(f"  {precision}: train enc {fmt_s(stats['encoder_train']['median_s'])} full "
+                f"{fmt_s(stats['full_train']['median_s'])} (x{entry[precision]['train_ratio']:.2f}) | infer enc "
+                f"{fmt_s(stats['encoder_infer']['median_s'])} full {fmt_s(stats['full_infer']['median_s'])} "
+                f"(x{entry[precision]['infer_ratio']:.2f}) | loss {losses[-1]:.3f}")
+        per_batch.append(entry)
+        aggregate = aggregate_batches(per_batch)
+        results.section("batches_per_batch", per_batch, batches=len(per_batch), **aggregate["fp32"], bf16=aggregate["bf16"])
+    return aggregate
+
+
+def aggregate_batches(per_batch: list[dict]) -> dict:
+    """Over batches: ratios of summed medians (and of summed minima), docs/s = documents / summed median time."""
+    docs = sum(entry["shape"]["docs"] for entry in per_batch)
+    out = {}
+    for precision in PRECISIONS:
+        total = {k: sum(e[precision][k]["median_s"] for e in per_batch) for k in STEP_KINDS}
+        minima = {k: sum(e[precision][k]["min_s"] for e in per_batch) for k in STEP_KINDS}
+        out[precision] = {
+            "train_step_ratio_vs_encoder": total["full_train"] / total["encoder_train"],
+            "infer_ratio_vs_encoder": total["full_infer"] / total["encoder_infer"],
+            "train_step_ratio_vs_encoder_of_minima": minima["full_train"] / minima["encoder_train"],
+            "infer_ratio_vs_encoder_of_minima": minima["full_infer"] / minima["encoder_infer"],
+            **{f"{who}{mode}_docs_per_s": docs / total[f"{kind}_{mode}"] for mode in ("train", "infer")
+               for who, kind in (("", "full"), ("encoder_", "encoder"))},
+            "train_step_s_per_batch": total["full_train"] / len(per_batch),
+            "infer_s_per_batch": total["full_infer"] / len(per_batch),
+            "loss_finite": all(entry[precision]["loss_finite"] for entry in per_batch),
+        }
+    return out
+
+
+# Head settings whose step cost differs: the defaults, the released code's d1 (the bilinear's fan-in d1 * k grows
+# with it), and Eq. 10's positive anchors (the default all-pair anchors make the contrastive similarity [pairs, pairs]).
+HEAD_SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "pair_embedding_size=1024": {"pair_embedding_size": 1024},
+    "contrastive_anchors=positive": {"contrastive_anchors": "positive"},
+}
+
+
+def section_settings(vocab, eager_model, batches: list[dict], repeats: int) -> dict:
+    """The step ratios of each of `HEAD_SETTINGS`, fp32, against the same eager encoder, every step interleaved."""
+    log(f"\n== settings: full / encoder-only step with {', '.join(HEAD_SETTINGS)}, fp32 ==")
+    models = {name: load_model(vocab, **overrides) for name, overrides in HEAD_SETTINGS.items()}
+    totals: dict[str, float] = {}
+    per_batch = []
+    for batch in batches:
+        steps = {}
+        for name, model in models.items():
+            kinds = step_kinds(model, eager_model, batch, "fp32")
+            steps.update({f"full_{mode}/{name}": kinds[f"full_{mode}"] for mode in ("train", "infer")})
+        steps.update({f"encoder_{mode}": kinds[f"encoder_{mode}"] for mode in ("train", "infer")})
+        medians = {step: statistics.median(values) for step, values in interleaved(steps, repeats)[0].items()}
+        totals = {step: totals.get(step, 0.0) + median for step, median in medians.items()}
+        per_batch.append({"pairs": int(batch["hts"].shape[0]), **{name: {
+            f"{mode}_ratio": medians[f"full_{mode}/{name}"] / medians[f"encoder_{mode}"] for mode in ("train", "infer")}
+            for name in HEAD_SETTINGS}})
+    out = {"flags": HEAD_SETTINGS, "batches": per_batch}
+    for name in HEAD_SETTINGS:
+        out[name] = {**{f"{mode}_ratio": totals[f"full_{mode}/{name}"] / totals[f"encoder_{mode}"] for mode in ("train", "infer")},
+                     **{f"max_batch_{mode}_ratio": max(e[name][f"{mode}_ratio"] for e in per_batch) for mode in ("train", "infer")}}
+        log(f"  {name}: training x{out[name]['train_ratio']:.2f} (worst batch x{out[name]['max_batch_train_ratio']:.2f}), "
+            f"inference x{out[name]['infer_ratio']:.2f} (worst x{out[name]['max_batch_infer_ratio']:.2f})")
+    return out
+
+
+def section_memory(model, eager_model, batches: list[dict]) -> dict:
+    """Peak RSS of each step kind on the batch with the most pairs (each step once, after the timed runs)."""
+    index = max(range(len(batches)), key=lambda i: batches[i]["hts"].shape[0])
+    batch = batches[index]
+    log(f"\n== memory: peak RSS of one step, batch {index + 1} ({batch['hts'].shape[0]} pairs) ==")
+    parameters_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    out: dict[str, Any] = {"batch": index + 1, "pairs": batch["hts"].shape[0], "parameters_mib": parameters_mib,
+                           "method": PeakRSS.method}
+    for precision in PRECISIONS:
+        out[precision] = {}
+        for kind, step in step_kinds(model, eager_model, batch, precision, with_eager_full=True).items():
+            step.prepare()
+            with PeakRSS() as peak:
+                step.run()
+            out[precision][f"{kind}_mib"] = peak.mib
+        log(f"  {precision}: " + ", ".join(f"{kind} {mib:.0f} MiB" for kind, mib in out[precision].items()))
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def section_bf16_check(model, batch: dict) -> dict:
+    """bf16 autocast against fp32 on one batch, eval mode (no dropout): logits, decisions, loss."""
+    log("\n== bf16 check: fp32 vs bf16 autocast, first batch, eval mode ==")
+    model.eval()
+    outputs = {}
+    with torch.no_grad():
+        for precision in PRECISIONS:
+            with autocast(precision):
+                outputs[precision] = model(**batch, return_predictions=True)
+    fp32, bf16 = outputs["fp32"].logits.float(), outputs["bf16"].logits.float()
+    loss32, loss16 = float(outputs["fp32"].loss), float(outputs["bf16"].loss)
+    check = {
+        "logits_dtype_bf16": str(outputs["bf16"].logits.dtype),
+        "logits_max_abs_diff": float((fp32 - bf16).abs().max()),
+        "logits_rel_l2_error": float((fp32 - bf16).norm() / fp32.norm().clamp(min=1e-12)),
+        "logits_std_fp32": float(fp32.std()),
+        "margin_sign_agreement": float(((fp32[:, 1:] > fp32[:, :1]) == (bf16[:, 1:] > bf16[:, :1])).float().mean()),
+        "prediction_agreement": float((outputs["fp32"].predictions == outputs["bf16"].predictions).all(1).float().mean()),
+        "loss_fp32": loss32, "loss_bf16": loss16, "loss_rel_diff": abs(loss16 - loss32) / abs(loss32),
+        "contrastive_fp32": float(outputs["fp32"].contrastive_loss),
+        "contrastive_bf16": float(outputs["bf16"].contrastive_loss),
+        "loss_finite": math.isfinite(loss32) and math.isfinite(loss16),
+    }
+    log(", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in check.items()))
+    return check
