@@ -75,7 +75,7 @@ if str(REPO) not in sys.path:
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "re-docred"
 DEFAULT_OUT = REPO / "bench" / "results" / "gpu.json"
 BUILTIN_REL2ID = REPO / "data_collators" / "vocabularies" / "docred" / "rel2id.json"
-CPU_REFERENCE = REPO / "bench" / "results" / "recipe" / "same_recipe" / "default__seed66.json"
+CPU_REFERENCES = REPO / "bench" / "results" / "recipe" / "same_recipe"  # default__seed{N}.json: the CPU, fp32
 DATA_FILES = ("dev_revised.json", "test_revised.json")
 VOCABULARY_FILES = ("rel2id.json", "rel_info.json")
 PARTS = ("steps", "recipe", "pipeline")
@@ -691,13 +691,14 @@ def part_steps(context: SimpleNamespace, section: dict, cap: Deadline, save: Cal
 
 
 # ------------------------------------------------------------------------------ part 2: recipe
-def cpu_reference() -> Optional[dict]:
+def cpu_reference(seed: int) -> Optional[dict]:
     """The CPU run of the same recipe and seed in fp32 (bench/recipe.py same_recipe default)."""
-    if not CPU_REFERENCE.exists():
+    path = CPU_REFERENCES / f"default__seed{seed}.json"
+    if not path.exists():
         return None
-    record = json.loads(CPU_REFERENCE.read_text())
+    record = json.loads(path.read_text())
     metrics = record.get("metrics", {})
-    return {"file": str(CPU_REFERENCE.relative_to(REPO)), "commit": record.get("commit"),
+    return {"file": str(path.relative_to(REPO)), "commit": record.get("commit"),
             "precision": "fp32", "torch_threads": record.get("torch_threads"),
             **{key: metrics.get(key) for key in ("test_f1", "test_ign_f1", "train_runtime", "train_loss")}}
 
@@ -726,8 +727,10 @@ def part_recipe(context: SimpleNamespace, section: dict, cap: Deadline, save: Ca
     from bench.experiments import CONFIGURATIONS
     from bench.recipe import job_flags
 
-    configuration = RECIPE_CONFIGURATION_GPU if context.device.type == "cuda" else RECIPE_CONFIGURATION_CPU
-    flags = job_flags("same_recipe", configuration, RECIPE_SEED,
+    configuration = context.recipe_configuration or (
+        RECIPE_CONFIGURATION_GPU if context.device.type == "cuda" else RECIPE_CONFIGURATION_CPU)
+    section["seed"] = context.recipe_seed
+    flags = job_flags("same_recipe", configuration, context.recipe_seed,
                       SimpleNamespace(model_name_or_path=str(context.encoder_dir), data_dir=context.data_dir))
     if context.tiny:
         flags += TINY_RECIPE_FLAGS
@@ -741,7 +744,7 @@ def part_recipe(context: SimpleNamespace, section: dict, cap: Deadline, save: Ca
     section.update(configuration=configuration, configuration_flags=CONFIGURATIONS[configuration],
                    command=[str(Path(part).relative_to(REPO)) if part.startswith(str(REPO)) else part
                             for part in command[1:]],
-                   log=log_path.name, cpu_reference=cpu_reference(), status="running")
+                   log=log_path.name, cpu_reference=cpu_reference(context.recipe_seed), status="running")
     if context.device.type != "cuda":
         section["precision_note"] = "no CUDA device: fp32 (the recipe's bf16 is measured on the GPU only)"
     save()
@@ -963,6 +966,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--work_dir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--tiny", action="store_true", help="toy sizes on the CPU: a 2-layer encoder, few documents")
+    parser.add_argument("--recipe_configuration", default=None,
+                        help=f"the recipe's configuration (bench/experiments.py CONFIGURATIONS; default "
+                             f"{RECIPE_CONFIGURATION_GPU} on a GPU, {RECIPE_CONFIGURATION_CPU} on the CPU)")
+    parser.add_argument("--recipe_seed", type=int, default=RECIPE_SEED, help="the recipe's seed")
     parser.add_argument("--max_minutes", type=float, default=6.5, help="no part runs past this, from the start")
     parser.add_argument("--steps_seconds", type=float, default=140.0, help="time cap of the steps part")
     parser.add_argument("--recipe_seconds", type=float, default=240.0, help="time cap of the recipe part")
@@ -1027,7 +1034,8 @@ def main(argv=None) -> dict:
     results.data["encoder"] = encoder_description
     results.data["setup_s"] = round(time.monotonic() - started, 1)
     results.write()
-    context = SimpleNamespace(device=device, tiny=args.tiny, data_dir=data_dir, encoder_dir=encoder_dir,
+    context = SimpleNamespace(device=device, tiny=args.tiny, recipe_configuration=args.recipe_configuration,
+                              recipe_seed=args.recipe_seed, data_dir=data_dir, encoder_dir=encoder_dir,
                               work_dir=work_dir, out=args.out.resolve(), warmup_steps=args.warmup_steps,
                               timed_steps=args.timed_steps)
     log(f"gpu_check on {results.data['environment'].get('gpu', {}).get('name', device)}: parts {args.parts}, "
