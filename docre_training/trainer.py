@@ -448,7 +448,7 @@ class DocRETrainer(Trainer):
             train_documents_hint=self.train_documents_hint,
         )
         if not predictions and self.state.global_step > 0 and scores["num_gold"]:
-            # Runs can sit here for whole epochs (bench/notes.md, issue 12); say so instead of a silent F1 of 0.
+            # A run can predict NA for every pair for whole epochs; say so instead of a silent F1 of 0.
             logger.warning(
                 "%s after %d training steps: the model predicts NA for every one of the %d pairs. Early in "
                 "training this is expected; if it lasts past the second epoch, see `relation_bias_init` (the NA "

@@ -52,19 +52,16 @@ class PemsclConfig(PreTrainedConfig):
             uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), as the released code (plain `nn.Linear` layers); at fan-in
             d1 * k = 49,152 the bilinear starts about 8x smaller than with `"normal"` (std 1/sqrt(3 * fan_in) =
             0.0026). `"normal"`: weights from normal(0, `encoder.initializer_range`), biases 0, as transformers
-            initializes new layers (the paper does not say). The default was chosen on a held-out split: against
-            the release-like setting, the other defaults with `"fan_in_uniform"` tie and with `"normal"` lower
-            held-out F1 at 3 of 3 seeds (-1.8 on average; bench/REPORT.md).
+            initializes new layers (the paper does not say). The default was chosen on a held-out split
+            (docs/paper-vs-release.md).
         relation_bias_init (`float` or `"auto"`, defaults to `"auto"`):
             Subtracted from the initial bias of every relation column (1..R) of the bilinear layer W_o (Eq. 15),
             so that relations start this far below the threshold logit (for `loss="bce"`, below 0): a prior that
             every pair is NA, as detectors initialize rare classes (Lin et al., 2017). `"auto"` = log(R)
             (4.56 for DocRED's 96 relations) makes a NA pair's initial loss over its R negatives about
             R * exp(-log R) = 1 instead of R log 2 = 66.5. Only the start of training depends on it. The paper
-            and the released code leave it at 0 (biases as `head_init` draws them); then every run first predicts NA for
-            every pair for about an epoch, and on the released code's recipe the prior adds 3-5 held-out F1 at
-            every seed measured (`bench/REPORT.md`). The other defaults were chosen with the prior on: with 0 and
-            d1 = 768 with `head_init="fan_in_uniform"`, 2 of 6 measured runs never left all-NA in 3 epochs.
+            and the released code leave it at 0; without it a run first predicts NA for every pair, for an epoch or
+            longer. The other defaults were chosen with the prior on and rely on it (docs/paper-vs-release.md).
         bilinear_block_size (`int`, defaults to 64):
             Group size k of the grouped bilinear layer; the pair vector x_{h,t} has d1 * k dimensions
             (49,152 with the defaults). Must divide `pair_embedding_size`.
@@ -95,8 +92,7 @@ class PemsclConfig(PreTrainedConfig):
             Which pairs are anchors of the contrastive loss. `"positive"`: the pairs with a relation (B_P of
             Eq. 10, as printed); `"all"`: every pair, NA pairs through Eq. 9 (pushed away from every other pair),
             which is what the released code computes (it zeroes the NA label column before the loss). `"all"` is
-            the default because going back to Eq. 10 cost held-out F1 at every seed measured (-2.8 on average on
-            the released code's recipe, `bench/REPORT.md`).
+            the default, chosen on a held-out split (docs/paper-vs-release.md).
         negative_sample_ratio (`float`, defaults to 1.0):
             Fraction of negative relations kept per NA pair in training (Eq. 12-13); 1.0 = sampling off.
         contrastive_global_batch (`bool`, defaults to `True`):
