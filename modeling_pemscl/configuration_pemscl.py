@@ -142,6 +142,11 @@ class PemsclConfig(PreTrainedConfig):
     """
 
     model_type = "pemscl"
+    # Shorter names the command line (`run_docre.py`) also accepts for a setting.
+    command_line_aliases = {"contrastive_temperature": "temperature"}
+    # Settings a trained model's weights fix: its shapes, how they were initialized, the marker it reads.
+    fixed_after_training = ("pair_embedding_size", "bilinear_block_size", "head_init", "relation_bias_init",
+                            "entity_marker")
     sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
 
     encoder: PreTrainedConfig | dict | None = None

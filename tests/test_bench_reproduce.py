@@ -30,13 +30,14 @@ def test_main_budget_trains_eight_epochs_with_the_pinned_settings(tmp_path):
 def test_pinned_settings_are_the_package_defaults(tmp_path):
     """The main table ran with the defaults a user gets: when a default changes, this fails until the table is rerun
     (and MODEL_SETTINGS follows)."""
+    from modeling_pemscl import PemsclConfig
+
     pinned, _, pinned_training = parsed(MODEL_SETTINGS, tmp_path)
-    default, _, default_training = parsed([], tmp_path)
-    names = [flag[2:] for flag in MODEL_SETTINGS[::2]]
-    model_names = [name for name in names if hasattr(pinned, name)]
-    assert {name: getattr(pinned, name) for name in model_names} == {name: getattr(default, name) for name in model_names}
-    for flags, training_args in ((MODEL_SETTINGS, pinned_training), ([], default_training)):
-        run_docre.apply_training_defaults(training_args, run_docre.passed_flags(flags))
+    _, _, default_training = parsed([], tmp_path)
+    defaults = PemsclConfig()
+    model_names = [name for name in (flag[2:] for flag in MODEL_SETTINGS[::2]) if hasattr(defaults, name)]
+    assert model_names  # the pinned flags name config settings
+    assert {name: getattr(pinned, name) for name in model_names} == {name: getattr(defaults, name) for name in model_names}
     assert pinned_training.train_sampling_strategy == default_training.train_sampling_strategy
 
 
@@ -44,8 +45,14 @@ def test_rows_change_only_what_their_names_say(tmp_path):
     base, _, _ = parsed(budget_flags(), tmp_path)
     no_contrastive, _, _ = parsed(budget_flags() + ROWS["pemscl_no_contrastive"], tmp_path)
     atlop, _, _ = parsed(budget_flags() + ROWS["atlop"], tmp_path)
-    assert base.loss == "pemscl" and base.use_contrastive and not no_contrastive.use_contrastive
-    assert atlop.loss == "atlop" and atlop.relation_bias_init == base.relation_bias_init
+    from modeling_pemscl import PemsclConfig
+
+    def setting(arguments, name):  # what the model gets: the flag when given, else the config's default
+        return arguments.config_settings().get(name, getattr(PemsclConfig, name))
+
+    assert setting(base, "loss") == "pemscl" and setting(base, "use_contrastive")
+    assert not setting(no_contrastive, "use_contrastive")
+    assert setting(atlop, "loss") == "atlop" and setting(atlop, "relation_bias_init") == setting(base, "relation_bias_init")
 
 
 def test_a_variant_changes_one_model_setting_and_only_under_its_own_name(tmp_path, capsys):

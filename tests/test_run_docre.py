@@ -355,9 +355,23 @@ def test_saved_model_keeps_its_loss_and_top_k(encoder, tmp_path, loss, top_k):
         evaluate("--pair_embedding_size", "128")
 
 
-def test_passed_flags():
-    assert run_docre.passed_flags(["--loss", "bce", "--max_relations_per_pair=2", "--no_use_entropy", "x"]) == {
-        "loss", "max_relations_per_pair", "use_entropy"}
+def test_model_flags_come_from_the_config_and_only_given_ones_are_settings():
+    """Every PemsclConfig setting but the encoder and the vocabulary is a flag, None unless given; `--no_use_entropy`
+    and the `--temperature` alias work; choices are the config's."""
+    from modeling_pemscl import PemsclConfig
+    from modeling_pemscl.configuration_pemscl import SETTING_CHOICES
+
+    base = ["--model_name_or_path", "encoder", "--output_dir", "out", "--report_to", "none"]
+    model_args = run_docre.parse_arguments(base + ["--loss", "bce", "--max_relations_per_pair=2", "--no_use_entropy",
+                                                   "--temperature", "0.5"])[0]
+    assert model_args.config_settings() == {"loss": "bce", "max_relations_per_pair": 2, "use_entropy": False,
+                                            "contrastive_temperature": 0.5}
+    assert run_docre.parse_arguments(base)[0].config_settings() == {}
+    own = {name for name in PemsclConfig.__annotations__} - {"encoder", "relation_names"}
+    assert set(run_docre.CONFIG_SETTINGS) == own
+    with pytest.raises(SystemExit):
+        run_docre.parse_arguments(base + ["--loss", "hinge"])
+    assert set(SETTING_CHOICES["loss"]) == {"pemscl", "atlop", "bce"}
 
 
 @pytest.mark.parametrize("value", ["latest", "True"])
@@ -428,15 +442,14 @@ def test_cli_prints_one_line_and_the_traceback_only_in_debug(encoder, tmp_path, 
         run_docre.cli(argv + ["--log_level", "debug"])
 
 
-def test_training_defaults_group_by_length_unless_the_user_chose():
-    from transformers import TrainingArguments
-
-    arguments = TrainingArguments(output_dir="unused", report_to="none")
-    run_docre.apply_training_defaults(arguments, passed=set())
-    assert arguments.train_sampling_strategy == "group_by_length" and arguments.length_column_name == "length"
-    chosen = TrainingArguments(output_dir="unused", report_to="none", train_sampling_strategy="random")
-    run_docre.apply_training_defaults(chosen, passed={"train_sampling_strategy"})
-    assert chosen.train_sampling_strategy == "random"
+def test_help_opens_with_examples_and_lists_this_scripts_flags_before_the_trainers(capsys):
+    with pytest.raises(SystemExit):
+        run_docre.parse_arguments(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    trainer = next(index for index, line in enumerate(lines) if line.startswith("Trainer (transformers"))
+    assert trainer <= 120 and "examples:" in lines[:12]
+    before = "\n".join(lines[:trainer])
+    assert "--loss {pemscl,atlop,bce}" in before and "--temperature" in before and "--train_file" in before
 
 
 @pytest.mark.parametrize("value, expected", [("auto", "auto"), ("4.6", 4.6), ("0", 0.0)])
@@ -457,7 +470,7 @@ def test_command_line_default_sampling_is_group_by_length_and_help_says_so(capsy
     base = ["--model_name_or_path", "unused", "--output_dir", "unused", "--report_to", "none"]
     assert run_docre.parse_arguments(base)[2].train_sampling_strategy == "group_by_length"
     chosen = run_docre.parse_arguments(base + ["--train_sampling_strategy", "random"])
-    assert chosen[2].train_sampling_strategy == "random" and "train_sampling_strategy" in chosen[0].passed_flags
+    assert chosen[2].train_sampling_strategy == "random"
     with pytest.raises(SystemExit):
         run_docre.parse_arguments(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
