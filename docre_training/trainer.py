@@ -17,7 +17,7 @@ from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import HubStrategy, PredictionOutput, SaveStrategy
 from transformers.utils import PushInProgress
 
-from model_cards import generate_model_card
+from model_cards import write_model_card
 from modeling_pemscl import decision_threshold, relation_margins
 
 from .hub import HUB_IGNORE_PATTERNS, check_hub_folder, copy_hub_folder, default_model_id
@@ -150,7 +150,8 @@ class DocRETrainer(Trainer):
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          compute_metrics=self._docred_metrics, **kwargs)
         self.sort_eval_by_length = sort_eval_by_length
-        self.model_card_kwargs = dict(model_card_kwargs or {})
+        if hasattr(self.model, "model_card_data"):  # the card the model renders on every save_pretrained
+            self.model.model_card_data.update(training_args=self.args, **dict(model_card_kwargs or {}))
         self._scoring = None
         self._last_predictions: list[dict] = []
         self.head_learning_rate = head_learning_rate if head_learning_rate is not None else 5 * self.args.learning_rate
@@ -270,10 +271,8 @@ class DocRETrainer(Trainer):
         Trainer's generic one. The Trainer's own arguments (`language`, `tags`, `model_name`, ...) are not used."""
         if not self.is_world_process_zero():
             return
-        card = generate_model_card(self.args.output_dir, self.hub_model_id or default_model_id(self.args),
-                                   training_args=self.args, model_config=self.model.config, **self.model_card_kwargs)
-        with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as file:
-            file.write(card)
+        self.model.model_card_data.update(model_id=self.hub_model_id or default_model_id(self.args))
+        write_model_card(self.args.output_dir, self.model)
 
     def _write_hub_files(self) -> list[str]:
         """Make `output_dir`, which holds a saved model, the Hub folder; returns the files a push uploads.

@@ -60,6 +60,9 @@ METRICS = {
     "tail_f1": "Tail F1",
 }
 SPLITS = {"eval": "validation", "test": "test"}  # metric prefix -> split
+# The Hub's closest task to relations between the entities of a text (its own list has no relation extraction).
+PIPELINE_TAG = "text-classification"
+WIDGET_TEXT = "Marie Curie was born in Warsaw, the capital of Poland."
 
 
 def _as_dict(arguments: Any) -> dict[str, Any]:
@@ -277,6 +280,8 @@ def generate_model_card(
         metrics=["f1", "precision", "recall"],
         tags=tags,
         eval_results=eval_results or None,
+        pipeline_tag=PIPELINE_TAG,
+        widget=[{"text": WIDGET_TEXT}],
     )
     if base_model:
         base_sentence = f"It was fine-tuned from [{base_model}](https://huggingface.co/{base_model})."
@@ -313,6 +318,20 @@ def generate_model_card(
         "dataset_citation": f"```bibtex\n{dataset_citation}\n```",
     }
     return Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
+
+
+def write_model_card(folder: str | os.PathLike, model: Any) -> str:
+    """Render the card of `model` (its `model_card_data`: `model_id`, `training_args`, `data_args`, `model_args`,
+    `conversion`, each optional) with the results found in `folder`, and write it as `folder/README.md`.
+
+    Returns:
+        The card's text.
+    """
+    data = dict(getattr(model, "model_card_data", None) or {})
+    model_id = data.pop("model_id", None) or Path(folder).resolve().name
+    card = generate_model_card(folder, model_id, model_config=model.config, **data)
+    Path(folder, "README.md").write_text(card, encoding="utf-8")
+    return card
 
 
 def _reported_results(conversion: Mapping[str, Any], dataset_id: str, dataset_name: str):
@@ -374,4 +393,4 @@ def _score_sentence(config: Mapping) -> str:
     return f"{score}; a relation is predicted when its score is above 0.5{most}."
 
 
-__all__ = ["TEMPLATE_PATH", "generate_model_card", "read_results"]
+__all__ = ["TEMPLATE_PATH", "generate_model_card", "read_results", "write_model_card"]

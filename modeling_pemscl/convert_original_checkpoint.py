@@ -267,11 +267,11 @@ def convert_original_checkpoint(
     check_model_and_tokenizer(model, tokenizer)
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
+    model.model_card_data = _card_data(push_to_hub or output_dir.name, output_dir, config, checkpoint, encoder,
+                                       dataset, loss, push_to_hub)
+    model.save_pretrained(output_dir)  # weights, config, remote code and the card
     model.save_pipeline_code(output_dir)
     tokenizer.save_pretrained(output_dir)
-    model_id = push_to_hub or output_dir.name
-    _write_card(output_dir, model_id, config, checkpoint, encoder, dataset, loss, push_to_hub)
     if push_to_hub:
         from huggingface_hub import HfApi
 
@@ -282,26 +282,24 @@ def convert_original_checkpoint(
     return model
 
 
-def _write_card(output_dir, model_id, config, checkpoint, encoder, dataset, loss, push_to_hub) -> None:
-    from model_cards import generate_model_card
-
-    # The paper's scores belong to the authors' RoBERTa-large checkpoints only, not to any file in their format.
+def _card_data(model_id, output_dir, config, checkpoint, encoder, dataset, loss, push_to_hub) -> dict:
+    """What the model card of a converted checkpoint says: its source, the conversion command and, for the
+    authors' RoBERTa-large checkpoints only, the scores their paper reports."""
     published_shape = (config.encoder.model_type == "roberta" and config.encoder.num_hidden_layers == 24
                        and config.pair_embedding_size == 1024 and config.bilinear_block_size == 64)
-    reported = REPORTED_SCORES[dataset] if loss == "pemscl" and published_shape else None
-    card = generate_model_card(
-        output_dir, model_id, data_args={"dataset": dataset}, model_config=config.to_dict(),
-        conversion={
+    return {
+        "model_id": model_id,
+        "data_args": {"dataset": dataset},
+        "conversion": {
             "source": os.path.basename(checkpoint),
             "encoder": encoder,
             "command": conversion_command(checkpoint, encoder, output_dir, dataset, loss, push_to_hub),
-            "reported": reported,
+            "reported": REPORTED_SCORES[dataset] if loss == "pemscl" and published_shape else None,
             "paper": PAPER,
             "paper_url": PAPER_URL,
             "release_url": RELEASE_URL,
         },
-    )
-    Path(output_dir, "README.md").write_text(card, encoding="utf-8")
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

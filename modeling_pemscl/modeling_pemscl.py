@@ -281,6 +281,18 @@ class PemsclPreTrainedModel(PreTrainedModel):
                 "checkpoint), or download it again with force_download=True."
             ) from None
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, then the model card (`README.md`) rendered from `model_card_data` and
+        the results in the folder, where this project's `model_cards` is installed (remote code alone skips it)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if not kwargs.get("is_main_process", True):
+            return
+        try:
+            from model_cards import write_model_card
+        except ImportError:
+            return
+        write_model_card(save_directory, self)
+
     # The remote code of the `document-relation-extraction` pipeline, written next to the model's own.
     pipeline_files = ("pipeline_pemscl.py", "processing_pemscl.py")
     pipeline_class = "pipeline_pemscl.DocumentRelationExtractionPipeline"
@@ -352,6 +364,8 @@ class PemsclModel(PemsclPreTrainedModel):
 
     def __init__(self, config: PemsclConfig, encoder: PreTrainedModel | None = None):
         super().__init__(config)
+        # What the model card says beyond the config (the run's arguments, a Hub id); rendered on every save.
+        self.model_card_data: dict = {}
         if encoder is None:
             encoder = _encoder_from_config(config.encoder)
         self.encoder = encoder

@@ -319,3 +319,22 @@ def test_card_says_what_the_score_is_for_the_models_loss_and_limit(tmp_path):
     bce = card_text({"loss": "bce", "max_relations_per_pair": 0})
     assert "sigmoid(f_r)," in bce and "f_NA" not in bce.split("`score`")[1].split(".")[0]
     assert "no limit per entity pair" in bce and "at most 0" not in bce
+
+
+def test_save_pretrained_writes_the_card_with_the_hubs_metadata(tmp_path):
+    """The card lives with the model: every save_pretrained renders it (not only the Trainer), with library_name,
+    pipeline_tag, a widget example and, once the folder holds results, a model-index the Hub can read."""
+    from model_helpers import tiny_model
+
+    model = tiny_model()
+    model.model_card_data.update(model_id="org/tiny-pemscl", data_args={"dataset": "re-docred"})
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-classification"
+    assert card.data.widget[0]["text"] and "org/tiny-pemscl" in card.text and card.data.eval_results is None
+    (folder / "all_results.json").write_text(json.dumps({"test_f1": 51.25, "test_ign_f1": 50.5}))
+    model.save_pretrained(folder)
+    scores = {(result.dataset_split, result.metric_type): result.metric_value
+              for result in ModelCard.load(folder / "README.md").data.eval_results}
+    assert scores == {("test", "f1"): 51.25, ("test", "ign_f1"): 50.5}
