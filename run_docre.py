@@ -120,10 +120,11 @@ def _config_flag_fields() -> list[tuple[str, type, Any]]:
     return fields
 
 
-ModelArguments = dataclasses.make_dataclass("ModelArguments", _config_flag_fields(), bases=(RunModelArguments,))
+_CONFIG_FLAG_FIELDS = _config_flag_fields()
+ModelArguments = dataclasses.make_dataclass("ModelArguments", _CONFIG_FLAG_FIELDS, bases=(RunModelArguments,))
 ModelArguments._argument_group_name = ("Model (every PemsclConfig setting, see its docstring; a saved model keeps its "
                                        "own settings except those given)")
-CONFIG_SETTINGS = tuple(name for name, _, _ in _config_flag_fields())
+CONFIG_SETTINGS = tuple(name for name, _, _ in _CONFIG_FLAG_FIELDS)
 
 
 @dataclass

@@ -65,6 +65,16 @@ def ruler_nlp(model_folder, **config):
     return nlp
 
 
+def span_group_doc(model_folder, labelled, **config):
+    """A blank pipeline whose component reads the span group "mentions", and TEXT with `labelled` (surface, label)
+    spans (each surface's first occurrence) in that group: `(nlp, component, doc)`."""
+    nlp = spacy.blank("en")
+    component = nlp.add_pipe("pemscl_relations", config={"model": model_folder, "spans_key": "mentions", **config})
+    doc = nlp.make_doc(TEXT)
+    doc.spans["mentions"] = [doc.char_span(*span(TEXT, surface), label=label) for surface, label in labelled]
+    return nlp, component, doc
+
+
 def expected_for(model, tokenizer, text, entities, **settings):
     """(head spans, tail spans, relation) -> score, from the model's logits on the hand-built document."""
     docred = text_to_docred({"text": text, "entities": [{"mentions": spans, "type": kind} for kind, spans in entities]})
@@ -108,14 +118,9 @@ def test_entity_ruler_entities_give_the_model_relations(model_folder, model, tok
 
 
 def test_a_span_group_with_overlapping_mentions(model_folder, model, tokenizer):
-    nlp = spacy.blank("en")
-    component = nlp.add_pipe("pemscl_relations", config={"model": model_folder, "spans_key": "mentions"})
-    doc = nlp.make_doc(TEXT)
     # "University"-style overlap: "Nobel Prize" and "Prize" (doc.ents could not hold both).
-    doc.spans["mentions"] = [doc.char_span(*span(TEXT, "Marie Curie"), label="PER"),
-                             doc.char_span(*span(TEXT, "Nobel Prize"), label="MISC"),
-                             doc.char_span(*span(TEXT, "Prize"), label="MISC"),
-                             doc.char_span(*span(TEXT, "Warsaw"), label="LOC")]
+    nlp, component, doc = span_group_doc(model_folder, [("Marie Curie", "PER"), ("Nobel Prize", "MISC"),
+                                                        ("Prize", "MISC"), ("Warsaw", "LOC")])
     doc = component(doc)
     entities = [("PER", [span(TEXT, "Marie Curie")]), ("LOC", [span(TEXT, "Warsaw")]),
                 ("MISC", [span(TEXT, "Nobel Prize")]), ("MISC", [span(TEXT, "Prize")])]
@@ -258,13 +263,8 @@ def test_a_batch_size_that_is_not_positive_is_refused(model_folder):
 
 
 def test_a_span_labelled_twice_is_one_mention_of_one_entity(model_folder, model, tokenizer):
-    nlp = spacy.blank("en")
-    component = nlp.add_pipe("pemscl_relations", config={"model": model_folder, "spans_key": "mentions", "top_k": 0})
-    doc = nlp.make_doc(TEXT)
-    doc.spans["mentions"] = [doc.char_span(*span(TEXT, "Marie Curie"), label="PER"),
-                             doc.char_span(*span(TEXT, "Warsaw"), label="LOC"),
-                             doc.char_span(*span(TEXT, "Warsaw"), label="GPE"),
-                             doc.char_span(*span(TEXT, "Paris"), label="LOC")]
+    nlp, component, doc = span_group_doc(model_folder, [("Marie Curie", "PER"), ("Warsaw", "LOC"), ("Warsaw", "GPE"),
+                                                        ("Paris", "LOC")], top_k=0)
     doc = component(doc)
     # By hand: the LOC and GPE "Warsaw" are one entity, which keeps the first label.
     entities = [("PER", [span(TEXT, "Marie Curie")]), ("LOC", [span(TEXT, "Warsaw")]), ("LOC", [span(TEXT, "Paris")])]
