@@ -47,6 +47,7 @@ try:
 except ImportError:  # the core install has no spaCy; only the component needs it
     spacy = None
 
+from modeling_pemscl.pipeline_pemscl import decoding_parameters
 from modeling_pemscl.processing_pemscl import group_mentions, mentions_to_document
 
 FACTORY = "pemscl_relations"
@@ -121,8 +122,7 @@ class PemsclRelations:
         self.entity_grouping = entity_grouping
         self._model_source, self._device = model, device
         self.extractor = _load_pipeline(model, device)
-        # The pipeline checks the values (and names them) here, once.
-        self.extractor._sanitize_parameters(top_k=top_k, threshold=threshold)
+        decoding_parameters(top_k=top_k, threshold=threshold)  # checked (and named) here, once
         self.threshold, self.top_k = threshold, top_k
         self._process_id = os.getpid()
         _register_extensions()

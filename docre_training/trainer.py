@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -13,8 +14,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from huggingface_hub import HfApi
-from transformers import EvalPrediction, Trainer, TrainingArguments
-from transformers.trainer_utils import HubStrategy, PredictionOutput, SaveStrategy
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, HubStrategy, PredictionOutput, SaveStrategy
 from transformers.utils import PushInProgress
 
 from model_cards import write_model_card
@@ -33,6 +34,12 @@ EVALUATION_COLUMNS = ("title", "vertexSet", "hts")
 def _reference_rows(dataset):
     """The columns `documents_from_features` reads (labels where the split has them)."""
     return dataset.select_columns([c for c in (*EVALUATION_COLUMNS, "labels") if c in dataset.column_names])
+
+
+def _rows_in_document_order(dataset):
+    """The reference columns of an evaluation dataset (`DocRETrainer._scored_dataset`) in `document_index` order."""
+    document_index = list(dataset["document_index"])
+    return _reference_rows(dataset).select(sorted(range(len(document_index)), key=document_index.__getitem__))
 
 
 def documents_from_features(rows: Sequence[Mapping[str, Any]], id2label: Mapping[int, str]) -> list[dict]:
@@ -142,18 +149,21 @@ class DocRETrainer(Trainer):
         model_card_kwargs: Mapping[str, Any] | None = None,
         **kwargs,
     ):
-        if args is not None and args.remove_unused_columns:
-            args.remove_unused_columns = False  # the collator reads index columns the model signature lacks
-        # The DocRED metrics are always computed; a user's compute_metrics gets the official-format predictions
-        # and its results are merged in.
-        self._user_compute_metrics = kwargs.pop("compute_metrics", None)
-        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         compute_metrics=self._docred_metrics, **kwargs)
+        # The trainer works on a copy of `args`: the collator reads index columns the model signature lacks
+        # (`remove_unused_columns=False`), and checkpoint pushes are this trainer's (`CheckpointHubPush`), because
+        # the Trainer's own has no ignore patterns and uploads `training_args.bin`, a pickle.
+        # The DocRED metrics are always computed (`evaluation_loop`); a user's compute_metrics gets the
+        # official-format predictions and its results are merged in.
+        self.user_compute_metrics = kwargs.pop("compute_metrics", None)
+        super().__init__(model=model, args=copy.copy(args), train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         **kwargs)
+        self.hub_strategy = HubStrategy(self.args.hub_strategy)
+        self.args.remove_unused_columns = False
+        self.args.hub_strategy = HubStrategy.END
+        self.add_callback(CheckpointHubPush(self))
         self.sort_eval_by_length = sort_eval_by_length
         if hasattr(self.model, "model_card_data"):  # the card the model renders on every save_pretrained
             self.model.model_card_data.update(training_args=self.args, **dict(model_card_kwargs or {}))
-        self._scoring = None
-        self._last_predictions: list[dict] = []
         self.head_learning_rate = head_learning_rate if head_learning_rate is not None else 5 * self.args.learning_rate
         self.model_accepts_loss_kwargs = False  # the model averages its loss over pairs itself
         self._train_documents = list(train_documents) if train_documents is not None else None
@@ -260,10 +270,10 @@ class DocRETrainer(Trainer):
             write_json_atomically(reference_documents(documents), path)
 
     # ------------------------------------------------------------ Hub
-    # Pushes keep the Trainer's machinery: `init_hf_repo` at start (with --push_to_hub), `_push_from_checkpoint` at
-    # each save as `hub_strategy` says, `push_to_hub` at the end, `on_push_begin` callbacks, background uploads
-    # awaited before the last one. What differs is the folder (docre_training.hub): the pipeline's remote code and
-    # our model card go in, pickles (training_args.bin) and predictions stay out.
+    # Pushes keep the Trainer's machinery: `init_hf_repo` at start (with --push_to_hub), `push_checkpoint` at each
+    # save as `hub_strategy` says (through the `on_save` hook), `push_to_hub` at the end, `on_push_begin` callbacks,
+    # background uploads awaited before the last one. What differs is the folder (docre_training.hub): the
+    # pipeline's remote code and our model card go in, pickles (training_args.bin) and predictions stay out.
 
     def create_model_card(self, **kwargs) -> None:
         """Write this project's model card (`model_cards.generate_model_card`: the DocRE scores of
@@ -317,15 +327,16 @@ class DocRETrainer(Trainer):
         if not self.is_world_process_zero():
             return None
         self._write_hub_files()
-        self._finish_current_push()
+        if self.push_in_progress is not None:  # checkpoint uploads first
+            self.push_in_progress.wait_until_done()
         return self._upload(self.args.output_dir, commit_message, blocking, token=token, revision=revision)
 
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """The Trainer's push at each checkpoint save (`hub_strategy` every_save / checkpoint / all_checkpoints),
-        in the background: the checkpoint's model becomes `output_dir`'s, which is uploaded as the Hub folder
-        (card without final scores); with `checkpoint` / `all_checkpoints` the whole checkpoint folder, optimizer
-        state included as the Trainer writes it, goes to `last-checkpoint/` / `checkpoint-N/` for resuming."""
-        if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
+    def push_checkpoint(self, checkpoint_folder: str) -> None:
+        """Push at a checkpoint save, in the background, as `hub_strategy` says (every_save / checkpoint /
+        all_checkpoints): the checkpoint's model becomes `output_dir`'s, which is uploaded as the Hub folder (card
+        without final scores); with `checkpoint` / `all_checkpoints` the whole checkpoint folder, optimizer state
+        included as the Trainer writes it, goes to `last-checkpoint/` / `checkpoint-N/` for resuming."""
+        if not self.is_world_process_zero() or self.hub_strategy == HubStrategy.END:
             return
         if not self.args.hub_always_push and self.push_in_progress is not None and not self.push_in_progress.is_done():
             return  # the previous upload is still running
@@ -342,8 +353,8 @@ class DocRETrainer(Trainer):
         else:
             commit_message = f"Training in progress, epoch {int(self.state.epoch)}"
         jobs = [self._upload(output_dir, commit_message, blocking=False)]
-        if self.args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
-            path_in_repo = ("last-checkpoint" if self.args.hub_strategy == HubStrategy.CHECKPOINT
+        if self.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
+            path_in_repo = ("last-checkpoint" if self.hub_strategy == HubStrategy.CHECKPOINT
                             else os.path.basename(os.path.normpath(checkpoint_folder)))
             jobs.append(self._upload(checkpoint_folder, commit_message + ", checkpoint", blocking=False,
                                      path_in_repo=path_in_repo, ignore_patterns=None))
@@ -355,7 +366,8 @@ class DocRETrainer(Trainer):
     # ------------------------------------------------------------ evaluation
     # Evaluation and prediction run through the Trainer's own `evaluation_loop` (progress bar, `*_runtime` and
     # `*_samples_per_second`, callbacks, several eval datasets): `prediction_step` decodes each batch into a
-    # padded [B, F, 5] tensor of facts, `_docred_metrics` (the Trainer's `compute_metrics`) scores them.
+    # padded [B, F, 5] tensor of facts; `evaluation_loop` turns the gathered facts into official-format predictions
+    # and scores them against the documents of its dataloader.
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Decoded facts of a batch, per document: `(None, facts, document_index)`.
@@ -378,6 +390,22 @@ class DocRETrainer(Trainer):
         return None, decoded_facts(outputs.logits, outputs.predictions, inputs["hts"], inputs["pair_document_index"],
                                    document_index, model.config.loss), document_index
 
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix: str = "eval") -> EvalLoopOutput:
+        """`Trainer.evaluation_loop`, then the DocRE results: `predictions` are the official-format facts (written
+        atomically to `output_dir/predictions_{prefix}.json`), `metrics` the DocRED scores (when the documents
+        have labels) merged with the user's `compute_metrics`, prefixed like the Trainer's."""
+        output = super().evaluation_loop(dataloader, description, False, ignore_keys, metric_key_prefix)
+        rows = _rows_in_document_order(dataloader.dataset)
+        predictions = official_predictions(output.predictions, list(rows["title"]), self.model.config.id2label)
+        if self.is_world_process_zero():
+            write_json_atomically(predictions, os.path.join(self.args.output_dir,
+                                                            f"predictions_{metric_key_prefix}.json"))
+        metrics = dict(output.metrics)
+        for name, value in self._docred_metrics(predictions, rows, metric_key_prefix).items():
+            metrics[f"{metric_key_prefix}_{name}"] = value
+        return EvalLoopOutput(predictions=predictions, label_ids=None, metrics=metrics, num_samples=output.num_samples)
+
     def _train_reference_documents(self):
         if self._train_documents is None and self.train_dataset is not None:
             self._train_documents = documents_from_features(
@@ -385,8 +413,8 @@ class DocRETrainer(Trainer):
             )
         return self._train_documents
 
-    def _scored_dataset(self, dataset, metric_key_prefix: str):
-        """`dataset` with a `document_index` column, remembered (with the prefix) for `_docred_metrics`."""
+    def _scored_dataset(self, dataset):
+        """`dataset` with a `document_index` column (the row each batch's facts go back to), sorted by length."""
         if isinstance(dataset, str):  # Trainer.evaluate passes the names of a dict of eval datasets
             dataset = self.eval_dataset[dataset]
         if dataset is None:
@@ -399,7 +427,6 @@ class DocRETrainer(Trainer):
             )
         if "document_index" in dataset.column_names:
             dataset = dataset.remove_columns("document_index")
-        self._scoring = (_reference_rows(dataset), metric_key_prefix)
         indexed = dataset.add_column("document_index", list(range(dataset.num_rows)))
         if not self.sort_eval_by_length:
             return indexed
@@ -417,26 +444,18 @@ class DocRETrainer(Trainer):
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if isinstance(dataset, dict):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        return super().evaluate(self._scored_dataset(dataset, metric_key_prefix), ignore_keys, metric_key_prefix)
+        return super().evaluate(self._scored_dataset(dataset), ignore_keys, metric_key_prefix)
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test") -> PredictionOutput:
         """Predictions on `test_dataset` through `Trainer.predict`: a `PredictionOutput` whose `predictions`
         are the official-format facts (`{"title", "h_idx", "t_idx", "r", "score", "margin"}`: see
-        `modeling_pemscl.relation_margins`; also written to
-        `output_dir/predictions_{prefix}.json`), `label_ids` None, and `metrics` with the DocRED scores when the
-        dataset has labels (besides the runtime metrics)."""
-        output = super().predict(self._scored_dataset(test_dataset, metric_key_prefix), ignore_keys, metric_key_prefix)
-        return PredictionOutput(predictions=self._last_predictions, label_ids=None, metrics=output.metrics)
+        `modeling_pemscl.relation_margins`; also written to `output_dir/predictions_{prefix}.json`), `label_ids`
+        None, and `metrics` with the DocRED scores when the dataset has labels (besides the runtime metrics)."""
+        return super().predict(self._scored_dataset(test_dataset), ignore_keys, metric_key_prefix)
 
-    def _docred_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        """The Trainer's `compute_metrics`: facts to official-format predictions (written atomically), then the
-        DocRED scores (when the documents have labels) merged with the user's `compute_metrics`."""
-        rows, prefix = self._scoring
-        titles = list(rows["title"])  # a Python list: indexing a datasets Column reads Arrow once per call
-        predictions = official_predictions(prediction.predictions, titles, self.model.config.id2label)
-        self._last_predictions = predictions
-        if self.is_world_process_zero():
-            write_json_atomically(predictions, os.path.join(self.args.output_dir, f"predictions_{prefix}.json"))
+    def _docred_metrics(self, predictions: list[dict], rows, prefix: str) -> dict[str, float]:
+        """The DocRED scores of `predictions` against `rows` (none without labels), merged with the user's
+        `compute_metrics`."""
         if "labels" not in rows.column_names:
             return {}
         scores = official_scores(
@@ -453,9 +472,20 @@ class DocRETrainer(Trainer):
                 "training this is expected; if it lasts past the second epoch, see `relation_bias_init` (the NA "
                 "prior, on by default) in PemsclConfig.", prefix, self.state.global_step,
                 sum(len(hts) for hts in rows["hts"]))
-        if self._user_compute_metrics is not None:
-            scores.update(self._user_compute_metrics(predictions))
+        if self.user_compute_metrics is not None:
+            scores.update(self.user_compute_metrics(predictions))
         return scores
+
+
+class CheckpointHubPush(TrainerCallback):
+    """Calls `DocRETrainer.push_checkpoint` after each checkpoint save (the Trainer's `on_save` hook)."""
+
+    def __init__(self, trainer: "DocRETrainer"):
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.push_to_hub:
+            self.trainer.push_checkpoint(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"))
 
 
 def decoded_facts(logits, predictions, hts, pair_document_index, document_index, loss_kind: str) -> torch.Tensor:

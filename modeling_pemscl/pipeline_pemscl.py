@@ -202,6 +202,31 @@ def text_document(text: str, entity_extractor: Any, entity_grouping: Any = None)
 
 
 # ------------------------------------------------------------------ the pipeline
+def decoding_parameters(top_k: Any = None, threshold: Any = None) -> dict[str, Any]:
+    """The pipeline's decoding options (`top_k`, `threshold`), checked: those given, as `postprocess` takes them.
+
+    Raises:
+        ValueError: If `top_k` is not a non-negative integer or `threshold` not a probability in (0, 1).
+    """
+    parameters = {}
+    if top_k is not None:
+        if not _is_integer(top_k):
+            raise ValueError(f"top_k={top_k!r} must be a non-negative integer (0 = no limit), "
+                             f"got {type(top_k).__name__}.")
+        if top_k < 0:
+            raise ValueError(f"top_k={top_k!r} must be a non-negative integer (0 = no limit).")
+        parameters["top_k"] = int(top_k)
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+            raise ValueError(f"threshold={threshold!r} must be a number, a probability in (0, 1) such as 0.5, "
+                             f"got {type(threshold).__name__}.")
+        if not 0.0 < threshold < 1.0:  # also refuses NaN
+            raise ValueError(f"threshold={threshold!r} must be a probability in (0, 1) (0.5 is the model's own "
+                             "decision rule).")
+        parameters["threshold"] = float(threshold)
+    return parameters
+
+
 def _is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -303,23 +328,7 @@ class DocumentRelationExtractionPipeline(Pipeline):
                 raise ValueError(f"entity_grouping must be callable (mentions -> list of entities), "
                                  f"got {type(entity_grouping).__name__}.")
             preprocess["entity_grouping"] = entity_grouping
-        postprocess = {}
-        if top_k is not None:
-            if not _is_integer(top_k):
-                raise ValueError(f"top_k={top_k!r} must be a non-negative integer (0 = no limit), "
-                                 f"got {type(top_k).__name__}.")
-            if top_k < 0:
-                raise ValueError(f"top_k={top_k!r} must be a non-negative integer (0 = no limit).")
-            postprocess["top_k"] = int(top_k)
-        if threshold is not None:
-            if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-                raise ValueError(f"threshold={threshold!r} must be a number, a probability in (0, 1) such as 0.5, "
-                                 f"got {type(threshold).__name__}.")
-            if not 0.0 < threshold < 1.0:  # also refuses NaN
-                raise ValueError(f"threshold={threshold!r} must be a probability in (0, 1) (0.5 is the model's own "
-                                 "decision rule).")
-            postprocess["threshold"] = float(threshold)
-        return preprocess, {}, postprocess
+        return preprocess, {}, decoding_parameters(top_k=top_k, threshold=threshold)
 
     def preprocess(self, inputs, entity_extractor: Any = None, entity_grouping: Any = None) -> dict[str, Any]:
         if isinstance(inputs, str):  # a string of a generator; those of a list were converted in __call__
@@ -400,5 +409,6 @@ def register_pipeline() -> None:
         )
 
 
-__all__ = ["TASK", "DocumentRelationExtractionPipeline", "check_model_and_tokenizer", "extract_mentions",
+__all__ = ["TASK", "DocumentRelationExtractionPipeline", "check_model_and_tokenizer", "decoding_parameters",
+           "extract_mentions",
            "register_pipeline", "text_document"]

@@ -12,7 +12,7 @@ from transformers.trainer_utils import PredictionOutput
 
 from data_collators import DataCollatorForDocRE
 from docre_training.metrics import official_scores
-from docre_training.trainer import LOSS_TERMS, DocRETrainer, documents_from_features
+from docre_training.trainer import LOSS_TERMS, CheckpointHubPush, DocRETrainer, documents_from_features
 from model_helpers import NUM_LABELS, make_batch, random_document, tiny_model
 from train_helpers import read_json
 
@@ -74,9 +74,17 @@ def test_head_and_encoder_have_their_own_learning_rates(tmp_path):
 
 
 def test_default_head_learning_rate_and_columns(tmp_path):
-    trainer = make_trainer(tmp_path, arguments={"remove_unused_columns": True})
+    arguments = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True,
+                                  learning_rate=2e-5, remove_unused_columns=True, hub_strategy="checkpoint")
+    trainer = DocRETrainer(model=tiny_model(), args=arguments,
+                           data_collator=DataCollatorForDocRE(pad_token_id=0, num_labels=NUM_LABELS))
     assert trainer.head_learning_rate == pytest.approx(5 * 2e-5)
     assert trainer.args.remove_unused_columns is False
+    # The checkpoint pushes are the trainer's own (no pickles), run as the user asked.
+    assert trainer.hub_strategy == "checkpoint" and trainer.args.hub_strategy == "end"
+    assert any(isinstance(callback, CheckpointHubPush) for callback in trainer.callback_handler.callbacks)
+    # The caller's arguments are left as given.
+    assert arguments.remove_unused_columns is True and arguments.hub_strategy == "checkpoint"
 
 
 def test_logged_loss_terms_are_means_since_the_last_log(tmp_path, dataset):
