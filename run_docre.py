@@ -45,8 +45,9 @@ from docre_training.hub import check_dry_run_dir
 from docre_training.metrics import TRAIN_REFERENCE_FILE, load_train_documents
 from docre_training.pipeline import check_model_and_tokenizer
 from docre_training.trainer import DocRETrainer, latest_complete_checkpoint, write_json_atomically
-from modeling_pemscl import PemsclConfig, PemsclModel
+from modeling_pemscl import INFERENCE_PRECISIONS, PemsclConfig, PemsclModel, optimize_for_inference
 from modeling_pemscl.configuration_pemscl import SETTING_CHOICES
+from modeling_pemscl.modeling_pemscl import cpu_computes_bf16_natively
 from modeling_pemscl.processing_pemscl import byte_level_prefix_space
 
 logger = logging.getLogger("run_docre")
@@ -67,6 +68,9 @@ class RunModelArguments:
                                        "(else refused unless resumed)"})
     hub_dry_run: str | None = field(default=None, metadata={"help": "Write what --push_to_hub would upload to this "
                                     "empty folder; upload nothing"})
+    inference_precision: str | None = field(default=None, metadata={
+        "help": "Evaluate / predict a trained model in this arithmetic (fp16: GPU; int8: CPU); see docs/speed.md",
+        "choices": list(INFERENCE_PRECISIONS)})
 
     def __post_init__(self):
         # A number, or "auto" (PemsclConfig validates the value itself); the flag arrives as text.
@@ -223,14 +227,18 @@ def accelerator_available() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
-def cpu_computes_bf16_natively() -> bool | None:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX) that oneDNN uses; None if PyTorch cannot say."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return None
+def check_inference_precision(model_args, training_args: TrainingArguments) -> None:
+    """`--inference_precision` prepares a trained model for evaluating and predicting only: a model in int8 cannot
+    train or be saved, and one trained in fp32 is what a run saves and pushes."""
+    if model_args.inference_precision is None:
+        return
+    conflicts = [flag for flag, given in (("--do_train", training_args.do_train),
+                                          ("--push_to_hub", training_args.push_to_hub),
+                                          ("--hub_dry_run", model_args.hub_dry_run)) if given]
+    if conflicts:
+        raise ValueError(f"--inference_precision is for evaluating / predicting a trained model, not with "
+                         f"{', '.join(conflicts)}: train (and push) first, then run --do_eval / --do_predict on the "
+                         f"saved model with --inference_precision {model_args.inference_precision}.")
 
 
 def warn_if_bf16_is_emulated(training_args: TrainingArguments) -> None:
@@ -597,6 +605,7 @@ def check_learnable(train_features, source: str) -> None:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_arguments(argv)
     check_run_arguments(data_args, training_args)
+    check_inference_precision(model_args, training_args)
     check_writable_folder(training_args.output_dir, "--output_dir")
     check_dry_run_dir(model_args.hub_dry_run)
     if model_args.hub_dry_run:
@@ -664,6 +673,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         head_learning_rate=model_args.head_learning_rate,
         model_card_kwargs={"data_args": data_args, "model_args": model_args},
     )
+    if model_args.inference_precision is not None:
+        optimize_for_inference(trainer.model, model_args.inference_precision)  # on the Trainer's device
     trainer.train_documents_hint = ("--train_file, or a --data_dir that holds the training file (train_revised.json / "
                                     "train_annotated.json)")
     results: dict[str, float] = {}

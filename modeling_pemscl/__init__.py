@@ -21,7 +21,14 @@ from .losses import (
     pmt_loss,
     sample_negative_mask,
 )
-from .modeling_pemscl import GroupedBilinear, PemsclModel, PemsclModelOutput, PemsclPreTrainedModel
+from .modeling_pemscl import (
+    INFERENCE_PRECISIONS,
+    GroupedBilinear,
+    PemsclModel,
+    PemsclModelOutput,
+    PemsclPreTrainedModel,
+    optimize_for_inference,
+)
 
 AutoConfig.register(PemsclConfig.model_type, PemsclConfig, exist_ok=True)
 AutoModel.register(PemsclConfig, PemsclModel, exist_ok=True)
@@ -45,4 +52,6 @@ __all__ = [
     "decode_relations",
     "decision_threshold",
     "relation_margins",
+    "INFERENCE_PRECISIONS",
+    "optimize_for_inference",
 ]

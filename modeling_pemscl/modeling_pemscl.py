@@ -9,7 +9,9 @@ batch, flattened), H attention heads, d encoder width, d1 = `pair_embedding_size
 import json
 import logging
 import os
+import re
 import shutil
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,8 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.utils import ModelOutput
 
 from .configuration_pemscl import PemsclConfig
+
+logger = logging.getLogger(__name__)
 from .losses import (
     GroupedPairEmbeddings,
     contrastive_loss,
@@ -284,6 +288,10 @@ class PemsclPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, then the model card (`README.md`) rendered from `model_card_data` and
         the results in the folder, where this project's `model_cards` is installed (remote code alone skips it)."""
+        if getattr(self, "inference_precision", "fp32") == "int8":
+            raise ValueError("This model was quantized to int8 for inference (optimize_for_inference); its int8 "
+                             "weights are not a checkpoint. Save the model before quantizing it, and quantize it "
+                             "again after loading.")
         super().save_pretrained(save_directory, *args, **kwargs)
         if not kwargs.get("is_main_process", True):
             return
@@ -366,6 +374,8 @@ class PemsclModel(PemsclPreTrainedModel):
         super().__init__(config)
         # What the model card says beyond the config (the run's arguments, a Hub id); rendered on every save.
         self.model_card_data: dict = {}
+        # The arithmetic of inference (`optimize_for_inference`); not saved: a loaded model starts in fp32.
+        self.inference_precision = "fp32"
         if encoder is None:
             encoder = _encoder_from_config(config.encoder)
         self.encoder = encoder
@@ -585,7 +595,7 @@ class PemsclModel(PemsclPreTrainedModel):
             input_ids, attention_mask, mention_positions = truncate_documents(
                 input_ids, attention_mask, mention_positions, self.config.max_document_length
             )
-        hidden, mention_attention = self.encode(input_ids, attention_mask, mention_positions)
+        hidden, mention_attention = self._encode_in_inference_precision(input_ids, attention_mask, mention_positions)
         head, tail = self.pair_representations(hidden, mention_attention, mention_positions, hts, pair_document_index)
         head, tail = self.bilinear.split_groups(head), self.bilinear.split_groups(tail)
         logits = self.bilinear(head, tail)
@@ -605,6 +615,19 @@ class PemsclModel(PemsclPreTrainedModel):
             output.predictions = self.decode(logits)
         return output
 
+    def _encode_in_inference_precision(self, input_ids, attention_mask, mention_positions):
+        """`encode` under the autocast of `inference_precision` (bf16 / fp16), its outputs back in fp32: the
+        pooling, the localized context attention and the classifier stay in fp32."""
+        if self.inference_precision == "int8" and self.training:
+            raise RuntimeError("This model was quantized to int8 for inference (optimize_for_inference) and cannot "
+                               "train; load it again from its folder to train it.")
+        dtype = AUTOCAST_DTYPES.get(self.inference_precision)
+        if dtype is None or self.training:
+            return self.encode(input_ids, attention_mask, mention_positions)
+        with torch.autocast(input_ids.device.type, dtype=dtype):
+            hidden, mention_attention = self.encode(input_ids, attention_mask, mention_positions)
+        return hidden.float(), mention_attention.float()
+
     def _objective(self, logits, labels, embeddings, negative_mask):
         config = self.config
         kwargs = dict(config.objective_kwargs(), negative_mask=negative_mask)
@@ -618,6 +641,81 @@ class PemsclModel(PemsclPreTrainedModel):
         `config.max_relations_per_pair`; NA (column 0) when none. Returns a bool tensor like `logits`."""
         return decode_relations(logits, max_relations=self.config.max_relations_per_pair,
                                 threshold=decision_threshold(self.config.loss))
+
+
+# ------------------------------------------------------------------- inference precision
+INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Encoder linear layers that int8 leaves in float, as regular expressions on their names in the encoder: chosen by
+# the agreement of int8 with fp32 decisions on held-out documents (docs/speed.md).
+INT8_KEEP_FLOAT = (r"layer\.\d+\.output\.dense$",)
+
+
+def cpu_computes_bf16_natively() -> bool | None:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX) that oneDNN uses; None if PyTorch cannot say."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def optimize_for_inference(model: "PemsclModel", precision: str = "fp32",
+                           int8_keep_float: tuple[str, ...] = INT8_KEEP_FLOAT) -> "PemsclModel":
+    """Prepare a [`PemsclModel`] for inference in `precision`, in place; returns it, in eval mode, with the same
+    `forward` and outputs.
+
+    - `"fp32"`: as trained.
+    - `"bf16"` / `"fp16"`: the encoder runs under autocast; pooling, context attention and the classifier in fp32.
+      bf16 on CPUs with bf16 instructions (AVX512-BF16, AMX) and on GPUs; fp16 on GPUs only.
+    - `"int8"` (CPU): the encoder's linear layers become dynamic int8 layers (int8 weights per output channel,
+      activations quantized per batch), except those matching `int8_keep_float`; the head stays in fp32.
+
+    Raises:
+        ValueError: For an unknown precision, fp16 or int8 on a device that cannot run it, or a model already
+            prepared for another precision (load it again).
+    """
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"precision={precision!r}: choose one of {list(INFERENCE_PRECISIONS)}.")
+    current = getattr(model, "inference_precision", None)
+    if current is None:
+        raise TypeError(f"optimize_for_inference takes a PemsclModel, got {type(model).__name__}.")
+    if current == precision:
+        return model.eval()
+    if current != "fp32":
+        raise ValueError(f"The model is already prepared for {current} inference; load it again to use {precision}.")
+    device = next(model.parameters()).device
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision='fp16' runs on GPUs; on a CPU use 'bf16' (with bf16 instructions) or 'int8'.")
+    if precision == "bf16" and device.type == "cpu" and cpu_computes_bf16_natively() is False:
+        logger.warning("precision='bf16' on a CPU without bf16 instructions (no AVX512-BF16 or AMX): PyTorch "
+                       "emulates bf16 and inference runs slower than fp32. Use 'int8' or 'fp32' on this machine.")
+    if precision == "int8":
+        if device.type != "cpu":
+            raise ValueError(f"precision='int8' runs on CPUs (the model is on {device}); on a GPU use 'bf16' or "
+                             "'fp16'.")
+        _quantize_encoder_linears(model.encoder, int8_keep_float)
+        model.requires_grad_(False)
+    model.inference_precision = precision
+    return model.eval()
+
+
+def _quantize_encoder_linears(encoder: nn.Module, keep_float: tuple[str, ...]) -> None:
+    """Dynamic int8 linear layers in place of the encoder's `nn.Linear`s whose names match none of `keep_float`.
+
+    PyTorch's dynamic quantization (`torch.ao.quantization.quantize_dynamic`, fbgemm / oneDNN int8 kernels) is
+    used: torchao's int8 configs, its successor, run no faster than fp32 on a CPU without `torch.compile`."""
+    try:
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    except ImportError as error:
+        raise ValueError(f"precision='int8' needs PyTorch's dynamic quantization, which this PyTorch "
+                         f"({torch.__version__}) lacks: {error}") from None
+    names = [name for name, module in encoder.named_modules()
+             if type(module) is nn.Linear and not any(re.search(pattern, name) for pattern in keep_float)]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*")
+        quantize_dynamic(encoder, {name: per_channel_dynamic_qconfig for name in names}, dtype=torch.qint8,
+                         inplace=True)
 
 
 # ------------------------------------------------------------------- helpers

@@ -71,6 +71,7 @@ from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 from transformers.pipelines.token_classification import AggregationStrategy
 
 from .losses import decision_threshold, decode_relations, relation_margins
+from .modeling_pemscl import optimize_for_inference
 from .processing_pemscl import (
     NA_LABEL,
     DataCollatorForDocRE,
@@ -254,9 +255,12 @@ class DocumentRelationExtractionPipeline(Pipeline):
         entity_grouping (*optional*): A callable `(mentions) -> list[list[mention]]` grouping the extractor's
             mentions into entities; default `group_mentions` (same normalized surface and type; a short name
             joins the one longer name of its type that ends with it), or `group_mentions_exactly`.
+        precision (`str`, *optional*): The arithmetic of inference, `"fp32"`, `"bf16"`, `"fp16"` (GPU) or `"int8"`
+            (CPU): see `optimize_for_inference`, which prepares the model in place. Default: the model as given.
 
     Raises:
-        ValueError: At construction, if the model and the tokenizer do not match (`check_model_and_tokenizer`).
+        ValueError: At construction, if the model and the tokenizer do not match (`check_model_and_tokenizer`),
+            or the precision cannot run on the model's device.
     """
 
     _load_tokenizer = True
@@ -265,12 +269,14 @@ class DocumentRelationExtractionPipeline(Pipeline):
     _load_feature_extractor = False
     _load_video_processor = False
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, precision: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         _check_batch_size(self._batch_size)
         if self.tokenizer is None:
             raise ValueError("DocumentRelationExtractionPipeline needs the model's tokenizer (`tokenizer=`).")
         check_model_and_tokenizer(self.model, self.tokenizer)
+        if precision is not None:
+            optimize_for_inference(self.model, precision)
         self._collator = DataCollatorForDocRE(tokenizer=self.tokenizer)
 
     def __call__(self, inputs, *args, **kwargs):

@@ -727,3 +727,29 @@ def test_a_short_name_joins_the_one_longer_name_that_ends_with_it():
     assert len(group_mentions_exactly(only_marie)) == 2  # the switch: exact surfaces only
     other_type = [marie, {**curie, "type": "ORG"}]
     assert len(group_mentions(other_type)) == 2  # a name of another type never joins
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_the_pipeline_runs_in_the_precision_asked(tokenizer, precision):
+    """`pipeline(..., precision=...)` prepares its model (`optimize_for_inference`) and returns what the model so
+    prepared decides. int8 quantizes activations with one scale per batch, so its scores depend slightly on the
+    other documents of a batch: each document is its own batch here, as in `direct_logits`."""
+    with open(DOCRED_TEST) as f:
+        documents = json.load(f)[:2]
+    model = tiny_docre_model(tokenizer)
+    extractor = pipeline(TASK, model=model, tokenizer=tokenizer, precision=precision)
+    assert extractor.model is model and model.inference_precision == precision
+    for document, output in zip(documents, extractor(documents, batch_size=1)):
+        logits, hts = direct_logits(model, tokenizer, document)
+        expected = expected_relations(model, logits, hts)
+        assert {(r["head"]["index"], r["tail"]["index"], r["relation"]): r["score"] for r in output} == \
+            pytest.approx(expected, abs=1e-5)
+    fp32 = pipeline(TASK, model=tiny_docre_model(tokenizer), tokenizer=tokenizer)(documents[0])
+    assert [r["score"] for r in extractor(documents[0])] != [r["score"] for r in fp32]  # not fp32 in disguise
+
+
+def test_a_precision_the_pipeline_cannot_run_is_refused(tokenizer):
+    with pytest.raises(ValueError, match=r"precision='int4': choose one of"):
+        pipeline(TASK, model=tiny_docre_model(tokenizer), tokenizer=tokenizer, precision="int4")
+    with pytest.raises(ValueError, match="'fp16' runs on GPUs"):
+        pipeline(TASK, model=tiny_docre_model(tokenizer), tokenizer=tokenizer, precision="fp16")

@@ -205,6 +205,28 @@ def test_saved_model_evaluates_to_the_metrics_of_the_end_of_training(trained, tm
     assert not (tmp_path / "evaluation" / "model.safetensors").exists()  # nothing was trained
 
 
+def test_saved_model_predicts_in_int8_with_the_same_relations_as_its_model_so_prepared(trained, tmp_path, monkeypatch):
+    """`--inference_precision int8 --do_predict`: the run predicts with the saved model quantized, exactly what
+    `optimize_for_inference(model, "int8")` decides on those documents; with training it is refused."""
+    prepared = []
+    real = run_docre.optimize_for_inference
+    monkeypatch.setattr(run_docre, "optimize_for_inference",
+                        lambda model, precision: prepared.append(precision) or real(model, precision))
+    argv = ["--model_name_or_path", str(trained["output_dir"]), "--output_dir", str(tmp_path / "int8"),
+            *DATA_ARGUMENTS, *COMMON_ARGUMENTS, "--do_predict", "--inference_precision", "int8"]
+    results = run_docre.main(argv)
+    assert prepared == ["int8"] and "test_runtime" in results
+    predictions = read_json(tmp_path / "int8" / "predictions_test.json")
+    fp32 = read_json(trained["output_dir"] / "predictions_test.json")
+    key = lambda fact: (fact["title"], fact["h_idx"], fact["t_idx"], fact["r"])  # noqa: E731
+    assert predictions and predictions != fp32  # the margins moved ...
+    agreement = len({key(f) for f in predictions} & {key(f) for f in fp32}) / max(len(predictions), len(fp32))
+    assert agreement >= 0.95, agreement  # ... the decisions hardly
+    with pytest.raises(ValueError, match="--inference_precision is for evaluating / predicting a trained model, "
+                                         "not with --do_train"):
+        run_docre.main(training_arguments(trained["output_dir"], tmp_path / "again", "--inference_precision", "bf16"))
+
+
 def record_trained_steps(monkeypatch) -> list[int]:
     """The global steps that log a training loss, i.e. the steps a run actually trains, as it runs."""
     trained_steps = []

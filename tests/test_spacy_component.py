@@ -271,3 +271,13 @@ def test_a_span_labelled_twice_is_one_mention_of_one_entity(model_folder, model,
     check(doc, expected_for(model, tokenizer, TEXT, entities, top_k=0))
     assert all(r["head"] != r["tail"] for r in doc._.relations)
     assert {s.label_ for r in doc._.relations for s in r["head"] if s.text == "Warsaw"} == {"LOC"}
+
+
+def test_the_component_runs_the_model_in_the_precision_of_its_config(model_folder, tokenizer):
+    nlp = ruler_nlp(model_folder, precision="int8")
+    component = nlp.get_pipe("pemscl_relations")
+    assert component.extractor.model.inference_precision == "int8"
+    int8 = component.extractor.model
+    check(nlp(TEXT), expected_for(int8, tokenizer, TEXT, ENTITIES))
+    with pytest.raises(ValueError, match=r"precision='fp64': choose one of"):
+        spacy.blank("en").add_pipe("pemscl_relations", config={"model": model_folder, "precision": "fp64"})
