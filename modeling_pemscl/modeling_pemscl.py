@@ -595,10 +595,12 @@ class PemsclModel(PemsclPreTrainedModel):
             input_ids, attention_mask, mention_positions = truncate_documents(
                 input_ids, attention_mask, mention_positions, self.config.max_document_length
             )
-        hidden, mention_attention = self._encode_in_inference_precision(input_ids, attention_mask, mention_positions)
-        head, tail = self.pair_representations(hidden, mention_attention, mention_positions, hts, pair_document_index)
-        head, tail = self.bilinear.split_groups(head), self.bilinear.split_groups(tail)
-        logits = self.bilinear(head, tail)
+        with self.inference_autocast(input_ids.device):
+            hidden, mention_attention = self.encode(input_ids, attention_mask, mention_positions)
+            head, tail = self.pair_representations(hidden, mention_attention, mention_positions, hts,
+                                                   pair_document_index)
+            head, tail = self.bilinear.split_groups(head), self.bilinear.split_groups(tail)
+            logits = self.bilinear(head, tail).float()
         embeddings = GroupedPairEmbeddings(head, tail)
 
         output = PemsclModelOutput(logits=logits, pair_embeddings=embeddings)
@@ -615,18 +617,13 @@ class PemsclModel(PemsclPreTrainedModel):
             output.predictions = self.decode(logits)
         return output
 
-    def _encode_in_inference_precision(self, input_ids, attention_mask, mention_positions):
-        """`encode` under the autocast of `inference_precision` (bf16 / fp16), its outputs back in fp32: the
-        pooling, the localized context attention and the classifier stay in fp32."""
+    def inference_autocast(self, device: torch.device):
+        """The autocast of `inference_precision` (bf16 / fp16) for an inference forward; a no-op otherwise."""
         if self.inference_precision == "int8" and self.training:
             raise RuntimeError("This model was quantized to int8 for inference (optimize_for_inference) and cannot "
                                "train; load it again from its folder to train it.")
         dtype = AUTOCAST_DTYPES.get(self.inference_precision)
-        if dtype is None or self.training:
-            return self.encode(input_ids, attention_mask, mention_positions)
-        with torch.autocast(input_ids.device.type, dtype=dtype):
-            hidden, mention_attention = self.encode(input_ids, attention_mask, mention_positions)
-        return hidden.float(), mention_attention.float()
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and not self.training)
 
     def _objective(self, logits, labels, embeddings, negative_mask):
         config = self.config
@@ -665,7 +662,7 @@ def optimize_for_inference(model: "PemsclModel", precision: str = "fp32",
     `forward` and outputs.
 
     - `"fp32"`: as trained.
-    - `"bf16"` / `"fp16"`: the encoder runs under autocast; pooling, context attention and the classifier in fp32.
+    - `"bf16"` / `"fp16"`: the forward runs under autocast (as a `--bf16` run evaluates); logits come back in fp32.
       bf16 on CPUs with bf16 instructions (AVX512-BF16, AMX) and on GPUs; fp16 on GPUs only.
     - `"int8"` (CPU): the encoder's linear layers become dynamic int8 layers (int8 weights per output channel,
       activations quantized per batch), except those matching `int8_keep_float`; the head stays in fp32.
