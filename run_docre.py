@@ -603,14 +603,37 @@ def check_learnable(train_features, source: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run what the flags ask for: train, evaluate, predict, then write or push the Hub folder; returns the scores."""
     model_args, data_args, training_args = parse_arguments(argv)
+    configure_run(model_args, data_args, training_args)
+    model, tokenizer, vocab = load_model_and_tokenizer(model_args, data_args)
+    features = load_features(data_args, training_args, model, tokenizer, vocab)
+    check_requested_splits(features, training_args)
+    resume = None
+    if training_args.do_train:
+        resume = prepare_training(model, features, model_args, data_args, training_args)
+    trainer = build_trainer(model, tokenizer, vocab, features, model_args, data_args, training_args)
+    results = train_evaluate_predict(trainer, features, training_args, resume)
+    if training_args.do_train and data_args.demo and trainer.is_world_process_zero():
+        # The demo's model is the final save; its checkpoints only served a resume of this run.
+        for name in os.listdir(training_args.output_dir):
+            if name.startswith("checkpoint-"):
+                shutil.rmtree(os.path.join(training_args.output_dir, name), ignore_errors=True)
+    publish_model(trainer, model_args, training_args)
+    if trainer.is_world_process_zero():
+        print(closing_line(model_args, data_args, training_args, results))
+    return results
+
+
+def configure_run(model_args, data_args: DataArguments, training_args: TrainingArguments) -> None:
+    """Refuse bad flags and unwritable folders before any work, then set up logging, the seed and the training
+    defaults."""
     check_run_arguments(data_args, training_args)
     check_inference_precision(model_args, training_args)
     check_writable_folder(training_args.output_dir, "--output_dir")
     check_dry_run_dir(model_args.hub_dry_run)
     if model_args.hub_dry_run:
         check_writable_folder(model_args.hub_dry_run, "--hub_dry_run")
-    if model_args.hub_dry_run:
         # A dry run writes the folder a push would upload and contacts nothing (no repository, no checkpoint pushes).
         training_args.push_to_hub = False
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
@@ -622,6 +645,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     apply_training_defaults(training_args)
     warn_if_bf16_is_emulated(training_args)
 
+
+def load_model_and_tokenizer(model_args, data_args: DataArguments):
+    """The model to train or evaluate, its tokenizer and its relation vocabulary, checked to fit each other (and a
+    saved model's weights to fit its config.json).
+
+    Returns:
+        `(model, tokenizer, vocab)`.
+    """
     saved = load_saved_config(model_args.model_name_or_path)
     if isinstance(saved, PemsclConfig) and os.path.isdir(model_args.model_name_or_path):
         check_saved_weights_fit_config(model_args.model_name_or_path, saved)
@@ -630,34 +661,56 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                getattr(saved, "word_prefix_space", True))
     model = build_model(model_args, vocab)
     check_model_and_tokenizer(model, tokenizer)
+    return model, tokenizer, vocab
 
+
+def load_features(data_args: DataArguments, training_args: TrainingArguments, model, tokenizer, vocab: RelationVocab):
+    """The splits of the run featurized for the model (by the main process first; the others read its cache)."""
     with training_args.main_process_first(desc="loading and featurizing the data"):
         raw = load_splits(data_args, training_args.seed)
         if data_args.skip_invalid and training_args.should_save:
             report_skipped_documents(data_args, vocab, training_args.output_dir)
-        features = featurize_dataset(raw, tokenizer, vocab.rel2id, entity_marker=model.config.entity_marker,
-                                     word_prefix_space=model.config.word_prefix_space, num_proc=data_args.preprocessing_num_workers)
+        return featurize_dataset(raw, tokenizer, vocab.rel2id, entity_marker=model.config.entity_marker,
+                                 word_prefix_space=model.config.word_prefix_space,
+                                 num_proc=data_args.preprocessing_num_workers)
+
+
+def check_requested_splits(features, training_args: TrainingArguments) -> None:
+    """Refuse --do_train / --do_eval / --do_predict without the split each one reads."""
     for split, flag, needed in (("train", "--do_train", training_args.do_train),
                                 ("validation", "--do_eval", training_args.do_eval),
                                 ("test", "--do_predict", training_args.do_predict)):
         if needed and split not in features:
             raise ValueError(f"{flag} needs a {split} split: pass --{split}_file or a --data_dir that has it "
                              f"(or --validation_split_size for validation).")
-    if training_args.do_train:
-        check_learnable(features["train"], data_args.train_file or data_args.data_dir or "the training split")
-        resume = training_args.resume_from_checkpoint
-        if resume is not None and str(resume).lower() in ("latest", "true"):
-            resume = latest_complete_checkpoint(training_args.output_dir)
-            logger.info("Resuming from %s", resume) if resume else logger.info(
-                "No complete checkpoint in %s: training from the start.", training_args.output_dir)
-        settings = run_arguments(model, data_args, training_args, model_args)
-        if resume is not None:
-            check_resume_matches(resume, settings)
-        prepare_output_dir(training_args, model_args.overwrite_output_dir, resuming=resume is not None)
-        settings_path = os.path.join(training_args.output_dir, RUN_ARGUMENTS_FILE)
-        if training_args.should_save and not (resume is not None and os.path.isfile(settings_path)):
-            write_json_atomically(settings, settings_path)
 
+
+def prepare_training(model, features, model_args, data_args: DataArguments, training_args: TrainingArguments):
+    """Check that the training split can teach something and that a resume matches its run, clear or keep the
+    output folder, and save the run's settings beside the checkpoints.
+
+    Returns:
+        The checkpoint to resume from (`--resume_from_checkpoint latest` resolved), or None.
+    """
+    check_learnable(features["train"], data_args.train_file or data_args.data_dir or "the training split")
+    resume = training_args.resume_from_checkpoint
+    if resume is not None and str(resume).lower() in ("latest", "true"):
+        resume = latest_complete_checkpoint(training_args.output_dir)
+        logger.info("Resuming from %s", resume) if resume else logger.info(
+            "No complete checkpoint in %s: training from the start.", training_args.output_dir)
+    settings = run_arguments(model, data_args, training_args, model_args)
+    if resume is not None:
+        check_resume_matches(resume, settings)
+    prepare_output_dir(training_args, model_args.overwrite_output_dir, resuming=resume is not None)
+    settings_path = os.path.join(training_args.output_dir, RUN_ARGUMENTS_FILE)
+    if training_args.should_save and not (resume is not None and os.path.isfile(settings_path)):
+        write_json_atomically(settings, settings_path)
+    return resume
+
+
+def build_trainer(model, tokenizer, vocab: RelationVocab, features, model_args, data_args: DataArguments,
+                  training_args: TrainingArguments) -> DocRETrainer:
+    """The trainer of the run, with the training documents for Ign F1 when only a saved model's run has them."""
     train_documents = None
     if "train" not in features and os.path.isfile(os.path.join(model_args.model_name_or_path, TRAIN_REFERENCE_FILE)):
         # Re-evaluating a saved model without its training file: Ign F1 from the facts its run saved.
@@ -677,6 +730,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         optimize_for_inference(trainer.model, model_args.inference_precision)  # on the Trainer's device
     trainer.train_documents_hint = ("--train_file, or a --data_dir that holds the training file (train_revised.json / "
                                     "train_annotated.json)")
+    return trainer
+
+
+def train_evaluate_predict(trainer: DocRETrainer, features, training_args: TrainingArguments, resume) -> dict:
+    """Train, evaluate and predict as --do_train / --do_eval / --do_predict ask, logging and saving each stage's
+    metrics; returns them all (`train_*`, `eval_*`, `test_*`)."""
     results: dict[str, float] = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=resume)
@@ -697,11 +756,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("predict", metrics)
         results.update(metrics)
         logger.info("Predictions written to %s", os.path.join(training_args.output_dir, "predictions_test.json"))
-    if training_args.do_train and data_args.demo and trainer.is_world_process_zero():
-        # The demo's model is the final save; its checkpoints only served a resume of this run.
-        for name in os.listdir(training_args.output_dir):
-            if name.startswith("checkpoint-"):
-                shutil.rmtree(os.path.join(training_args.output_dir, name), ignore_errors=True)
+    return results
+
+
+def publish_model(trainer: DocRETrainer, model_args, training_args: TrainingArguments) -> None:
+    """Write the folder a push would upload (--hub_dry_run), or push the model and its card (--push_to_hub)."""
     if model_args.hub_dry_run:
         files = trainer.write_hub_folder(model_args.hub_dry_run)
         if files:
@@ -710,9 +769,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         commit = trainer.push_to_hub(commit_message="End of training")
         if commit is not None:
             logger.info("Pushed the model and its card: %s", getattr(commit, "commit_url", commit))
-    if trainer.is_world_process_zero():
-        print(closing_line(model_args, data_args, training_args, results))
-    return results
 
 
 def closing_line(model_args, data_args, training_args, results: dict) -> str:

@@ -61,6 +61,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -390,19 +391,7 @@ def official_scores(predictions, gold_documents, train_documents=None, relation_
         ValueError: when the submission is refused (see the module docstring; the message names `predictions_source`,
             the entry, its title and the field), or a document is malformed.
     """
-    if not isinstance(gold_documents, (list, tuple)):
-        raise ValueError("The gold documents must be a list of DocRED documents, got "
-                         f"{describe_json_value(gold_documents)}.")
-    gold = {}  # fact -> set of gold evidence sentences
-    entity_names_by_title = {}
-    entity_counts = Counter()  # the most entities of a document of that title: titles may repeat
-    for document in gold_documents:
-        title, entity_names, labels = _normalize_document(document)
-        entity_names_by_title[title] = entity_names
-        entity_counts[title] = max(entity_counts[title], len(entity_names))
-        for h, t, r, evidence in labels:
-            gold.setdefault((title, h, t, r), set()).update(evidence)
-
+    gold, entity_names_by_title, entity_counts = _read_gold(gold_documents)
     labeled_relations = {r for _, _, _, r in gold}
     for document in train_documents or ():
         labeled_relations.update(r for _, _, r, _ in _normalize_document(document)[2])
@@ -425,6 +414,56 @@ def official_scores(predictions, gold_documents, train_documents=None, relation_
                        "and head_f1 / mid_f1 / tail_f1 are left out; give the training documents with %s.",
                        train_documents_hint)
 
+    matches = _match_submission(submission, gold, entity_names_by_title, in_train)
+    counts = {"num_predictions": len(submission), "num_gold": len(gold), "num_correct": len(matches.correct),
+              "num_correct_in_train": matches.num_correct_in_train}
+    scores = _fact_scores(**counts)
+    if train_documents is not None:
+        relations = (vocabulary or set()) | {r for _, _, _, r in gold}
+        scores.update(_relation_group_f1(train_documents, relations, submission, gold, matches.correct))
+    if has_evidence:
+        total_gold_evidence = sum(len(evidence) for evidence in gold.values())
+        evidence_scores = _precision_recall_f1(matches.correct_evidence, matches.predicted_evidence,
+                                               total_gold_evidence)
+        scores.update(zip(("evidence_precision", "evidence_recall", "evidence_f1"), evidence_scores))
+    percent = {key: 100 * value for key, value in scores.items()}
+    return {**percent, **counts}
+
+
+def _read_gold(gold_documents):
+    """The gold facts of the documents, with the entities of each title.
+
+    Returns:
+        `(gold, entity_names_by_title, entity_counts)`: `{(title, h, t, r): set of gold evidence sentences}`, the
+        mention names of each entity by title, and the most entities of a document of each title (titles may repeat).
+    """
+    if not isinstance(gold_documents, (list, tuple)):
+        raise ValueError("The gold documents must be a list of DocRED documents, got "
+                         f"{describe_json_value(gold_documents)}.")
+    gold = {}
+    entity_names_by_title = {}
+    entity_counts = Counter()
+    for document in gold_documents:
+        title, entity_names, labels = _normalize_document(document)
+        entity_names_by_title[title] = entity_names
+        entity_counts[title] = max(entity_counts[title], len(entity_names))
+        for h, t, r, evidence in labels:
+            gold.setdefault((title, h, t, r), set()).update(evidence)
+    return gold, entity_names_by_title, entity_counts
+
+
+class _Matches(NamedTuple):
+    """What a submission gets right: its correct facts in submission order, how many of them are facts in train,
+    and the evidence counts (correct, and all predicted on gold titles)."""
+
+    correct: list
+    num_correct_in_train: int
+    correct_evidence: int
+    predicted_evidence: int
+
+
+def _match_submission(submission, gold, entity_names_by_title, in_train):
+    """Matches the submission's facts against the gold facts (predictions on other titles are never correct)."""
     correct = []
     num_correct_in_train = correct_evidence = predicted_evidence = 0
     for fact, evidence in submission.items():
@@ -440,12 +479,15 @@ def official_scores(predictions, gold_documents, train_documents=None, relation_
             entity_names = entity_names_by_title[title]
             if any((n1, n2, r) in in_train for n1 in entity_names[h] for n2 in entity_names[t]):
                 num_correct_in_train += 1
+    return _Matches(correct, num_correct_in_train, correct_evidence, predicted_evidence)
 
-    num_predictions, num_gold, num_correct = len(submission), len(gold), len(correct)
+
+def _fact_scores(num_predictions, num_gold, num_correct, num_correct_in_train):
+    """`precision`, `recall`, `f1`, `ign_precision` and `ign_f1` as fractions (definitions: the module docstring)."""
     precision, recall, f1 = _precision_recall_f1(num_correct, num_predictions, num_gold)
     ign_denominator = num_predictions - num_correct_in_train
     ign_precision = (num_correct - num_correct_in_train) / ign_denominator if ign_denominator else 0.0
-    scores = {
+    return {
         "precision": precision,
         "recall": recall,
         "f1": f1,
@@ -453,30 +495,18 @@ def official_scores(predictions, gold_documents, train_documents=None, relation_
         "ign_f1": _f1(ign_precision, recall),
     }
 
-    if train_documents is not None:
-        groups = relation_frequency_groups(train_documents, (vocabulary or set()) | {r for _, _, _, r in gold})
-        group_of = {relation: group for group in ("head", "mid") for relation in groups[group]}
-        counts = {group: Counter() for group in GROUPS}
-        for name, facts in (("predicted", submission), ("gold", gold), ("correct", correct)):
-            for fact in facts:
-                counts[group_of.get(fact[3], "tail")][name] += 1
-        for group in GROUPS:
-            c = counts[group]
-            scores[f"{group}_f1"] = _precision_recall_f1(c["correct"], c["predicted"], c["gold"])[2]
 
-    if has_evidence:
-        total_gold_evidence = sum(len(evidence) for evidence in gold.values())
-        evidence_scores = _precision_recall_f1(correct_evidence, predicted_evidence, total_gold_evidence)
-        scores.update(zip(("evidence_precision", "evidence_recall", "evidence_f1"), evidence_scores))
-
-    scores = {key: 100 * value for key, value in scores.items()}
-    scores.update(
-        num_predictions=num_predictions,
-        num_gold=num_gold,
-        num_correct=num_correct,
-        num_correct_in_train=num_correct_in_train,
-    )
-    return scores
+def _relation_group_f1(train_documents, relations, submission, gold, correct):
+    """`head_f1`, `mid_f1` and `tail_f1` as fractions: the F1 of the facts of each frequency group's relations
+    (`relation_frequency_groups` ranks `relations` and those training labels; any other relation is tail)."""
+    groups = relation_frequency_groups(train_documents, relations)
+    group_of = {relation: group for group in ("head", "mid") for relation in groups[group]}
+    counts = {group: Counter() for group in GROUPS}
+    for name, facts in (("predicted", submission), ("gold", gold), ("correct", correct)):
+        for fact in facts:
+            counts[group_of.get(fact[3], "tail")][name] += 1
+    return {f"{group}_f1": _precision_recall_f1(counts[group]["correct"], counts[group]["predicted"],
+                                                counts[group]["gold"])[2] for group in GROUPS}
 
 
 COMMAND_LINE_EPILOG = """\

@@ -266,11 +266,38 @@ def generate_model_card(
     id2label = config.get("id2label") or {}
     num_relations = max(len(id2label) - 1, 0) or 96
     base_model = _base_model(model)
+    card_data = _card_metadata(model_id, base_model, dataset_key, dataset_id, config, eval_results)
+    values = {
+        "card_data": card_data.to_yaml(),
+        "model_name": model_id.split("/")[-1],
+        "model_id": model_id,
+        "num_relations": num_relations,
+        "dataset_pretty": dataset_name,
+        **_provenance(base_model, training, data, model, config, dataset_name, conversion),
+        "results_table": results_text,
+        "score_sentence": _score_sentence(config),
+        "windows_sentence": _windows_sentence(config),
+        "entity_marker": config.get("entity_marker", "*"),
+        "annotation_note": annotation_note,
+        "framework_versions": _framework_versions(),
+        "dataset_citation": f"```bibtex\n{dataset_citation}\n```",
+    }
+    return Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
 
+
+def _card_metadata(
+    model_id: str,
+    base_model: str | None,
+    dataset_key: str,
+    dataset_id: str,
+    config: dict[str, Any],
+    eval_results: list[EvalResult],
+) -> ModelCardData:
+    """The card's YAML metadata: library, pipeline tag, tags (a baseline loss tagged), dataset and model-index."""
     tags = TAGS + [dataset_key]
     if config.get("loss") and config["loss"] != "pemscl":
         tags.append(f"{config['loss']}-loss")
-    card_data = ModelCardData(
+    return ModelCardData(
         model_name=model_id,
         base_model=base_model,
         datasets=[dataset_id],
@@ -283,6 +310,19 @@ def generate_model_card(
         pipeline_tag=PIPELINE_TAG,
         widget=[{"text": WIDGET_TEXT}],
     )
+
+
+def _provenance(
+    base_model: str | None,
+    training: dict[str, Any],
+    data: dict[str, Any],
+    model: dict[str, Any],
+    config: dict[str, Any],
+    dataset_name: str,
+    conversion: Mapping[str, Any] | None,
+) -> dict[str, str]:
+    """The card's sections on how the model was made: its base model, training data, label regime and settings,
+    from the run, or for a converted research checkpoint from its conversion."""
     if base_model:
         base_sentence = f"It was fine-tuned from [{base_model}](https://huggingface.co/{base_model})."
     else:
@@ -299,25 +339,12 @@ def generate_model_card(
                          "describes the authors' setup.")
         label_regime = "- Not recorded in a research checkpoint."
         hyperparameters = _conversion_procedure(conversion, hyperparameters)
-    values = {
-        "card_data": card_data.to_yaml(),
-        "model_name": model_id.split("/")[-1],
-        "model_id": model_id,
-        "num_relations": num_relations,
-        "dataset_pretty": dataset_name,
+    return {
         "base_model_sentence": base_sentence,
-        "results_table": results_text,
-        "score_sentence": _score_sentence(config),
-        "windows_sentence": _windows_sentence(config),
-        "entity_marker": config.get("entity_marker", "*"),
-        "annotation_note": annotation_note,
         "training_data": training_data,
         "label_regime": label_regime,
         "hyperparameters_table": hyperparameters,
-        "framework_versions": _framework_versions(),
-        "dataset_citation": f"```bibtex\n{dataset_citation}\n```",
     }
-    return Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
 
 
 def write_model_card(folder: str | os.PathLike, model: Any) -> str:

@@ -223,14 +223,8 @@ def convert_original_checkpoint(
     Returns:
         The converted model (eval mode).
     """
-    if dataset not in DATASET_SETTINGS:
-        raise ValueError(f"dataset={dataset!r}; expected one of {tuple(DATASET_SETTINGS)}.")
-    if loss not in ("pemscl", "atlop"):
-        raise ValueError(f"loss={loss!r}; research checkpoints are PEMSCL ('pemscl') or ATLOP ('atlop') models.")
+    _check_conversion_arguments(dataset, loss, output_dir, overwrite)
     output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or (any(output_dir.iterdir()) and not overwrite)):
-        raise CheckpointError(f"{output_dir} exists and is not an empty folder; choose a new --output_dir (or pass "
-                              "--overwrite to replace the files in it).")
     state_dict = load_original_state_dict(checkpoint)
     encoder_config = AutoConfig.from_pretrained(encoder)
     # The converter is a command-line tool, not remote code: it may use the project's data and card packages.
@@ -238,23 +232,7 @@ def convert_original_checkpoint(
 
     vocab = RelationVocab.builtin(dataset)  # ATLOP's rel2id.json, which DocRED and Re-DocRED share
     d1, block_size = head_sizes(state_dict, checkpoint, encoder_config.hidden_size, vocab.num_labels)
-    config = PemsclConfig(
-        encoder=encoder_config.to_dict(),
-        id2label=vocab.id2label,
-        relation_names=vocab.relation_names,
-        pair_embedding_size=d1,
-        bilinear_block_size=block_size,
-        loss=loss,
-        max_relations_per_pair=RESEARCH_TOP_K,
-        entity_marker="*",
-        window_scheme="atlop",
-        max_document_length=RESEARCH_MAX_LENGTH,
-        word_prefix_space=False,
-        contrastive_anchors="all",
-        contrastive_average="outside",
-        relation_bias_init=0.0,
-        **DATASET_SETTINGS[dataset],
-    )
+    config = _research_config(encoder_config, vocab, d1, block_size, dataset, loss)
     model = PemsclModel(config)
     weights = _encoder_state_dict(state_dict, checkpoint, model)
     weights.update({name: state_dict[name] for name in HEAD_KEYS})
@@ -280,6 +258,41 @@ def convert_original_checkpoint(
         api.upload_folder(repo_id=push_to_hub, folder_path=str(output_dir),
                           commit_message=f"Convert {os.path.basename(checkpoint)} (PEMSCL research code)")
     return model
+
+
+def _check_conversion_arguments(dataset: str, loss: str, output_dir: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse an unknown dataset or loss, and an output folder that holds files (unless `overwrite`)."""
+    if dataset not in DATASET_SETTINGS:
+        raise ValueError(f"dataset={dataset!r}; expected one of {tuple(DATASET_SETTINGS)}.")
+    if loss not in ("pemscl", "atlop"):
+        raise ValueError(f"loss={loss!r}; research checkpoints are PEMSCL ('pemscl') or ATLOP ('atlop') models.")
+    output_dir = Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or (any(output_dir.iterdir()) and not overwrite)):
+        raise CheckpointError(f"{output_dir} exists and is not an empty folder; choose a new --output_dir (or pass "
+                              "--overwrite to replace the files in it).")
+
+
+def _research_config(encoder_config, vocab, pair_embedding_size: int, block_size: int, dataset: str,
+                     loss: str) -> PemsclConfig:
+    """The configuration under which the model computes what the research code computes (its windows, length cut,
+    tokenization and top-4 decoding), with the authors' training settings for `dataset`."""
+    return PemsclConfig(
+        encoder=encoder_config.to_dict(),
+        id2label=vocab.id2label,
+        relation_names=vocab.relation_names,
+        pair_embedding_size=pair_embedding_size,
+        bilinear_block_size=block_size,
+        loss=loss,
+        max_relations_per_pair=RESEARCH_TOP_K,
+        entity_marker="*",
+        window_scheme="atlop",
+        max_document_length=RESEARCH_MAX_LENGTH,
+        word_prefix_space=False,
+        contrastive_anchors="all",
+        contrastive_average="outside",
+        relation_bias_init=0.0,
+        **DATASET_SETTINGS[dataset],
+    )
 
 
 def _card_data(model_id, output_dir, config, checkpoint, encoder, dataset, loss, push_to_hub) -> dict:

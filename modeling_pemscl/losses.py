@@ -452,8 +452,7 @@ def contrastive_loss(
     """
     check_choice("average", average, CONTRASTIVE_AVERAGES)
     check_choice("anchors", anchors, CONTRASTIVE_ANCHORS)
-    if not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
+    _check_temperature(temperature)
     n = _check_embeddings(embeddings)
     if labels.dim() != 2 or labels.shape[0] != n:
         raise ValueError(
@@ -471,24 +470,44 @@ def contrastive_loss(
         # Every pair an anchor: all rows (the Gram products then take their symmetric, cheaper backward).
         rows = None if anchors.numel() == n else anchors
         sim = pair_similarity(embeddings, rows) / temperature  # [A, N]
-        pos_f = positive.float()
-        shared = (pos_f[anchors] @ pos_f.T) > 0  # [A, N], a relation in common
-        not_self = torch.arange(n, device=device).unsqueeze(0) != anchors.unsqueeze(1)
-        shared = shared & not_self
-        n_shared = shared.sum(dim=1)
-        has_shared = n_shared > 0
-
-        log_denominator = torch.logsumexp(sim.masked_fill(~not_self, float("-inf")), dim=1)
-        if average == "inside":
-            # Rows with an empty S_i get finite dummies so that logsumexp's backward stays finite.
-            masked = sim.masked_fill(~shared, float("-inf")).masked_fill(~has_shared.unsqueeze(1), 0.0)
-            log_numerator = torch.logsumexp(masked, dim=1) - n_shared.clamp_min(1).float().log()
-        else:
-            log_numerator = torch.where(shared, sim, sim.new_zeros(())).sum(dim=1) / n_shared.clamp_min(1)
-        per_anchor = torch.where(has_shared, log_denominator - log_numerator, log_denominator)
+        per_anchor = _anchor_contrastive_terms(sim, positive, anchors, average)
 
     out = _zero_with_graph(n, device=device)
     return out.index_put((anchors,), per_anchor)
+
+
+def _check_temperature(temperature: float) -> None:
+    """Raise a `ValueError` unless the temperature tau of Eq. 8-9 is > 0."""
+    if not temperature > 0:
+        raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
+
+
+def _anchor_contrastive_terms(
+    sim: torch.Tensor, positive: torch.Tensor, anchors: torch.Tensor, average: str
+) -> torch.Tensor:
+    """The contrastive term of each anchor, float32 [A]: Eq. 8, or Eq. 9 where its ``S_i`` is empty.
+
+    Args:
+        sim: [A, N] similarities ``s_ij`` of the anchors to every pair, already divided by the temperature.
+        positive: bool [N, R], the positive relations of every pair.
+        anchors: int64 [A], the anchors' pair indices.
+        average: ``"inside"`` or ``"outside"`` (see :func:`contrastive_loss`).
+    """
+    pos_f = positive.float()
+    shared = (pos_f[anchors] @ pos_f.T) > 0  # [A, N], a relation in common
+    not_self = torch.arange(positive.shape[0], device=positive.device).unsqueeze(0) != anchors.unsqueeze(1)
+    shared = shared & not_self
+    n_shared = shared.sum(dim=1)
+    has_shared = n_shared > 0
+
+    log_denominator = torch.logsumexp(sim.masked_fill(~not_self, float("-inf")), dim=1)
+    if average == "inside":
+        # Rows with an empty S_i get finite dummies so that logsumexp's backward stays finite.
+        masked = sim.masked_fill(~shared, float("-inf")).masked_fill(~has_shared.unsqueeze(1), 0.0)
+        log_numerator = torch.logsumexp(masked, dim=1) - n_shared.clamp_min(1).float().log()
+    else:
+        log_numerator = torch.where(shared, sim, sim.new_zeros(())).sum(dim=1) / n_shared.clamp_min(1)
+    return torch.where(has_shared, log_denominator - log_numerator, log_denominator)
 
 
 # --------------------------------------------------------------------------------------------
@@ -633,55 +652,80 @@ def pemscl_objective(
     Raises:
         ValueError: for an argument outside its allowed values, or a missing contrastive input.
     """
+    _check_objective_settings(loss, gamma_pos, gamma_neg, contrastive_average, contrastive_anchors, temperature,
+                              contrastive_weight)
+    _check_logits_labels(logits, labels)
+
+    n = logits.shape[0]
+    out: Dict[str, Optional[torch.Tensor]] = dict.fromkeys(
+        ("loss", "pmt_loss", "entropy_loss", "contrastive_loss", *(f"{name}_loss" for name in LOSSES if name != "pemscl"))
+    )
+    if loss != "pemscl":  # a per-pair baseline: its mean over pairs, no entropy or contrastive term
+        out[f"{loss}_loss"] = out["loss"] = _batch_mean(LOSSES[loss](logits, labels, negative_mask), n)
+        return out
+
+    per_pair = pmt_loss(logits, labels, negative_mask)
+    out["pmt_loss"] = _batch_mean(per_pair, n)
+    if use_entropy:
+        entropy = entropy_loss(logits, labels, negative_mask, gamma_pos, gamma_neg)
+        out["entropy_loss"] = _batch_mean(entropy, n)
+        per_pair = per_pair + entropy
+    total = _batch_mean(per_pair, n)
+    if use_contrastive:
+        contrastive = _contrastive_values(
+            embeddings, contrastive_per_pair, labels, temperature, contrastive_average, contrastive_anchors
+        )
+        out["contrastive_loss"] = _batch_mean(contrastive, contrastive.numel())
+        total = total + contrastive_weight * out["contrastive_loss"]
+    out["loss"] = total
+    return out
+
+
+def _check_objective_settings(
+    loss: str,
+    gamma_pos: str,
+    gamma_neg: str,
+    contrastive_average: str,
+    contrastive_anchors: str,
+    temperature: float,
+    contrastive_weight: float,
+) -> None:
+    """Raise a `ValueError` naming the first setting of :func:`pemscl_objective` outside its allowed values."""
     for name, value, choices in (("loss", loss, LOSS_KINDS), ("gamma_pos", gamma_pos, GAMMA_KINDS),
                                  ("gamma_neg", gamma_neg, GAMMA_KINDS),
                                  ("contrastive_average", contrastive_average, CONTRASTIVE_AVERAGES),
                                  ("contrastive_anchors", contrastive_anchors, CONTRASTIVE_ANCHORS)):
         check_choice(name, value, choices)
-    if not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
+    _check_temperature(temperature)
     if not contrastive_weight >= 0:
         raise ValueError(f"`contrastive_weight` must be >= 0, got {contrastive_weight!r}.")
-    _check_logits_labels(logits, labels)
 
-    n = logits.shape[0]
 
-    def mean(per_pair: torch.Tensor, count: int) -> torch.Tensor:
-        # sum / max(count, 1): 0.0 with a grad path for an empty batch instead of NaN.
-        return per_pair.sum() / max(count, 1)
+def _batch_mean(per_pair: torch.Tensor, count: int) -> torch.Tensor:
+    """``sum / max(count, 1)``: an empty batch gives 0.0 with a gradient path instead of NaN."""
+    return per_pair.sum() / max(count, 1)
 
-    out: Dict[str, Optional[torch.Tensor]] = dict.fromkeys(
-        ("loss", "pmt_loss", "entropy_loss", "contrastive_loss", *(f"{name}_loss" for name in LOSSES if name != "pemscl"))
+
+def _contrastive_values(
+    embeddings: Optional[PairEmbeddings],
+    contrastive_per_pair: Optional[torch.Tensor],
+    labels: torch.Tensor,
+    temperature: float,
+    average: str,
+    anchors: str,
+) -> torch.Tensor:
+    """The per-pair contrastive values of Eq. 10 whose mean is the objective's contrastive term: the precomputed
+    ``contrastive_per_pair``, or :func:`contrastive_loss` of ``embeddings`` (exactly one of the two is given)."""
+    if contrastive_per_pair is not None and embeddings is not None:
+        raise ValueError("Pass either `embeddings` or `contrastive_per_pair`, not both.")
+    if contrastive_per_pair is not None:
+        return contrastive_per_pair.float()
+    if embeddings is not None:
+        return contrastive_loss(embeddings, labels, temperature, average, anchors)
+    raise ValueError(
+        "use_contrastive=True needs `embeddings` (or a precomputed `contrastive_per_pair`); "
+        "pass use_contrastive=False to train without the contrastive term."
     )
-    if loss != "pemscl":  # a per-pair baseline: its mean over pairs, no entropy or contrastive term
-        out[f"{loss}_loss"] = out["loss"] = mean(LOSSES[loss](logits, labels, negative_mask), n)
-        return out
-
-    per_pair = pmt_loss(logits, labels, negative_mask)
-    out["pmt_loss"] = mean(per_pair, n)
-    if use_entropy:
-        entropy = entropy_loss(logits, labels, negative_mask, gamma_pos, gamma_neg)
-        out["entropy_loss"] = mean(entropy, n)
-        per_pair = per_pair + entropy
-    total = mean(per_pair, n)
-    if use_contrastive:
-        if contrastive_per_pair is not None and embeddings is not None:
-            raise ValueError("Pass either `embeddings` or `contrastive_per_pair`, not both.")
-        if contrastive_per_pair is not None:
-            contrastive = contrastive_per_pair.float()
-        elif embeddings is not None:
-            contrastive = contrastive_loss(
-                embeddings, labels, temperature, contrastive_average, contrastive_anchors
-            )
-        else:
-            raise ValueError(
-                "use_contrastive=True needs `embeddings` (or a precomputed `contrastive_per_pair`); "
-                "pass use_contrastive=False to train without the contrastive term."
-            )
-        out["contrastive_loss"] = mean(contrastive, contrastive.numel())
-        total = total + contrastive_weight * out["contrastive_loss"]
-    out["loss"] = total
-    return out
 
 
 def relation_margins(logits: torch.Tensor, threshold: str = "adaptive") -> torch.Tensor:

@@ -166,42 +166,54 @@ def validate_document(doc: Mapping[str, Any], relation_ids: Optional[Collection[
         if not isinstance(entity, list) or not entity:
             raise _fail(title, f"vertexSet[{e}]", "is an empty entity: every entity needs at least one mention")
         for m, mention in enumerate(entity):
-            field = f"vertexSet[{e}][{m}]"
-            if not isinstance(mention, Mapping):
-                raise _fail(title, field, f"must be a dict, got {type(mention).__name__}")
-            # Where the mention is comes first: a name is missing because it could not be read from a bad place.
-            for key in ("sent_id", "pos"):
-                if key not in mention:
-                    raise _fail(title, f"{field}.{key}", "is a required key but is missing")
-            sent_id, pos = mention["sent_id"], mention["pos"]
-            if not _is_int(sent_id):
-                raise _fail(title, f"{field}.sent_id", f"{sent_id!r} must be an integer sentence index (0 .. "
-                                                       f"{len(sents) - 1}), got {type(sent_id).__name__}")
-            if not 0 <= sent_id < len(sents):
-                raise _fail(title, f"{field}.sent_id", f"{sent_id!r} is out of range ({len(sents)} sentences)")
-            if not isinstance(pos, list) or len(pos) != 2 or not all(_is_int(p) for p in pos):
-                raise _fail(title, f"{field}.pos", f"{pos!r} must be [start, end], two integers")
-            start, end = pos
-            if start >= end:
-                raise _fail(title, f"{field}.pos", f"{pos!r} is empty: start must be < end")
-            if start < 0 or end > len(sents[sent_id]):
-                raise _fail(
-                    title, f"{field}.pos", f"{pos!r} is outside sentence {sent_id} ({len(sents[sent_id])} words)"
-                )
-            for key in ("name", "type"):
-                if key not in mention:
-                    raise _fail(title, f"{field}.{key}", "is a required key but is missing")
-                if not isinstance(mention[key], str):
-                    raise _fail(title, f"{field}.{key}", f"{mention[key]!r} must be a string, "
-                                                         f"got {type(mention[key]).__name__}")
+            _validate_mention(title, f"vertexSet[{e}][{m}]", mention, sents)
+    _validate_labels(doc, title, len(entities), len(sents), relation_ids)
 
+
+def _validate_mention(title: str, field: str, mention: Any, sents: list[list[str]]) -> None:
+    """Check one mention of `vertexSet` (named `field` in messages): its place in `sents` first, then its name
+    and type."""
+    if not isinstance(mention, Mapping):
+        raise _fail(title, field, f"must be a dict, got {type(mention).__name__}")
+    # Where the mention is comes first: a name is missing because it could not be read from a bad place.
+    for key in ("sent_id", "pos"):
+        if key not in mention:
+            raise _fail(title, f"{field}.{key}", "is a required key but is missing")
+    sent_id, pos = mention["sent_id"], mention["pos"]
+    if not _is_int(sent_id):
+        raise _fail(title, f"{field}.sent_id", f"{sent_id!r} must be an integer sentence index (0 .. "
+                                               f"{len(sents) - 1}), got {type(sent_id).__name__}")
+    if not 0 <= sent_id < len(sents):
+        raise _fail(title, f"{field}.sent_id", f"{sent_id!r} is out of range ({len(sents)} sentences)")
+    if not isinstance(pos, list) or len(pos) != 2 or not all(_is_int(p) for p in pos):
+        raise _fail(title, f"{field}.pos", f"{pos!r} must be [start, end], two integers")
+    start, end = pos
+    if start >= end:
+        raise _fail(title, f"{field}.pos", f"{pos!r} is empty: start must be < end")
+    if start < 0 or end > len(sents[sent_id]):
+        raise _fail(title, f"{field}.pos", f"{pos!r} is outside sentence {sent_id} ({len(sents[sent_id])} words)")
+    for key in ("name", "type"):
+        if key not in mention:
+            raise _fail(title, f"{field}.{key}", "is a required key but is missing")
+        if not isinstance(mention[key], str):
+            raise _fail(title, f"{field}.{key}", f"{mention[key]!r} must be a string, "
+                                                 f"got {type(mention[key]).__name__}")
+
+
+def _validate_labels(
+    doc: Mapping[str, Any],
+    title: str,
+    num_entities: int,
+    num_sentences: int,
+    relation_ids: Optional[Collection[str]],
+) -> None:
+    """Check the labels of a document whose entities are valid: head and tail are two distinct entity indices, the
+    relation is known (when `relation_ids` is given) and the optional `evidence` lists sentence indices."""
     records = label_records(doc)
     for index, (head, tail, relation, keys) in enumerate(records or ()):
         for value, key in ((head, keys[0]), (tail, keys[1])):
-            if not _is_int(value) or not 0 <= value < len(entities):
-                raise _fail(
-                    title, f"labels[{index}].{key}", f"{value!r} is out of range ({len(entities)} entities)"
-                )
+            if not _is_int(value) or not 0 <= value < num_entities:
+                raise _fail(title, f"labels[{index}].{key}", f"{value!r} is out of range ({num_entities} entities)")
         if head == tail:
             raise _fail(title, f"labels[{index}].{keys[1]}", f"{tail!r} equals the head: no self-relation")
         if relation_ids is not None and (relation == NA_LABEL or relation not in relation_ids):
@@ -214,10 +226,10 @@ def validate_document(doc: Mapping[str, Any], relation_ids: Optional[Collection[
                 continue
             if not isinstance(evidence, list) or not all(_is_int(sentence) for sentence in evidence):
                 raise _fail(title, f"labels[{index}].evidence", f"{evidence!r} must be a list of sentence indices")
-            outside = [sentence for sentence in evidence if not 0 <= sentence < len(sents)]
+            outside = [sentence for sentence in evidence if not 0 <= sentence < num_sentences]
             if outside:
                 raise _fail(title, f"labels[{index}].evidence",
-                            f"{outside} are not sentence indices ({len(sents)} sentences)")
+                            f"{outside} are not sentence indices ({num_sentences} sentences)")
 
 
 # ------------------------------------------------------------------ featurization
@@ -655,32 +667,34 @@ def text_to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"`entities` must be a list of entities (each a list of (start, end) character spans), "
                          f"got {type(document['entities']).__name__}.")
     words = split_words(text)
+    entities = _entities_as_words(text, words, document["entities"])
+    sentence_of, sents = _split_sentences(words, entities)
+    vertex_set = _vertex_set(text, words, entities, sentence_of)
+    return {"title": document.get("title", ""), "sents": sents, "vertexSet": vertex_set}
+
+
+_WordEntities = list[tuple[Optional[str], str, list[tuple[int, int]]]]
+"""Entities with their mentions as word indices: per entity `(name or None, type, [(first word, last word), ...])`."""
+
+
+def _entities_as_words(text: str, words: list[tuple[str, int, int]], entities: Sequence[Any]) -> _WordEntities:
+    """The entities of `text_to_docred`'s input with their mentions as word indices.
+
+    Raises:
+        ValueError: As `text_to_docred` does, naming the entity, the mention and the span.
+    """
     starts = {start: i for i, (_, start, _) in enumerate(words)}
     ends = {end: i for i, (_, _, end) in enumerate(words)}
-
-    entities = []  # per entity: (name, type, [(first word, last word), ...])
+    converted = []
     owner_of_span = {}  # (start, end) -> (entity, mention) that gave it first
-    for e, entity in enumerate(document["entities"]):
+    for e, entity in enumerate(entities):
         spans, name, entity_type = _entity_spans(entity, e)
         if not spans:
             raise ValueError(f"Entity {e} has no mention.")
         mentions = []
         for m, span in enumerate(spans):
             where = f"Entity {e}, mention {m}: character span {tuple(span) if isinstance(span, (list, tuple)) else span!r}"
-            if (not isinstance(span, (list, tuple)) or len(span) != 2
-                    or not all(isinstance(x, int) and not isinstance(x, bool) for x in span)):
-                raise ValueError(f"{where} must be two integers (start, end).")
-            start, end = span
-            if not 0 <= start < end <= len(text):
-                raise ValueError(f"{where} is outside the text (0 <= start < end <= {len(text)}).")
-            if start not in starts or end not in ends:
-                raise ValueError(
-                    f"{where} = {text[start:end]!r} does not align with word boundaries: it must start at a word's "
-                    f"first character and end after a word's last character. Words are runs of letters / digits, "
-                    f"single characters of scripts without spaces (Chinese, Japanese, Thai) or single punctuation "
-                    f"marks; the words here are "
-                    f"{[w for w, s, t in words if s < end + 1 and t > start - 1]}."
-                )
+            start, end = _checked_span(text, words, starts, ends, span, where)
             owner = owner_of_span.setdefault((start, end), (e, m))
             if owner[0] != e:
                 raise ValueError(
@@ -689,9 +703,43 @@ def text_to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
                     f"in one entity (merge the two entities if they are the same)."
                 )
             mentions.append((starts[start], ends[end]))
-        entities.append((name, entity_type, mentions))
+        converted.append((name, entity_type, mentions))
+    return converted
 
-    # Sentence boundaries: after `.`, `!`, `?` unless a mention spans the boundary.
+
+def _checked_span(
+    text: str,
+    words: list[tuple[str, int, int]],
+    starts: Mapping[int, int],
+    ends: Mapping[int, int],
+    span: Any,
+    where: str,
+) -> tuple[int, int]:
+    """`span` as `(start, end)` once it is two integers inside `text` that start and end on word boundaries
+    (`starts` / `ends`: the character offsets where the `words` start / end); else a ValueError beginning `where`."""
+    if not isinstance(span, (list, tuple)) or len(span) != 2 or not all(_is_int(x) for x in span):
+        raise ValueError(f"{where} must be two integers (start, end).")
+    start, end = span
+    if not 0 <= start < end <= len(text):
+        raise ValueError(f"{where} is outside the text (0 <= start < end <= {len(text)}).")
+    if start not in starts or end not in ends:
+        raise ValueError(
+            f"{where} = {text[start:end]!r} does not align with word boundaries: it must start at a word's "
+            f"first character and end after a word's last character. Words are runs of letters / digits, "
+            f"single characters of scripts without spaces (Chinese, Japanese, Thai) or single punctuation "
+            f"marks; the words here are "
+            f"{[w for w, s, t in words if s < end + 1 and t > start - 1]}."
+        )
+    return start, end
+
+
+def _split_sentences(words: list[tuple[str, int, int]], entities: _WordEntities) -> tuple[list[int], list[list[str]]]:
+    """Sentences of the words: one ends after `.`, `!`, `?` or their full-width forms (`_SENTENCE_END`) unless a
+    mention spans the boundary.
+
+    Returns:
+        `(sentence_of, sents)`: the sentence of each word, and each sentence's words.
+    """
     inside_mention = {w for _, _, mentions in entities for first, last in mentions for w in range(first, last)}
     sentence_of, sents, current = [], [], []
     for i, (word, _, _) in enumerate(words):
@@ -702,10 +750,17 @@ def text_to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
             current = []
     if current:
         sents.append(current)
+    return sentence_of, sents
+
+
+def _vertex_set(
+    text: str, words: list[tuple[str, int, int]], entities: _WordEntities, sentence_of: list[int]
+) -> list[list[dict[str, Any]]]:
+    """DocRED's `vertexSet` of the entities: each mention's sentence, word span within it, text and type (an
+    entity's given name replaces its first mention's text)."""
     sentence_start = {}
     for i, s in enumerate(sentence_of):
         sentence_start.setdefault(s, i)
-
     vertex_set = []
     for name, entity_type, mentions in entities:
         vertex = []
@@ -718,7 +773,7 @@ def text_to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
         if name is not None:
             vertex[0]["name"] = name
         vertex_set.append(vertex)
-    return {"title": document.get("title", ""), "sents": sents, "vertexSet": vertex_set}
+    return vertex_set
 
 
 def to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
