@@ -663,6 +663,8 @@ def optimize_for_inference(model: "PemsclModel", precision: str = "fp32",
 
     - `"fp32"`: as trained.
     - `"bf16"` / `"fp16"`: the forward runs under autocast (as a `--bf16` run evaluates); logits come back in fp32.
+      The whole forward, not the encoder alone: the pair head is about half of the inference time, and on held-out
+      documents the whole forward in bf16 kept 99.3% of fp32's decisions (docs/speed.md).
       bf16 on CPUs with bf16 instructions (AVX512-BF16, AMX) and on GPUs; fp16 on GPUs only.
     - `"int8"` (CPU): the encoder's linear layers become dynamic int8 layers (int8 weights per output channel,
       activations quantized per batch), except those matching `int8_keep_float`; the head stays in fp32.

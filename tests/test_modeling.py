@@ -665,9 +665,10 @@ def released_tiny(tmp_path_factory):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
 def test_inference_precisions_keep_the_predictions_of_fp32(released_tiny, precision):
-    """On the real fixture documents (a 1,024-subword one among them): logits within 0.02 of fp32 (they are about
-    2.5 in magnitude; measured: 0.007 bf16, 0.005 int8) and the same decisions on at least 99.9% of the pairs
-    (measured: all but one of 2,172 pairs in bf16, all in int8)."""
+    """On the real fixture documents (a 1,024-subword one among them), against fp32, whose logits are about 2.5 in
+    magnitude. int8 (the encoder): logits within 0.02 (measured 0.005) and the same decisions on every pair. bf16
+    (the whole forward): logits within 0.5 (measured 0.29, mean 0.016), the same decision on 99.9% of the
+    (pair, relation) cells (measured 99.98%) and on every relation of 98.5% of the pairs (measured 98.85%)."""
     from test_convert_original_checkpoint import model_outputs
 
     folder, tokenizer, documents, _, reference = released_tiny
@@ -676,10 +677,11 @@ def test_inference_precisions_keep_the_predictions_of_fp32(released_tiny, precis
     _, output = model_outputs(model, tokenizer, documents)
     assert output.logits.dtype == torch.float32 and output.logits.shape == reference.logits.shape
     difference = (output.logits - reference.logits).abs().max().item()
-    assert difference <= (0.0 if precision == "fp32" else 0.02), difference
+    assert difference <= {"fp32": 0.0, "int8": 0.02, "bf16": 0.5}[precision], difference
     assert (difference > 0) == (precision != "fp32")  # the arithmetic did change
+    same_cells = (output.predictions == reference.predictions).float().mean().item()
     same_pairs = (output.predictions == reference.predictions).all(-1).float().mean().item()
-    assert same_pairs >= 0.999, same_pairs
+    assert same_cells >= 0.999 and same_pairs >= (0.985 if precision == "bf16" else 1.0), (same_cells, same_pairs)
 
 
 def test_int8_quantizes_the_encoder_linears_except_those_kept_in_float(released_tiny):
