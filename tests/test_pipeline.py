@@ -739,9 +739,10 @@ def test_the_pipeline_runs_in_the_precision_asked(tokenizer, precision):
     model = tiny_docre_model(tokenizer)
     extractor = pipeline(TASK, model=model, tokenizer=tokenizer, precision=precision)
     assert extractor.model is model and model.inference_precision == precision
-    for document, output in zip(documents, extractor(documents, batch_size=1)):
+    # top_k=0: bf16 logits tie often, and the oracle's loop breaks ties in another order than torch.topk.
+    for document, output in zip(documents, extractor(documents, batch_size=1, top_k=0)):
         logits, hts = direct_logits(model, tokenizer, document)
-        expected = expected_relations(model, logits, hts)
+        expected = expected_relations(model, logits, hts, top_k=0)
         assert {(r["head"]["index"], r["tail"]["index"], r["relation"]): r["score"] for r in output} == \
             pytest.approx(expected, abs=1e-5)
     fp32 = pipeline(TASK, model=tiny_docre_model(tokenizer), tokenizer=tokenizer)(documents[0])
