@@ -1,16 +1,9 @@
 #!/usr/bin/env python
-"""One short, prepared check of the GPU path, written to one JSON file. Each part runs under its own time cap (a part
-that reaches it skips the rest and says so); the file is rewritten after every measurement:
-
-- `steps`: training steps as the Trainer takes them (forward, backward, clipping, fused AdamW; fp16 with a
-  GradScaler) and inference of a RoBERTa-large-shaped encoder (random weights) with the PEMSCL head, per precision,
-  attention and activation checkpointing, on batches of 4 real documents, next to the encoder alone: median time
-  and peak CUDA memory.
-- `recipe`: the released code's recipe (`bench/recipe.py same_recipe`) through `run_docre.py`, next to its CPU run.
-- `pipeline`: the trained model predicts the test split through `pipeline("document-relation-extraction")` in fp32,
-  under bf16 autocast and with bf16 weights.
-
-The device machine has no network and receives at most 64 MiB, so the data and MiniLM travel packed (docs/bench.md):
+"""One short, prepared check of the GPU path, written to one JSON file, each part under its own time cap: `steps`
+(RoBERTa-large-sized training and inference steps per precision, attention and checkpointing, next to the encoder
+alone), `recipe` (the released code's recipe through `run_docre.py`) and `pipeline` (the trained model on the test
+split). The device machine has no network and receives at most 64 MiB, so the data and MiniLM travel packed;
+docs/bench.md has the details.
 
     python bench/gpu_check.py --prepare .gpu_data     # here, once: data (xz) + MiniLM packed
     bash bench/gpu_check.sh                           # on the device: the carried wheels, then this script
@@ -324,28 +317,22 @@ def gib(count: int) -> float:
 
 def training_step(forward: Callable[[], Any], loss_of: Callable[[Any], Any], parameters, device,
                   precision: str) -> Callable[[], float]:
-    """One Trainer-like step: `forward()` under autocast, backward of `loss_of(its output)` (scaled for fp16),
-    clipping, a fused AdamW step (the Trainer's default `adamw_torch_fused`)."""
+    """One Trainer-like step: `forward()` under autocast, backward of `loss_of(its output)` (scaled for fp16; a
+    disabled scaler passes everything through), clipping, a fused AdamW step (the Trainer's `adamw_torch_fused`)."""
     import torch
 
     parameters = list(parameters)
     optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATE, fused=True)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def step() -> float:
         with autocast(device, precision):
             loss = loss_of(forward())
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
