@@ -41,8 +41,12 @@ def section_breakdown(model, eager_model, batch: dict, repeats: int) -> dict:
     def objective(logits, head, tail):
         return pemscl_objective(logits, labels, GroupedPairEmbeddings(head, tail), **kwargs)["loss"]
 
+    def head_and_loss(hidden, attention):
+        head, tail = pairs(hidden, attention)
+        return objective(model.bilinear(head, tail), head, tail)
+
     parts = {  # part -> (the inputs it starts from, its scalar)
-        "head+loss": (("hidden", "attention"), lambda h, a: (lambda g: objective(model.bilinear(*g), *g))(pairs(h, a))),
+        "head+loss": (("hidden", "attention"), head_and_loss),
         "pair_representations": (("hidden", "attention"), lambda h, a: sum(
             z.float().sum() for z in model.pair_representations(h, a, *pair_inputs))),
         "bilinear": (("head", "tail"), lambda gh, gt: model.bilinear(gh, gt).float().sum()),
