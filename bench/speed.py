@@ -1,50 +1,35 @@
 #!/usr/bin/env python
-"""Speed benchmark of PEMSCL on MiniLM-L6 (CPU): what the pair head and the PEMSCL losses cost on top of the encoder.
+"""Speed benchmark of PEMSCL on MiniLM-L6 (CPU): what the pair head and the PEMSCL losses cost on top of the encoder
+alone, each comparison measured side by side (docs/bench.md lists the sections and their method).
 
     python bench/speed.py                 # full run (about 50 minutes on 2 otherwise idle cores)
-    python bench/speed.py --only epoch    # the end-to-end section alone (whole splits)
+    python bench/speed.py --only epoch    # one section again (or parts of it: epoch_train epoch_infer trainer_predict)
     python bench/speed.py --quick         # smoke run: 1 batch, 1 repetition, 1 document per length bucket
-
-The baseline of every ratio is the encoder alone as transformers runs it when attention probabilities are asked for:
-every layer on eager attention (a twin of the model with the same weights). The model itself runs
-`encoder_attention="sdpa"`; `eager_full_*` steps show the full model on the eager encoder. Each section (its own
-module) updates `bench/results/speed.json` when it finishes, so an interrupted run keeps what it measured:
-
-- batches, memory, bf16_check, settings (`speed_batches.py`): batches of 4 real Re-DocRED documents, every step
-  kind per precision (fp32, bf16 autocast) interleaved; peak memory on the batch with the most pairs; bf16 against
-  fp32 logits; the ratios with other head settings.
-- breakdown, bilinear (`speed_parts.py`): the full step's parts timed alone, forward FLOPs
-  (`torch.utils.flop_counter`); `GroupedBilinear` against `F.linear` on the materialized pair vectors.
-- unlabeled, epoch (`speed_epoch.py`): end-to-end inference on DocRED's unlabeled documents; one training epoch
-  and the prediction of a split, batch by batch next to the eager encoder, then `DocRETrainer.predict` (about 35
-  minutes; `--only epoch` reruns it alone, `--only epoch_infer trainer_predict epoch_flops` some of its parts).
-- scaling (`speed_scaling.py`): single documents by token length and pair count, with `speed_scaling.png`.
-
-The machine is assumed noisy: every comparison is measured side by side in the same loop (the order rotates every
-repetition) and summarized by the median (the minimum is kept too). Ratios are meaningful across machines; absolute
-times only with the machine description stored beside them, and the share of time other tasks waited for a CPU
-(Linux PSI) is stored per section. Nothing is asserted on timings.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+# On shared machines torch's threads spin at every barrier while another process holds a core (OpenMP's default,
+# active waiting), which makes a step 3-5x slower; effective only before torch loads. An explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import (  # noqa: E402  (first: it sets OMP_WAIT_POLICY before torch loads)
-    Results, featurize, load_model, write_json, load_tokenizer, load_vocab, log, machine, machine_label, read_documents,
-)
 import torch  # noqa: E402
+
 from bench import speed_batches, speed_epoch, speed_parts, speed_scaling  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Results, featurize, load_model, load_tokenizer, load_vocab, log, machine, machine_label, read_documents, write_json,
+)
 from bench.report import epoch_table, speed_table  # noqa: E402
 from data_collators import DataCollatorForDocRE  # noqa: E402
 
-EPOCH_PARTS = ("epoch_train", "epoch_infer", "trainer_predict", "epoch_flops")
 DEFINITIONS = {
     "encoder_train": "the eager encoder (every layer eager attention, output_attentions=True) on the model's encoder "
                      "inputs + backward of mean(last hidden state) + mean(last attention); train mode. The baseline "
@@ -84,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval_batch_size", type=int, default=8, help="inference batch size of the epoch section")
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only these sections (e.g. epoch), the others kept from the previous run; parts of the "
-                             f"epoch section alone: {', '.join(EPOCH_PARTS)}")
+                             f"epoch section alone: {', '.join(speed_epoch.EPOCH_PARTS)}")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 batch, 1 repetition, 1 document per bucket, "
                         "4 unlabeled documents; writes speed_quick.json / speed_scaling_quick.png")
     parser.add_argument("--output_dir", default=str(Path(__file__).resolve().parent / "results"))
@@ -109,7 +94,8 @@ def main(argv=None) -> dict:
     vocab, tokenizer = load_vocab(args.data_dir), load_tokenizer()
     model = load_model(vocab)
     eager_model = speed_batches.eager_twin(model)
-    features = featurize(read_documents(args.batch_file, args.data_dir, limit=args.batches * args.batch_size), tokenizer, vocab)
+    features = featurize(read_documents(args.data_dir, args.batch_file, limit=args.batches * args.batch_size),
+                         tokenizer, vocab)
     collator = DataCollatorForDocRE(tokenizer)
     batches = [collator(features[start : start + args.batch_size]) for start in range(0, len(features), args.batch_size)]
 
@@ -124,10 +110,6 @@ def main(argv=None) -> dict:
         "section_arguments": {**previous.get("section_arguments", {}), **{name: vars(args) for name in args.only or []}},
         "definitions": DEFINITIONS, "batch_file": args.batch_file, "batch_size": args.batch_size,
     })
-
-    def wanted(section: str) -> bool:
-        return args.only is None or section in args.only
-
     sections = {  # section -> what measures it, in the order they run
         "bf16_check": lambda: speed_batches.section_bf16_check(model, batches[0]),
         "memory": lambda: speed_batches.section_memory(model, eager_model, batches),
@@ -140,12 +122,12 @@ def main(argv=None) -> dict:
         "epoch": lambda: None if args.epoch_documents < 0 else speed_epoch.section_epoch(
             model, eager_model, tokenizer, vocab, args),
     }
-    if wanted("batches"):
+    if args.only is None or "batches" in args.only:
         speed_batches.section_batches(model, eager_model, batches, args.repeats, results)
     for name, measure in sections.items():
-        if wanted(name) and (payload := measure()) is not None:
+        if (args.only is None or name in args.only) and (payload := measure()) is not None:
             results.section(name, payload)
-    if args.only and args.epoch_documents >= 0 and (parts := [p for p in EPOCH_PARTS if p in args.only]):
+    if args.only and args.epoch_documents >= 0 and (parts := [p for p in speed_epoch.EPOCH_PARTS if p in args.only]):
         results.section("epoch", speed_epoch.section_epoch(model, eager_model, tokenizer, vocab, args,
                                                            results.data.get("epoch"), parts))
     results.data.update(complete=True, wall_s=time.perf_counter() - started)

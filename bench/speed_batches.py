@@ -10,33 +10,20 @@ from typing import Any
 
 import torch
 
-from bench.harness import PRECISIONS, PeakRSS, Step, autocast, fmt_s, interleaved, load_model, log, summary
+from bench.harness import (
+    PRECISIONS, PeakRSS, Step, autocast, encoder_alone, encoder_inputs, encoder_loss, fmt_s, interleaved, load_model,
+    log, summary,
+)
 
 STEP_KINDS = ("encoder_train", "full_train", "eager_full_train", "encoder_infer", "full_infer", "eager_full_infer")
-
-
-class _Captured(Exception):
-    pass
-
-
-def encoder_inputs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """What `model.encode` feeds its encoder (the batch itself, or its windows when documents are longer than the
-    encoder's window), captured by a hook that stops the call there."""
-    captured = {}
-
-    def stop(module, args, kwargs):
-        captured.update(kwargs)
-        raise _Captured
-
-    handle = model.encoder.register_forward_pre_hook(stop, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            model.encode(batch["input_ids"], batch["attention_mask"], batch["mention_positions"])
-    except _Captured:
-        pass
-    finally:
-        handle.remove()
-    return captured["input_ids"], captured["attention_mask"]
+MODES = ("train", "infer")
+# Head settings whose step cost differs: the defaults, the released code's d1 (the bilinear's fan-in d1 * k grows
+# with it), and Eq. 10's positive anchors (the default all-pair anchors make the contrastive similarity [pairs, pairs]).
+HEAD_SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "pair_embedding_size=1024": {"pair_embedding_size": 1024},
+    "contrastive_anchors=positive": {"contrastive_anchors": "positive"},
+}
 
 
 def describe(model, batch: dict) -> dict[str, int]:
@@ -62,7 +49,7 @@ def eager_twin(model):
 def step_kinds(model, eager_model, batch: dict, precision: str, with_eager_full: bool = False) -> dict[str, Step]:
     """The eager encoder alone and the full model, training (forward + backward) and inference (no gradients); with
     `with_eager_full`, also the full model on the all-eager encoder (`eager_full_*`)."""
-    encoder_ids, encoder_mask = encoder_inputs(model, batch)
+    windows = encoder_inputs(model, batch)
     unlabelled = {key: value for key, value in batch.items() if key != "labels"}
 
     def train_mode():
@@ -73,10 +60,9 @@ def step_kinds(model, eager_model, batch: dict, precision: str, with_eager_full:
     def eval_mode():
         model.eval(), eager_model.eval()
 
-    def encoder_train():  # backward of a scalar on what the head reads: the last hidden state and attention
+    def encoder_train():
         with autocast(precision):
-            out = eager_model.encoder(input_ids=encoder_ids, attention_mask=encoder_mask, output_attentions=True)
-            scalar = out.last_hidden_state.float().mean() + out.attentions[-1].float().mean()
+            scalar = encoder_loss(encoder_alone(eager_model.encoder, *windows))
         scalar.backward()
         return float(scalar.detach())
 
@@ -88,7 +74,7 @@ def step_kinds(model, eager_model, batch: dict, precision: str, with_eager_full:
 
     def encoder_infer():
         with torch.no_grad(), autocast(precision):
-            eager_model.encoder(input_ids=encoder_ids, attention_mask=encoder_mask, output_attentions=True)
+            encoder_alone(eager_model.encoder, *windows)
 
     def full_infer(model=model):
         with torch.no_grad(), autocast(precision):
@@ -102,34 +88,34 @@ def step_kinds(model, eager_model, batch: dict, precision: str, with_eager_full:
     return kinds
 
 
-def section_batches(model, eager_model, batches: list[dict], repeats: int, results) -> dict:
+def section_batches(model, eager_model, batches: list[dict], repeats: int, results) -> None:
     """Every step kind per batch, fp32 and bf16 interleaved; the aggregate over batches updates the result file after
     each batch."""
     log(f"\n== batches: encoder-only vs full step, fp32 and bf16 interleaved, median of {repeats} ==")
     per_batch = []
     for index, batch in enumerate(batches):
-        shape = describe(model, batch)
-        log(f"batch {index + 1}/{len(batches)}: " + ", ".join(f"{value} {key}" for key, value in shape.items()))
+        entry: dict[str, Any] = {"shape": describe(model, batch)}
+        log(f"batch {index + 1}/{len(batches)}: " + ", ".join(f"{value} {key}" for key, value in entry["shape"].items()))
         steps = {f"{precision}/{kind}": step for precision in PRECISIONS
                  for kind, step in step_kinds(model, eager_model, batch, precision, with_eager_full=True).items()}
         seconds, values = interleaved(steps, repeats)
-        entry: dict[str, Any] = {"shape": shape}
         for precision in PRECISIONS:
             times = {kind: seconds[f"{precision}/{kind}"] for kind in STEP_KINDS}
             stats, losses = {kind: summary(times[kind]) for kind in STEP_KINDS}, values[f"{precision}/full_train"]
-            entry[precision] = {**stats, **{f"{mode}_ratio": stats[f"full_{mode}"]["median_s"] / stats[f"encoder_{mode}"]["median_s"]
-                                            for mode in ("train", "infer")},
-                                **{f"{mode}_ratio_paired": statistics.median(f / e for f, e in zip(times[f"full_{mode}"], times[f"encoder_{mode}"]))
-                                   for mode in ("train", "infer")},
-                                "train_losses": losses, "loss_finite": all(math.isfinite(loss) for loss in losses)}
-            log(f"  {precision}: train enc {fmt_s(stats['encoder_train']['median_s'])} full "
-                f"{fmt_s(stats['full_train']['median_s'])} (x{entry[precision]['train_ratio']:.2f}) | infer enc "
-                f"{fmt_s(stats['encoder_infer']['median_s'])} full {fmt_s(stats['full_infer']['median_s'])} "
-                f"(x{entry[precision]['infer_ratio']:.2f}) | loss {losses[-1]:.3f}")
+            entry[precision] = {
+                **stats,
+                **{f"{mode}_ratio": stats[f"full_{mode}"]["median_s"] / stats[f"encoder_{mode}"]["median_s"]
+                   for mode in MODES},
+                **{f"{mode}_ratio_paired": statistics.median(
+                    full / encoder for full, encoder in zip(times[f"full_{mode}"], times[f"encoder_{mode}"]))
+                   for mode in MODES},
+                "train_losses": losses, "loss_finite": all(math.isfinite(loss) for loss in losses)}
+            log(f"  {precision}: " + " | ".join(
+                f"{mode} enc {fmt_s(stats[f'encoder_{mode}']['median_s'])} full {fmt_s(stats[f'full_{mode}']['median_s'])}"
+                f" (x{entry[precision][f'{mode}_ratio']:.2f})" for mode in MODES) + f" | loss {losses[-1]:.3f}")
         per_batch.append(entry)
         aggregate = aggregate_batches(per_batch)
         results.section("batches_per_batch", per_batch, batches=len(per_batch), **aggregate["fp32"], bf16=aggregate["bf16"])
-    return aggregate
 
 
 def aggregate_batches(per_batch: list[dict]) -> dict:
@@ -137,29 +123,20 @@ def aggregate_batches(per_batch: list[dict]) -> dict:
     docs = sum(entry["shape"]["docs"] for entry in per_batch)
     out = {}
     for precision in PRECISIONS:
-        total = {k: sum(e[precision][k]["median_s"] for e in per_batch) for k in STEP_KINDS}
-        minima = {k: sum(e[precision][k]["min_s"] for e in per_batch) for k in STEP_KINDS}
+        total = {kind: sum(entry[precision][kind]["median_s"] for entry in per_batch) for kind in STEP_KINDS}
+        minima = {kind: sum(entry[precision][kind]["min_s"] for entry in per_batch) for kind in STEP_KINDS}
         out[precision] = {
             "train_step_ratio_vs_encoder": total["full_train"] / total["encoder_train"],
             "infer_ratio_vs_encoder": total["full_infer"] / total["encoder_infer"],
             "train_step_ratio_vs_encoder_of_minima": minima["full_train"] / minima["encoder_train"],
             "infer_ratio_vs_encoder_of_minima": minima["full_infer"] / minima["encoder_infer"],
-            **{f"{who}{mode}_docs_per_s": docs / total[f"{kind}_{mode}"] for mode in ("train", "infer")
+            **{f"{who}{mode}_docs_per_s": docs / total[f"{kind}_{mode}"] for mode in MODES
                for who, kind in (("", "full"), ("encoder_", "encoder"))},
             "train_step_s_per_batch": total["full_train"] / len(per_batch),
             "infer_s_per_batch": total["full_infer"] / len(per_batch),
             "loss_finite": all(entry[precision]["loss_finite"] for entry in per_batch),
         }
     return out
-
-
-# Head settings whose step cost differs: the defaults, the released code's d1 (the bilinear's fan-in d1 * k grows
-# with it), and Eq. 10's positive anchors (the default all-pair anchors make the contrastive similarity [pairs, pairs]).
-HEAD_SETTINGS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "pair_embedding_size=1024": {"pair_embedding_size": 1024},
-    "contrastive_anchors=positive": {"contrastive_anchors": "positive"},
-}
 
 
 def section_settings(vocab, eager_model, batches: list[dict], repeats: int) -> dict:
@@ -172,17 +149,18 @@ def section_settings(vocab, eager_model, batches: list[dict], repeats: int) -> d
         steps = {}
         for name, model in models.items():
             kinds = step_kinds(model, eager_model, batch, "fp32")
-            steps.update({f"full_{mode}/{name}": kinds[f"full_{mode}"] for mode in ("train", "infer")})
-        steps.update({f"encoder_{mode}": kinds[f"encoder_{mode}"] for mode in ("train", "infer")})
+            steps.update({f"full_{mode}/{name}": kinds[f"full_{mode}"] for mode in MODES})
+        steps.update({f"encoder_{mode}": kinds[f"encoder_{mode}"] for mode in MODES})
         medians = {step: statistics.median(values) for step, values in interleaved(steps, repeats)[0].items()}
         totals = {step: totals.get(step, 0.0) + median for step, median in medians.items()}
         per_batch.append({"pairs": int(batch["hts"].shape[0]), **{name: {
-            f"{mode}_ratio": medians[f"full_{mode}/{name}"] / medians[f"encoder_{mode}"] for mode in ("train", "infer")}
+            f"{mode}_ratio": medians[f"full_{mode}/{name}"] / medians[f"encoder_{mode}"] for mode in MODES}
             for name in HEAD_SETTINGS}})
     out = {"flags": HEAD_SETTINGS, "batches": per_batch}
     for name in HEAD_SETTINGS:
-        out[name] = {**{f"{mode}_ratio": totals[f"full_{mode}/{name}"] / totals[f"encoder_{mode}"] for mode in ("train", "infer")},
-                     **{f"max_batch_{mode}_ratio": max(e[name][f"{mode}_ratio"] for e in per_batch) for mode in ("train", "infer")}}
+        out[name] = {**{f"{mode}_ratio": totals[f"full_{mode}/{name}"] / totals[f"encoder_{mode}"] for mode in MODES},
+                     **{f"max_batch_{mode}_ratio": max(entry[name][f"{mode}_ratio"] for entry in per_batch)
+                        for mode in MODES}}
         log(f"  {name}: training x{out[name]['train_ratio']:.2f} (worst batch x{out[name]['max_batch_train_ratio']:.2f}), "
             f"inference x{out[name]['infer_ratio']:.2f} (worst x{out[name]['max_batch_infer_ratio']:.2f})")
     return out

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import copy
 import statistics
-from collections import defaultdict
 import tempfile
+from collections import defaultdict
 
 import torch
 from tqdm.auto import tqdm
 
-from bench.harness import PRECISIONS, PeakRSS, Step, autocast, data_dir, featurize, interleaved, log, read_documents
-from bench.speed_batches import encoder_inputs, step_kinds
+from bench.harness import (
+    PRECISIONS, PeakRSS, Step, autocast, data_dir, encoder_alone, encoder_inputs, featurize, interleaved, log,
+    read_documents,
+)
+from bench.speed_batches import step_kinds
 from bench.speed_parts import forward_gflop
 from data_collators import DataCollatorForDocRE
+
+EPOCH_PARTS = ("epoch_train", "epoch_infer", "trainer_predict")
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, grouped: bool) -> list[list[int]]:
@@ -45,11 +50,14 @@ def timed_once(batches, make_steps, description: str) -> dict[str, list[float]]:
     return times
 
 
+def split_features(args, name: str, tokenizer, vocab) -> list[dict]:
+    return featurize(read_documents(args.data_dir, name, limit=args.epoch_documents or None), tokenizer, vocab)
+
+
 def epoch_training(model, eager_model, tokenizer, vocab, args) -> dict:
     """Every batch of one training epoch over `--epoch_train_file`, length-grouped as `run_docre.py` draws them."""
     collator = DataCollatorForDocRE(tokenizer)
-    train = featurize(read_documents(args.epoch_train_file, args.data_dir, limit=args.epoch_documents or None),
-                      tokenizer, vocab)
+    train = split_features(args, args.epoch_train_file, tokenizer, vocab)
     lengths = [len(feature["input_ids"]) for feature in train]
     order = epoch_batches(lengths, args.batch_size, seed=0, grouped=True)
 
@@ -75,26 +83,14 @@ def epoch_training(model, eager_model, tokenizer, vocab, args) -> dict:
     return out
 
 
-def inference_chunks(tokenizer, vocab, args) -> tuple[list[dict], list[list[int]]]:
-    """The inference split and its length-sorted batches, as `DocRETrainer` batches evaluation."""
-    test = featurize(read_documents(args.epoch_test_file, args.data_dir, limit=args.epoch_documents or None),
-                     tokenizer, vocab)
-    order = sorted(range(len(test)), key=lambda i: (-len(test[i]["input_ids"]), i))
-    return test, [order[start : start + args.eval_batch_size] for start in range(0, len(test), args.eval_batch_size)]
-
-
-def inference_gflop(model, eager_model, collator, test: list[dict], chunks: list[list[int]]) -> dict:
-    """Forward GFLOP of the inference pass over `chunks`: the eager encoder alone and the full model (untimed)."""
-    counts = [forward_gflop(model, eager_model, collator([test[i] for i in members]), with_bilinear=False)
-              for members in tqdm(chunks, desc="counting inference FLOPs", mininterval=10)]
-    return {kind: sum(count[kind] for count in counts) for kind in ("encoder", "full")}
-
-
 def epoch_inference(model, eager_model, tokenizer, vocab, args) -> dict:
-    """Every document of `--epoch_test_file` in length-sorted batches (collation and decoding included, as the
-    pipeline and the Trainer's prediction step do), next to the eager encoder alone on the same batches."""
+    """Every document of `--epoch_test_file` in length-sorted batches as `DocRETrainer` batches evaluation (collation
+    and decoding included, as the pipeline and the Trainer's prediction step do), next to the eager encoder alone on
+    the same batches; then the forward FLOPs of both, untimed."""
     collator = DataCollatorForDocRE(tokenizer)
-    test, chunks = inference_chunks(tokenizer, vocab, args)
+    test = split_features(args, args.epoch_test_file, tokenizer, vocab)
+    order = sorted(range(len(test)), key=lambda i: (-len(test[i]["input_ids"]), i))
+    chunks = [order[start : start + args.eval_batch_size] for start in range(0, len(test), args.eval_batch_size)]
     model.eval(), eager_model.eval()
 
     def full(precision, members):
@@ -107,15 +103,17 @@ def epoch_inference(model, eager_model, tokenizer, vocab, args) -> dict:
 
     def encoder_only(precision, members):
         def run():
-            ids, mask = encoder_inputs(model, collator([test[i] for i in members]))
+            windows = encoder_inputs(model, collator([test[i] for i in members]))
             with torch.no_grad(), autocast(precision):
-                eager_model.encoder(input_ids=ids, attention_mask=mask, output_attentions=True)
+                encoder_alone(eager_model.encoder, *windows)
         return run
 
     times = timed_once(chunks, lambda members: {f"{p}/{kind}": Step(make(p, members)) for p in PRECISIONS
                                                  for kind, make in (("encoder_infer", encoder_only), ("full_infer", full))},
-                        "timing the prediction of a split")
-    gflop = inference_gflop(model, eager_model, collator, test, chunks)
+                       "timing the prediction of a split")
+    counts = [forward_gflop(model, eager_model, collator([test[i] for i in members]), with_bilinear=False)
+              for members in tqdm(chunks, desc="counting inference FLOPs", mininterval=10)]
+    gflop = {kind: sum(count[kind] for count in counts) for kind in ("encoder", "full")}
     out = {"file": args.epoch_test_file, "docs": len(test), "batch_size": args.eval_batch_size,
            "tokens": sum(len(f["input_ids"]) for f in test), "pairs": sum(len(f["hts"]) for f in test),
            "forward_gflop": gflop}
@@ -126,16 +124,6 @@ def epoch_inference(model, eager_model, tokenizer, vocab, args) -> dict:
         log(f"  inference {p}: {out[p]['docs_per_s']:.2f} docs/s (eager encoder alone {out[p]['encoder_docs_per_s']:.2f},"
             f" x{out[p]['ratio_of_sums']:.2f}); {out[p]['full_gflop_per_s']:.1f} GFLOP/s")
     return out
-
-
-def recount_epoch_flops(model, eager_model, tokenizer, vocab, args, epoch: dict) -> dict:
-    """The epoch section with its inference FLOPs counted again (and GFLOP/s from its stored timings)."""
-    test, chunks = inference_chunks(tokenizer, vocab, args)
-    gflop = inference_gflop(model, eager_model, DataCollatorForDocRE(tokenizer), test, chunks)
-    infer = {**epoch["infer"], "forward_gflop": gflop}
-    for p in PRECISIONS:
-        infer[p] = {**infer[p], "full_gflop_per_s": gflop["full"] / infer[p]["seconds"]}
-    return {**epoch, "infer": infer}
 
 
 def trainer_predict(model, tokenizer, args) -> dict:
@@ -169,17 +157,15 @@ def trainer_predict(model, tokenizer, args) -> dict:
     return out
 
 
-def section_epoch(model, eager_model, tokenizer, vocab, args, epoch: dict | None = None, parts=None) -> dict:
-    """The whole section, or (`parts`) some of its parts with the others kept from `epoch`."""
+def section_epoch(model, eager_model, tokenizer, vocab, args, epoch: dict | None = None, parts=EPOCH_PARTS) -> dict:
+    """The parts of the section named in `parts`, the others kept from `epoch`."""
     log(f"\n== epoch: every batch of {args.epoch_train_file} (training) and of {args.epoch_test_file} (inference) ==")
     epoch = dict(epoch or {})
-    if parts is None or "epoch_train" in parts:
+    if "epoch_train" in parts:
         epoch["train"] = epoch_training(model, eager_model, tokenizer, vocab, args)
-    if parts is None or "epoch_infer" in parts:
+    if "epoch_infer" in parts:
         epoch["infer"] = epoch_inference(model, eager_model, tokenizer, vocab, args)
-    if parts is not None and "epoch_flops" in parts:
-        epoch = recount_epoch_flops(model, eager_model, tokenizer, vocab, args, epoch)
-    if parts is None or "trainer_predict" in parts:
+    if "trainer_predict" in parts:
         epoch["trainer_predict"] = trainer_predict(model, tokenizer, args)
     return epoch
 
@@ -187,7 +173,7 @@ def section_epoch(model, eager_model, tokenizer, vocab, args, epoch: dict | None
 def section_unlabeled(model, tokenizer, vocab, args) -> dict:
     """End-to-end inference on DocRED's unlabeled test documents: featurization excluded, collation included."""
     log(f"\n== unlabeled DocRED test: {args.unlabeled_docs} documents in batches of {args.batch_size} ==")
-    features = featurize(read_documents("docred/test_unlabeled.json", args.data_dir, limit=args.unlabeled_docs),
+    features = featurize(read_documents(args.data_dir, "docred/test_unlabeled.json", limit=args.unlabeled_docs),
                          tokenizer, vocab)
     collator = DataCollatorForDocRE(tokenizer)
     model.eval()

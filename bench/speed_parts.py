@@ -4,15 +4,15 @@ forward FLOPs, and the grouped bilinear against `F.linear` on the materialized p
 from __future__ import annotations
 
 import statistics
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from bench.harness import (
-    PRECISIONS, PeakRSS, Step, autocast, counted_gflop, fmt_s, interleaved, log, markdown_table, summary,
+    PRECISIONS, PeakRSS, Step, autocast, counted_gflop, encoder_alone, encoder_inputs, interleaved, log, summary,
 )
-from bench.speed_batches import encoder_inputs, step_kinds
+from bench.speed_batches import step_kinds
 from modeling_pemscl import GroupedPairEmbeddings, contrastive_loss, entropy_loss, pemscl_objective, pmt_loss
 
 
@@ -35,18 +35,22 @@ def section_breakdown(model, eager_model, batch: dict, repeats: int) -> dict:
     pair_inputs = (batch["mention_positions"], batch["hts"], batch["pair_document_index"])
     kwargs = config.objective_kwargs()
 
-    def pairs(h, a):
-        zh, zt = model.pair_representations(h, a, *pair_inputs)
-        return model.bilinear.split_groups(zh), model.bilinear.split_groups(zt)
+    def pairs(hidden, attention):
+        return [model.bilinear.split_groups(z) for z in model.pair_representations(hidden, attention, *pair_inputs)]
 
-    parts: dict[str, tuple[tuple[str, ...], Callable]] = {  # part -> (the inputs it starts from, its scalar)
-        "head+loss": (("hidden", "attention"), lambda h, a: (lambda groups: pemscl_objective(
-            model.bilinear(*groups), labels, GroupedPairEmbeddings(*groups), **kwargs)["loss"])(pairs(h, a))),
+    def objective(logits, head, tail):
+        return pemscl_objective(logits, labels, GroupedPairEmbeddings(head, tail), **kwargs)["loss"]
+
+    def head_and_loss(hidden, attention):
+        head, tail = pairs(hidden, attention)
+        return objective(model.bilinear(head, tail), head, tail)
+
+    parts = {  # part -> (the inputs it starts from, its scalar)
+        "head+loss": (("hidden", "attention"), head_and_loss),
         "pair_representations": (("hidden", "attention"), lambda h, a: sum(
             z.float().sum() for z in model.pair_representations(h, a, *pair_inputs))),
         "bilinear": (("head", "tail"), lambda gh, gt: model.bilinear(gh, gt).float().sum()),
-        "loss": (("logits", "head", "tail"), lambda lg, gh, gt: pemscl_objective(
-            lg, labels, GroupedPairEmbeddings(gh, gt), **kwargs)["loss"]),
+        "loss": (("logits", "head", "tail"), objective),
         "loss.pmt": (("logits",), lambda lg: pmt_loss(lg, labels).mean()),
         "loss.entropy": (("logits",), lambda lg: entropy_loss(
             lg, labels, gamma_pos=config.gamma_pos, gamma_neg=config.gamma_neg).mean()),
@@ -83,17 +87,13 @@ def section_breakdown(model, eager_model, batch: dict, repeats: int) -> dict:
                       f"{precision}/infer/head": Step(head_infer(precision, inputs), model.eval)})
     seconds, _ = interleaved(steps, repeats)
     out: dict[str, Any] = {"pairs": batch["hts"].shape[0]}
-    rows = []
-    for name in (step.split("/", 1)[1] for step in steps if step.startswith("fp32/")):
-        row = [name]
-        for precision in PRECISIONS:
-            stats = summary(seconds[f"{precision}/{name}"])
-            full = statistics.median(seconds[f"{precision}/{name.split('/')[0]}/full"])
-            out.setdefault(precision, {})[name] = {**stats, "share_of_full": stats["median_s"] / full}
-            row += [fmt_s(stats["median_s"]), f"{stats['median_s'] / full:.0%}"]
-        rows.append(row)
-    log("\n".join(markdown_table(["part (fwd+bwd for train/)", "fp32", "% of full", "bf16", "% of full"], rows)))
-    log("(parts are timed alone from detached inputs, so they do not add up exactly to the full step)")
+    for step in steps:
+        precision, name = step.split("/", 1)
+        stats = summary(seconds[step])
+        full = statistics.median(seconds[f"{precision}/{name.split('/')[0]}/full"])
+        out.setdefault(precision, {})[name] = {**stats, "share_of_full": stats["median_s"] / full}
+        log(f"  {step}: {stats['median_s']:.3f} s ({stats['median_s'] / full:.0%} of the full step; parts are timed "
+            "alone, so they do not add up exactly)")
     out["forward_gflop"] = flops = forward_gflop(model, eager_model, batch)
     log(f"forward GFLOP: encoder {flops['encoder']:.1f} ({flops['encoder_tokens']} padded tokens), full model "
         f"{flops['full']:.1f}, grouped bilinear {flops['bilinear']:.1f} ({flops['bilinear_per_pair_mflop']:.1f} MFLOP a pair)")
@@ -104,16 +104,15 @@ def section_breakdown(model, eager_model, batch: dict, repeats: int) -> dict:
 def forward_gflop(model, eager_model, batch: dict, with_bilinear: bool = True) -> dict:
     """Forward GFLOP (eval mode, no gradients) of the eager encoder on the model's encoder inputs, of the full model,
     and (`with_bilinear`) of the grouped bilinear layer alone."""
-    encoder_ids, encoder_mask = encoder_inputs(model, batch)
+    windows = encoder_inputs(model, batch)
     unlabelled = {key: value for key, value in batch.items() if key != "labels"}
     model.eval(), eager_model.eval()
     with torch.no_grad():
         counts = {
-            "encoder": counted_gflop(lambda: eager_model.encoder(input_ids=encoder_ids, attention_mask=encoder_mask,
-                                                                 output_attentions=True)),
+            "encoder": counted_gflop(lambda: encoder_alone(eager_model.encoder, *windows)),
             # Counted on the eager twin (the same computation): the counter does not see inside every fused SDPA kernel.
             "full": counted_gflop(lambda: eager_model(**unlabelled)),
-            "encoder_tokens": encoder_ids.numel(),
+            "encoder_tokens": windows[0].numel(),
         }
         if with_bilinear:
             inputs = head_inputs(model, batch)
@@ -152,7 +151,6 @@ def section_bilinear(model, batch: dict, repeats: int) -> dict:
     seconds, values = interleaved(steps, repeats)
     out: dict[str, Any] = {"pairs": batch["hts"].shape[0], "pair_vector_dims": bilinear.weight.shape[1],
                            "block_elements": bilinear.block_elements, "method": PeakRSS.method}
-    rows = []
     for precision in PRECISIONS:
         for mode in ("fwd+bwd", "fwd"):
             entry: dict[str, Any] = {}
@@ -168,8 +166,7 @@ def section_bilinear(model, batch: dict, repeats: int) -> dict:
             if grads_a is not None:
                 entry["grad_head_max_abs_diff"] = float((grads_a[0] - grads_b[0]).abs().max())
             out[f"{precision}/{mode}"] = entry
-            rows.append([f"{precision} {mode}", *(fmt_s(entry[n]["median_s"]) for n in layers), f"x{entry['speedup']:.2f}",
-                         *(f"{entry[n]['peak_rss_mib']:.0f}" for n in layers), f"{entry['logits_max_abs_diff']:.1e}"])
-    log("\n".join(markdown_table(["", "grouped", "materialized", "speedup", "grouped MiB", "materialized MiB",
-                                  "max abs logit difference"], rows)))
+            log(f"  {precision} {mode}: grouped x{entry['speedup']:.2f} faster, peak RSS "
+                f"{entry['grouped']['peak_rss_mib']:.0f} vs {entry['materialized']['peak_rss_mib']:.0f} MiB, "
+                f"max abs logit difference {entry['logits_max_abs_diff']:.1e}")
     return out

@@ -9,12 +9,11 @@ import statistics
 import time
 from pathlib import Path
 
-from bench.harness import cpu_pressure_total, featurize, fmt_s, interleaved, log, markdown_table, read_documents
-from bench.speed_batches import describe, step_kinds
+from bench.harness import cpu_pressure_total, featurize, fmt_s, interleaved, log, read_documents
+from bench.speed_batches import MODES, describe, step_kinds
 from data_collators import DataCollatorForDocRE
 
 TOKEN_BUCKETS = ((0, 256), (256, 512), (512, 768), (768, None))
-MODES = ("train", "infer")
 
 
 def concatenate(documents: list[dict]) -> dict:
@@ -56,7 +55,7 @@ def pick_spread(candidates: list[dict], count: int) -> list[dict]:
 
 def scaling_documents(tokenizer, vocab, data_dir, per_bucket: int) -> list[dict]:
     """Single labelled documents per token-length bucket; the > 768 bucket from 2 concatenated documents."""
-    raw = read_documents("re-docred/test_revised.json", data_dir) + read_documents("re-docred/dev_revised.json", data_dir)
+    raw = read_documents(data_dir, "re-docred/test_revised.json") + read_documents(data_dir, "re-docred/dev_revised.json")
     features = [{**f, "source": "real", "title": doc["title"]} for f, doc in zip(featurize(raw, tokenizer, vocab), raw)]
     chosen = []
     for low, high in TOKEN_BUCKETS:
@@ -93,11 +92,9 @@ def section_scaling(model, eager_model, tokenizer, vocab, args, plot_path: Path,
                             "pairs": statistics.mean(r["pairs"] for r in members),
                             "pairs_range": [min(r["pairs"] for r in members), max(r["pairs"] for r in members)], **mean,
                             **{f"{m}_ratio": mean[f"full_{m}_s"] / mean[f"encoder_{m}_s"] for m in MODES}})
-    log("\n".join(markdown_table(
-        ["tokens", "docs", "mean tokens", "pairs (range)", "train s/doc", "x enc", "infer s/doc", "x enc"],
-        [[b["bucket"], b["docs"], f"{b['tokens']:.0f}", f"{b['pairs']:.0f} ({b['pairs_range'][0]}-{b['pairs_range'][1]})",
-          f"{b['full_train_s']:.3f}", f"{b['train_ratio']:.2f}", f"{b['full_infer_s']:.3f}", f"{b['infer_ratio']:.2f}"]
-         for b in buckets])))
+    for b in buckets:
+        log(f"{b['bucket']} tokens: {b['docs']} documents, {b['pairs']:.0f} pairs on average, training "
+            f"x{b['train_ratio']:.2f} and inference x{b['infer_ratio']:.2f} the encoder alone")
     fits = {}  # the head and loss's cost (full - encoder) against pairs: least-squares line
     for mode in MODES:
         xs, ys = [r["pairs"] for r in rows], [r[f"full_{mode}_s"] - r[f"encoder_{mode}_s"] for r in rows]
