@@ -15,7 +15,6 @@ Results: `bench/results/inference.json` (`--out`).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
-from bench.harness import PeakRSS, log, machine, markdown_table, read_documents  # noqa: E402
-from bench.jobs import write_json  # noqa: E402
+from bench.harness import PeakRSS, log, machine, markdown_table, read_documents, write_json  # noqa: E402
 from data_collators import DataCollatorForDocRE, featurize_document  # noqa: E402
 from docre_training.metrics import load_train_documents, official_scores  # noqa: E402
 from docre_training.trainer import decoded_facts, official_predictions  # noqa: E402
@@ -87,8 +85,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    documents = (json.loads(Path(args.documents_file).read_text())[:args.documents] if args.documents_file
-                 else read_documents("re-docred/test_revised.json", limit=args.documents))
+    documents = (read_documents(Path(args.documents_file).parent, Path(args.documents_file).name, args.documents)
+                 if args.documents_file else read_documents(None, "re-docred/test_revised.json", args.documents))
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     specs = {"fp32": ("fp32", None, INT8_KEEP_FLOAT), "bf16": ("bf16", None, INT8_KEEP_FLOAT)}
     if args.int8_candidates:
