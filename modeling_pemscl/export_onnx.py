@@ -110,7 +110,8 @@ def fingerprint_mismatch(expected: dict, actual: dict) -> str | None:
         return f"encoder weights have other names ({', '.join(missing[:3])} ...)"
     differing = []
     for name in names:
-        (shape, total, squares), (other_shape, other_total, other_squares) = expected["weights"][name], actual["weights"][name]
+        shape, total, squares = expected["weights"][name]
+        other_shape, other_total, other_squares = actual["weights"][name]
         scale = math.sqrt(max(squares, other_squares) * max(math.prod(shape), 1)) + 1e-30
         if (shape != other_shape or abs(total - other_total) > 1e-7 * scale
                 or not math.isclose(squares, other_squares, rel_tol=1e-7, abs_tol=1e-30)):
@@ -177,12 +178,11 @@ def _export_graph(call: EncoderCall, example: tuple, path: Path, opset: int | No
             dynamo_error = error
     logger.warning("torch.export could not capture the encoder (%s: %s); exporting with the TorchScript exporter.",
                    type(dynamo_error).__name__, str(dynamo_error).splitlines()[0] if str(dynamo_error) else "")
-    axes = {"batch": 0, "sequence": 1}
     with _quiet_exporter():
         torch.onnx.export(
             call, example, str(path), dynamo=False, opset_version=opset or 17,
             input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-            dynamic_axes={**{name: {v: k for k, v in axes.items()} for name in INPUT_NAMES},
+            dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES},
                           OUTPUT_NAMES[0]: {0: "batch", 1: "sequence"},
                           OUTPUT_NAMES[1]: {0: "batch", 2: "sequence", 3: "sequence"}},
         )
@@ -199,7 +199,8 @@ def _largest_differences(session, call: EncoderCall, batches) -> tuple[float, fl
             list(OUTPUT_NAMES), {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
         scale = float(hidden.abs().max()) or 1.0
         hidden_difference = max(hidden_difference, float((torch.from_numpy(onnx_hidden) - hidden).abs().max()) / scale)
-        attention_difference = max(attention_difference, float((torch.from_numpy(onnx_attention) - attention).abs().max()))
+        attention_difference = max(attention_difference,
+                                   float((torch.from_numpy(onnx_attention) - attention).abs().max()))
     return hidden_difference, attention_difference
 
 
@@ -242,7 +243,8 @@ def export_onnx(model, output_file: str | os.PathLike, quantize: str | None = No
     if quantize not in (None, *QUANTIZATIONS):
         raise ValueError(f"quantize={quantize!r}; choose None (float32) or one of {QUANTIZATIONS}.")
     if isinstance(getattr(model, "encoder", None), OnnxEncoder):
-        raise ValueError("This model already runs its encoder in ONNX Runtime; export the PyTorch model (load it again).")
+        raise ValueError("This model already runs its encoder in ONNX Runtime; export the PyTorch model (load it "
+                         "again).")
     if not isinstance(getattr(model, "encoder", None), nn.Module):
         raise ValueError(f"Expected a PemsclModel (with an `encoder`), got {type(model).__name__}.")
     onnx, onnxruntime, _ = _import_onnx_packages("onnx", "onnxruntime", "onnxscript")
@@ -259,7 +261,7 @@ def export_onnx(model, output_file: str | os.PathLike, quantize: str | None = No
                 output_file, " (int8)" if quantize else "")
     was_training = encoder.training
     encoder.eval()
-    call = EncoderCall(encoder)
+    call = EncoderCall(encoder).eval()  # exporters restore the mode they found, recursively
     output_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(dir=output_file.parent, prefix=".onnx-export-") as folder:
@@ -283,7 +285,8 @@ def export_onnx(model, output_file: str | os.PathLike, quantize: str | None = No
                 "exporter": exporter,
                 "opset": next(entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx")),
                 "quantization": quantize,
-                "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+                "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
+                             "onnxruntime": onnxruntime.__version__},
                 **encoder_fingerprint(encoder, name_or_path),
             }
             entry = graph.metadata_props.add()
@@ -307,14 +310,18 @@ def _quantize_int8(graph_file: Path, quantized_file: Path) -> Path:
     a trained MiniLM model as per tensor; int8 embeddings (one scale per table) move a small encoder's logits 40 times
     further for a smaller file only (docs/onnx.md)."""
     (quantization,) = _import_onnx_packages("onnxruntime.quantization")
-    root = logging.getLogger()
+    # quantize_dynamic warns through `logging.warning` about an optional pre-processing step, which would also give
+    # the root logger a console handler for good when it has none: a handler of its own for the call prevents both.
+    root, handler = logging.getLogger(), logging.NullHandler()
     level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic warns on the root logger about an optional pre-processing step
+    root.addHandler(handler)
+    root.setLevel(logging.ERROR)
     try:
         quantization.quantize_dynamic(str(graph_file), str(quantized_file), op_types_to_quantize=["MatMul"],
                                       per_channel=True, weight_type=quantization.QuantType.QInt8)
     finally:
         root.setLevel(level)
+        root.removeHandler(handler)
     return quantized_file
 
 
@@ -474,8 +481,8 @@ def use_onnx_encoder(model, onnx_file: str | os.PathLike, threads: int | None = 
                          "modeling_pemscl.export_onnx --model DIR --output FILE.")
     embeddings = encoder.get_input_embeddings()
     dtype = next(encoder.parameters()).dtype
-    onnx_encoder = OnnxEncoder(onnx_file, encoder.config, metadata, (embeddings.num_embeddings, embeddings.embedding_dim),
-                               dtype=dtype, threads=threads)
+    onnx_encoder = OnnxEncoder(onnx_file, encoder.config, metadata,
+                               (embeddings.num_embeddings, embeddings.embedding_dim), dtype=dtype, threads=threads)
     model.encoder = onnx_encoder
     return model.eval()
 

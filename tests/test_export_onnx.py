@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,7 +112,8 @@ def test_overlapping_windows_of_64_tokens(released, onnx_files):
     reference = PemsclModel.from_pretrained(released, **overrides).eval()
     batch = batch_of(reference, tokenizer, DOCUMENTS[:3])
     assert batch["input_ids"].shape[1] > 8 * 64
-    assert_same_outputs(outputs_of(reference, batch), outputs_of(onnx_model(released, onnx_files["fp32"], **overrides), batch))
+    model = onnx_model(released, onnx_files["fp32"], **overrides)
+    assert_same_outputs(outputs_of(reference, batch), outputs_of(model, batch))
 
 
 def test_minilm_with_sdpa_attention(tmp_path):
@@ -154,8 +156,11 @@ def test_the_pipeline_runs_the_onnx_model(released, onnx_files):
     expected = pipeline(TASK, model=PemsclModel.from_pretrained(released), tokenizer=tokenizer)(documents, batch_size=2)
     got = pipeline(TASK, model=onnx_model(released, onnx_files["fp32"]), tokenizer=tokenizer)(documents, batch_size=2)
     assert [len(relations) for relations in got] == [len(relations) for relations in expected]
+
+    def key(relation):
+        return relation["head"]["index"], relation["tail"]["index"], relation["relation"]
+
     for got_relations, expected_relations in zip(got, expected):
-        key = lambda relation: (relation["head"]["index"], relation["tail"]["index"], relation["relation"])  # noqa: E731
         assert sorted(map(key, got_relations)) == sorted(map(key, expected_relations))
         scores = {key(relation): relation["score"] for relation in expected_relations}
         assert all(abs(relation["score"] - scores[key(relation)]) < 1e-5 for relation in got_relations)
@@ -178,6 +183,25 @@ def test_the_file_names_its_source_and_fingerprints_the_encoder(released, onnx_f
     assert "embeddings.word_embeddings.weight" in metadata["weights"]
 
 
+def test_the_torchscript_exporter_takes_over_where_torch_export_fails(released, tmp_path, monkeypatch, caplog):
+    export = torch.onnx.export
+
+    def failing_capture(*args, dynamo=True, **kwargs):
+        if dynamo:
+            raise RuntimeError("cannot capture")
+        return export(*args, dynamo=False, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", failing_capture)
+    exported = PemsclModel.from_pretrained(released).eval()
+    onnx_file = export_onnx(exported, tmp_path / "traced.onnx")
+    assert not any(module.training for module in exported.modules())  # TorchScript export restores modes it found
+    assert "torch.export could not capture the encoder (RuntimeError: cannot capture)" in caplog.text
+    assert read_metadata(onnx_file)["exporter"] == "torch.onnx.export(dynamo=False), TorchScript"
+    reference = PemsclModel.from_pretrained(released).eval()
+    batch = batch_of(reference, AutoTokenizer.from_pretrained(released), DOCUMENTS[:3])
+    assert_same_outputs(outputs_of(reference, batch), outputs_of(onnx_model(released, onnx_file), batch))
+
+
 def test_command_line_refuses_a_folder_that_is_no_model(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "none"), "--output", str(tmp_path / "x.onnx")]) == 2
     assert "is not a saved PEMSCL model folder" in capsys.readouterr().err
@@ -192,7 +216,8 @@ def test_a_file_from_another_encoder_is_refused(released, onnx_files):
     with pytest.raises(ValueError, match=r"exported from another encoder .*1 of \d+ encoder weight tensors differ "
                                          r"\(first: encoder\.layer\.1\.output\.dense\.weight\)"):
         use_onnx_encoder(changed, onnx_files["fp32"])
-    with pytest.raises(ValueError, match=r"encoder config differs in max_position_embeddings \(512 in the file, 64 in the model\)"):
+    with pytest.raises(ValueError, match=r"config differs in max_position_embeddings \(512 in the file, 64 in the "
+                                         r"model\)"):
         use_onnx_encoder(tiny_model(), onnx_files["fp32"])
 
 
@@ -236,7 +261,7 @@ def test_unknown_quantization_is_refused(released, tmp_path):
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime", "onnxscript"])
 def test_missing_onnx_packages_name_the_extra(released, onnx_files, tmp_path, monkeypatch, missing):
     monkeypatch.setitem(sys.modules, missing, None)  # `import name` raises ImportError
-    with pytest.raises(ImportError, match=f"{missing} is not installed.*{INSTALL_HINT.replace('[', r'.').replace(']', r'.')}"):
+    with pytest.raises(ImportError, match=f"{missing} is not installed.*{re.escape(INSTALL_HINT)}"):
         export_onnx(PemsclModel.from_pretrained(released), tmp_path / "x.onnx")
     if missing == "onnxruntime":
         with pytest.raises(ImportError, match=f"{missing} is not installed"):
