@@ -47,7 +47,7 @@ from docre_training.pipeline import check_model_and_tokenizer
 from docre_training.trainer import DocRETrainer, latest_complete_checkpoint, write_json_atomically
 from modeling_pemscl import INFERENCE_PRECISIONS, PemsclConfig, PemsclModel, optimize_for_inference
 from modeling_pemscl.configuration_pemscl import SETTING_CHOICES
-from modeling_pemscl.modeling_pemscl import cpu_computes_bf16_natively
+from modeling_pemscl.modeling_pemscl import cpu_computes_bf16_natively, run_encoder_in_onnx_runtime
 from modeling_pemscl.processing_pemscl import byte_level_prefix_space
 
 logger = logging.getLogger("run_docre")
@@ -71,6 +71,9 @@ class RunModelArguments:
     inference_precision: str | None = field(default=None, metadata={
         "help": "Evaluate / predict a trained model in this arithmetic (fp16: GPU; int8: CPU); see docs/speed.md",
         "choices": list(INFERENCE_PRECISIONS)})
+    onnx_file: str | None = field(default=None, metadata={
+        "help": "Evaluate / predict with the encoder in ONNX Runtime from this file (python -m "
+                "modeling_pemscl.export_onnx); see docs/onnx.md"})
 
     def __post_init__(self):
         # A number, or "auto" (PemsclConfig validates the value itself); the flag arrives as text.
@@ -228,17 +231,19 @@ def accelerator_available() -> bool:
 
 
 def check_inference_precision(model_args, training_args: TrainingArguments) -> None:
-    """`--inference_precision` prepares a trained model for evaluating and predicting only: a model in int8 cannot
-    train or be saved, and one trained in fp32 is what a run saves and pushes."""
-    if model_args.inference_precision is None:
+    """`--inference_precision` and `--onnx_file` prepare a trained model for evaluating and predicting only: a model
+    in int8 or ONNX cannot train or be saved, and one trained in fp32 is what a run saves and pushes."""
+    if model_args.inference_precision is None and model_args.onnx_file is None:
         return
-    conflicts = [flag for flag, given in (("--do_train", training_args.do_train),
-                                          ("--push_to_hub", training_args.push_to_hub),
-                                          ("--hub_dry_run", model_args.hub_dry_run)) if given]
+    given = (f"--onnx_file {model_args.onnx_file}" if model_args.onnx_file is not None
+             else f"--inference_precision {model_args.inference_precision}")
+    conflicts = [flag for flag, present in (("--do_train", training_args.do_train),
+                                            ("--push_to_hub", training_args.push_to_hub),
+                                            ("--hub_dry_run", model_args.hub_dry_run)) if present]
     if conflicts:
-        raise ValueError(f"--inference_precision is for evaluating / predicting a trained model, not with "
+        raise ValueError(f"{given.split()[0]} is for evaluating / predicting a trained model, not with "
                          f"{', '.join(conflicts)}: train (and push) first, then run --do_eval / --do_predict on the "
-                         f"saved model with --inference_precision {model_args.inference_precision}.")
+                         f"saved model with {given}.")
 
 
 def warn_if_bf16_is_emulated(training_args: TrainingArguments) -> None:
@@ -726,7 +731,9 @@ def build_trainer(model, tokenizer, vocab: RelationVocab, features, model_args, 
         head_learning_rate=model_args.head_learning_rate,
         model_card_kwargs={"data_args": data_args, "model_args": model_args},
     )
-    if model_args.inference_precision is not None:
+    if model_args.onnx_file is not None:
+        run_encoder_in_onnx_runtime(trainer.model, model_args.onnx_file, model_args.inference_precision)
+    elif model_args.inference_precision is not None:
         optimize_for_inference(trainer.model, model_args.inference_precision)  # on the Trainer's device
     trainer.train_documents_hint = ("--train_file, or a --data_dir that holds the training file (train_revised.json / "
                                     "train_annotated.json)")

@@ -47,7 +47,7 @@ try:
 except ImportError:  # the core install has no spaCy; only the component needs it
     spacy = None
 
-from modeling_pemscl.modeling_pemscl import optimize_for_inference
+from modeling_pemscl.modeling_pemscl import optimize_for_inference, run_encoder_in_onnx_runtime
 from modeling_pemscl.pipeline_pemscl import decoding_parameters
 from modeling_pemscl.processing_pemscl import group_mentions, mentions_to_document
 
@@ -106,6 +106,7 @@ class PemsclRelations:
             mention is a dict with `text`, `start`, `end`, `type` (the span's label) and `span` (the Span).
         precision: The arithmetic of inference, `"fp32"`, `"bf16"`, `"fp16"` (GPU) or `"int8"` (CPU)
             (`modeling_pemscl.optimize_for_inference`); `None` keeps the model as loaded.
+        onnx_file: Run the encoder in ONNX Runtime from this file (`python -m modeling_pemscl.export_onnx`).
 
     Raises:
         ImportError: If spaCy is not installed.
@@ -115,7 +116,8 @@ class PemsclRelations:
     def __init__(self, nlp: Any, name: str = FACTORY, *, model: Any, spans_key: Optional[str] = None,
                  threshold: float = 0.5, top_k: Optional[int] = None, batch_size: int = 8,
                  device: Optional[Union[int, str]] = None,
-                 entity_grouping: Optional[Callable[[list], list]] = None, precision: Optional[str] = None):
+                 entity_grouping: Optional[Callable[[list], list]] = None, precision: Optional[str] = None,
+                 onnx_file: Optional[str] = None):
         _require_spacy()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"{name}: batch_size={batch_size!r} must be a positive integer.")
@@ -123,8 +125,8 @@ class PemsclRelations:
         self.spans_key = spans_key
         self.batch_size = batch_size
         self.entity_grouping = entity_grouping
-        self._model_source, self._device, self._precision = model, device, precision
-        self.extractor = _load_pipeline(model, device, precision)
+        self._model_source, self._device, self._precision, self._onnx_file = model, device, precision, onnx_file
+        self.extractor = _load_pipeline(model, device, precision, onnx_file)
         decoding_parameters(top_k=top_k, threshold=threshold)  # checked (and named) here, once
         self.threshold, self.top_k = threshold, top_k
         self._process_id = os.getpid()
@@ -146,7 +148,7 @@ class PemsclRelations:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.extractor = _load_pipeline(self._model_source, self._device, self._precision)
+        self.extractor = _load_pipeline(self._model_source, self._device, self._precision, self._onnx_file)
         _register_extensions()
 
     def _mentions(self, doc: "Doc") -> list:
@@ -215,11 +217,14 @@ class PemsclRelations:
             self._process_id = os.getpid()
 
 
-def _load_pipeline(model: Any, device: Optional[Union[int, str]], precision: Optional[str] = None):
+def _load_pipeline(model: Any, device: Optional[Union[int, str]], precision: Optional[str] = None,
+                   onnx_file: Optional[str] = None):
     from .pipeline import DocumentRelationExtractionPipeline
 
     if isinstance(model, DocumentRelationExtractionPipeline):
-        if precision is not None:
+        if onnx_file is not None:
+            run_encoder_in_onnx_runtime(model.model, onnx_file, precision)
+        elif precision is not None:
             optimize_for_inference(model.model, precision)
         return model
     if not isinstance(model, str) or not model:
@@ -230,12 +235,12 @@ def _load_pipeline(model: Any, device: Optional[Union[int, str]], precision: Opt
 
     # The project's own pipeline class: a folder pushed with remote code loads without trust_remote_code.
     return pipeline(TASK, model=model, device=device, pipeline_class=DocumentRelationExtractionPipeline,
-                    precision=precision)
+                    precision=precision, onnx_file=onnx_file)
 
 
 def make_pemscl_relations(nlp: Any, name: str, model: str, spans_key: Optional[str], threshold: float,
                           top_k: Optional[int], batch_size: int, device: Optional[Union[int, str]],
-                          precision: Optional[str] = None) -> PemsclRelations:
+                          precision: Optional[str] = None, onnx_file: Optional[str] = None) -> PemsclRelations:
     """The `pemscl_relations` factory (`nlp.add_pipe("pemscl_relations", config={"model": ...})`); the config keys
     are `PemsclRelations`'s arguments.
 
@@ -244,14 +249,14 @@ def make_pemscl_relations(nlp: Any, name: str, model: str, spans_key: Optional[s
     """
     _require_spacy()
     return PemsclRelations(nlp, name, model=model, spans_key=spans_key, threshold=threshold, top_k=top_k,
-                           batch_size=batch_size, device=device, precision=precision)
+                           batch_size=batch_size, device=device, precision=precision, onnx_file=onnx_file)
 
 
 if spacy is not None:
     make_pemscl_relations = Language.factory(
         FACTORY,
         default_config={"spans_key": None, "threshold": 0.5, "top_k": None, "batch_size": 8, "device": None,
-                        "precision": None},
+                        "precision": None, "onnx_file": None},
         assigns=[f"doc._.{EXTENSION}", f"doc._.{OFFSETS_EXTENSION}"],
     )(make_pemscl_relations)
 

@@ -71,7 +71,7 @@ from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 from transformers.pipelines.token_classification import AggregationStrategy
 
 from .losses import decision_threshold, decode_relations, relation_margins
-from .modeling_pemscl import optimize_for_inference
+from .modeling_pemscl import optimize_for_inference, run_encoder_in_onnx_runtime
 from .processing_pemscl import (
     NA_LABEL,
     DataCollatorForDocRE,
@@ -257,6 +257,9 @@ class DocumentRelationExtractionPipeline(Pipeline):
             joins the one longer name of its type that ends with it), or `group_mentions_exactly`.
         precision (`str`, *optional*): The arithmetic of inference, `"fp32"`, `"bf16"`, `"fp16"` (GPU) or `"int8"`
             (CPU): see `optimize_for_inference`, which prepares the model in place. Default: the model as given.
+        onnx_file (`str`, *optional*): Run the encoder in ONNX Runtime from this file, written from this model by
+            `python -m modeling_pemscl.export_onnx` (fp32, or int8 with `--quantize int8`); the rest stays in
+            PyTorch. Needs this project installed with its `onnx` extra.
 
     Raises:
         ValueError: At construction, if the model and the tokenizer do not match (`check_model_and_tokenizer`),
@@ -269,13 +272,15 @@ class DocumentRelationExtractionPipeline(Pipeline):
     _load_feature_extractor = False
     _load_video_processor = False
 
-    def __init__(self, *args, precision: str | None = None, **kwargs):
+    def __init__(self, *args, precision: str | None = None, onnx_file: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         _check_batch_size(self._batch_size)
         if self.tokenizer is None:
             raise ValueError("DocumentRelationExtractionPipeline needs the model's tokenizer (`tokenizer=`).")
         check_model_and_tokenizer(self.model, self.tokenizer)
-        if precision is not None:
+        if onnx_file is not None:
+            run_encoder_in_onnx_runtime(self.model, onnx_file, precision)
+        elif precision is not None:
             optimize_for_inference(self.model, precision)
         self._collator = DataCollatorForDocRE(tokenizer=self.tokenizer)
 

@@ -166,6 +166,37 @@ def test_the_pipeline_runs_the_onnx_model(released, onnx_files):
         assert all(abs(relation["score"] - scores[key(relation)]) < 1e-5 for relation in got_relations)
 
 
+def test_every_way_in_takes_an_onnx_file(released, onnx_files, tmp_path):
+    """`pipeline(..., onnx_file=)`, the spaCy component's `onnx_file` and `run_docre.py --onnx_file` run the encoder
+    from the file: the same relations as the model prepared by hand; a precision beside it is refused."""
+    import run_docre
+    from docre_training import spacy_component
+
+    tokenizer = AutoTokenizer.from_pretrained(released)
+    by_hand = pipeline(TASK, model=onnx_model(released, onnx_files["int8"]), tokenizer=tokenizer)(DOCUMENTS[:2])
+    from docre_training.pipeline import DocumentRelationExtractionPipeline
+
+    local = {"pipeline_class": DocumentRelationExtractionPipeline}  # the folder also names its remote code
+    extractor = pipeline(TASK, model=str(released), onnx_file=str(onnx_files["int8"]), **local)
+    assert type(extractor.model.encoder).__name__ == "OnnxEncoder"
+    assert extractor(DOCUMENTS[:2]) == by_hand
+    with pytest.raises(ValueError, match="runs the encoder in the ONNX file's own precision; drop precision='int8'"):
+        pipeline(TASK, model=str(released), onnx_file=str(onnx_files["int8"]), precision="int8", **local)
+    component = spacy_component.PemsclRelations(None, model=str(released), onnx_file=str(onnx_files["int8"]))
+    assert type(component.extractor.model.encoder).__name__ == "OnnxEncoder"
+    # The command line: predictions of the ONNX encoder, the facts of the pipeline by hand.
+    (tmp_path / "test.json").write_text(json.dumps(DOCUMENTS[:2]))
+    run_docre.main(["--model_name_or_path", str(released), "--test_file", str(tmp_path / "test.json"),
+                    "--do_predict", "--output_dir", str(tmp_path / "out"), "--onnx_file", str(onnx_files["int8"]),
+                    "--report_to", "none", "--use_cpu", "--disable_tqdm", "true"])
+    facts = {(f["h_idx"], f["t_idx"], f["r"]) for f in json.loads((tmp_path / "out" / "predictions_test.json").read_text())
+             if f["title"] == DOCUMENTS[0]["title"]}
+    assert facts == {(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in by_hand[0]}
+    with pytest.raises(ValueError, match="--onnx_file is for evaluating / predicting a trained model, not with --do_train"):
+        run_docre.main(["--model_name_or_path", str(released), "--train_file", str(tmp_path / "test.json"),
+                        "--do_train", "--output_dir", str(tmp_path / "train"), "--onnx_file", str(onnx_files["int8"])])
+
+
 def test_a_copy_of_the_onnx_model_loads_its_own_session(released, onnx_files):
     model = onnx_model(released, onnx_files["fp32"])
     batch = batch_of(model, AutoTokenizer.from_pretrained(released), DOCUMENTS[:2])

@@ -684,20 +684,39 @@ def test_inference_precisions_keep_the_predictions_of_fp32(released_tiny, precis
     assert same_cells >= 0.999 and same_pairs >= (0.985 if precision == "bf16" else 1.0), (same_cells, same_pairs)
 
 
-def test_int8_quantizes_the_encoder_linears_except_those_kept_in_float(released_tiny):
+@pytest.mark.parametrize("int8_dot_products", [True, False])
+def test_int8_quantizes_the_encoder_linears_except_those_kept_in_float(released_tiny, monkeypatch,
+                                                                       int8_dot_products):
+    """Every encoder linear layer but the FFN outputs becomes int8; with int8 dot products (VNNI) its activations
+    use 8 bits, without them 7 (the saturation-safe range): the two differ, and fp32 is closer to the 8-bit one."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
+    import modeling_pemscl.modeling_pemscl as modeling
+
+    monkeypatch.setattr(modeling, "cpu_has_int8_dot_products", lambda: int8_dot_products)
     folder = released_tiny[0]
     model = optimize_for_inference(PemsclModel.from_pretrained(folder), "int8")
     kinds = {name: type(module) for name, module in model.encoder.named_modules()
              if isinstance(module, (torch.nn.Linear, DynamicInt8Linear))}
     kept = {name for name in kinds if re.search(r"layer\.\d+\.output\.dense$", name)}
     assert kept and all(kinds[name] is torch.nn.Linear for name in kept)
-    quantized = {name for name, kind in kinds.items() if kind is DynamicInt8Linear}
+    quantized = {name for name, kind in kinds.items() if issubclass(kind, DynamicInt8Linear)}
+    assert {kinds[name].__name__ for name in quantized} == {
+        "FullRangeDynamicInt8Linear" if int8_dot_products else "Linear"}
     assert quantized == {name for name in kinds if "layer." in name} - kept
     assert {name for name in quantized if name.endswith("attention.self.query")}
     # The head stays in fp32, and nothing trains any more.
     assert type(model.head_extractor) is torch.nn.Linear and not any(p.requires_grad for p in model.parameters())
+    # 8 bits against 7 on one layer's real input: closer to fp32.
+    layer = dict(model.encoder.named_modules())["encoder.layer.0.attention.self.query"]
+    reference = dict(PemsclModel.from_pretrained(folder).encoder.named_modules())["encoder.layer.0.attention.self.query"]
+    inputs = torch.randn(64, layer.in_features, generator=torch.Generator().manual_seed(0))
+    eight_bits = torch.ops.quantized.linear_dynamic(inputs, layer._packed_params._packed_params, reduce_range=False)
+    seven_bits = torch.ops.quantized.linear_dynamic(inputs, layer._packed_params._packed_params, reduce_range=True)
+    with torch.no_grad():
+        exact = reference(inputs)
+    assert (layer(inputs) - (eight_bits if int8_dot_products else seven_bits)).abs().max() == 0
+    assert (eight_bits - exact).abs().mean() < (seven_bits - exact).abs().mean()
 
 
 def test_an_int8_model_neither_trains_nor_saves(released_tiny, tmp_path):
