@@ -69,11 +69,10 @@ class RunModelArguments:
     hub_dry_run: str | None = field(default=None, metadata={"help": "Write what --push_to_hub would upload to this "
                                     "empty folder; upload nothing"})
     inference_precision: str | None = field(default=None, metadata={
-        "help": "Evaluate / predict a trained model in this arithmetic (fp16: GPU; int8: CPU); see docs/speed.md",
+        "help": "Evaluate / predict in this arithmetic (fp16: GPU, int8: CPU; docs/speed.md)",
         "choices": list(INFERENCE_PRECISIONS)})
     onnx_file: str | None = field(default=None, metadata={
-        "help": "Evaluate / predict with the encoder in ONNX Runtime from this file (python -m "
-                "modeling_pemscl.export_onnx); see docs/onnx.md"})
+        "help": "Evaluate / predict with the encoder in ONNX Runtime from this file (docs/onnx.md)"})
 
     def __post_init__(self):
         # A number, or "auto" (PemsclConfig validates the value itself); the flag arrives as text.
@@ -100,9 +99,20 @@ def _setting_descriptions() -> dict[str, str]:
             descriptions[name].append(line.strip())
         elif line.strip():
             name = None
-    # The first clause: up to the first period before a space ("Eq. 8" and "e.g." excepted), colon or semicolon.
-    return {name: re.split(r"(?<!Eq)(?<!e\.g)\.\s|;\s|:\s", " ".join(words), maxsplit=1)[0].rstrip(".")
-            for name, words in descriptions.items()}
+    return {name: _first_clause(" ".join(words)) for name, words in descriptions.items()}
+
+
+def _first_clause(text: str) -> str:
+    """Up to the first period before a space ("Eq. 8" and "e.g." excepted), colon or semicolon outside parentheses;
+    empty where the description opens with its choices (`"pemscl"`: ...), which the flag lists itself."""
+    depth = 0
+    for index, char in enumerate(text):
+        depth += (char == "(") - (char == ")")
+        pair = text[index:index + 2]
+        if depth == 0 and (pair in ("; ", ": ") or pair == ". " and not text[:index].endswith(("Eq", "e.g"))):
+            text = text[:index]
+            break
+    return "" if text.startswith('`"') else text.rstrip(".")
 
 
 def _config_flag_fields() -> list[tuple[str, type, Any]]:

@@ -51,7 +51,7 @@ def load_variant(folder: str, precision: str, onnx_file: str | None = None,
     if onnx_file:
         from modeling_pemscl.export_onnx import use_onnx_encoder
 
-        model = use_onnx_encoder(model, onnx_file)
+        model = use_onnx_encoder(model, onnx_file, threads=torch.get_num_threads())
     return model
 
 

@@ -55,8 +55,8 @@ class PemsclConfig(PreTrainedConfig):
             initializes new layers (the paper does not say). The default was chosen on a held-out split
             (docs/paper-vs-release.md).
         relation_bias_init (`float` or `"auto"`, defaults to `"auto"`):
-            Subtracted from the initial bias of every relation column (1..R) of the bilinear layer W_o (Eq. 15),
-            so that relations start this far below the threshold logit (for `loss="bce"`, below 0): a prior that
+            How far below the threshold logit relations start: subtracted from the initial bias of every
+            relation column (1..R) of the bilinear layer W_o (Eq. 15) (for `loss="bce"`, below 0). A prior that
             every pair is NA, as detectors initialize rare classes (Lin et al., 2017). `"auto"` = log(R)
             (4.56 for DocRED's 96 relations) makes a NA pair's initial loss over its R negatives about
             R * exp(-log R) = 1 instead of R log 2 = 66.5. Only the start of training depends on it. The paper
@@ -96,8 +96,8 @@ class PemsclConfig(PreTrainedConfig):
         negative_sample_ratio (`float`, defaults to 1.0):
             Fraction of negative relations kept per NA pair in training (Eq. 12-13); 1.0 = sampling off.
         contrastive_global_batch (`bool`, defaults to `True`):
-            Under torch.distributed, gather pair embeddings of every process so the contrastive loss sees the
-            global batch (the loss then equals the single-process loss on the concatenated batch).
+            Under torch.distributed, the contrastive loss sees the pair embeddings of every process. The loss
+            then equals the single-process loss on the concatenated batch.
         window_length (`int`, *optional*):
             Tokens per encoder window, special tokens included. Longer documents are encoded in overlapping
             windows. Defaults to the encoder's position limit (at most 512).
