@@ -423,6 +423,26 @@ def speed_section(speed: dict) -> list[str]:
     return out
 
 
+def inference_section() -> list[str]:
+    """Each inference precision on the recipe's model (`bench/speed_inference.py`), one table per results file."""
+    out = []
+    for path in sorted(RESULTS.glob("inference*.json")):
+        result = json.loads(path.read_text())
+        variants, machine = result["variants"], result["machine"]
+        fp32 = variants["fp32"]["documents_per_s"]
+        labelled = "test_f1" in variants["fp32"]
+        rows = [[name, f"{v['documents_per_s']:.2f}", f"{v['documents_per_s'] / fp32:.2f}x",
+                 f"{v['encoder_documents_per_s']:.2f}", f"{v['peak_mib']:.0f}", f"{v['agreement_f1_with_fp32']:.2f}"]
+                + ([f"{v['test_f1']:.2f}", f"{v['test_ign_f1']:.2f}"] if labelled else [])
+                for name, v in variants.items()]
+        header = ["variant", "docs/s", "vs fp32", "encoder alone docs/s", "peak MiB", "facts as fp32 (F1)"]
+        out += [f"`{path.relative_to(RESULTS)}`: {result['documents']} {'test' if labelled else 'held-out'} "
+                f"documents, batches of {result['batch_size']}, {machine['torch_threads']} thread(s), "
+                f"{machine['cpu']} ({'/'.join(machine['cpu_flags'])}).", ""]
+        out += markdown_table(header + (["test F1", "test Ign F1"] if labelled else []), rows) + [""]
+    return ["### Inference precision (bench/speed_inference.py)", ""] + out if out else []
+
+
 # ------------------------------------------------------------------------------------------ the released recipe
 def speed_defaults_f1_verdict(same_recipe_runs: dict[str, list[dict]]) -> list[str]:
     """The speed defaults must leave the recipe's F1 unchanged within noise: `default` against
@@ -903,6 +923,7 @@ def main():
             + measured_recipe_verdicts(recipe["idle_timing"]) + demo_verdict(demo) + [""])
     out += recipe_sections(recipe["diagnostic"], same_recipe) + results_tables(rows, summaries, variants)
     out += speed_section(speed) if speed else []
+    out += inference_section()
     if NOTES.exists():
         out += ["## Diagnosis and notes", "", NOTES.read_text().strip(), ""]
     REPORT.write_text("\n".join(out))

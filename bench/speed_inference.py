@@ -63,7 +63,9 @@ def batches_of(documents, tokenizer, config, batch_size):
     collator = DataCollatorForDocRE(tokenizer=tokenizer)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        yield torch.tensor(rows), collator([features[row] for row in rows])
+        batch = collator([features[row] for row in rows])
+        batch.pop("labels", None)  # inference: no loss
+        yield torch.tensor(rows), batch
 
 
 def timed(run):

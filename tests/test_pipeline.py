@@ -754,3 +754,19 @@ def test_a_precision_the_pipeline_cannot_run_is_refused(tokenizer):
         pipeline(TASK, model=tiny_docre_model(tokenizer), tokenizer=tokenizer, precision="int4")
     with pytest.raises(ValueError, match="'fp16' runs on GPUs"):
         pipeline(TASK, model=tiny_docre_model(tokenizer), tokenizer=tokenizer, precision="fp16")
+
+
+def test_labelled_documents_are_predicted_without_computing_a_loss(tokenizer, monkeypatch):
+    """A DocRED document with labels is only predicted: the model gets no labels (which would make it compute the
+    loss, the contrastive term over every pair of pairs), and the relations are those of the unlabelled document."""
+    with open(REDOCRED_TEST) as f:
+        document = json.load(f)[0]
+    assert document["labels"]
+    model = tiny_docre_model(tokenizer)
+    seen = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda **inputs: seen.append(set(inputs)) or forward(**inputs))
+    extractor = pipeline(TASK, model=model, tokenizer=tokenizer)
+    relations = extractor(document)
+    assert seen and not any({"labels", "negative_mask"} & inputs for inputs in seen)
+    assert relations == extractor({key: value for key, value in document.items() if key != "labels"})
