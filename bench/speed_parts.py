@@ -21,8 +21,8 @@ def head_inputs(model, batch: dict, precision: str = "fp32") -> dict[str, torch.
     model.eval()
     with torch.no_grad(), autocast(precision):
         hidden, attention = model.encode(batch["input_ids"], batch["attention_mask"], batch["mention_positions"])
-        z_h, z_t = model.pair_representations(hidden, attention, batch["mention_positions"], batch["hts"],
-                                              batch["pair_document_index"])
+        z_h, z_t, _ = model.pair_representations(hidden, attention, batch["mention_positions"], batch["hts"],
+                                                 batch["pair_document_index"])
         head, tail = model.bilinear.split_groups(z_h), model.bilinear.split_groups(z_t)
         return {"hidden": hidden, "attention": attention, "head": head, "tail": tail, "logits": model.bilinear(head, tail)}
 
@@ -36,7 +36,8 @@ def section_breakdown(model, eager_model, batch: dict, repeats: int) -> dict:
     kwargs = config.objective_kwargs()
 
     def pairs(hidden, attention):
-        return [model.bilinear.split_groups(z) for z in model.pair_representations(hidden, attention, *pair_inputs)]
+        z_h, z_t, _ = model.pair_representations(hidden, attention, *pair_inputs)
+        return [model.bilinear.split_groups(z) for z in (z_h, z_t)]
 
     def objective(logits, head, tail):
         return pemscl_objective(logits, labels, GroupedPairEmbeddings(head, tail), **kwargs)["loss"]
@@ -48,7 +49,7 @@ def section_breakdown(model, eager_model, batch: dict, repeats: int) -> dict:
     parts = {  # part -> (the inputs it starts from, its scalar)
         "head+loss": (("hidden", "attention"), head_and_loss),
         "pair_representations": (("hidden", "attention"), lambda h, a: sum(
-            z.float().sum() for z in model.pair_representations(h, a, *pair_inputs))),
+            z.float().sum() for z in model.pair_representations(h, a, *pair_inputs)[:2])),
         "bilinear": (("head", "tail"), lambda gh, gt: model.bilinear(gh, gt).float().sum()),
         "loss": (("logits", "head", "tail"), objective),
         "loss.pmt": (("logits",), lambda lg: pmt_loss(lg, labels).mean()),

@@ -15,7 +15,9 @@ Output of one document (`featurize_document`):
 | `mention_positions` | list[list[int]] | per entity, per mention: subword position of its start marker |
 | `mention_spans` | list[list[[int, int]]] | per entity, per mention: `[start, end)` from its start marker to its end marker (inclusive) |
 | `hts` | list[[int, int]] | every ordered entity pair `h != t`, head-major (`for h: for t: if h != t`) |
+| `sentence_spans` | list[[int, int]] | per sentence of `sents`: its `[start, end)` subwords, markers included |
 | `labels` | list[list[int]] | one multi-hot row of `len(rel2id)` per pair, column 0 (`Na`) set iff the pair has no relation; only for labelled documents |
+| `relation_evidence` | list[[int, int, int]] | gold evidence, one `(pair row, label column, sentence)` per evidence sentence of a label (none for labels without `evidence`); only for labelled documents |
 
 `featurize_dataset` adds `length` (`len(input_ids)`): the Trainer's `length_column_name`, read by length-grouped
 training batches (`train_sampling_strategy="group_by_length"`) and length-sorted evaluation batches.
@@ -31,8 +33,9 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 # model, so the pipeline featurizes exactly as training does); this module adds the dataset level.
 from modeling_pemscl.processing_pemscl import _featurize_documents, check_tokenizer, featurize_document  # noqa: F401
 
-FEATURIZED_COLUMNS = ("input_ids", "mention_positions", "mention_spans", "hts", "labels", "length")
-"""Columns `featurize_dataset` adds (`labels` only for labelled splits)."""
+FEATURIZED_COLUMNS = ("input_ids", "mention_positions", "mention_spans", "hts", "sentence_spans", "labels",
+                      "relation_evidence", "length")
+"""Columns `featurize_dataset` adds (`labels` and `relation_evidence` only for labelled splits)."""
 DEFAULT_KEEP_COLUMNS = ("title", "vertexSet")
 """Raw columns `featurize_dataset` keeps for evaluation (the raw `labels` become the multi-hot `labels`)."""
 
@@ -55,9 +58,9 @@ def featurize_batch(
         ValueError: See `featurize_document`.
 
     Returns:
-        Columns `input_ids`, `mention_positions`, `mention_spans` (lists, as in `featurize_document`), `hts`
-        (one int64 NumPy array [P, 2] per document) and `labels` (one int8 NumPy array [P, len(rel2id)] per
-        document, `None` for unlabelled documents). NumPy arrays keep the many label rows out of Python
+        Columns `input_ids`, `mention_positions`, `mention_spans`, `sentence_spans` (lists, as in
+        `featurize_document`), `hts` (one int64 NumPy array [P, 2] per document), `labels` (one int8 NumPy array
+        [P, len(rel2id)] per document) and `relation_evidence` (int32 [K, 3]), both `None` for unlabelled documents. NumPy arrays keep the many label rows out of Python
         objects; `Dataset.map` stores them as nested lists. Also `length`, each document's `len(input_ids)`.
     """
     docs = [dict(zip(batch.keys(), values)) for values in zip(*batch.values())]
@@ -79,7 +82,9 @@ def _featurize_split(
             "mention_positions": List(List(Value("int32"))),
             "mention_spans": List(List(List(Value("int32")))),
             "hts": List(List(Value("int32"))),
+            "sentence_spans": List(List(Value("int32"))),
             "labels": List(List(Value("int8"))),
+            "relation_evidence": List(List(Value("int32"))),
             "length": Value("int32"),
         }
     )
@@ -96,7 +101,7 @@ def _featurize_split(
     )
     unlabelled = featurized.data.column("labels").null_count
     if unlabelled == featurized.num_rows:
-        return featurized.remove_columns("labels")
+        return featurized.remove_columns(["labels", "relation_evidence"])
     if unlabelled:
         missing = [(index, title) for index, (title, labels) in
                    enumerate(zip(featurized["title"], featurized.data.column("labels").is_null().to_pylist())) if labels]

@@ -383,7 +383,7 @@ def official_scores(predictions, gold_documents, train_documents=None, relation_
 
     Returns:
         `dict`: `precision`, `recall`, `f1`, `ign_precision`, `ign_f1`, then `head_f1`, `mid_f1`, `tail_f1` (with
-        training documents), `evidence_precision`, `evidence_recall`, `evidence_f1` (when a prediction carries
+        training documents), `evi_p`, `evi_r`, `evi_f1` (when a prediction carries
         evidence), all floats in percent; then the ints `num_predictions`, `num_gold`, `num_correct`,
         `num_correct_in_train`.
 
@@ -425,7 +425,7 @@ def official_scores(predictions, gold_documents, train_documents=None, relation_
         total_gold_evidence = sum(len(evidence) for evidence in gold.values())
         evidence_scores = _precision_recall_f1(matches.correct_evidence, matches.predicted_evidence,
                                                total_gold_evidence)
-        scores.update(zip(("evidence_precision", "evidence_recall", "evidence_f1"), evidence_scores))
+        scores.update(zip(("evi_p", "evi_r", "evi_f1"), evidence_scores))
     percent = {key: 100 * value for key, value in scores.items()}
     return {**percent, **counts}
 

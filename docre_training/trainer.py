@@ -26,14 +26,15 @@ from .metrics import TRAIN_REFERENCE_FILE, official_scores, reference_documents
 
 logger = logging.getLogger(__name__)
 
-LOSS_TERMS = ("pmt_loss", "entropy_loss", "contrastive_loss")
+LOSS_TERMS = ("pmt_loss", "entropy_loss", "contrastive_loss", "evidence_loss")
 # Columns the evaluation needs beside the model inputs: mention names for Ign F1, titles for the output file.
 EVALUATION_COLUMNS = ("title", "vertexSet", "hts")
 
 
 def _reference_rows(dataset):
     """The columns `documents_from_features` reads (labels where the split has them)."""
-    return dataset.select_columns([c for c in (*EVALUATION_COLUMNS, "labels") if c in dataset.column_names])
+    return dataset.select_columns([c for c in (*EVALUATION_COLUMNS, "labels", "relation_evidence")
+                                   if c in dataset.column_names])
 
 
 def _rows_in_document_order(dataset):
@@ -46,15 +47,22 @@ def documents_from_features(rows: Sequence[Mapping[str, Any]], id2label: Mapping
     """DocRED-format documents (title, vertexSet, labels as h/t/r) rebuilt from featurized rows.
 
     The featurized `labels` (one multi-hot row per pair of `hts`) are the training labels as the model saw
-    them, after any label dropping: the right reference for Ign F1 and for the relation frequency ranking.
+    them, after any label dropping: the right reference for Ign F1 and for the relation frequency ranking. Each
+    label carries its gold `evidence` where the rows have `relation_evidence`.
     """
     documents = []
     for row in rows:
+        evidence = defaultdict(list)
+        for pair_row, column, sentence in row.get("relation_evidence") or []:
+            evidence[pair_row, column].append(sentence)
         labels = []
-        for (head, tail), label_row in zip(row["hts"], row.get("labels") or []):
+        for pair_row, ((head, tail), label_row) in enumerate(zip(row["hts"], row.get("labels") or [])):
             for index, flag in enumerate(label_row):
                 if flag and index != 0:
-                    labels.append({"h": head, "t": tail, "r": id2label[index]})
+                    label = {"h": head, "t": tail, "r": id2label[index]}
+                    if "relation_evidence" in row:
+                        label["evidence"] = sorted(evidence.get((pair_row, index), []))
+                    labels.append(label)
         documents.append({"title": row["title"], "vertexSet": row["vertexSet"], "labels": labels})
     return documents
 
@@ -105,6 +113,25 @@ def write_json_atomically(payload: Any, path: str) -> None:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def check_evidence_labels(train_dataset) -> None:
+    """Refuse a training set without any gold evidence for `evidence_weight > 0`; log how many documents have none
+    (the evidence term skips them, their relations train as usual)."""
+    columns = getattr(train_dataset, "column_names", None)
+    if columns is None:  # an iterable dataset: nothing to count ahead of training
+        return
+    if "relation_evidence" not in columns:
+        raise ValueError("evidence_weight > 0 needs evidence labels, but the training set has no `relation_evidence` "
+                         "column: featurize it with data_collators.featurize_dataset (it reads each label's "
+                         "`evidence`), or train with evidence_weight 0.")
+    without = sum(not evidence for evidence in train_dataset["relation_evidence"])
+    if without == len(train_dataset):
+        raise ValueError(f"evidence_weight > 0 needs evidence labels, but none of the {without} training documents "
+                         "has a label with `evidence` sentences: train with evidence_weight 0.")
+    if without:
+        logger.info("%d of %d training documents have no evidence labels: the evidence term skips them (their "
+                    "relations train as usual).", without, len(train_dataset))
 
 
 class DocRETrainer(Trainer):
@@ -169,6 +196,8 @@ class DocRETrainer(Trainer):
         self._train_documents = list(train_documents) if train_documents is not None else None
         self._loss_term_sums: dict[str, float] = defaultdict(float)
         self._loss_term_count = 0
+        if train_dataset is not None and getattr(getattr(self.model, "config", None), "evidence_weight", 0) > 0:
+            check_evidence_labels(train_dataset)
 
     # ------------------------------------------------------------ training
     def create_optimizer(self, model=None):
@@ -387,8 +416,13 @@ class DocRETrainer(Trainer):
             return None, None, None
         with torch.no_grad(), self.compute_loss_context_manager():
             outputs = model(**inputs, return_predictions=True)
-        return None, decoded_facts(outputs.logits, outputs.predictions, inputs["hts"], inputs["pair_document_index"],
-                                   document_index, model.config.loss), document_index
+        facts = decoded_facts(outputs.logits, outputs.predictions, inputs["hts"], inputs["pair_document_index"],
+                              document_index, model.config.loss)
+        if outputs.evidence_predictions is None:
+            return None, facts, document_index
+        evidence = decoded_evidence(outputs.predictions, outputs.evidence_predictions, inputs["hts"],
+                                    inputs["pair_document_index"], document_index)
+        return None, (facts, evidence), document_index
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix: str = "eval") -> EvalLoopOutput:
@@ -397,7 +431,9 @@ class DocRETrainer(Trainer):
         have labels) merged with the user's `compute_metrics`, prefixed like the Trainer's."""
         output = super().evaluation_loop(dataloader, description, False, ignore_keys, metric_key_prefix)
         rows = _rows_in_document_order(dataloader.dataset)
-        predictions = official_predictions(output.predictions, list(rows["title"]), self.model.config.id2label)
+        facts, evidence = (output.predictions if isinstance(output.predictions, (tuple, list))
+                           else (output.predictions, None))
+        predictions = official_predictions(facts, list(rows["title"]), self.model.config.id2label, evidence)
         if self.is_world_process_zero():
             write_json_atomically(predictions, os.path.join(self.args.output_dir,
                                                             f"predictions_{metric_key_prefix}.json"))
@@ -508,19 +544,45 @@ def decoded_facts(logits, predictions, hts, pair_document_index, document_index,
     return facts
 
 
-def official_predictions(facts, titles: Sequence[str], id2label: Mapping[int, str]) -> list[dict]:
+def decoded_evidence(predictions, evidence_predictions, hts, pair_document_index, document_index) -> torch.Tensor:
+    """Evidence sentences of the pairs with a predicted relation as padded per-document rows: int64 [B, F, 4], one
+    row `(document_index, head, tail, sentence)` per evidence sentence, padded with -100."""
+    pair, sentence = (evidence_predictions & ~predictions[:, :1]).nonzero(as_tuple=True)
+    document = pair_document_index[pair]
+    batch_size = document_index.shape[0]
+    counts = torch.bincount(document, minlength=batch_size)
+    width = int(counts.max()) if counts.numel() and pair.numel() else 0
+    rows = torch.full((batch_size, width, 4), -100, dtype=torch.long, device=hts.device)
+    if pair.numel():
+        offsets = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(pair.numel(), device=hts.device) - offsets[document]
+        rows[document, rank] = torch.stack([document_index[document], hts[pair, 0], hts[pair, 1], sentence], dim=1)
+    return rows
+
+
+def official_predictions(facts, titles: Sequence[str], id2label: Mapping[int, str], evidence=None) -> list[dict]:
     """Fact rows gathered over the evaluation (numpy [N, F, 5], -100 padding) -> official-format predictions in
-    dataset order; a document seen twice (padding of the last distributed batch) counts once."""
+    dataset order; a document seen twice (padding of the last distributed batch) counts once. With `evidence`
+    (rows of `decoded_evidence`, numpy [N, F2, 4]) every prediction carries its pair's sorted `evidence` sentences."""
     import numpy as np
 
     rows = np.asarray(facts, dtype=np.float64).reshape(-1, 5)
     rows = rows[rows[:, 0] >= 0]
+    sentences = None
+    if evidence is not None:
+        sentences = defaultdict(set)
+        for document, head, tail, sentence in np.asarray(evidence, dtype=np.int64).reshape(-1, 4).tolist():
+            if document >= 0:
+                sentences[document, head, tail].add(sentence)
     seen, predictions = set(), []
     for document, head, tail, label, margin in sorted(rows.tolist(), key=lambda row: row[0]):
         key = (int(document), int(head), int(tail), int(label))
         if key in seen:
             continue
         seen.add(key)
-        predictions.append({"title": titles[key[0]], "h_idx": key[1], "t_idx": key[2], "r": id2label[key[3]],
-                            "score": round(1.0 / (1.0 + math.exp(-margin)), 6), "margin": round(margin, 4)})
+        prediction = {"title": titles[key[0]], "h_idx": key[1], "t_idx": key[2], "r": id2label[key[3]],
+                      "score": round(1.0 / (1.0 + math.exp(-margin)), 6), "margin": round(margin, 4)}
+        if sentences is not None:
+            prediction["evidence"] = sorted(sentences.get(key[:3], ()))
+        predictions.append(prediction)
     return predictions

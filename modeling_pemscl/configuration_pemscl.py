@@ -93,6 +93,14 @@ class PemsclConfig(PreTrainedConfig):
             Eq. 10, as printed); `"all"`: every pair, NA pairs through Eq. 9 (pushed away from every other pair),
             which is what the released code computes (it zeroes the NA label column before the loss). `"all"` is
             the default, chosen on a held-out split (docs/paper-vs-release.md).
+        evidence_weight (`float`, defaults to 0.0):
+            Weight of the evidence term added to the objective of any `loss`: for each pair with gold evidence
+            sentences, the KL divergence from their even distribution to the pair's evidence distribution (its
+            localized-context attention summed per sentence), as DREEAM (Ma et al., 2023) supervises it. 0 = off;
+            needs training data with `evidence`.
+        evidence_threshold (`float`, defaults to 0.2):
+            A predicted relation's evidence: the sentences holding at least this share of the pair's evidence
+            distribution.
         negative_sample_ratio (`float`, defaults to 1.0):
             Fraction of negative relations kept per NA pair in training (Eq. 12-13); 1.0 = sampling off.
         contrastive_global_batch (`bool`, defaults to `True`):
@@ -166,6 +174,8 @@ class PemsclConfig(PreTrainedConfig):
     use_contrastive: bool = True
     contrastive_average: str = "inside"
     contrastive_anchors: str = "all"
+    evidence_weight: float = 0.0
+    evidence_threshold: float = 0.2
     negative_sample_ratio: float = 1.0
     contrastive_global_batch: bool = True
     window_length: int | None = None
@@ -201,6 +211,14 @@ class PemsclConfig(PreTrainedConfig):
             raise ValueError(f"contrastive_temperature={self.contrastive_temperature} must be a positive finite number.")
         if not math.isfinite(self.contrastive_weight) or self.contrastive_weight < 0:
             raise ValueError(f"contrastive_weight={self.contrastive_weight} must be a non-negative finite number.")
+        if isinstance(self.evidence_weight, bool) or not (
+                isinstance(self.evidence_weight, (int, float)) and math.isfinite(self.evidence_weight)
+                and self.evidence_weight >= 0):
+            raise ValueError(f"evidence_weight={self.evidence_weight!r} must be a non-negative finite number (0 = off).")
+        if isinstance(self.evidence_threshold, bool) or not (
+                isinstance(self.evidence_threshold, (int, float)) and 0.0 < self.evidence_threshold <= 1.0):
+            raise ValueError(f"evidence_threshold={self.evidence_threshold!r} must be a share of a pair's evidence "
+                             "distribution, in (0, 1].")
         if self.relation_bias_init != "auto" and (
             isinstance(self.relation_bias_init, (str, bool)) or not math.isfinite(self.relation_bias_init)
         ):

@@ -32,7 +32,10 @@ __all__ = [
     "atlop_loss",
     "bce_loss",
     "pemscl_objective",
+    "evidence_loss",
+    "sentence_evidence",
     "decode_relations",
+    "decode_evidence",
     "relation_margins",
     "decision_threshold",
     "check_choice",
@@ -726,6 +729,58 @@ def _contrastive_values(
         "use_contrastive=True needs `embeddings` (or a precomputed `contrastive_per_pair`); "
         "pass use_contrastive=False to train without the contrastive term."
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Evidence: which sentences support a pair's relations (not in the paper; DREEAM, Ma et al., EACL 2023)
+# --------------------------------------------------------------------------------------------
+def sentence_evidence(pair_attention: torch.Tensor, sentence_ids: torch.Tensor, num_sentences: int) -> torch.Tensor:
+    """Each pair's evidence distribution over its document's sentences, float32 [N, S].
+
+    The share of sentence s is the pair's context attention (the localized context pooling weights, Eq. 14's c)
+    summed over the sentence's subwords, renormalized over the sentences (special tokens and padding, sentence
+    -1, drop out).
+
+    Args:
+        pair_attention: [N, L] non-negative context attention of each pair over its document's subwords.
+        sentence_ids: [N, L] sentence index of each subword of the pair's document, -1 outside sentences.
+        num_sentences: S, at least 1 + the largest sentence index.
+    """
+    pair_attention = pair_attention.float()
+    outside = sentence_ids < 0
+    index = sentence_ids.masked_fill(outside, num_sentences)
+    per_sentence = pair_attention.new_zeros(pair_attention.shape[0], num_sentences + 1)
+    per_sentence = per_sentence.scatter_add(1, index, pair_attention)[:, :num_sentences]
+    return per_sentence / per_sentence.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+
+
+def evidence_loss(evidence: torch.Tensor, evidence_labels: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """KL(g || p) of every pair with gold evidence, float32 [M] (M = pairs with at least one evidence sentence).
+
+    ``g`` is the pair's gold evidence spread evenly over its evidence sentences (the union over its relations),
+    ``p`` its predicted distribution (:func:`sentence_evidence`): sum_s g_s (log g_s - log(p_s + eps)). Pairs
+    without gold evidence (NA pairs, labels without evidence) are not supervised. The objective adds
+    ``evidence_weight * mean`` of these values.
+
+    Args:
+        evidence: [N, S] predicted distributions.
+        evidence_labels: [N, S] multi-hot gold evidence.
+        eps: keeps log finite where p is 0.
+    """
+    if evidence.shape != evidence_labels.shape:
+        raise ValueError(f"evidence {tuple(evidence.shape)} and evidence_labels {tuple(evidence_labels.shape)} must "
+                         "have the same shape [N, S].")
+    gold = evidence_labels.float()
+    supervised = gold.sum(-1) > 0
+    gold = gold[supervised] / gold[supervised].sum(-1, keepdim=True)
+    predicted = evidence.float()[supervised]
+    return torch.xlogy(gold, gold).sum(-1) - (gold * torch.log(predicted + eps)).sum(-1)
+
+
+def decode_evidence(evidence: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Evidence sentences of each pair: bool [N, S], the sentences whose share of the pair's distribution
+    (:func:`sentence_evidence`) is at least ``threshold``."""
+    return evidence >= threshold
 
 
 def relation_margins(logits: torch.Tensor, threshold: str = "adaptive") -> torch.Tensor:

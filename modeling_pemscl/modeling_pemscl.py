@@ -31,9 +31,12 @@ from .losses import (
     GroupedPairEmbeddings,
     contrastive_loss,
     decision_threshold,
+    decode_evidence,
     decode_relations,
+    evidence_loss,
     pemscl_objective,
     sample_negative_mask,
+    sentence_evidence,
 )
 
 
@@ -113,6 +116,15 @@ class PemsclModelOutput(ModelOutput):
             The separate loss terms (batch means of Eq. 4, Eq. 6, Eq. 10), for logging. `None` when unused.
         predictions (`torch.BoolTensor` of shape `(num_pairs, num_labels)`, *optional*):
             Decoded relations (see [`PemsclModel.decode`]), returned when `return_predictions=True`.
+        evidence (`torch.FloatTensor` of shape `(num_pairs, num_sentences)`, *optional*):
+            Each pair's evidence distribution over its document's sentences (`losses.sentence_evidence`; 0 on a
+            shorter document's padding sentences), returned when the batch has `sentence_ids`.
+        evidence_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            The evidence term (mean of `losses.evidence_loss` over pairs with gold evidence) before its weight,
+            when `config.evidence_weight > 0` and the batch has `evidence_labels`.
+        evidence_predictions (`torch.BoolTensor` of shape `(num_pairs, num_sentences)`, *optional*):
+            Decoded evidence sentences of every pair (see [`PemsclModel.decode_evidence`]), returned with
+            `predictions` when there is `evidence`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -122,6 +134,9 @@ class PemsclModelOutput(ModelOutput):
     entropy_loss: torch.FloatTensor | None = None
     contrastive_loss: torch.FloatTensor | None = None
     predictions: torch.BoolTensor | None = None
+    evidence: torch.FloatTensor | None = None
+    evidence_loss: torch.FloatTensor | None = None
+    evidence_predictions: torch.BoolTensor | None = None
 
 
 class _GroupedBilinearFunction(torch.autograd.Function):
@@ -515,7 +530,8 @@ class PemsclModel(PemsclPreTrainedModel):
             hts: `(P, 2)`; pair_document_index: `(P,)`.
 
         Returns:
-            head and tail representations, each `(P, d1)`.
+            head and tail representations, each `(P, d1)`, and each pair's context attention over its document's
+            tokens `(P, L)` (the localized context pooling weights).
         """
         batch_size, num_entities, num_mentions = mention_positions.shape
         hidden_size = hidden.shape[-1]
@@ -558,7 +574,7 @@ class PemsclModel(PemsclPreTrainedModel):
         entity_embeddings = entity_embeddings.to(context.dtype)
         z_h = _split_linear(self.head_extractor, entity_embeddings, head_index, context)
         z_t = _split_linear(self.tail_extractor, entity_embeddings, tail_index, context)
-        return torch.tanh(z_h), torch.tanh(z_t)
+        return torch.tanh(z_h), torch.tanh(z_t), pair_attention
 
     # ---------------------------------------------------------------- forward
     def forward(
@@ -570,6 +586,8 @@ class PemsclModel(PemsclPreTrainedModel):
         pair_document_index: torch.LongTensor,
         labels: torch.FloatTensor | None = None,
         negative_mask: torch.BoolTensor | None = None,
+        sentence_ids: torch.LongTensor | None = None,
+        evidence_labels: torch.FloatTensor | None = None,
         return_predictions: bool = False,
         **unused,
     ) -> PemsclModelOutput:
@@ -584,7 +602,12 @@ class PemsclModel(PemsclPreTrainedModel):
             labels (`torch.FloatTensor` of shape `(P, R + 1)`, *optional*): multi-hot relations, NA at column 0.
             negative_mask (`torch.BoolTensor` of shape `(P, R + 1)`, *optional*): negative labels kept for NA
                 pairs (Eq. 12). Drawn per pair in training when `config.negative_sample_ratio < 1` and not given.
-            return_predictions (`bool`): also decode relations (`predictions`, `(P, R + 1)` bool).
+            sentence_ids (`torch.LongTensor` of shape `(B, L)`, *optional*): sentence of each token, -1 outside
+                sentences; gives `evidence`.
+            evidence_labels (`torch.FloatTensor` of shape `(P, S)`, *optional*): multi-hot gold evidence sentences
+                of each pair, for the evidence term (`config.evidence_weight`).
+            return_predictions (`bool`): also decode relations (`predictions`, `(P, R + 1)` bool) and, with
+                `sentence_ids`, evidence (`evidence_predictions`).
 
         Returns:
             [`PemsclModelOutput`].
@@ -592,20 +615,28 @@ class PemsclModel(PemsclPreTrainedModel):
         unknown = set(unused) - {"num_items_in_batch", "return_dict", "output_attentions", "output_hidden_states"}
         if unknown:
             raise TypeError(f"PemsclModel.forward got unexpected inputs {sorted(unknown)}")
-        _check_batch(input_ids, attention_mask, mention_positions, hts, pair_document_index, labels, self.config)
+        _check_batch(input_ids, attention_mask, mention_positions, hts, pair_document_index, labels, self.config,
+                     sentence_ids, evidence_labels)
         if self.config.max_document_length is not None:
+            if sentence_ids is not None:
+                sentence_ids = truncate_sentence_ids(sentence_ids, attention_mask, self.config.max_document_length)
             input_ids, attention_mask, mention_positions = truncate_documents(
                 input_ids, attention_mask, mention_positions, self.config.max_document_length
             )
+        train_evidence = labels is not None and evidence_labels is not None and self.config.evidence_weight > 0
         with self.inference_autocast(input_ids.device):
             hidden, mention_attention = self.encode(input_ids, attention_mask, mention_positions)
-            head, tail = self.pair_representations(hidden, mention_attention, mention_positions, hts,
-                                                   pair_document_index)
+            head, tail, pair_attention = self.pair_representations(hidden, mention_attention, mention_positions, hts,
+                                                                   pair_document_index)
             head, tail = self.bilinear.split_groups(head), self.bilinear.split_groups(tail)
             logits = self.bilinear(head, tail).float()
         embeddings = GroupedPairEmbeddings(head, tail)
 
         output = PemsclModelOutput(logits=logits, pair_embeddings=embeddings)
+        if sentence_ids is not None and (train_evidence or not self.training):
+            num_sentences = (evidence_labels.shape[1] if evidence_labels is not None
+                             else int(sentence_ids.max()) + 1 if sentence_ids.numel() else 0)
+            output.evidence = sentence_evidence(pair_attention, sentence_ids[pair_document_index], num_sentences)
         if labels is not None:
             labels = labels.to(logits.device)
             if negative_mask is None and self.training and self.config.negative_sample_ratio < 1.0:
@@ -615,8 +646,14 @@ class PemsclModel(PemsclPreTrainedModel):
             output.pmt_loss = terms.get("pmt_loss")
             output.entropy_loss = terms.get("entropy_loss")
             output.contrastive_loss = terms.get("contrastive_loss")
+            if train_evidence:
+                per_pair = evidence_loss(output.evidence, evidence_labels.to(logits.device))
+                output.evidence_loss = per_pair.sum() / max(per_pair.numel(), 1)
+                output.loss = output.loss + self.config.evidence_weight * output.evidence_loss
         if return_predictions:
             output.predictions = self.decode(logits)
+            if output.evidence is not None:
+                output.evidence_predictions = self.decode_evidence(output.evidence)
         return output
 
     def inference_autocast(self, device: torch.device):
@@ -640,6 +677,11 @@ class PemsclModel(PemsclPreTrainedModel):
         `config.max_relations_per_pair`; NA (column 0) when none. Returns a bool tensor like `logits`."""
         return decode_relations(logits, max_relations=self.config.max_relations_per_pair,
                                 threshold=decision_threshold(self.config.loss))
+
+    def decode_evidence(self, evidence: torch.Tensor) -> torch.BoolTensor:
+        """Evidence sentences of each pair (`PemsclModelOutput.evidence`): those holding at least
+        `config.evidence_threshold` of its distribution. Returns a bool tensor like `evidence`."""
+        return decode_evidence(evidence, self.config.evidence_threshold)
 
 
 # ------------------------------------------------------------------- inference precision
@@ -876,6 +918,17 @@ def truncate_documents(input_ids, attention_mask, mention_positions, max_length)
     return input_ids, attention_mask[:, :max_length], mention_positions
 
 
+def truncate_sentence_ids(sentence_ids, attention_mask, max_length):
+    """`sentence_ids` `(B, L)` cut as `truncate_documents` cuts the documents: a cut document's last position holds
+    its final special token, which belongs to no sentence (-1)."""
+    if sentence_ids.shape[1] <= max_length:
+        return sentence_ids
+    long_rows = (attention_mask.sum(1) > max_length).nonzero(as_tuple=True)[0]
+    sentence_ids = sentence_ids[:, :max_length].clone()
+    sentence_ids[long_rows, max_length - 1] = -1
+    return sentence_ids
+
+
 def _split_linear(linear: nn.Linear, entity_embeddings, entity_index, context):
     """`linear(cat([entity_embeddings[entity_index], context], -1))` with the entity half computed per entity."""
     hidden_size = entity_embeddings.shape[-1]
@@ -905,8 +958,17 @@ def _per_document_matmul(pair_weights, hidden, pair_document_index):
     return context[pair_document_index, rank]
 
 
-def _check_batch(input_ids, attention_mask, mention_positions, hts, pair_document_index, labels, config):
+def _check_batch(input_ids, attention_mask, mention_positions, hts, pair_document_index, labels, config,
+                 sentence_ids=None, evidence_labels=None):
     """Shape checks that turn a wrong batch into a readable error instead of an indexing failure."""
+    if sentence_ids is not None and sentence_ids.shape != input_ids.shape:
+        raise ValueError(f"sentence_ids must be (B, L) like input_ids {tuple(input_ids.shape)}; got "
+                         f"{tuple(sentence_ids.shape)}.")
+    if evidence_labels is not None and (
+            sentence_ids is None or evidence_labels.dim() != 2 or evidence_labels.shape[0] != hts.shape[0]
+            or (sentence_ids.numel() and evidence_labels.shape[1] <= int(sentence_ids.max()))):
+        raise ValueError(f"evidence_labels must be (P, S) with P={hts.shape[0]} pairs and S above every sentence index "
+                         f"of sentence_ids (which it needs); got {tuple(evidence_labels.shape)}.")
     if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
         raise ValueError(
             f"input_ids and attention_mask must both be (B, L); got {tuple(input_ids.shape)} and "

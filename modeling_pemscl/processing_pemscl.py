@@ -303,8 +303,9 @@ def check_tokenizer(tokenizer, word_prefix_space: bool = True) -> None:
         )
 
 
-def _mark_words(doc: Mapping[str, Any], marker: str) -> tuple[list[str], list[list[tuple[int, int]]]]:
-    """Insert markers; return the marked words and, per entity and mention, its (start, end) marker word index."""
+def _mark_words(doc: Mapping[str, Any], marker: str) -> tuple[list[str], list[list[tuple[int, int]]], list[int]]:
+    """Insert markers; return the marked words, per entity and mention its (start, end) marker word index, and the
+    sentence of every marked word (a marker belongs to the sentence of the word it marks)."""
     offsets = [0]
     for sent in doc["sents"]:
         offsets.append(offsets[-1] + len(sent))
@@ -315,10 +316,11 @@ def _mark_words(doc: Mapping[str, Any], marker: str) -> tuple[list[str], list[li
     starts = {first for entity in word_spans for first, _ in entity}
     ends = {last for entity in word_spans for _, last in entity}
     marked: list[str] = []
+    sentence_of: list[int] = []
     start_slot: dict[int, int] = {}
     end_slot: dict[int, int] = {}
     index = 0
-    for sent in doc["sents"]:
+    for sentence, sent in enumerate(doc["sents"]):
         for word in sent:
             if index in starts:
                 start_slot[index] = len(marked)
@@ -327,9 +329,54 @@ def _mark_words(doc: Mapping[str, Any], marker: str) -> tuple[list[str], list[li
             if index in ends:
                 end_slot[index] = len(marked)
                 marked.append(marker)
+            sentence_of.extend([sentence] * (len(marked) - len(sentence_of)))
             index += 1
     slots = [[(start_slot[first], end_slot[last]) for first, last in entity] for entity in word_spans]
-    return marked, slots
+    return marked, slots, sentence_of
+
+
+def _sentence_spans(word_ids: Sequence[Optional[int]], sentence_of: Sequence[int], num_sentences: int) -> list[list[int]]:
+    """`[start, end)` subword span of every sentence (`[p, p]` for a sentence without subwords, at the position
+    where it would start)."""
+    spans = []
+    position = 1  # after the leading special token
+    boundaries = [None] * num_sentences
+    for p, word in enumerate(word_ids):
+        if word is None:
+            continue
+        sentence = sentence_of[word]
+        if boundaries[sentence] is None:
+            boundaries[sentence] = [p, p + 1]
+        else:
+            boundaries[sentence][1] = p + 1
+    for bounds in boundaries:
+        if bounds is None:
+            bounds = [position, position]
+        spans.append(bounds)
+        position = bounds[1]
+    return spans
+
+
+def _relation_evidence(doc: Mapping[str, Any], num_entities: int, rel2id: Mapping[str, int]) -> Optional[np.ndarray]:
+    """Gold evidence as int32 rows `(pair row, label column, sentence)` (pairs in the order of `_pairs`), or None
+    for an unlabelled document. A label without `evidence` contributes no row."""
+    records = label_records(doc)
+    if records is None:
+        return None
+    rows = set()
+    for (head, tail, relation, _), sentences in zip(records, _label_evidence(doc)):
+        pair_row = head * (num_entities - 1) + tail - (tail > head)
+        rows.update((pair_row, rel2id[relation], int(sentence)) for sentence in sentences)
+    return np.array(sorted(rows), dtype=np.int32).reshape(-1, 3)
+
+
+def _label_evidence(doc: Mapping[str, Any]) -> list[list[int]]:
+    """The evidence sentences of every label of a labelled document, in label order (`[]` where absent)."""
+    labels = doc["labels"]
+    if isinstance(labels, Mapping):  # the Hub's dict of lists
+        evidence = labels.get("evidence")
+        return [list(e or []) for e in evidence] if evidence is not None else [[] for _ in labels["head"]]
+    return [list(label.get("evidence") or []) for label in labels]
 
 
 def _pairs(num_entities: int) -> np.ndarray:
@@ -369,7 +416,7 @@ def _featurize_documents(
         validate_document(doc, relation_ids=rel2id)
     marked = [_mark_words(doc, entity_marker) for doc in docs]
     encoding = tokenizer(
-        [words for words, _ in marked],
+        [words for words, _, _ in marked],
         is_split_into_words=True,
         add_special_tokens=True,
         truncation=False,
@@ -378,7 +425,7 @@ def _featurize_documents(
         verbose=False,  # no "sequence longer than the maximum" warning: documents are never truncated
     )
     features = []
-    for i, (doc, (words, slots)) in enumerate(zip(docs, marked)):
+    for i, (doc, (words, slots, sentence_of)) in enumerate(zip(docs, marked)):
         word_ids = encoding.word_ids(i)
         if len(word_ids) < 2 or word_ids[0] is not None or word_ids[-1] is not None or word_ids.count(None) != 2:
             raise ValueError(
@@ -401,7 +448,9 @@ def _featurize_documents(
                 "mention_positions": [[first[start] for start, _ in entity] for entity in slots],
                 "mention_spans": [[[first[start], last[end] + 1] for start, end in entity] for entity in slots],
                 "hts": _pairs(num_entities),
+                "sentence_spans": _sentence_spans(word_ids, sentence_of, len(doc["sents"])),
                 "labels": _pair_labels(doc, num_entities, rel2id),
+                "relation_evidence": _relation_evidence(doc, num_entities, rel2id),
             }
         )
     return features
@@ -427,15 +476,16 @@ def featurize_document(
             the tokenizer cannot featurize pre-split words (see `check_tokenizer`).
 
     Returns:
-        A dict of Python lists: `input_ids`, `mention_positions`, `mention_spans`, `hts` and, only when the
-        document carries labels, `labels`.
+        A dict of Python lists: `input_ids`, `mention_positions`, `mention_spans`, `hts`, `sentence_spans` and,
+        only when the document carries labels, `labels` and `relation_evidence`.
     """
     features = _featurize_documents([doc], tokenizer, rel2id, entity_marker, word_prefix_space)[0]
     features["hts"] = features["hts"].tolist()
-    if features["labels"] is None:
-        del features["labels"]
-    else:
-        features["labels"] = features["labels"].tolist()
+    for key in ("labels", "relation_evidence"):
+        if features[key] is None:
+            del features[key]
+        else:
+            features[key] = features[key].tolist()
     return features
 
 
@@ -457,7 +507,9 @@ class DataCollatorForDocRE:
     | `mention_positions` | [B, E, M] | int64 | -1 | subword position (in `input_ids`) of each mention's start entity marker |
     | `hts` | [P, 2] | int64 | - | (head, tail) entity indices within their document; every ordered pair h != t |
     | `pair_document_index` | [P] | int64 | - | batch row of each pair; non-decreasing (document 0's pairs first, each in featurized order) |
+    | `sentence_ids` | [B, L] | int64 | -1 | sentence index of each subword (-1 on special tokens and padding); only when the features carry `sentence_spans` |
     | `labels` | [P, R+1] | float32 | - | multi-hot; column 0 = NA (1 iff the pair has no relation); only when the features carry labels |
+    | `evidence_labels` | [P, S] | float32 | 0 | 1 where sentence s is gold evidence of some relation of the pair (S = most sentences of a document in the batch); with `labels`, when the features carry `relation_evidence` |
     | `document_index` | [B] | int64 | - | the row of each document in its dataset; only when the features carry `document_index` (evaluation) |
 
     A batch where no document has 2 entities has P = 0 (`hts` of shape [0, 2], `labels` [0, R+1]);
@@ -559,12 +611,33 @@ class DataCollatorForDocRE:
                 torch.arange(batch_size), torch.tensor(pair_counts, dtype=torch.long)
             ),
         }
+        if all(feature.get("sentence_spans") is not None for feature in features):
+            num_sentences = max(len(feature["sentence_spans"]) for feature in features)
+            sentence_ids = torch.full((batch_size, max_length), -1, dtype=torch.long)
+            for row, feature in enumerate(features):
+                for sentence, (start, end) in enumerate(feature["sentence_spans"]):
+                    sentence_ids[row, start:end] = sentence
+            batch["sentence_ids"] = sentence_ids
         labels = self._label_tensor(features, pair_counts)
         if labels is not None:
             batch["labels"] = labels
+            if "sentence_ids" in batch and all(feature.get("relation_evidence") is not None for feature in features):
+                batch["evidence_labels"] = _evidence_tensor(features, pair_counts, num_sentences)
         if all("document_index" in feature for feature in features):
             batch["document_index"] = torch.tensor([int(f["document_index"]) for f in features], dtype=torch.long)
         return batch
+
+
+def _evidence_tensor(features: Sequence[Mapping[str, Any]], pair_counts: list[int], num_sentences: int) -> torch.Tensor:
+    """`evidence_labels` [P, S] of a labelled batch: the union of the gold evidence of each pair's relations."""
+    evidence = torch.zeros(sum(pair_counts), num_sentences)
+    offset = 0
+    for feature, count in zip(features, pair_counts):
+        rows = torch.as_tensor(feature["relation_evidence"], dtype=torch.long).reshape(-1, 3)
+        if rows.numel():
+            evidence[offset + rows[:, 0], rows[:, 2]] = 1.0
+        offset += count
+    return evidence
 
 
 # ------------------------------------------------------------------ plain text -> DocRED format

@@ -50,7 +50,22 @@ def test_batch_matches_format_and_oracle():
     features = featurize(festival_document(), one_entity_document(), bay_document())
     tokenizer = minilm_tokenizer()
     batch = DataCollatorForDocRE(tokenizer=tokenizer)(features)
-    assert list(batch) == ["input_ids", "attention_mask", "mention_positions", "hts", "pair_document_index", "labels"]
+    assert list(batch) == ["input_ids", "attention_mask", "mention_positions", "hts", "pair_document_index",
+                           "sentence_ids", "labels", "evidence_labels"]
+    # Sentences and evidence, one subword and one label at a time.
+    S = max(len(f["sentence_spans"]) for f in features)
+    sentence_ids = [[-1] * batch["input_ids"].shape[1] for _ in features]
+    evidence = []
+    for b, f in enumerate(features):
+        for sentence, (start, end) in enumerate(f["sentence_spans"]):
+            for position in range(start, end):
+                sentence_ids[b][position] = sentence
+        rows = [[0.0] * S for _ in f["hts"]]
+        for pair_row, _, sentence in f["relation_evidence"]:
+            rows[pair_row][sentence] = 1.0
+        evidence.extend(rows)
+    assert batch["sentence_ids"].dtype == torch.int64 and batch["sentence_ids"].tolist() == sentence_ids
+    assert batch["evidence_labels"].tolist() == evidence and batch["evidence_labels"].sum() > 0
     input_ids, attention_mask, mention_positions, hts, pair_document_index, labels = oracle(
         features, tokenizer.pad_token_id
     )
@@ -141,6 +156,8 @@ def test_extra_keys_ignored_and_array_inputs_accepted():
             "mention_positions": [np.array(m) for m in f["mention_positions"]],
             "hts": torch.tensor(f["hts"]),
             "labels": np.array(f["labels"], dtype=np.int8),
+            "sentence_spans": np.array(f["sentence_spans"]),
+            "relation_evidence": np.array(f["relation_evidence"], dtype=np.int32).reshape(-1, 3),
         }
         for f in features
     ]

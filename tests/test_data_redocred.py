@@ -75,7 +75,8 @@ def test_no_mention_lost_in_long_documents(featurized, raw_test):
 def test_keeps_title_and_vertex_set(featurized, raw_test):
     test = featurized
     assert test.column_names == [
-        "title", "vertexSet", "input_ids", "mention_positions", "mention_spans", "hts", "labels", "length"
+        "title", "vertexSet", "input_ids", "mention_positions", "mention_spans", "hts", "sentence_spans", "labels",
+        "relation_evidence", "length"
     ]
     assert test["title"] == [doc["title"] for doc in raw_test]
 

@@ -247,14 +247,16 @@ def test_batch_equals_one_by_one(tokenizer):
     docs = hand_written_documents()
     batch = {key: [doc[key] for doc in docs] for key in docs[0]}
     out = featurize_batch(batch, tokenizer, small_rel2id())
-    assert set(out) == {"input_ids", "mention_positions", "mention_spans", "hts", "labels", "length"}
+    assert set(out) == {"input_ids", "mention_positions", "mention_spans", "hts", "sentence_spans", "labels",
+                        "relation_evidence", "length"}
     assert out["length"] == [len(ids) for ids in out["input_ids"]]
     assert [hts.dtype for hts in out["hts"]] == ["int64"] * 4
     assert [labels.dtype for labels in out["labels"]] == ["int8"] * 4
     for i, doc in enumerate(docs):
         single = featurize_document(doc, tokenizer, small_rel2id())
         batched = {key: out[key][i] for key in single}
-        batched["hts"], batched["labels"] = batched["hts"].tolist(), batched["labels"].tolist()
+        for key in ("hts", "labels", "relation_evidence"):
+            batched[key] = batched[key].tolist()
         assert batched == single
     assert out["hts"][3].shape == (0, 2) and out["labels"][3].shape == (0, len(small_rel2id()))
 
@@ -269,7 +271,8 @@ def test_featurize_dataset_keeps_title_and_vertex_set():
     )
     out = featurize_dataset(data, minilm_tokenizer(), small_rel2id())
     assert out["train"].column_names == [
-        "title", "vertexSet", "input_ids", "mention_positions", "mention_spans", "hts", "labels", "length"
+        "title", "vertexSet", "input_ids", "mention_positions", "mention_spans", "hts", "sentence_spans", "labels",
+        "relation_evidence", "length"
     ]
     assert "labels" not in out["test"].column_names  # an unlabelled split loses the column
     assert out["train"]["title"] == [doc["title"] for doc in docs]

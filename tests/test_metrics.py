@@ -84,7 +84,7 @@ def test_precision_recall_f1_and_ign_f1():
     # ign_p = (3 - 1) / (6 - 1) = 2/5; ign_f1 = 2 (2/5)(3/4) / (2/5 + 3/4) = (3/5) / (23/20) = 12/23
     assert scores["ign_precision"] == pytest.approx(100 * 2 / 5)
     assert scores["ign_f1"] == pytest.approx(100 * 12 / 23)
-    assert "evidence_f1" not in scores
+    assert "evi_f1" not in scores
 
 
 def test_train_facts_use_every_mention_name_pair():
@@ -118,9 +118,9 @@ def test_evidence_scores():
     ]
     scores = official_scores(predictions, gold)
     # precision = 1 / (2 + 1), recall = 1 / 3, f1 = 1/3
-    assert scores["evidence_precision"] == pytest.approx(100 / 3)
-    assert scores["evidence_recall"] == pytest.approx(100 / 3)
-    assert scores["evidence_f1"] == pytest.approx(100 / 3)
+    assert scores["evi_p"] == pytest.approx(100 / 3)
+    assert scores["evi_r"] == pytest.approx(100 / 3)
+    assert scores["evi_f1"] == pytest.approx(100 / 3)
 
 
 def test_builder_row_shapes_score_like_docred_json():
@@ -244,7 +244,7 @@ def test_repeated_predictions_count_once_keeping_the_first_evidence(caplog):
     assert scores["num_predictions"] == 2
     assert scores["f1"] == pytest.approx(100 / 3) == official_script_f1(predictions, GOLD)
     # The first occurrence's evidence: 1 of 1 predicted sentences is gold (the last one's would give 1 of 3).
-    assert scores["evidence_precision"] == pytest.approx(100.0)
+    assert scores["evi_p"] == pytest.approx(100.0)
     assert "predictions: 2 repeated predictions (same title, h_idx, t_idx and r) count once" in caplog.text
 
 
@@ -442,7 +442,7 @@ def test_evaluate_module_matches_official_scores(docred_metric):
         predictions=rows, references=references, train_documents=TRAIN, relation_vocabulary=["P17", "P1"]
     )
     assert scores == pytest.approx(official_scores(predictions, GOLD, TRAIN, ["P17", "P1"]))
-    assert scores["ign_f1"] == pytest.approx(100 * 12 / 23) and "evidence_f1" in scores
+    assert scores["ign_f1"] == pytest.approx(100 * 12 / 23) and "evi_f1" in scores
 
 
 def test_evaluate_module_refuses_a_row_that_is_not_a_list_and_warns_without_training_documents(docred_metric,

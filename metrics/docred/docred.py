@@ -43,7 +43,7 @@ Args:
 
 Returns:
     `dict`: `precision`, `recall`, `f1`, `ign_precision`, `ign_f1`, `head_f1`, `mid_f1`, `tail_f1` (with training
-    documents), `evidence_precision`, `evidence_recall`, `evidence_f1` (when a prediction has evidence), in percent,
+    documents), `evi_p`, `evi_r`, `evi_f1` (when a prediction has evidence), in percent,
     and the counts `num_predictions`, `num_gold`, `num_correct`, `num_correct_in_train`.
 
 Examples:
