@@ -185,3 +185,16 @@ DEFAULT_CANDIDATES = ("release+prior-d1", "release+prior-d1-average", "release+p
 DEMO_SEEDS = [42, 43, 44]
 DEMO_EPOCHS = "2"
 DEMO_SPREAD_TARGET, DEMO_MINUTES_TARGET = 1.5, 20  # test F1 across 3 seeds; minutes on 2 cores
+
+
+# Evidence (`evidence.py`): the recipe with 50 held-out documents, the evidence term's weight against 0.
+EVIDENCE_WEIGHTS = (0.0, 0.1, 0.3)
+EVIDENCE_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+# The decision rule, written down before the runs. Per weight, the threshold is the one of EVIDENCE_THRESHOLDS with
+# the best held-out evidence F1 averaged over the seeds. A weight > 0 qualifies when its held-out evidence F1 (at its
+# threshold, seed mean) beats the mention-sentence heuristic's on the same predictions, and its held-out relation F1
+# (seed mean) is at most EVIDENCE_MAX_RELATION_COST below weight 0's. The default weight is the qualifying weight with
+# the best held-out relation F1 (ties: evidence F1); none qualifying keeps 0. The default threshold is the chosen
+# weight's. Test scores are reported, never used to choose.
+EVIDENCE_MAX_RELATION_COST = 0.5
+EVIDENCE_SEEDS = RECIPE_SEEDS
