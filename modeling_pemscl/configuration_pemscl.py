@@ -82,9 +82,9 @@ class PemsclConfig(PreTrainedConfig):
         gamma_neg (`str`, defaults to `"count"`):
             gamma_2 of Eq. 6: `"count"` = |N_{h,t}| (the full negative set, also when sampling), `"one"` = 1.
         use_entropy (`bool`, defaults to `True`):
-            Whether the entropy-minimization term L_em (Eq. 6) is used (ablation of Table 3).
+            Entropy term L_em of Eq. 6 on or off (Table 3 ablates it).
         use_contrastive (`bool`, defaults to `True`):
-            Whether the supervised contrastive term L_2 (Eq. 10) is used (ablation of Table 3).
+            Contrastive term L_2 of Eq. 10 on or off (Table 3 ablates it).
         contrastive_average (`str`, defaults to `"inside"`):
             `"inside"`: Eq. 8 as printed (log of the mean over positives); `"outside"`: mean of the logs, as in
             supervised contrastive learning (Khosla et al., 2020) and the released code.
@@ -94,18 +94,18 @@ class PemsclConfig(PreTrainedConfig):
             which is what the released code computes (it zeroes the NA label column before the loss). `"all"` is
             the default, chosen on a held-out split (docs/paper-vs-release.md).
         evidence_weight (`float`, defaults to 0.0):
-            Weight of the evidence term added to the objective of any `loss`: for each pair with gold evidence
-            sentences, the KL divergence from their even distribution to the pair's evidence distribution (its
-            localized-context attention summed per sentence), as DREEAM (Ma et al., 2023) supervises it. 0 = off;
-            needs training data with `evidence`.
+            Weight of the evidence term (0 = off): the objective of any `loss` adds, for each pair with gold
+            evidence sentences, the KL divergence from their even distribution to the pair's evidence distribution (its
+            localized-context attention summed per sentence), as DREEAM (Ma et al., 2023) supervises it. Needs
+            training data with `evidence`.
         evidence_threshold (`float`, defaults to 0.2):
-            A predicted relation's evidence: the sentences holding at least this share of the pair's evidence
-            distribution.
+            Minimal share of a pair's evidence distribution for a sentence: the sentences holding at least this share
+            are the evidence of the pair's predicted relations.
         negative_sample_ratio (`float`, defaults to 1.0):
-            Fraction of negative relations kept per NA pair in training (Eq. 12-13); 1.0 = sampling off.
+            Negatives kept per NA pair in training (Eq. 12-13), a fraction; 1.0 = sampling off.
         contrastive_global_batch (`bool`, defaults to `True`):
-            Under torch.distributed, the contrastive loss sees the pair embeddings of every process. The loss
-            then equals the single-process loss on the concatenated batch.
+            Under DDP, the contrastive loss sees every process's pairs: torch.distributed gathers their embeddings, so
+            the loss equals the single-process loss on the concatenated batch.
         window_length (`int`, *optional*):
             Tokens per encoder window, special tokens included. Longer documents are encoded in overlapping
             windows. Defaults to the encoder's position limit (at most 512).
