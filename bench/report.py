@@ -20,7 +20,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.experiments import (  # noqa: E402
     ALIASES, DECISION_BASE, DECISION_MIN_COST, DECISION_SEEDS, DEFAULT_CANDIDATES, DEMO_EPOCHS, DEMO_MINUTES_TARGET,
-    DEMO_SPREAD_TARGET, DIAGNOSTIC, INFER_RATIO_CAP, MODEL_SETTINGS, PAPER, PAPER_CLAIMS, PEMSCL_GAIN_TARGET,
+    DEMO_SPREAD_TARGET, DIAGNOSTIC, EVIDENCE_MAX_RELATION_COST, EVIDENCE_SEEDS, EVIDENCE_THRESHOLDS, EVIDENCE_WEIGHTS,
+    INFER_RATIO_CAP, MODEL_SETTINGS, PAPER, PAPER_CLAIMS, PEMSCL_GAIN_TARGET,
     PREDICT_TARGET_DOCS_PER_S, RELEASE_STEP_RATIOS, RELEASE_TEST_F1, RELEASE_TRAIN_S, ROWS, SAME_RECIPE_CONFIGS,
     SAMPLING_SHARE_TARGET, SWEEP_RATIOS, TABLE_ROWS, TRAIN_RATIO_CAP, TRAIN_TARGET_S, VARIANT_NOTES, budget_flags,
     parse_configuration,
@@ -441,6 +442,64 @@ def inference_section() -> list[str]:
                 f"{machine['cpu']} ({'/'.join(machine['cpu_flags'])}).", ""]
         out += markdown_table(header + (["test F1", "test Ign F1"] if labelled else []), rows) + [""]
     return ["### Inference precision (bench/speed_inference.py)", ""] + out if out else []
+
+
+# ------------------------------------------------------------------------------------------ evidence
+def evidence_summaries(runs: dict[float, list[dict]]) -> dict:
+    """Per weight (`bench/evidence.py` records): its threshold chosen on the held-out documents and the per-seed scores
+    there, with the mention-sentence heuristic on the same relations; then the weight the decision rule chooses."""
+    weights = {}
+    for weight, records in sorted(runs.items()):
+        records = by_seed(records)
+
+        def scores(split, metric, threshold=None):
+            return [r["evidence"][split]["thresholds"][str(threshold)][metric] if threshold is not None
+                    else r["evidence"][split]["mention_sentences"][metric] for r in records]
+
+        threshold = max(EVIDENCE_THRESHOLDS, key=lambda t: statistics.fmean(scores("validation", "evi_f1", t)))
+        weights[weight] = {
+            "seeds": [r["seed"] for r in records], "threshold": threshold,
+            **{f"{name}_{metric}": scores(split, metric, threshold)
+               for name, split in (("held_out", "validation"), ("test", "test"))
+               for metric in ("f1", "ign_f1", "evi_f1", "evi_p", "evi_r")},
+            "held_out_heuristic_evi_f1": scores("validation", "evi_f1"), "test_heuristic_evi_f1": scores("test", "evi_f1"),
+            "minutes_per_run": round(statistics.fmean(r["minutes"] for r in records), 1),
+        }
+    complete = all(len(weights.get(w, {}).get("seeds", [])) >= len(EVIDENCE_SEEDS) for w in EVIDENCE_WEIGHTS)
+    chosen = None
+    if complete:
+        base = statistics.fmean(weights[0.0]["held_out_f1"])
+        qualifying = [w for w in EVIDENCE_WEIGHTS if w > 0
+                      and statistics.fmean(weights[w]["held_out_evi_f1"])
+                      > statistics.fmean(weights[w]["held_out_heuristic_evi_f1"])
+                      and statistics.fmean(weights[w]["held_out_f1"]) >= base - EVIDENCE_MAX_RELATION_COST]
+        chosen = max(qualifying, default=0.0, key=lambda w: (statistics.fmean(weights[w]["held_out_f1"]),
+                                                              statistics.fmean(weights[w]["held_out_evi_f1"])))
+    return {"weights": {str(w): v for w, v in weights.items()}, "complete": complete, "chosen_weight": chosen,
+            "chosen_threshold": weights[chosen]["threshold"] if chosen is not None else None}
+
+
+def evidence_section(summary: dict) -> list[str]:
+    """The evidence table (`bench/evidence.py`) and the decision."""
+    if not summary["weights"]:
+        return []
+    rows = [[weight, str(len(v["seeds"])), f"{v['threshold']:g}", mean_spread(v["held_out_f1"]),
+             mean_spread(v["held_out_evi_f1"]), mean_spread(v["held_out_heuristic_evi_f1"]), mean_spread(v["test_f1"]),
+             mean_spread(v["test_ign_f1"]), mean_spread(v["test_evi_f1"]), mean_spread(v["test_heuristic_evi_f1"]),
+             f"{v['minutes_per_run']:.0f}"] for weight, v in summary["weights"].items()]
+    header = ["evidence_weight", "seeds", "threshold (held-out)", "held-out F1", "held-out evi F1",
+              "heuristic held-out evi F1", "test F1", "test Ign F1", "test evi F1", "heuristic test evi F1", "minutes"]
+    if summary["complete"]:
+        decision = (f"By the rule of `bench/experiments.py` (written before the runs), the default is `evidence_weight "
+                    f"{summary['chosen_weight']:g}` with `evidence_threshold {summary['chosen_threshold']:g}`.")
+    else:
+        decision = (f"Runs still missing (every weight of {list(EVIDENCE_WEIGHTS)} needs seeds {EVIDENCE_SEEDS}): no "
+                    "default is chosen yet.")
+    return ["## Evidence (bench/evidence.py)", "",
+            "The recipe with 50 training documents held out; each weight's evidence threshold chosen on them (best "
+            "held-out evidence F1, seed mean); the heuristic's evidence is every sentence that mentions the head or the "
+            "tail, on the same predicted relations. Evidence scores as the official DocRED scorer computes them. Mean "
+            "± standard deviation over seeds.", ""] + markdown_table(header, rows) + ["", decision, ""]
 
 
 # ------------------------------------------------------------------------------------------ the released recipe
@@ -878,8 +937,8 @@ def results_tables(rows, summaries, variants) -> list[str]:
     return out + per_seed_table(rows) + [""] + variant_sections(rows, variants)
 
 
-def write_summary(rows, summaries, speed, diagnostic, same_recipe, demo, budget) -> None:
-    """`summary.json`: the aggregated rows, the headline speed, the recipe's runs and the main budget."""
+def write_summary(rows, summaries, speed, diagnostic, same_recipe, demo, budget, evidence) -> None:
+    """`summary.json`: the aggregated rows, the headline speed, the recipe's runs, the main budget and evidence."""
     summary = {"rows": {name: summaries[name] for name in ROWS if name in summaries},
                "speed": {k: speed[k] for k in ("train_step_ratio_vs_encoder", "infer_ratio_vs_encoder",
                                                 "train_docs_per_s", "infer_docs_per_s") if k in speed}}
@@ -895,6 +954,8 @@ def write_summary(rows, summaries, speed, diagnostic, same_recipe, demo, budget)
     if demo:
         summary["demo"] = demo
     summary["main_budget"] = budget_summary(budget)
+    if evidence["weights"]:
+        summary["evidence"] = evidence
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
@@ -910,7 +971,8 @@ def main():
     # The budget the main rows ran with; before the first one finishes, the one `bench/reproduce.py` will run.
     budget = next((records[0]["budget"] for records in rows.values() if records), None) or budget_flags()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_summary(rows, summaries, speed, recipe["diagnostic"], same_recipe, demo, budget)
+    evidence = evidence_summaries(load_runs(RESULTS / "evidence", "weight"))
+    write_summary(rows, summaries, speed, recipe["diagnostic"], same_recipe, demo, budget, evidence)
     out = ["# Reproducing PEMSCL at CPU scale", "",
            "Generated by `bench/report.py` from `bench/results/` (rows by `bench/reproduce.py`, speed by "
            "`bench/speed.py`). Encoder: MiniLM-L6 (22M parameters) instead of RoBERTa-large; training data: "
@@ -924,6 +986,7 @@ def main():
     out += recipe_sections(recipe["diagnostic"], same_recipe) + results_tables(rows, summaries, variants)
     out += speed_section(speed) if speed else []
     out += inference_section()
+    out += evidence_section(evidence)
     if NOTES.exists():
         out += ["## Diagnosis and notes", "", NOTES.read_text().strip(), ""]
     REPORT.write_text("\n".join(out))

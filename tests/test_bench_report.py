@@ -2,8 +2,10 @@
 
 import statistics
 
+from bench.experiments import EVIDENCE_THRESHOLDS
 from bench.report import (
     diagnostic_table,
+    evidence_summaries,
     load_variants,
     measured_recipe_verdicts,
     paired_difference,
@@ -482,3 +484,30 @@ def test_speed_defaults_verdict_pairs_seeds_and_bounds_by_the_standard_error():
               "default+eager_random": runs("default+eager_random", [46.0, 46.2, 45.9])}
     assert "outside seed noise" in speed_defaults_f1_verdict(steady)[0]
     assert speed_defaults_f1_verdict({"default": noisy["default"]}) == []
+
+
+def evidence_record(weight, seed, f1, evi_f1_by_threshold, heuristic_evi_f1):
+    def split():
+        return {"thresholds": {str(t): {"f1": f1, "ign_f1": f1, "evi_f1": evi_f1_by_threshold(t), "evi_p": 0.0,
+                                        "evi_r": 0.0} for t in EVIDENCE_THRESHOLDS},
+                "mention_sentences": {"f1": f1, "ign_f1": f1, "evi_f1": heuristic_evi_f1, "evi_p": 0.0, "evi_r": 0.0}}
+    return {"weight": weight, "seed": seed, "minutes": 30.0, "evidence": {"validation": split(), "test": split()}}
+
+
+def test_evidence_rule_chooses_the_best_relation_f1_among_weights_that_beat_the_heuristic_and_cost_little():
+    peak = {0.0: 0.3, 0.1: 0.2, 0.3: 0.1}  # each weight's best threshold
+    relation_f1 = {0.0: 45.0, 0.1: 44.6, 0.3: 45.2}  # 0.1 costs 0.4 (allowed), 0.3 gains
+    evidence_f1 = {0.0: 20.0, 0.1: 40.0, 0.3: 28.0}
+    runs = {w: [evidence_record(w, seed, relation_f1[w] + (seed - 67) * 0.1,
+                                lambda t, w=w: evidence_f1[w] - 10 * abs(t - peak[w]), heuristic_evi_f1=30.0)
+                for seed in (66, 67, 68)] for w in relation_f1}
+    summary = evidence_summaries(runs)
+    assert summary["complete"]
+    assert {w: v["threshold"] for w, v in summary["weights"].items()} == {"0.0": 0.3, "0.1": 0.2, "0.3": 0.1}
+    # 0.3 has the best relation F1 but its evidence (28) does not beat the heuristic (30): 0.1 is chosen.
+    assert summary["chosen_weight"] == 0.1 and summary["chosen_threshold"] == 0.2
+    relation_f1[0.1] = 44.4  # now it costs 0.6 > 0.5: nothing qualifies, the default stays 0
+    runs[0.1] = [evidence_record(0.1, seed, 44.4, lambda t: 40.0, 30.0) for seed in (66, 67, 68)]
+    assert evidence_summaries(runs)["chosen_weight"] == 0.0
+    del runs[0.3][2]  # a missing seed: no decision yet
+    assert evidence_summaries(runs)["complete"] is False and evidence_summaries(runs)["chosen_weight"] is None
