@@ -234,6 +234,45 @@ class GroupedBilinear(nn.Module):
         self.block_elements = block_elements
         self.weight = nn.Parameter(torch.empty(num_labels, pair_embedding_size * block_size))
         self.bias = nn.Parameter(torch.zeros(num_labels))
+        self.int8_groups: list | None = None  # packed int8 weights of each group (`quantize_int8`), not saved
+
+    def quantize_int8(self, activation_bits: int = 8) -> None:
+        """Compute the logits with int8 GEMMs from now on (inference only): per group, the pair products
+        z_h^g (x) z_t^g [P, k * k] times W_o^g [R + 1, k * k] (int8, one scale per relation) by PyTorch's dynamic int8
+        linear kernel (fbgemm / oneDNN), which quantizes the products per call to `activation_bits` (8 where the CPU
+        has int8 dot products, else 7: products would saturate)."""
+        from torch.ao.quantization import per_channel_dynamic_qconfig
+
+        groups = []
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*")
+            for group in range(self.num_groups):
+                weight = self.weight.detach().float()[:, group * self.block_size**2: (group + 1) * self.block_size**2]
+                observer = per_channel_dynamic_qconfig.weight()  # as `quantize_dynamic` quantizes a linear layer
+                observer(weight)
+                scales, zero_points = observer.calculate_qparams()
+                quantized = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
+                groups.append(torch.ops.quantized.linear_prepack(quantized, None))
+        self.int8_groups, self.int8_reduce_range = groups, activation_bits < 8
+
+    def _int8_logits(self, head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+        num_pairs, groups, block = head.shape
+        logits = self.bias.detach().float().expand(num_pairs, -1).clone()
+        rows = max(1, self.block_elements // block**2)  # pairs whose products of one group are built at once
+        # The kernel quantizes its input with one scale per call; scaling each pair's z_h^g and z_t^g to a largest
+        # entry of 1 first (and its logits back) gives every pair's products the whole int8 range.
+        floor = torch.finfo(torch.float32).tiny
+        head_scale = head.float().abs().amax(-1, keepdim=True).clamp(min=floor)  # [P, G, 1]
+        tail_scale = tail.float().abs().amax(-1, keepdim=True).clamp(min=floor)
+        head, tail, pair_scale = head.float() / head_scale, tail.float() / tail_scale, (head_scale * tail_scale)[..., 0]
+        for start in range(0, num_pairs, rows):
+            end = min(start + rows, num_pairs)
+            for group, packed in enumerate(self.int8_groups):
+                pairs = (head[start:end, group, :, None] * tail[start:end, group, None, :]).reshape(end - start, -1)
+                group_logits = torch.ops.quantized.linear_dynamic(pairs, packed, self.int8_reduce_range)
+                logits[start:end] += group_logits * pair_scale[start:end, group, None]
+        return logits
 
     def split_groups(self, representation: torch.Tensor) -> torch.Tensor:
         """[P, d1] -> [P, G, k]."""
@@ -247,6 +286,8 @@ class GroupedBilinear(nn.Module):
         Returns:
             Logits of shape `(num_pairs, num_labels)`.
         """
+        if self.int8_groups is not None:
+            return self._int8_logits(head, tail)
         weight, bias = self.weight, self.bias
         device_type = head.device.type
         if torch.is_autocast_enabled(device_type):
@@ -711,7 +752,9 @@ def optimize_for_inference(model: "PemsclModel", precision: str = "fp32",
       documents the whole forward in bf16 kept 99.3% of fp32's decisions (docs/speed.md).
       bf16 on CPUs with bf16 instructions (AVX512-BF16, AMX) and on GPUs; fp16 on GPUs only.
     - `"int8"` (CPU): the encoder's linear layers become dynamic int8 layers (int8 weights per output channel,
-      activations quantized per batch), except those matching `int8_keep_float`; the head stays in fp32.
+      activations quantized per batch), except those matching `int8_keep_float`, and so does the grouped bilinear
+      classifier, group by group (`GroupedBilinear.quantize_int8`); the localized context pooling and the
+      extractors stay in fp32.
 
     Raises:
         ValueError: For an unknown precision, fp16 or int8 on a device that cannot run it, or a model already
@@ -737,6 +780,7 @@ def optimize_for_inference(model: "PemsclModel", precision: str = "fp32",
             raise ValueError(f"precision='int8' runs on CPUs (the model is on {device}); on a GPU use 'bf16' or "
                              "'fp16'.")
         _quantize_encoder_linears(model.encoder, int8_keep_float)
+        model.bilinear.quantize_int8(activation_bits=8 if cpu_has_int8_dot_products() else 7)
         model.requires_grad_(False)
     model.inference_precision = precision
     return model.eval()

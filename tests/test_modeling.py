@@ -666,9 +666,10 @@ def released_tiny(tmp_path_factory):
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
 def test_inference_precisions_keep_the_predictions_of_fp32(released_tiny, precision):
     """On the real fixture documents (a 1,024-subword one among them), against fp32, whose logits are about 2.5 in
-    magnitude. int8 (the encoder): logits within 0.02 (measured 0.005) and the same decisions on every pair. bf16
-    (the whole forward): logits within 0.5 (measured 0.29, mean 0.016), the same decision on 99.9% of the
-    (pair, relation) cells (measured 99.98%) and on every relation of 98.5% of the pairs (measured 98.85%)."""
+    magnitude. int8 (the encoder and the grouped bilinear): logits within 0.3 (measured 0.20, mean 0.018). bf16
+    (the whole forward): logits within 0.5 (measured 0.29, mean 0.016). Both: the same decision on 99.9% of the
+    (pair, relation) cells (measured 99.98%) and on every relation of 98.5% of the pairs (measured 98.85% and
+    98.99%)."""
     from test_convert_original_checkpoint import model_outputs
 
     folder, tokenizer, documents, _, reference = released_tiny
@@ -677,11 +678,11 @@ def test_inference_precisions_keep_the_predictions_of_fp32(released_tiny, precis
     _, output = model_outputs(model, tokenizer, documents)
     assert output.logits.dtype == torch.float32 and output.logits.shape == reference.logits.shape
     difference = (output.logits - reference.logits).abs().max().item()
-    assert difference <= {"fp32": 0.0, "int8": 0.02, "bf16": 0.5}[precision], difference
+    assert difference <= {"fp32": 0.0, "int8": 0.3, "bf16": 0.5}[precision], difference
     assert (difference > 0) == (precision != "fp32")  # the arithmetic did change
     same_cells = (output.predictions == reference.predictions).float().mean().item()
     same_pairs = (output.predictions == reference.predictions).all(-1).float().mean().item()
-    assert same_cells >= 0.999 and same_pairs >= (0.985 if precision == "bf16" else 1.0), (same_cells, same_pairs)
+    assert same_cells >= 0.999 and same_pairs >= (1.0 if precision == "fp32" else 0.985), (same_cells, same_pairs)
 
 
 @pytest.mark.parametrize("int8_dot_products", [True, False])
@@ -705,8 +706,10 @@ def test_int8_quantizes_the_encoder_linears_except_those_kept_in_float(released_
         "FullRangeDynamicInt8Linear" if int8_dot_products else "Linear"}
     assert quantized == {name for name in kinds if "layer." in name} - kept
     assert {name for name in quantized if name.endswith("attention.self.query")}
-    # The head stays in fp32, and nothing trains any more.
+    # The extractors stay in fp32, the bilinear classifier computes in int8, and nothing trains any more.
     assert type(model.head_extractor) is torch.nn.Linear and not any(p.requires_grad for p in model.parameters())
+    assert len(model.bilinear.int8_groups) == model.bilinear.num_groups
+    assert model.bilinear.int8_reduce_range is not int8_dot_products
     # 8 bits against 7 on one layer's real input: closer to fp32.
     layer = dict(model.encoder.named_modules())["encoder.layer.0.attention.self.query"]
     reference = dict(PemsclModel.from_pretrained(folder).encoder.named_modules())["encoder.layer.0.attention.self.query"]
@@ -717,6 +720,41 @@ def test_int8_quantizes_the_encoder_linears_except_those_kept_in_float(released_
         exact = reference(inputs)
     assert (layer(inputs) - (eight_bits if int8_dot_products else seven_bits)).abs().max() == 0
     assert (eight_bits - exact).abs().mean() < (seven_bits - exact).abs().mean()
+
+
+@pytest.mark.parametrize("activation_bits", [8, 7])
+def test_int8_bilinear_is_each_group_through_a_dynamic_int8_linear_layer(activation_bits):
+    """The int8 grouped bilinear against a reference built from PyTorch's own dynamic int8 layer, one per group, on each
+    pair's products scaled to a largest entry of 1 (and the logits scaled back); and within quantization error of fp32."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    generator = torch.Generator().manual_seed(0)
+    pair_size, block, labels, pairs = 32, 8, 5, 37
+    bilinear = GroupedBilinear(pair_size, block, labels, block_elements=block * block * 10)  # 4 row chunks
+    torch.nn.init.normal_(bilinear.weight, std=0.05, generator=generator)
+    torch.nn.init.normal_(bilinear.bias, generator=generator)
+    head, tail = (torch.tanh(torch.randn(pairs, pair_size // block, block, generator=generator)) for _ in range(2))
+    with torch.no_grad():
+        exact = bilinear(head, tail)
+    bilinear.quantize_int8(activation_bits)
+    with torch.no_grad():
+        fast = bilinear(head, tail)
+    expected = bilinear.bias.detach().expand(pairs, -1).clone()
+    for group in range(pair_size // block):
+        layer = torch.nn.Linear(block * block, labels, bias=False)
+        layer.weight.data = bilinear.weight.detach()[:, group * block * block:(group + 1) * block * block].clone()
+        layer = quantize_dynamic(torch.nn.Sequential(layer), {"0": per_channel_dynamic_qconfig}, dtype=torch.qint8)[0]
+        for chunk in range(0, pairs, 10):  # the kernel's input scale is one per call: 10 pairs a call here
+            rows = range(chunk, min(chunk + 10, pairs))
+            scales = [head[p, group].abs().max() * tail[p, group].abs().max() for p in rows]
+            products = torch.stack([torch.outer(head[p, group] / head[p, group].abs().max(),
+                                                tail[p, group] / tail[p, group].abs().max()).reshape(-1) for p in rows])
+            out = torch.ops.quantized.linear_dynamic(products, layer._packed_params._packed_params,
+                                                     reduce_range=activation_bits < 8)
+            for row, p in enumerate(rows):
+                expected[p] += out[row] * scales[row]
+    assert torch.allclose(fast, expected, atol=1e-5), (fast - expected).abs().max()
+    assert (fast - exact).abs().max() < 0.05 * exact.abs().max()
 
 
 def test_an_int8_model_neither_trains_nor_saves(released_tiny, tmp_path):
