@@ -6,7 +6,8 @@
     nlp = spacy.load("en_core_web_sm")  # any pipeline that sets doc.ents (or a span group)
     nlp.add_pipe("pemscl_relations", config={"model": "org/pemscl-model"})
     doc = nlp("Marie Curie was born in Warsaw. Curie moved to Paris.")
-    doc._.relations  # [{"head": [Marie Curie], "tail": [Warsaw], "relation": "P19", "relation_name": ..., "score": ...}]
+    doc._.relations  # [{"head": [Marie Curie], "tail": [Warsaw], "relation": "P19", "relation_name": ..., "score": ...,
+                     #   "evidence": [Marie Curie was born in Warsaw.]}]
 
 The factory is registered when this module is imported and, through the `spacy_factories` entry point of the
 installed package, whenever spaCy looks it up. The component reads the mentions (`doc.ents`, or `doc.spans[spans_key]`),
@@ -14,16 +15,20 @@ groups them into entities as the pipeline groups an entity extractor's mentions 
 text and label, a short name with the one longer name that ends with it; unless `entity_grouping` is set), and runs the `document-relation-extraction` pipeline
 (`modeling_pemscl/pipeline_pemscl.py`, which featurizes and decodes; long documents are encoded in windows by the
 model) on batches of documents. `doc._.relations` is a list, highest score first, of
-`{"head": [Span, ...], "tail": [Span, ...], "relation", "relation_name", "score"}`: the spans of the head's and the
-tail's mentions. A mention span is given to the model fitted to the pipeline's words (`mentions_to_document`); the
-Span itself is written unchanged. A document with fewer than two entities gets `[]` without running the model.
-Mentions sharing one span (a span labelled twice, or put in two entities by `entity_grouping`) are one mention, and
-the entities holding it are merged into one, so no entity is related to itself.
+`{"head": [Span, ...], "tail": [Span, ...], "relation", "relation_name", "score", "evidence": [Span, ...]}`: the
+spans of the head's and the tail's mentions, and the pair's evidence sentences as the model decodes them (the
+pipeline's `evidence_spans`: its own sentences, split after `.`, `!`, `?`, not spaCy's `doc.sents`), each widened to
+whole tokens (`doc.char_span(..., alignment_mode="expand")`). A mention span is given to the model fitted to the
+pipeline's words (`mentions_to_document`); the Span itself is written unchanged. A document with fewer than two
+entities gets `[]` without running the model. Mentions sharing one span (a span labelled twice, or put in two
+entities by `entity_grouping`) are one mention, and the entities holding it are merged into one, so no entity is
+related to itself.
 
 What the component stores is `doc._.relation_offsets`, the same relations in plain data (each mention as
-`[start token, end token, label, kb_id]`); `doc._.relations` builds the Spans from it on access. So relations
-survive what spaCy does with a Doc's plain data: `doc.to_bytes()` / `Doc.from_bytes`, `pickle`, `DocBin`, and
-`nlp.pipe(texts, n_process=...)`, which sends every Doc back from its worker process as bytes.
+`[start token, end token, label, kb_id]`, each evidence sentence as `[start char, end char]`); `doc._.relations`
+builds the Spans from it on access. So relations survive what spaCy does with a Doc's plain data: `doc.to_bytes()` /
+`Doc.from_bytes`, `pickle`, `DocBin`, and `nlp.pipe(texts, n_process=...)`, which sends every Doc back from its
+worker process as bytes.
 
 In a worker process of `nlp.pipe(..., n_process=...)` the model runs on one thread: the workers themselves are the
 parallelism, and in a forked worker (Linux) the parent's OpenMP thread pool, if torch already used it, does not
@@ -55,7 +60,8 @@ FACTORY = "pemscl_relations"
 EXTENSION = "relations"
 """`doc._.relations`: the relations with Spans, built on access from `OFFSETS_EXTENSION`."""
 OFFSETS_EXTENSION = "relation_offsets"
-"""`doc._.relation_offsets`: the stored relations, each mention as `[start token, end token, label, kb_id]`."""
+"""`doc._.relation_offsets`: the stored relations, each mention as `[start token, end token, label, kb_id]`, each
+evidence sentence as `[start char, end char]`."""
 MISSING_SPACY = 'The pemscl_relations spaCy component needs spaCy: pip install -e ".[spacy]" in the pemscl clone.'
 
 
@@ -69,13 +75,16 @@ def _span_offsets(span: "Span") -> list:
 
 
 def relations_with_spans(doc: "Doc") -> Optional[list[dict[str, Any]]]:
-    """`doc._.relations`: `doc._.relation_offsets` with each mention as a `Span` of `doc` (None before the component
-    ran)."""
+    """`doc._.relations`: `doc._.relation_offsets` with each mention and each evidence sentence as a `Span` of `doc`
+    (None before the component ran)."""
     stored = doc._.get(OFFSETS_EXTENSION)
     if stored is None:
         return None
-    return [{**relation, **{side: [Span(doc, start, end, label=label, kb_id=kb_id)
-                                   for start, end, label, kb_id in relation[side]] for side in ("head", "tail")}}
+    return [{**relation,
+             **{side: [Span(doc, start, end, label=label, kb_id=kb_id) for start, end, label, kb_id in relation[side]]
+                for side in ("head", "tail")},
+             "evidence": [doc.char_span(start, end, alignment_mode="expand")
+                          for start, end in relation.get("evidence", ())]}
             for relation in stored]
 
 
@@ -201,7 +210,8 @@ class PemsclRelations:
                 doc._.set(OFFSETS_EXTENSION, [
                     {"head": [_span_offsets(s) for s in spans[r["head"]["index"]]],
                      "tail": [_span_offsets(s) for s in spans[r["tail"]["index"]]],
-                     "relation": r["relation"], "relation_name": r["relation_name"], "score": r["score"]}
+                     "relation": r["relation"], "relation_name": r["relation_name"], "score": r["score"],
+                     "evidence": [list(sentence) for sentence in r["evidence_spans"]]}
                     for r in relations_of.get(i, [])
                 ])
                 yield doc

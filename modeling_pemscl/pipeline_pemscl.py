@@ -44,9 +44,11 @@ Inputs (one document, or a list / `datasets.Dataset` / generator of documents):
 
 Output, per document: a list of relations, highest score first,
 `{"head": {"index", "name", "type", "mentions"}, "tail": {...}, "relation": "P17", "relation_name": "country",
-"score": 0.93}`. `index` is the entity's position in the input's `vertexSet` / `entities` (for raw text, in the
-grouping's order); `mentions` lists the entity's mentions, `{"text", "start", "end"}` with character offsets for
-text (`text[start:end]`), `{"text", "sent_id", "pos"}` for DocRED-format documents (which have no characters).
+"score": 0.93, "evidence": [0, 2]}`. `index` is the entity's position in the input's `vertexSet` / `entities` (for
+raw text, in the grouping's order); `mentions` lists the entity's mentions, `{"text", "start", "end"}` with character
+offsets for text (`text[start:end]`), `{"text", "sent_id", "pos"}` for DocRED-format documents (which have no
+characters). `evidence` lists the pair's evidence sentences (ascending) as the model decodes them
+(`PemsclModel.decode_evidence`); text input adds `evidence_spans`, their `[start, end)` character spans in the text.
 
 **Score** = sigmoid(f_r - f_NA): the logistic of relation r's logit margin over the pair's threshold (NA) logit,
 f_NA = logits[:, 0] (for a model trained with `loss="bce"`, whose threshold is a global 0: sigmoid(f_r)). A relation
@@ -80,6 +82,7 @@ from .processing_pemscl import (
     entity_mentions,
     featurize_document,
     mentions_to_document,
+    sentence_character_spans,
 )
 
 TASK = "document-relation-extraction"
@@ -348,27 +351,33 @@ class DocumentRelationExtractionPipeline(Pipeline):
         config = self.model.config
         features = featurize_document(document, self.tokenizer, config.label2id, entity_marker=config.entity_marker,
                                       word_prefix_space=config.word_prefix_space)
-        return {"features": features, "document": document, "mentions": entity_mentions(inputs, document)}
+        is_text = "text" in inputs and "entities" in inputs  # as `to_docred` tells the formats apart
+        character_spans = sentence_character_spans(inputs["text"], document["sents"]) if is_text else None
+        return {"features": features, "document": document, "mentions": entity_mentions(inputs, document),
+                "character_spans": character_spans}
 
     def _collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {"batch": self._collator([item["features"] for item in items]),
-                "documents": [(item["document"], item["mentions"]) for item in items]}
+                "documents": [(item["document"], item["mentions"], item["character_spans"]) for item in items]}
 
     def _forward(self, model_inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        batch = model_inputs["batch"]
-        logits = self.model(**batch).logits.float()
-        per_document = torch.bincount(batch["pair_document_index"], minlength=len(model_inputs["documents"]))
+        batch, documents = model_inputs["batch"], model_inputs["documents"]
+        output = self.model(**batch, return_predictions=True)
+        counts = torch.bincount(batch["pair_document_index"], minlength=len(documents)).tolist()
+        # The batch's sentence columns are those of its longest document: each document keeps its own.
+        evidence = [rows[:, :len(document[0]["sents"])]
+                    for rows, document in zip(output.evidence_predictions.split(counts), documents)]
         return [
-            {"logits": doc_logits, "hts": doc_hts, "document": document}
-            for doc_logits, doc_hts, document in zip(
-                logits.split(per_document.tolist()), batch["hts"].split(per_document.tolist()),
-                model_inputs["documents"],
+            {"logits": doc_logits, "hts": doc_hts, "evidence": doc_evidence, "document": document}
+            for doc_logits, doc_hts, doc_evidence, document in zip(
+                output.logits.float().split(counts), batch["hts"].split(counts), evidence, documents,
             )
         ]
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None, threshold: float = 0.5):
         config = self.model.config
-        logits, hts, (document, mentions) = model_outputs["logits"], model_outputs["hts"], model_outputs["document"]
+        logits, hts, evidence = model_outputs["logits"], model_outputs["hts"], model_outputs["evidence"]
+        document, mentions, character_spans = model_outputs["document"]
         kind = decision_threshold(config.loss)
         scores = torch.sigmoid(relation_margins(logits, kind))
         # score > threshold  <=>  f_r - bar > logit(threshold): shift the relation logits, decode as the model does.
@@ -386,8 +395,13 @@ class DocumentRelationExtractionPipeline(Pipeline):
         for pair, column in predicted.nonzero().tolist():
             head, tail = hts[pair].tolist()
             label = id2label[column + 1]
-            relations.append({"head": entities[head], "tail": entities[tail], "relation": label,
-                              "relation_name": names.get(label, label), "score": float(scores[pair, column])})
+            sentences = evidence[pair].nonzero().flatten().tolist()  # ascending
+            relation = {"head": entities[head], "tail": entities[tail], "relation": label,
+                        "relation_name": names.get(label, label), "score": float(scores[pair, column]),
+                        "evidence": sentences}
+            if character_spans is not None:
+                relation["evidence_spans"] = [list(character_spans[s]) for s in sentences]
+            relations.append(relation)
         relations.sort(key=lambda relation: -relation["score"])
         return relations
 

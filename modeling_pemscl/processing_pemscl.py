@@ -14,7 +14,8 @@ model classes. The project's `data_collators` builds its dataset-level featuriza
 - **Featurization** of one document (`featurize_document`): entity markers, subword positions, entity pairs,
   multi-hot labels (the table above `featurize_document`).
 - **Collation** (`DataCollatorForDocRE`): the one batch format of the project.
-- **Plain text** with character spans to a DocRED-format document (`text_to_docred`, `to_docred`).
+- **Plain text** with character spans to a DocRED-format document (`text_to_docred`, `to_docred`), and each of
+  its sentences' character span (`sentence_character_spans`).
 """
 
 from __future__ import annotations
@@ -847,6 +848,39 @@ def _vertex_set(
             vertex[0]["name"] = name
         vertex_set.append(vertex)
     return vertex_set
+
+
+def sentence_character_spans(text: str, sents: Sequence[Sequence[str]]) -> list[list[int]]:
+    """The `[start, end)` character span of each sentence of a text document, so `text[start:end]` is the sentence.
+
+    `text_to_docred` builds its `sents` from the words of `split_words(text)`, in order, none left out, none empty;
+    a sentence therefore runs from its first word's first character to its last word's last character (the
+    whitespace between sentences belongs to none).
+
+    Args:
+        text: The document's `text`.
+        sents: `text_to_docred(document)["sents"]` of that document.
+
+    Raises:
+        ValueError: If `sents` are not the words of `split_words(text)` in order, in non-empty sentences.
+
+    Returns:
+        One `[start, end]` per sentence.
+    """
+    words = split_words(text)
+    spans, first = [], 0
+    for s, sentence in enumerate(sents):
+        last = first + len(sentence)
+        if not sentence or [word for word, _, _ in words[first:last]] != list(sentence):
+            raise ValueError(f"Sentence {s} {list(sentence)[:10]!r} is not the next words of the text "
+                             f"({[word for word, _, _ in words[first:first + 10]]!r}): the sentences must be "
+                             "text_to_docred's of this text.")
+        spans.append([words[first][1], words[last - 1][2]])
+        first = last
+    if first != len(words):
+        raise ValueError(f"The sentences hold {first} of the text's {len(words)} words: they must be text_to_docred's "
+                         "of this text.")
+    return spans
 
 
 def to_docred(document: Mapping[str, Any]) -> dict[str, Any]:

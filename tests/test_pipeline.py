@@ -1,8 +1,9 @@
 """DocumentRelationExtractionPipeline: plain text with character spans and DocRED documents, scores against the
 model's own logits (featurize + collate + model written out here), batching, top-k / threshold, span errors,
 model <-> tokenizer checks and safetensors-only loading by task name; raw text with an entity extractor (a callable,
-a token-classification pipeline, the gold mentions of Re-DocRED documents) and the spaCy component's module
-without spaCy."""
+a token-classification pipeline, the gold mentions of Re-DocRED documents), each relation's evidence sentences
+against the model's context attention summed per sentence (and their character spans in text), and the spaCy
+component's module without spaCy."""
 
 import json
 import math
@@ -25,6 +26,7 @@ from docre_training.pipeline import (
     check_model_and_tokenizer,
     extract_mentions,
     mentions_to_document,
+    sentence_character_spans,
     split_words,
     text_to_docred,
 )
@@ -100,6 +102,52 @@ def tiny_docre_model(tokenizer, seed=0, **overrides):
     return model
 
 
+def sharp_docre_model(tokenizer, seed=0, evidence_threshold=0.05):
+    """`tiny_docre_model` whose tokens attend to a few others (query and key weights scaled up; a random encoder
+    attends almost evenly), so that each pair's context attention, and so its evidence, is its own."""
+    model = tiny_docre_model(tokenizer, seed=seed, evidence_threshold=evidence_threshold)
+    with torch.no_grad():
+        for layer in model.encoder.encoder.layer:
+            layer.attention.self.query.weight.mul_(30)
+            layer.attention.self.key.weight.mul_(30)
+    return model
+
+
+def expected_evidence(model, tokenizer, document):
+    """(head, tail) -> the pair's evidence sentences by the documented rule, as loops: the model's context attention
+    of the pair (the weights of its localized context pooling) summed over each sentence's subwords, as a share of
+    its sum over all sentences, kept when the share is at least `config.evidence_threshold`."""
+    features = featurize_document(document, tokenizer, model.config.label2id, model.config.entity_marker)
+    batch = DataCollatorForDocRE(tokenizer=tokenizer)([features])
+    attentions = []
+    pair_representations = model.pair_representations
+
+    def keep_attention(*args, **kwargs):
+        head, tail, attention = pair_representations(*args, **kwargs)
+        attentions.append(attention)
+        return head, tail, attention
+
+    model.pair_representations = keep_attention
+    try:
+        with torch.no_grad():
+            model(**batch)
+    finally:
+        del model.pair_representations
+    threshold = model.config.evidence_threshold
+    evidence = {}
+    for (head, tail), attention in zip(features["hts"], attentions[0].tolist()):
+        per_sentence = []
+        for start, end in features["sentence_spans"]:
+            total = 0.0
+            for position in range(start, end):
+                total += attention[position]
+            per_sentence.append(total)
+        shares = [total / sum(per_sentence) for total in per_sentence]
+        assert all(abs(share - threshold) > 1e-5 for share in shares)  # no share so close that rounding decides
+        evidence[head, tail] = [sentence for sentence, share in enumerate(shares) if share >= threshold]
+    return evidence
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return minilm_tokenizer()
@@ -141,15 +189,20 @@ def docred_mentions(document):
 
 
 def check_output(output, expected, document, names, mentions=None):
-    """`mentions`: per entity, the mentions the output must carry (default: the DocRED ones of `document`)."""
+    """`mentions`: per entity, the mentions the output must carry (default: the DocRED ones of `document`); mentions
+    with character offsets mean text input, whose relations also carry `evidence_spans`."""
     mentions = docred_mentions(document) if mentions is None else mentions
+    text_input = any("start" in mention for entity in mentions for mention in entity)
+    keys = {"head", "tail", "relation", "relation_name", "score", "evidence", *(["evidence_spans"] if text_input else [])}
     assert [relation["score"] for relation in output] == sorted((r["score"] for r in output), reverse=True)
     got = {(r["head"]["index"], r["tail"]["index"], r["relation"]): r["score"] for r in output}
     assert set(got) == set(expected)
     for key, score in got.items():
         assert score == pytest.approx(expected[key], abs=1e-5)
     for relation in output:
-        assert set(relation) == {"head", "tail", "relation", "relation_name", "score"}
+        assert set(relation) == keys
+        evidence = relation["evidence"]
+        assert evidence == sorted(set(evidence)) and all(0 <= s < len(document["sents"]) for s in evidence)
         for side in ("head", "tail"):
             entity = relation[side]
             assert entity["name"] == document["vertexSet"][entity["index"]][0]["name"]
@@ -194,6 +247,88 @@ def test_docred_documents_batched(extractor, model, tokenizer):
     first = bare["vertexSet"][0][0]
     assert {r["head"]["name"] for r in output if r["head"]["index"] == 0} <= {
         " ".join(bare["sents"][first["sent_id"]][first["pos"][0]:first["pos"][1]])}
+
+
+def test_evidence_of_docred_documents_is_the_models(tokenizer):
+    """Each relation carries its pair's evidence sentences: those holding at least `evidence_threshold` of the pair's
+    context attention, one by one and in batches of documents with other numbers of sentences."""
+    model = sharp_docre_model(tokenizer)
+    extractor = pipeline(TASK, model=model, tokenizer=tokenizer)
+    with open(DOCRED_TEST) as f:
+        documents = json.load(f)[:3] + [TEXT_AS_DOCRED]
+    assert [len(document["sents"]) for document in documents] == [6, 7, 5, 3]
+    alone = extractor(documents, batch_size=1, top_k=0)
+    batched = extractor(documents, batch_size=2, top_k=0)
+    kinds = set()
+    for document, single, together in zip(documents, alone, batched):
+        expected = expected_evidence(model, tokenizer, document)
+        assert together
+        for relation in together:
+            assert "evidence_spans" not in relation  # DocRED input has no characters
+            assert relation["evidence"] == expected[relation["head"]["index"], relation["tail"]["index"]]
+            kinds.add(tuple(relation["evidence"]))
+        def evidence(output):
+            return {(r["head"]["index"], r["tail"]["index"], r["relation"]): r["evidence"] for r in output}
+
+        assert evidence(single) == evidence(together)
+    # Pairs differ, and evidence is neither empty nor the whole document.
+    assert len(kinds) > 10 and any(0 < len(kind) < 3 for kind in kinds)
+    # A batch's sentence columns are its longest document's: each document keeps as many as it has sentences.
+    items = [extractor.preprocess(document) for document in documents[2:]]
+    with torch.no_grad():
+        outputs = extractor._forward(extractor._collate(items))
+    assert [tuple(output["evidence"].shape) for output in outputs] == [
+        (len(document["vertexSet"]) * (len(document["vertexSet"]) - 1), len(document["sents"]))
+        for document in documents[2:]]
+
+
+TEXT_SENTENCES = ["Marie Curie was born in Warsaw.",
+                  "She moved to Paris in 1891 and studied at the University of Paris.",
+                  "Curie won the Nobel Prize."]
+
+
+def test_evidence_spans_of_text_are_its_sentences(tokenizer):
+    assert " ".join(TEXT_SENTENCES) == TEXT
+    model = sharp_docre_model(tokenizer)
+    extractor = pipeline(TASK, model=model, tokenizer=tokenizer)
+    expected = expected_evidence(model, tokenizer, TEXT_AS_DOCRED)
+    entities = [entity["mentions"] if isinstance(entity, dict) else entity for entity in TEXT_INPUT["entities"]]
+    found = [{"start": start, "end": end, "type": "", "entity": e, "order": m}
+             for e, spans in enumerate(entities) for m, (start, end) in enumerate(spans)]
+    outputs = {"text and entities": extractor(TEXT_INPUT, top_k=0),
+               "raw text": extractor(TEXT, entity_extractor=lambda text: found, entity_grouping=gold_grouping, top_k=0)}
+    for name, output in outputs.items():
+        assert output, name
+        for relation in output:
+            evidence = relation["evidence"]
+            assert evidence == expected[relation["head"]["index"], relation["tail"]["index"]], name
+            assert len(relation["evidence_spans"]) == len(evidence)
+            for sentence, (start, end) in zip(evidence, relation["evidence_spans"]):
+                assert TEXT[start:end] == TEXT_SENTENCES[sentence]
+                assert [word for word, _, _ in split_words(TEXT[start:end])] == TEXT_AS_DOCRED["sents"][sentence]
+        assert any(0 < len(relation["evidence"]) < 3 for relation in output)
+
+
+def test_sentence_character_spans_are_the_sentences_of_text_to_docred():
+    text = "  The U.S. Army met.\n\nThen it left!  Done"
+    document = text_to_docred({"text": text, "entities": [[span(text, "U.S. Army")], [span(text, "it")]]})
+    assert document["sents"] == [["The", "U", ".", "S", ".", "Army", "met", "."], ["Then", "it", "left", "!"],
+                                 ["Done"]]
+    spans = sentence_character_spans(text, document["sents"])
+    assert [text[start:end] for start, end in spans] == ["The U.S. Army met.", "Then it left!", "Done"]
+    assert spans == [[2, 20], [22, 35], [37, 41]]
+    # Without the mention holding it together, "The U." is a sentence.
+    bare = text_to_docred({"text": text, "entities": [[span(text, "it")]]})
+    assert [text[start:end] for start, end in sentence_character_spans(text, bare["sents"])] == \
+        ["The U.", "S.", "Army met.", "Then it left!", "Done"]
+    chinese = text_to_docred({"text": CHINESE, "entities": [[span(CHINESE, "北京")]]})
+    assert [CHINESE[start:end] for start, end in sentence_character_spans(CHINESE, chinese["sents"])] == \
+        ["北京是中国的首都。", "上海在中国。"]
+    assert sentence_character_spans("", []) == []
+    with pytest.raises(ValueError, match=r"Sentence 0 \['Then', 'it', 'left', '!'\] is not the next words"):
+        sentence_character_spans(text, document["sents"][1:])
+    with pytest.raises(ValueError, match=r"hold 12 of the text's 13 words"):
+        sentence_character_spans(text, document["sents"][:2])
 
 
 def test_threshold_and_top_k(extractor, model, tokenizer):

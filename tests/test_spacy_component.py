@@ -1,7 +1,7 @@
 """The `pemscl_relations` spaCy component: entities from an entity_ruler (a blank English pipeline, no download) or
-a span group, grouped by the documented rule, relations and scores against the model's own logits, `nlp.pipe`
-batches, relations kept through bytes, pickle and worker processes (forked and spawned), the entry point and the
-errors."""
+a span group, grouped by the documented rule, relations and scores against the model's own logits, evidence Spans
+against the pair's context attention summed per sentence, `nlp.pipe` batches, relations and their evidence kept
+through bytes, pickle and worker processes (forked and spawned), the entry point and the errors."""
 
 import json
 import multiprocessing
@@ -19,11 +19,18 @@ spacy = pytest.importorskip("spacy", reason='the spaCy tests need the `spacy` ex
 from importlib.metadata import entry_points  # noqa: E402
 
 from docre_training import spacy_component  # noqa: E402
-from docre_training.pipeline import DocumentRelationExtractionPipeline, text_to_docred  # noqa: E402
-from test_pipeline import direct_logits, expected_relations, span, tiny_docre_model  # noqa: E402
+from docre_training.pipeline import DocumentRelationExtractionPipeline, split_words, text_to_docred  # noqa: E402
+from test_pipeline import (  # noqa: E402
+    direct_logits,
+    expected_evidence,
+    expected_relations,
+    sharp_docre_model,
+    span,
+)
 from data_helpers import minilm_tokenizer  # noqa: E402
 
-TEXT = "Marie Curie was born in Warsaw. She moved to Paris in 1891. marie curie won the Nobel Prize in Paris."
+SENTENCES = ["Marie Curie was born in Warsaw.", "She moved to Paris in 1891.", "marie curie won the Nobel Prize in Paris."]
+TEXT = " ".join(SENTENCES)
 PATTERNS = [
     {"label": "PER", "pattern": [{"LOWER": "marie"}, {"LOWER": "curie"}]},
     {"label": "LOC", "pattern": "Warsaw"},
@@ -46,7 +53,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    return tiny_docre_model(tokenizer)
+    return sharp_docre_model(tokenizer)  # evidence_threshold 0.05: a few sentences of evidence per pair
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +94,8 @@ def summary(doc):
     assert [r["score"] for r in doc._.relations] == sorted((r["score"] for r in doc._.relations), reverse=True)
     got = {}
     for relation in doc._.relations:
-        assert set(relation) == {"head", "tail", "relation", "relation_name", "score"}
-        for side in ("head", "tail"):
+        assert set(relation) == {"head", "tail", "relation", "relation_name", "score", "evidence"}
+        for side in ("head", "tail", "evidence"):
             assert all(isinstance(s, spacy.tokens.Span) and s.doc is doc for s in relation[side])
             assert len({s.label_ for s in relation[side]}) == 1
         key = tuple(tuple((s.start_char, s.end_char) for s in relation[side]) for side in ("head", "tail"))
@@ -103,12 +110,32 @@ def check(doc, expected):
         assert score == pytest.approx(expected[key], abs=1e-5)
 
 
+def check_evidence(doc, model, tokenizer, entities, sentences=None):
+    """Each relation's evidence Spans are the sentences of its pair's evidence (`expected_evidence` on the
+    hand-built document): their words are the sentence's words and, when `sentences` (the text's sentences by hand)
+    is given, their text is the sentence."""
+    docred = text_to_docred({"text": doc.text, "entities": [{"mentions": spans, "type": kind}
+                                                            for kind, spans in entities]})
+    evidence = expected_evidence(model, tokenizer, docred)
+    entity_of = {tuple(spans): e for e, (_, spans) in enumerate(entities)}
+    assert doc._.relations
+    for relation in doc._.relations:
+        head, tail = (entity_of[tuple((s.start_char, s.end_char) for s in relation[side])] for side in ("head", "tail"))
+        assert len(relation["evidence"]) == len(evidence[head, tail])
+        for got, sentence in zip(relation["evidence"], evidence[head, tail]):
+            assert [word for word, _, _ in split_words(got.text)] == docred["sents"][sentence]
+            if sentences is not None:
+                assert got.text == sentences[sentence]
+    assert any(0 < len(relation["evidence"]) < len(docred["sents"]) for relation in doc._.relations)
+
+
 def test_entity_ruler_entities_give_the_model_relations(model_folder, model, tokenizer):
     nlp = ruler_nlp(model_folder)
     doc = nlp(TEXT)
     assert [(e.text, e.label_) for e in doc.ents] == [("Marie Curie", "PER"), ("Warsaw", "LOC"), ("Paris", "LOC"),
                                                       ("marie curie", "PER"), ("Nobel Prize", "MISC"), ("Paris", "LOC")]
     check(doc, expected_for(model, tokenizer, TEXT, ENTITIES))
+    check_evidence(doc, model, tokenizer, ENTITIES, SENTENCES)
     names = model.config.relation_names
     assert all(r["relation_name"] == names[r["relation"]] for r in doc._.relations)
     # threshold and top_k from the config.
@@ -165,9 +192,11 @@ def test_the_factory_is_registered_and_checks_its_settings(model_folder):
 
 
 def keyed(doc):
-    """The relations of a Doc by their mentions' character offsets and labels (comparable across Docs)."""
+    """The relations of a Doc by their mentions' character offsets and labels and their evidence sentences' character
+    offsets and texts (comparable across Docs)."""
     return {(tuple((s.start_char, s.end_char, s.label_) for s in r["head"]),
-             tuple((s.start_char, s.end_char, s.label_) for s in r["tail"]), r["relation"]): r["score"]
+             tuple((s.start_char, s.end_char, s.label_) for s in r["tail"]), r["relation"],
+             tuple((s.start_char, s.end_char, s.text) for s in r["evidence"])): r["score"]
             for r in doc._.relations}
 
 
@@ -182,12 +211,14 @@ def test_relations_survive_bytes_and_pickle(model_folder, model, tokenizer):
     nlp = ruler_nlp(model_folder)
     doc = nlp(TEXT)
     stored = doc._.get(spacy_component.OFFSETS_EXTENSION)
-    assert stored and all(isinstance(value, (int, str)) for r in stored for side in ("head", "tail")
+    assert stored and all(isinstance(value, (int, str)) for r in stored for side in ("head", "tail", "evidence")
                           for mention in r[side] for value in mention)
+    assert any(r["evidence"] for r in stored)
     expected = expected_for(model, tokenizer, TEXT, ENTITIES)
     for copy in (spacy.tokens.Doc(nlp.vocab).from_bytes(doc.to_bytes()), pickle.loads(pickle.dumps(doc)),
                  next(spacy.tokens.DocBin(store_user_data=True, docs=[doc]).get_docs(nlp.vocab))):
         check(copy, expected)
+        check_evidence(copy, model, tokenizer, ENTITIES, SENTENCES)
         assert keyed(copy) == keyed(doc)
     assert spacy.blank("en")("No component ran.")._.relations is None
 
@@ -210,11 +241,12 @@ FORKED_PIPE = textwrap.dedent("""
     nlp(texts[0])  # the parent's torch threads are in use before the fork
     docs = list(nlp.pipe(texts, n_process=2, batch_size=2))
     print(json.dumps([[[[[s.start_char, s.end_char, s.label_] for s in r[side]] for side in ("head", "tail")]
-                       + [r["relation"], r["score"]] for r in doc._.relations] for doc in docs]))
+                       + [r["relation"], [[s.start_char, s.end_char, s.text] for s in r["evidence"]], r["score"]]
+                       for r in doc._.relations] for doc in docs]))
 """)
 
 
-def test_nlp_pipe_with_two_forked_processes_after_the_parent_ran_the_model(model_folder):
+def test_nlp_pipe_with_two_forked_processes_after_the_parent_ran_the_model(model_folder, model, tokenizer):
     process = subprocess.Popen(
         [sys.executable, "-c", FORKED_PIPE, model_folder, json.dumps(PATTERNS), json.dumps(TEXTS)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -226,14 +258,22 @@ def test_nlp_pipe_with_two_forked_processes_after_the_parent_ran_the_model(model
         process.communicate()
         pytest.fail("nlp.pipe(n_process=2) hung after the parent process ran the model")
     assert process.returncode == 0, stderr[-3000:]
-    from_workers = [{(tuple(map(tuple, head)), tuple(map(tuple, tail)), relation): score
-                     for head, tail, relation, score in relations} for relations in json.loads(stdout.splitlines()[-1])]
+    from_workers = [{(tuple(map(tuple, head)), tuple(map(tuple, tail)), relation, tuple(map(tuple, evidence))): score
+                     for head, tail, relation, evidence, score in relations}
+                    for relations in json.loads(stdout.splitlines()[-1])]
     nlp = ruler_nlp(model_folder)
     alone = [keyed(nlp(text)) for text in TEXTS]
     for got, want in zip(from_workers, alone, strict=True):
         assert got.keys() == want.keys()
         assert all(got[key] == pytest.approx(want[key], abs=1e-5) for key in want)  # thread count changes rounding
     assert from_workers[1] == {} and len(from_workers[0]) > 0
+    # The workers' evidence of TEXT is the sentences of the pairs' evidence.
+    evidence = expected_evidence(model, tokenizer, text_to_docred(
+        {"text": TEXT, "entities": [{"mentions": spans, "type": kind} for kind, spans in ENTITIES]}))
+    entity_of = {tuple((*s, kind) for s in spans): e for e, (kind, spans) in enumerate(ENTITIES)}
+    for head, tail, _, sentences in from_workers[0]:
+        assert [text for _, _, text in sentences] == [SENTENCES[s] for s in evidence[entity_of[head], entity_of[tail]]]
+    assert any(0 < len(sentences) < len(SENTENCES) for *_, sentences in from_workers[0])
 
 
 @pytest.mark.timeout(120)
