@@ -130,7 +130,8 @@ def check_evidence_labels(train_dataset) -> None:
     without = sum(not evidence for evidence in train_dataset["relation_evidence"])
     if without == len(train_dataset):
         raise ValueError(f"evidence_weight > 0 needs evidence labels, but none of the {without} training documents "
-                         "has a label with `evidence` sentences: train with evidence_weight 0.")
+                         "has a label with `evidence` sentences: give the labels their `evidence` (the indices of the "
+                         "sentences that support them, as DocRED's labels have), or train with evidence_weight 0.")
     if without:
         logger.info("%d of %d training documents have no evidence labels: the evidence term skips them (their "
                     "relations train as usual).", without, len(train_dataset))

@@ -99,13 +99,13 @@ class PemsclConfig(PreTrainedConfig):
             localized-context attention summed per sentence), as DREEAM (Ma et al., 2023) supervises it. 0 = off;
             needs training data with `evidence`.
         evidence_threshold (`float`, defaults to 0.2):
-            A predicted relation's evidence: the sentences holding at least this share of the pair's evidence
-            distribution.
+            Least share of a pair's evidence distribution decoded as evidence. A predicted relation's evidence is
+            the sentences holding at least this share, so at most 1 / evidence_threshold of them.
         negative_sample_ratio (`float`, defaults to 1.0):
-            Fraction of negative relations kept per NA pair in training (Eq. 12-13); 1.0 = sampling off.
+            Fraction of negative relations kept per NA pair (Eq. 12-13). Drawn in training; 1.0 = sampling off.
         contrastive_global_batch (`bool`, defaults to `True`):
-            Under torch.distributed, the contrastive loss sees the pair embeddings of every process. The loss
-            then equals the single-process loss on the concatenated batch.
+            Gather every process's pair embeddings for the contrastive loss. Under torch.distributed the loss then
+            equals the single-process loss on the concatenated batch.
         window_length (`int`, *optional*):
             Tokens per encoder window, special tokens included. Longer documents are encoded in overlapping
             windows. Defaults to the encoder's position limit (at most 512).

@@ -429,7 +429,7 @@ def test_evidence_weight_needs_training_documents_with_evidence(tmp_path, caplog
         make_trainer(tmp_path, model=model, train_dataset=Dataset.from_list(rows))
     none = Dataset.from_list(with_sentences(rows, without_evidence=range(5)))
     with pytest.raises(ValueError, match=r"none of the 5 training documents has a label with `evidence` sentences: "
-                                         r"train with evidence_weight 0"):
+                                         r"give the labels their `evidence` .*, or train with evidence_weight 0"):
         make_trainer(tmp_path, model=model, train_dataset=none)
     some = Dataset.from_list(with_sentences(rows, without_evidence=(1, 3)))
     with caplog.at_level("INFO", logger="docre_training.trainer"):
