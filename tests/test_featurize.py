@@ -1,11 +1,14 @@
 """Tests of data_collators.featurize on hand-written documents, with WordPiece and byte-level BPE tokenizers."""
 
 import copy
+import json
 
 import pytest
 from data_helpers import (
+    REDOCRED_DEV,
     bay_document,
     byte_level_tokenizer,
+    docred_rel2id,
     festival_document,
     hand_written_documents,
     minilm_tokenizer,
@@ -295,3 +298,122 @@ def test_input_document_is_not_modified():
     before = copy.deepcopy(doc)
     featurize_document(doc, minilm_tokenizer(), small_rel2id())
     assert doc == before
+
+
+# ------------------------------------------------------------------ sentences and evidence
+def fixture_documents():
+    return json.loads(REDOCRED_DEV.read_text())
+
+
+def oracle_sentence_spans(doc, tokenizer, marker="*"):
+    """Each sentence's `[start, end)` and its subwords, tokenizing its words and markers one by one (a start marker
+    before the first word of a mention, an end marker after its last; one marker per word however many mentions
+    share it)."""
+    marker_ids = word_tokens(tokenizer, marker)
+    starts = {(m["sent_id"], m["pos"][0]) for entity in doc["vertexSet"] for m in entity}
+    ends = {(m["sent_id"], m["pos"][1] - 1) for entity in doc["vertexSet"] for m in entity}
+    position, spans, subwords = 1, [], []
+    for sent_id, sent in enumerate(doc["sents"]):
+        ids = []
+        for index, word in enumerate(sent):
+            ids += (marker_ids if (sent_id, index) in starts else []) + word_tokens(tokenizer, word)
+            ids += marker_ids if (sent_id, index) in ends else []
+        spans.append([position, position + len(ids)])
+        subwords.append(ids)
+        position += len(ids)
+    return spans, subwords
+
+
+@pytest.mark.parametrize("make_doc", [festival_document, bay_document, one_entity_document, no_entity_document])
+def test_sentence_spans_cover_each_sentences_words_and_markers(tokenizer, make_doc):
+    doc = make_doc()
+    features = featurize_document(doc, tokenizer, small_rel2id())
+    spans, subwords = oracle_sentence_spans(doc, tokenizer)
+    assert features["sentence_spans"] == spans
+    for (start, end), ids in zip(features["sentence_spans"], subwords):
+        assert features["input_ids"][start:end] == ids
+    assert spans[-1][1] == len(features["input_ids"]) - 1  # the sentences tile everything but the special tokens
+
+
+def test_sentence_spans_of_real_documents():
+    tokenizer = minilm_tokenizer()
+    for doc in fixture_documents():
+        features = featurize_document(doc, tokenizer, docred_rel2id())
+        spans, subwords = oracle_sentence_spans(doc, tokenizer)
+        assert features["sentence_spans"] == spans, doc["title"]
+        assert [features["input_ids"][start:end] for start, end in spans] == subwords
+        # Every mention's markers lie inside the span of its sentence.
+        for entity, mention_spans in zip(doc["vertexSet"], features["mention_spans"]):
+            for mention, (start, end) in zip(entity, mention_spans):
+                sentence_start, sentence_end = spans[mention["sent_id"]]
+                assert sentence_start <= start < end <= sentence_end
+
+
+def test_a_sentence_without_subwords_gets_an_empty_span_where_it_would_start():
+    tokenizer = minilm_tokenizer()
+    doc = festival_document()
+    doc["sents"].insert(1, ["\u200b"])  # a zero-width space: no subword
+    for entity in doc["vertexSet"]:
+        for mention in entity:
+            mention["sent_id"] += mention["sent_id"] >= 1
+    for label in doc["labels"]:
+        label["evidence"] = [s + (s >= 1) for s in label["evidence"]]
+    assert word_tokens(tokenizer, "\u200b") == []
+    features = featurize_document(doc, tokenizer, small_rel2id())
+    spans, _ = oracle_sentence_spans(doc, tokenizer)
+    assert features["sentence_spans"] == spans and spans[1][0] == spans[1][1] == spans[0][1]
+
+
+def oracle_relation_evidence(doc, rel2id):
+    """Gold evidence rows `(pair row, label column, sentence)` read from the raw DocRED labels: the pair row is the
+    index of `(h, t)` among the pairs `for h: for t: if h != t`."""
+    num_entities = len(doc["vertexSet"])
+    pairs = [(h, t) for h in range(num_entities) for t in range(num_entities) if h != t]
+    rows = set()
+    for label in doc["labels"]:
+        for sentence in label.get("evidence", []):
+            rows.add((pairs.index((label["h"], label["t"])), rel2id[label["r"]], sentence))
+    return [list(row) for row in sorted(rows)]
+
+
+def hub_shape(row):
+    """A builder row with its labels as the Hub's dict of lists."""
+    keys = ("head", "tail", "relation_id", "relation_text", "evidence")
+    return {**row, "labels": {key: [label[key] for label in row["labels"]] for key in keys}}
+
+
+def test_relation_evidence_from_each_label_shape():
+    tokenizer, rel2id = minilm_tokenizer(), docred_rel2id()
+    documents = fixture_documents()
+    assert any(label["evidence"] == [] for doc in documents for label in doc["labels"])  # labels without sentences
+    assert any(len(label["evidence"]) > 1 for doc in documents for label in doc["labels"])
+    for doc in documents:
+        expected = oracle_relation_evidence(doc, rel2id)
+        row = document_to_row(doc)
+        for shape, source in (("raw", doc), ("builder", row), ("hub", hub_shape(row))):
+            assert featurize_document(source, tokenizer, rel2id)["relation_evidence"] == expected, (doc["title"], shape)
+    # Two relations of one pair keep their own evidence (one row per label column).
+    features = featurize_document(festival_document(), tokenizer, small_rel2id())
+    assert [row for row in features["relation_evidence"] if row[0] == 5] == [[5, 1, 1], [5, 2, 1]]  # pair (1, 2)
+    assert features["relation_evidence"] == oracle_relation_evidence(festival_document(), small_rel2id())
+
+
+def test_labels_without_evidence_give_no_evidence_rows():
+    tokenizer, rel2id = minilm_tokenizer(), small_rel2id()
+    doc = festival_document()
+    del doc["labels"][0]["evidence"]  # raw label without the key
+    doc["labels"][1]["evidence"] = []
+    features = featurize_document(doc, tokenizer, rel2id)
+    assert features["relation_evidence"] == oracle_relation_evidence(doc, rel2id)
+    assert not any(row[0] == 0 for row in features["relation_evidence"])  # pair (0, 1) lost its only evidence
+    assert features["labels"] == featurize_document(festival_document(), tokenizer, rel2id)["labels"]
+    row = document_to_row(doc)
+    assert row["labels"][0]["evidence"] == []
+    assert featurize_document(row, tokenizer, rel2id)["relation_evidence"] == features["relation_evidence"]
+    hub = hub_shape(row)
+    del hub["labels"]["evidence"]  # the Hub's shape without an evidence column
+    no_evidence = featurize_document(hub, tokenizer, rel2id)
+    assert no_evidence["relation_evidence"] == [] and no_evidence["labels"] == features["labels"]
+    builder_none = {**row, "labels": [{**label, "evidence": None} for label in row["labels"]]}
+    assert featurize_document(builder_none, tokenizer, rel2id)["relation_evidence"] == []
+    assert "relation_evidence" not in featurize_document(unlabelled(doc), tokenizer, rel2id)

@@ -16,14 +16,17 @@ from modeling_pemscl.losses import (
     bce_loss,
     binary_entropy_from_logits,
     contrastive_loss,
+    decode_evidence,
     decode_relations,
     entropy_loss,
+    evidence_loss,
     pair_dot,
     pair_similarity,
     pair_squared_norm,
     pemscl_objective,
     pmt_loss,
     sample_negative_mask,
+    sentence_evidence,
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -732,3 +735,154 @@ def test_a_new_loss_needs_only_the_function_and_its_registration(monkeypatch):
     assert torch.equal(output.predictions, losses.decode_relations(output.logits.detach(), 4, threshold="global"))
     with pytest.raises(ValueError, match="must be one of"):
         tiny_model(loss="unregistered")
+
+
+# ------------------------------------------------------------------------------------------------
+# Evidence: per-sentence pooling of the pair attention, the KL term, decoding
+# ------------------------------------------------------------------------------------------------
+EVIDENCE_TITLES = ("Mess of Blues (Jeff Healey album)", "Soccer Academy", "The Sacramento Bee")  # 6, 7, 5 sentences
+
+
+@pytest.fixture(scope="module")
+def real_pair_attention():
+    """The localized-context attention of every pair of three real documents (MiniLM encoder, new head), each pair's
+    `sentence_ids` row and the batch's gold `evidence_labels`."""
+    from model_helpers import fixture_batch, minilm_model
+
+    batch, _, _ = fixture_batch(EVIDENCE_TITLES)
+    model = minilm_model()
+    with torch.no_grad():
+        hidden, mention_attention = model.encode(batch["input_ids"], batch["attention_mask"], batch["mention_positions"])
+        _, _, pair_attention = model.pair_representations(hidden, mention_attention, batch["mention_positions"],
+                                                          batch["hts"], batch["pair_document_index"])
+    return pair_attention, batch["sentence_ids"][batch["pair_document_index"]], batch["evidence_labels"]
+
+
+def oracle_sentence_evidence(attention, sentence_ids, num_sentences):
+    """One pair: its attention summed over each sentence's tokens, divided by the total over all sentences."""
+    shares = [0.0] * num_sentences
+    for weight, sentence in zip(attention, sentence_ids):
+        if sentence >= 0:
+            shares[sentence] += weight
+    total = sum(shares)
+    return [share / total for share in shares]
+
+
+def oracle_evidence_loss(evidence, gold_rows, log=math.log, eps=1e-8):
+    """KL(g || p) of each pair with gold evidence, g spread evenly over its gold sentences (sentences outside the
+    gold have g = 0 and add nothing). `log=torch.log` on rows of 0-d tensors gives the loop's gradient."""
+    values = []
+    for p, gold in zip(evidence, gold_rows):
+        sentences = [s for s, flag in enumerate(gold) if flag]
+        if not sentences:
+            continue
+        g = 1.0 / len(sentences)
+        values.append(sum(g * (math.log(g) - log(p[s] + eps)) for s in sentences))
+    return values
+
+
+def test_sentence_evidence_matches_a_loop_on_real_attention(real_pair_attention):
+    attention, sentence_ids, gold = real_pair_attention
+    num_sentences = gold.shape[1]
+    evidence = sentence_evidence(attention, sentence_ids, num_sentences)
+    assert evidence.dtype == torch.float32 and evidence.shape == (attention.shape[0], num_sentences)
+    expected = [oracle_sentence_evidence(a, ids, num_sentences)
+                for a, ids in zip(attention.double().tolist(), sentence_ids.tolist())]
+    torch.testing.assert_close(evidence.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(evidence.sum(-1), torch.ones(len(evidence)))
+    # The special tokens hold some of the attention that the sentences share out (the renormalization matters), and
+    # a document's padding sentences get none.
+    inside = (attention * (sentence_ids >= 0)).sum(-1)
+    assert (inside < attention.sum(-1) - 1e-4).all()
+    documents_sentences = (sentence_ids.max(-1).values + 1).tolist()
+    assert len(set(documents_sentences)) == 3
+    for row, count in zip(evidence, documents_sentences):
+        assert (row[count:] == 0).all()
+
+
+def test_sentence_evidence_gradient_matches_the_loop(real_pair_attention):
+    attention, sentence_ids, gold = real_pair_attention
+    rows = torch.cat([gold.sum(-1).nonzero()[:15, 0], (gold.sum(-1) == 0).nonzero()[:5, 0]])  # gold and no gold
+    leaf = attention[rows].double().requires_grad_()
+    ids = sentence_ids[rows]
+    upstream = torch.rand(len(rows), gold.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    fast = sentence_evidence(leaf, ids, gold.shape[1])
+    (fast_grad,) = torch.autograd.grad((fast.double() * upstream).sum(), leaf)
+    slow = 0.0
+    for i in range(len(rows)):
+        positions = [[l for l, s in enumerate(ids[i].tolist()) if s == sentence] for sentence in range(gold.shape[1])]
+        shares = [leaf[i, p].sum() for p in positions]
+        total = sum(shares)
+        slow = slow + sum(upstream[i, s] * share / total for s, share in enumerate(shares))
+    (slow_grad,) = torch.autograd.grad(slow, leaf)
+    # float32 inside sentence_evidence: compare at its precision, relative to the gradient's scale.
+    torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-4, atol=1e-4 * slow_grad.abs().max().item())
+
+
+def test_sentence_evidence_leaves_out_tokens_outside_sentences():
+    attention = torch.tensor([[0.5, 0.1, 0.2, 0.1, 0.1, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    sentence_ids = torch.tensor([[-1, 0, 0, 2, -1, -1], [-1, 0, 1, 1, -1, -1]])
+    evidence = sentence_evidence(attention, sentence_ids, 3)
+    torch.testing.assert_close(evidence[0], torch.tensor([0.75, 0.0, 0.25]))
+    assert evidence[1].tolist() == [0.0, 0.0, 0.0]  # no attention on any sentence: zeros, not NaN
+    assert sentence_evidence(torch.zeros(0, 6), torch.zeros(0, 6, dtype=torch.long), 3).shape == (0, 3)
+
+
+def test_evidence_loss_matches_a_loop_on_real_evidence(real_pair_attention):
+    attention, sentence_ids, gold = real_pair_attention
+    evidence = sentence_evidence(attention, sentence_ids, gold.shape[1])
+    supervised = gold.sum(-1) > 0
+    assert 0 < int(supervised.sum()) < len(gold) // 4  # most pairs have no gold evidence
+    assert (gold[supervised].sum(-1) > 1).any()  # and some have several sentences
+    values = evidence_loss(evidence, gold)
+    expected = oracle_evidence_loss(evidence.double().tolist(), gold.tolist())
+    assert values.dtype == torch.float32 and values.shape == (int(supervised.sum()),)
+    torch.testing.assert_close(values.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-6)
+    assert (values >= 0).all()
+    # KL of a distribution from itself is 0: the even gold distribution as the prediction.
+    even = gold / gold.sum(-1, keepdim=True).clamp(min=1)
+    torch.testing.assert_close(evidence_loss(even, gold), torch.zeros(len(values)), atol=1e-6, rtol=0)
+
+
+def test_evidence_loss_gradient_matches_the_loop(real_pair_attention):
+    attention, sentence_ids, gold = real_pair_attention
+    evidence = sentence_evidence(attention, sentence_ids, gold.shape[1]).double().requires_grad_()
+    supervised = gold.sum(-1) > 0
+    upstream = torch.rand(int(supervised.sum()), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (fast_grad,) = torch.autograd.grad((evidence_loss(evidence, gold).double() * upstream).sum(), evidence)
+    rows = [[evidence[i, s] for s in range(gold.shape[1])] for i in range(len(gold))]
+    slow = oracle_evidence_loss(rows, gold.tolist(), log=torch.log)
+    (slow_grad,) = torch.autograd.grad(sum(weight * value for weight, value in zip(upstream, slow)), evidence)
+    torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-5, atol=1e-6)
+    # Pairs without gold evidence contribute nothing: no gradient, and any evidence of theirs leaves the values.
+    assert (fast_grad[~supervised] == 0).all() and (fast_grad[supervised] != 0).any()
+    shuffled = evidence.detach().clone()
+    shuffled[~supervised] = shuffled[~supervised].flip(-1)
+    assert torch.equal(evidence_loss(shuffled, gold), evidence_loss(evidence.detach(), gold))
+
+
+def test_evidence_loss_edge_cases():
+    evidence = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [0.0, 1.0, 0.0]])
+    gold = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    values = evidence_loss(evidence, gold)
+    # Row 1: g = (1/2, 0, 1/2): 1/2 log(1/2 / 0.2) + 1/2 log(1/2 / 0.5); row 2: a gold sentence with p = 0 stays finite.
+    expected = [0.5 * math.log(0.5 / (0.2 + 1e-8)) + 0.5 * math.log(0.5 / (0.5 + 1e-8)), -math.log(1e-8)]
+    torch.testing.assert_close(values, torch.tensor(expected), rtol=1e-6, atol=1e-6)
+    assert evidence_loss(evidence, torch.zeros(3, 3)).shape == (0,)  # no supervised pair: an empty vector
+    assert evidence_loss(evidence, gold.bool()).tolist() == values.tolist()  # multi-hot of any dtype
+    with pytest.raises(ValueError, match=r"same shape \[N, S\]"):
+        evidence_loss(evidence, gold[:, :2])
+
+
+def test_decode_evidence(real_pair_attention):
+    attention, sentence_ids, gold = real_pair_attention
+    evidence = sentence_evidence(attention, sentence_ids, gold.shape[1])
+    for threshold in (0.05, 0.2, 0.5):
+        decoded = decode_evidence(evidence, threshold)
+        expected = [[share >= threshold for share in row] for row in evidence.tolist()]
+        assert decoded.dtype == torch.bool and decoded.tolist() == expected
+    assert decode_evidence(evidence, 0.2).any() and not decode_evidence(evidence, 0.2).all()
+    # A share equal to the threshold is evidence; the threshold is a share, so at most 1 / threshold sentences.
+    shares = torch.tensor([[0.25, 0.25, 0.5, 0.0], [0.1, 0.2, 0.3, 0.4]])
+    assert decode_evidence(shares, 0.25).tolist() == [[True, True, True, False], [False, False, True, True]]
+    assert decode_evidence(evidence, 0.3).sum(-1).max() <= 3

@@ -492,3 +492,95 @@ def test_the_scorer_imports_no_torch_and_registers_nothing():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.stdout.split() == ["False", "False", "False"], result.stderr
+
+
+# ------------------------------------------------------------------ evidence on real documents
+def official_script_evidence(predictions, gold_documents):
+    """evi_p, evi_r, evi_f1 (percent) as the official DocRED `evaluation.py` computes them, as a plain loop: the gold
+    evidence of each labeled (title, r, h, t) and the count of all gold evidence sentences; the submission sorted and
+    de-duplicated on (title, h_idx, t_idx, r), first of a run kept; over kept predictions on gold titles, every
+    predicted sentence counts as predicted evidence, and for a correct fact |predicted evidence & gold evidence|
+    counts as correct evidence."""
+    gold_evidence, total_evidence, titles = {}, 0, set()
+    for document in gold_documents:
+        titles.add(document["title"])
+        for x in document["labels"]:
+            gold_evidence[document["title"], x["r"], x["h"], x["t"]] = set(x["evidence"])
+            total_evidence += len(x["evidence"])
+
+    def key(prediction):
+        return prediction["title"], prediction["h_idx"], prediction["t_idx"], prediction["r"]
+
+    ordered = sorted(predictions, key=key)
+    kept = [p for i, p in enumerate(ordered) if i == 0 or key(p) != key(ordered[i - 1])]
+    correct_evidence = predicted_evidence = 0
+    for p in kept:
+        if p["title"] not in titles:
+            continue
+        evidence = set(p["evidence"]) if "evidence" in p else set()
+        predicted_evidence += len(evidence)
+        fact = (p["title"], p["r"], p["h_idx"], p["t_idx"])
+        if fact in gold_evidence:
+            correct_evidence += len(gold_evidence[fact] & evidence)
+    precision = correct_evidence / predicted_evidence if predicted_evidence else 0.0
+    recall = correct_evidence / total_evidence if total_evidence else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return 100 * precision, 100 * recall, 100 * f1
+
+
+def perturbed_predictions(gold_documents, seed):
+    """Predictions made from the gold labels, each changed at random: kept as is, missed, some evidence sentences
+    dropped, wrong sentences added, the relation changed (its evidence then counts only as predicted), no evidence
+    key, a sentence listed twice (counts once), repeated with other evidence (the first counts), plus a prediction on
+    a title that is not gold."""
+    import random
+
+    rng = random.Random(seed)
+    relations = sorted({x["r"] for document in gold_documents for x in document["labels"]})
+    predictions = []
+    for document in gold_documents:
+        num_sentences = len(document["sents"])
+        for x in document["labels"]:
+            prediction = fact(document["title"], x["h"], x["t"], x["r"], evidence=list(x["evidence"]))
+            change = rng.choice(["keep", "miss", "drop", "add", "relation", "no-key", "twice", "repeat"])
+            if change == "miss":
+                continue
+            if change == "drop":
+                prediction["evidence"] = [s for s in prediction["evidence"] if rng.random() < 0.5]
+            elif change == "add":
+                wrong = [s for s in range(num_sentences) if s not in x["evidence"]]
+                prediction["evidence"] += rng.sample(wrong, min(len(wrong), rng.randint(1, 3)))
+                rng.shuffle(prediction["evidence"])
+            elif change == "relation":
+                prediction["r"] = rng.choice([r for r in relations if r != x["r"]])
+            elif change == "no-key":
+                del prediction["evidence"]
+            elif change == "twice":
+                prediction["evidence"] += [rng.randrange(num_sentences)]
+            predictions.append(prediction)
+            if change == "repeat":
+                predictions.append({**prediction, "evidence": rng.sample(range(num_sentences), 2)})
+    predictions.append(fact("Not a gold title", 0, 1, relations[0], evidence=[0, 1, 2]))
+    rng.shuffle(predictions)
+    return predictions
+
+
+def test_gold_evidence_as_predictions_scores_100():
+    gold = json.loads(GOLD_SAMPLE.read_text())
+    predictions = [fact(d["title"], x["h"], x["t"], x["r"], evidence=x["evidence"]) for d in gold for x in d["labels"]]
+    scores = official_scores(predictions, gold)
+    assert (scores["evi_p"], scores["evi_r"], scores["evi_f1"]) == (100.0, 100.0, 100.0)
+    assert official_script_evidence(predictions, gold) == (100.0, 100.0, 100.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_evidence_scores_follow_the_official_script_on_real_documents(seed):
+    gold = json.loads(GOLD_SAMPLE.read_text())
+    # The official script and this scorer agree when no label repeats within a document (as in Re-DocRED).
+    assert all(len({(x["h"], x["t"], x["r"]) for x in d["labels"]}) == len(d["labels"]) for d in gold)
+    predictions = perturbed_predictions(gold, seed)
+    scores = official_scores(predictions, gold)
+    expected = official_script_evidence(predictions, gold)
+    assert (scores["evi_p"], scores["evi_r"], scores["evi_f1"]) == pytest.approx(expected, abs=1e-9)
+    assert 0 < expected[0] < 100 and 0 < expected[1] < 100
+    assert scores["f1"] == pytest.approx(official_script_f1(predictions, gold))

@@ -790,3 +790,195 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(released_tiny, monkeypatc
     monkeypatch.setattr(modeling, "cpu_computes_bf16_natively", lambda: False)
     optimize_for_inference(PemsclModel.from_pretrained(released_tiny[0]), "bf16")
     assert "emulates bf16 and inference runs slower than fp32" in caplog.text
+
+
+# ------------------------------------------------------------------ evidence
+LONG_TITLE = "Faliero coup"  # 633 subwords: more than MiniLM's 512 positions, so encoded in windows
+SHORT_TITLES = ("Mess of Blues (Jeff Healey album)", "Soccer Academy", "The Sacramento Bee")
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from model_helpers import minilm_model
+
+    return minilm_model()
+
+
+def pair_rows(batch, wanted):
+    """Rows of `hts` of the `(document, head, tail)` triples in `wanted`."""
+    rows = {(d, h, t): i for i, (d, (h, t)) in enumerate(zip(batch["pair_document_index"].tolist(),
+                                                            batch["hts"].tolist()))}
+    return [rows[key] for key in wanted]
+
+
+def reference_evidence(model, batch, rows):
+    """Each pair of `rows`: the localized-context attention (mean over heads of the product of the two entities'
+    attention, each entity's attention the mean of its mentions' last-layer rows, normalized as the model does)
+    recomputed with loops over mentions, heads and positions from `model.encode`'s document-level outputs, then
+    summed over each sentence's tokens (`sentence_ids`) and divided by the total over the sentences."""
+    with torch.no_grad():
+        _, attention = model.encode(batch["input_ids"], batch["attention_mask"], batch["mention_positions"])
+    num_mentions = batch["mention_positions"].shape[2]
+    heads, length = attention.shape[2:]
+    num_sentences = batch["evidence_labels"].shape[1]
+    result = []
+    for row in rows:
+        doc = int(batch["pair_document_index"][row])
+        sentence_ids = batch["sentence_ids"][doc].tolist()
+
+        def entity_attention(entity):
+            mentions = [m for m in range(num_mentions) if batch["mention_positions"][doc, entity, m] >= 0]
+            mean = [[0.0] * length for _ in range(heads)]
+            for m in mentions:
+                for k, weights in enumerate(attention[doc, entity * num_mentions + m].tolist()):
+                    for position, weight in enumerate(weights):
+                        mean[k][position] += weight / len(mentions)
+            return mean
+
+        head, tail = batch["hts"][row].tolist()
+        head_attention, tail_attention = entity_attention(head), entity_attention(tail)
+        shared = [sum(head_attention[k][p] * tail_attention[k][p] for k in range(heads)) / heads
+                  for p in range(length)]
+        total = sum(shared) + 1e-5
+        shares = [0.0] * num_sentences
+        for position, weight in enumerate(shared):
+            if sentence_ids[position] >= 0:
+                shares[sentence_ids[position]] += weight / total
+        in_sentences = sum(shares)
+        result.append([share / in_sentences if in_sentences else 0.0 for share in shares])
+    return torch.tensor(result)
+
+
+def test_evidence_is_the_pair_attention_pooled_per_sentence(minilm):
+    from model_helpers import fixture_batch
+
+    batch, _, features = fixture_batch(SHORT_TITLES)
+    with torch.no_grad():
+        output = minilm(**batch, return_predictions=True)
+    assert output.evidence.shape == batch["evidence_labels"].shape == (len(batch["hts"]), 7)
+    rows = pair_rows(batch, [(0, 0, 1), (0, 5, 2), (0, 19, 18), (1, 0, 3), (1, 10, 0), (2, 4, 11), (2, 18, 17)])
+    torch.testing.assert_close(output.evidence[rows], reference_evidence(minilm, batch, rows), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(output.evidence.sum(-1), torch.ones(len(output.evidence)))
+    for document, feature in enumerate(features):  # nothing on the padding sentences of a shorter document
+        assert (output.evidence[batch["pair_document_index"] == document, len(feature["sentence_spans"]):] == 0).all()
+    assert torch.equal(output.evidence_predictions, output.evidence >= minilm.config.evidence_threshold)
+
+
+@pytest.mark.parametrize("window_length", [None, 128], ids=["512-two-windows", "128-many-windows"])
+def test_evidence_pools_sentences_across_windows(window_length):
+    from model_helpers import fixture_batch, minilm_model
+
+    model = minilm_model(window_length=window_length)
+    batch, _, features = fixture_batch([LONG_TITLE, "Soccer Academy"])
+    length = len(features[0]["input_ids"])
+    assert length > 512 >= model.config.encoder_window_length
+    with torch.no_grad():
+        output = model(**batch)
+    # Entities 20 and 21 are mentioned only in sentence 13, past the first 512 subwords; 12 and 13 at both ends;
+    # 0 only at the start and 21 only past 512.
+    rows = pair_rows(batch, [(0, 20, 21), (0, 12, 13), (0, 2, 7), (0, 0, 1), (0, 0, 21), (1, 3, 5)])
+    expected = reference_evidence(model, batch, rows)
+    torch.testing.assert_close(output.evidence[rows], expected, rtol=1e-4, atol=1e-6)
+    late = [s for s, (start, _) in enumerate(features[0]["sentence_spans"]) if start >= 512]
+    assert late and output.evidence[rows[0], late].sum() > 0.1  # read from the second window
+    totals = output.evidence.sum(-1)
+    if window_length is None:  # windows of 512 every 255 subwords: every two positions share a window's attention
+        torch.testing.assert_close(totals, torch.ones(len(totals)))
+    else:
+        # Windows of 128: the attention rows of mentions that share no window never meet, so such a pair has no
+        # context and no evidence (zeros, not NaN); every other pair a distribution.
+        assert expected[4].sum() == 0 and totals[rows[4]] == 0
+        assert ((totals - 1).abs() < 1e-5).logical_or(totals == 0).all() and (totals > 0).sum() > len(totals) // 2
+
+
+def evidence_term(evidence, evidence_labels):
+    """Mean over the pairs with gold evidence of KL(even gold || evidence), one pair and one sentence at a time."""
+    values = []
+    for predicted, gold in zip(evidence.tolist(), evidence_labels.tolist()):
+        sentences = [s for s, flag in enumerate(gold) if flag]
+        if sentences:
+            g = 1 / len(sentences)
+            values.append(sum(g * (math.log(g) - math.log(predicted[s] + 1e-8)) for s in sentences))
+    return sum(values) / len(values)
+
+
+def test_loss_adds_the_weighted_evidence_term(minilm, monkeypatch):
+    from model_helpers import fixture_batch
+
+    batch, _, _ = fixture_batch(SHORT_TITLES)
+    relation_batch = {key: value for key, value in batch.items() if key not in ("sentence_ids", "evidence_labels")}
+    with torch.no_grad():
+        relation_only = minilm(**relation_batch)
+    monkeypatch.setattr(minilm.config, "evidence_weight", 0.5)
+    minilm.zero_grad()
+    output = minilm(**batch)
+    expected_term = evidence_term(output.evidence.detach(), batch["evidence_labels"])
+    assert expected_term > 0
+    torch.testing.assert_close(output.evidence_loss.double(), torch.tensor(expected_term, dtype=torch.float64))
+    torch.testing.assert_close(output.loss, relation_only.loss + 0.5 * output.evidence_loss)
+    torch.testing.assert_close(output.loss.double(), relation_only.loss.double() + 0.5 * expected_term)
+    for name in ("pmt_loss", "entropy_loss", "contrastive_loss"):
+        torch.testing.assert_close(getattr(output, name), getattr(relation_only, name))
+    # The term trains the attention (the encoder), not the relation classifier.
+    output.evidence_loss.backward()
+    assert minilm.encoder.encoder.layer[-1].attention.self.query.weight.grad.abs().sum() > 0
+    assert minilm.bilinear.weight.grad is None or (minilm.bilinear.weight.grad == 0).all()
+    minilm.zero_grad()
+
+
+def test_evidence_weight_zero_leaves_the_loss_of_a_model_without_evidence_inputs(minilm):
+    from model_helpers import fixture_batch
+
+    assert minilm.config.evidence_weight == 0
+    batch, _, _ = fixture_batch(SHORT_TITLES)
+    relation_batch = {key: value for key, value in batch.items() if key not in ("sentence_ids", "evidence_labels")}
+    with torch.no_grad():
+        with_evidence, without = minilm(**batch), minilm(**relation_batch)
+        assert torch.equal(with_evidence.loss, without.loss) and with_evidence.evidence_loss is None
+        assert with_evidence.evidence is not None and without.evidence is None  # evaluation still gives evidence
+        minilm.train()
+        try:
+            torch.manual_seed(0)
+            trained_with = minilm(**batch)
+            torch.manual_seed(0)
+            trained_without = minilm(**relation_batch)
+        finally:
+            minilm.eval()
+    assert torch.equal(trained_with.loss, trained_without.loss)
+    assert trained_with.evidence is None and trained_with.evidence_loss is None  # not computed in training
+
+
+def test_max_document_length_cuts_sentence_ids_like_the_document(minilm, monkeypatch):
+    from model_helpers import fixture_batch
+
+    batch, _, features = fixture_batch([LONG_TITLE, "Soccer Academy"])
+    cut = 300
+    long_length, short_length = (len(f["input_ids"]) for f in features)
+    assert long_length > cut > short_length
+    # The cut batch written out by hand: the long document's first cut - 1 subwords, then its final special token,
+    # which belongs to no sentence; mentions from the cut on dropped.
+    truncated = {key: value.clone() for key, value in batch.items()}
+    for key in ("input_ids", "attention_mask", "sentence_ids"):
+        truncated[key] = truncated[key][:, :cut].clone()
+    truncated["input_ids"][0, cut - 1] = features[0]["input_ids"][-1]
+    truncated["sentence_ids"][0, cut - 1] = -1
+    truncated["mention_positions"][truncated["mention_positions"] >= cut] = -1
+    assert batch["sentence_ids"][0, cut - 1] >= 0  # the cut position was inside a sentence
+    assert truncated["sentence_ids"][1].tolist() == batch["sentence_ids"][1, :cut].tolist()  # the short one stays
+
+    monkeypatch.setattr(minilm.config, "evidence_weight", 0.5)
+    with torch.no_grad():
+        expected = minilm(**truncated)
+        monkeypatch.setattr(minilm.config, "max_document_length", cut)
+        output = minilm(**batch)
+    torch.testing.assert_close(output.evidence, expected.evidence)
+    torch.testing.assert_close(output.loss, expected.loss)
+    rows = pair_rows(batch, [(0, 0, 1), (0, 2, 4), (0, 4, 8), (1, 3, 5)])
+    torch.testing.assert_close(output.evidence[rows], reference_evidence(minilm, truncated, rows), rtol=1e-4,
+                               atol=1e-6)
+    # Sentences past the cut get nothing; a pair whose entity lost every mention has no evidence at all.
+    cut_sentences = [s for s, (start, _) in enumerate(features[0]["sentence_spans"]) if start >= cut - 1]
+    first_doc = batch["pair_document_index"] == 0
+    assert cut_sentences and (output.evidence[first_doc][:, cut_sentences] == 0).all()
+    lost = pair_rows(batch, [(0, 20, 21)])  # mentioned only past the cut
+    assert (output.evidence[lost] == 0).all()

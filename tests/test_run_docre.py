@@ -74,7 +74,8 @@ def test_predictions_file_is_in_the_official_format(trained):
     relations = set(read_json(REL_INFO_FILE))
     assert isinstance(predictions, list) and predictions
     for prediction in predictions:
-        assert set(prediction) == {"title", "h_idx", "t_idx", "r", "score", "margin"}
+        assert set(prediction) == {"title", "h_idx", "t_idx", "r", "score", "margin", "evidence"}
+        assert_evidence_in_the_document(prediction, test_documents)
         assert prediction["r"] in relations
         num_entities = len(test_documents[prediction["title"]]["vertexSet"])
         assert isinstance(prediction["h_idx"], int) and isinstance(prediction["t_idx"], int)
@@ -91,9 +92,17 @@ def test_predictions_file_is_in_the_official_format(trained):
     assert {title for title, *_ in facts} == set(test_documents)
 
 
+def assert_evidence_in_the_document(prediction, documents):
+    """A prediction's `evidence`: sorted, distinct sentence indices of its document."""
+    evidence = prediction["evidence"]
+    num_sentences = len(documents[prediction["title"]]["sents"])
+    assert isinstance(evidence, list) and all(type(sentence) is int for sentence in evidence)
+    assert evidence == sorted(set(evidence)) and all(0 <= sentence < num_sentences for sentence in evidence)
+
+
 def test_result_files_hold_the_docred_metrics(trained):
     output_dir = trained["output_dir"]
-    names = ("f1", "ign_f1", "precision", "recall", "ign_precision") + GROUP_KEYS
+    names = ("f1", "ign_f1", "precision", "recall", "ign_precision", "evi_p", "evi_r", "evi_f1") + GROUP_KEYS
     eval_results = read_json(output_dir / "eval_results.json")
     predict_results = read_json(output_dir / "predict_results.json")
     all_results = read_json(output_dir / "all_results.json")
@@ -609,7 +618,12 @@ def test_a_resume_with_the_same_settings_continues(encoder, previous_run, tmp_pa
     (["--max_train_documents", "0"], "--max_train_documents 0: at least 1 document"),
     (["--validation_split_size", "50"], "--validation_split_size 50 leaves no training document"),
     (["--temperature", "inf"], "contrastive_temperature=inf must be a positive finite number"),
-], ids=["max-steps-0", "epochs-0", "no-documents", "held-out-too-large", "temperature-inf"])
+    (["--evidence_weight", "-0.5"], "evidence_weight=-0.5 must be a non-negative finite number (0 = off)"),
+    (["--evidence_weight", "nan"], "evidence_weight=nan must be a non-negative finite number"),
+    (["--evidence_threshold", "0"], "evidence_threshold=0.0 must be a share of a pair's evidence distribution, in (0, 1]"),
+    (["--evidence_threshold", "1.5"], "evidence_threshold=1.5 must be a share"),
+], ids=["max-steps-0", "epochs-0", "no-documents", "held-out-too-large", "temperature-inf", "evidence-weight-negative",
+        "evidence-weight-nan", "evidence-threshold-0", "evidence-threshold-above-1"])
 def test_runs_that_cannot_train_are_refused_before_anything_is_written(encoder, tmp_path, flags, message):
     argv = short_run(encoder, tmp_path / "run")
     if "--max_train_documents" in flags or "--validation_split_size" in flags:
@@ -709,3 +723,75 @@ def test_a_saved_model_evaluated_without_its_training_file_keeps_ign_f1(trained,
         results = run_docre.main(argv)
     assert results["test_ign_f1"] == results["test_f1"] and "test_head_f1" not in results
     assert any("--train_file" in record.getMessage() for record in caplog.records)
+
+
+# ------------------------------------------------------------------ evidence
+@pytest.fixture(scope="module")
+def evidence_run(encoder, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("evidence") / "output"
+    argv = ["--model_name_or_path", str(encoder), "--output_dir", str(output_dir), *DATA_ARGUMENTS, *HEAD_ARGUMENTS,
+            *COMMON_ARGUMENTS, "--do_train", "--do_predict", "--max_steps", "3", "--per_device_train_batch_size", "2",
+            "--logging_steps", "1", "--evidence_weight", "0.5"]
+    results = run_docre.main(argv)
+    return {"output_dir": output_dir, "results": results, "documents": run_documents(argv)}
+
+
+def test_a_run_with_evidence_weight_logs_the_term_and_scores_the_evidence(evidence_run):
+    output_dir, documents = evidence_run["output_dir"], evidence_run["documents"]
+    assert read_json(output_dir / "config.json")["evidence_weight"] == 0.5
+    history = read_json(output_dir / "trainer_state.json")["log_history"]
+    steps = [entry for entry in history if "loss" in entry]
+    assert len(steps) == 3
+    for entry in steps:
+        assert math.isfinite(entry["evidence_loss"]) and entry["evidence_loss"] > 0, entry
+        expected = entry["pmt_loss"] + entry["entropy_loss"] + 0.1 * entry["contrastive_loss"] + 0.5 * entry["evidence_loss"]
+        assert entry["loss"] == pytest.approx(expected, abs=3e-4)
+    predictions = read_json(output_dir / "predictions_test.json")
+    test_documents = {document["title"]: document for document in documents["test"]}
+    assert predictions
+    for prediction in predictions:
+        assert_evidence_in_the_document(prediction, test_documents)
+    assert any(prediction["evidence"] for prediction in predictions)
+    results = read_json(output_dir / "predict_results.json")
+    scores = official_scores(predictions, documents["test"], train_documents=documents["train"],
+                             relation_vocabulary=read_json(REL_INFO_FILE))
+    for key in ("evi_p", "evi_r", "evi_f1"):
+        assert isinstance(results[f"test_{key}"], float) and 0.0 <= results[f"test_{key}"] <= 100.0
+        assert results[f"test_{key}"] == pytest.approx(scores[key], abs=1e-9), key
+        assert evidence_run["results"][f"test_{key}"] == results[f"test_{key}"]
+
+
+def test_evidence_weight_on_training_labels_without_evidence_is_refused(encoder, tmp_path):
+    stripped = [{**document, "labels": [{k: v for k, v in label.items() if k != "evidence"} for label in document["labels"]]}
+                for document in read_json(TRAIN_FILE)]
+    train_file = write_json(stripped, tmp_path / "train.json")
+    argv = ["--model_name_or_path", str(encoder), "--output_dir", str(tmp_path / "run"), "--train_file", str(train_file),
+            *HEAD_ARGUMENTS, *COMMON_ARGUMENTS, "--do_train", "--max_steps", "1", "--evidence_weight", "0.5"]
+    with pytest.raises(ValueError) as error:
+        run_docre.main(argv)
+    message = str(error.value)
+    assert "evidence_weight > 0 needs evidence labels" in message and "has a label with `evidence` sentences" in message
+    assert "give the labels their `evidence`" in message and "or train with evidence_weight 0" in message
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    run_docre.main([a if a != "0.5" else "0" for a in argv])  # the same data trains with the term off
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(evidence_weight=-1.0), "evidence_weight=-1.0 must be a non-negative finite number"),
+    (dict(evidence_weight=float("inf")), "evidence_weight=inf"),
+    (dict(evidence_weight=float("nan")), "evidence_weight=nan"),
+    (dict(evidence_weight=True), "evidence_weight=True"),
+    (dict(evidence_weight="0.5"), "evidence_weight='0.5'"),
+    (dict(evidence_threshold=0.0), r"evidence_threshold=0.0 must be a share .*, in \(0, 1\]"),
+    (dict(evidence_threshold=-0.2), "evidence_threshold=-0.2"),
+    (dict(evidence_threshold=1.01), "evidence_threshold=1.01"),
+    (dict(evidence_threshold=float("nan")), "evidence_threshold=nan"),
+    (dict(evidence_threshold=True), "evidence_threshold=True"),
+])
+def test_evidence_settings_are_validated_by_the_config(settings, message):
+    from modeling_pemscl import PemsclConfig
+
+    with pytest.raises(ValueError, match=message):
+        PemsclConfig(**settings)
+    PemsclConfig(evidence_weight=0, evidence_threshold=1.0)  # the bounds that are allowed
+    PemsclConfig(evidence_weight=2, evidence_threshold=1e-3)

@@ -2,6 +2,7 @@
 terms, predictions against a per-document loop, evaluation with the official scorer and its error messages."""
 
 import math
+import random
 from itertools import permutations
 
 import pytest
@@ -12,7 +13,13 @@ from transformers.trainer_utils import PredictionOutput
 
 from data_collators import DataCollatorForDocRE
 from docre_training.metrics import official_scores
-from docre_training.trainer import LOSS_TERMS, CheckpointHubPush, DocRETrainer, documents_from_features
+from docre_training.trainer import (
+    LOSS_TERMS,
+    CheckpointHubPush,
+    DocRETrainer,
+    check_evidence_labels,
+    documents_from_features,
+)
 from model_helpers import NUM_LABELS, make_batch, random_document, tiny_model
 from train_helpers import read_json
 
@@ -333,3 +340,100 @@ def test_length_grouped_training_batches_read_the_length_column(tmp_path):
         assert sorted(length for batch in batches for length in batch) == sorted(lengths)
     padding = lambda batches: sum(max(batch) * len(batch) - sum(batch) for batch in batches)  # noqa: E731
     assert padding(grouped) < padding(shuffled) / 3, (grouped, shuffled)
+
+
+# ------------------------------------------------------------------ evidence
+def with_sentences(rows, seed=0, without_evidence=()):
+    """The rows with four sentences each (random cuts of the tokens between the special tokens) and gold evidence:
+    zero to two random sentences for every relation (none in the rows of `without_evidence`)."""
+    generator = random.Random(seed)
+    result = []
+    for index, row in enumerate(rows):
+        length = len(row["input_ids"])
+        bounds = [1, *sorted(generator.sample(range(2, length - 1), 3)), length - 1]
+        evidence = []
+        for pair_row, label_row in enumerate(row["labels"]):
+            for column, flag in enumerate(label_row):
+                if flag and column and index not in without_evidence:  # the first relation has some, others maybe
+                    count = generator.randint(0 if evidence else 1, 2)
+                    evidence += [[pair_row, column, s] for s in sorted(generator.sample(range(4), count))]
+        result.append({**row, "sentence_spans": [list(span) for span in zip(bounds, bounds[1:])],
+                       "relation_evidence": evidence})
+    return result
+
+
+def test_logged_evidence_loss_is_the_mean_since_the_last_log(tmp_path):
+    dataset = Dataset.from_list(with_sentences(featurized_rows()))
+    trainer = make_trainer(tmp_path, model=tiny_model(evidence_weight=0.5), train_dataset=dataset)
+    model = trainer.model.train()
+    outputs = []
+    for rows in (dataset.select(range(2)), dataset.select(range(2, 5))):
+        batch = trainer.data_collator(list(rows))
+        assert batch["evidence_labels"].sum() > 0
+        trainer.compute_loss(model, batch)
+        outputs.append(model(**batch))
+    logs = {"loss": 1.0}
+    trainer.log(logs)
+    expected = sum(float(output.evidence_loss.detach()) for output in outputs) / 2
+    assert logs["evidence_loss"] == pytest.approx(expected, abs=1e-4) and expected > 0
+    for output in outputs:
+        torch.testing.assert_close(output.loss, output.pmt_loss + output.entropy_loss + 0.3 * output.contrastive_loss
+                                   + 0.5 * output.evidence_loss)
+
+
+def test_predictions_carry_the_evidence_of_a_per_document_loop(tmp_path):
+    rows = with_sentences(featurized_rows())
+    model, collator = tiny_model(evidence_threshold=0.2), DataCollatorForDocRE(pad_token_id=0, num_labels=NUM_LABELS)
+    expected = {}
+    for row in rows:
+        batch = collator([row])
+        batch.pop("labels")
+        with torch.no_grad():
+            evidence = model(**batch).evidence
+        for pair, (head, tail) in enumerate(row["hts"]):
+            expected[row["title"], head, tail] = [s for s, share in enumerate(evidence[pair].tolist()) if share >= 0.2]
+        # Gold evidence: the model's own evidence of the pair and one sentence more, so that the evidence scores of
+        # the few correct facts are neither 0 nor 100.
+        row["relation_evidence"] = []
+        for pair, label_row in enumerate(row["labels"]):
+            own = expected[(row["title"], *row["hts"][pair])]
+            more = [s for s in range(4) if s not in own][:1]
+            row["relation_evidence"] += [[pair, column, s] for column, flag in enumerate(label_row) if flag and column
+                                         for s in sorted(own + more)]
+    trainer = make_trainer(tmp_path, model=model)
+    output = trainer.predict(Dataset.from_list(rows), metric_key_prefix="test")  # 3 batches of 1 to 2 documents
+    predictions = output.predictions
+    assert predictions and all(set(p) == {"title", "h_idx", "t_idx", "r", "score", "margin", "evidence"}
+                               for p in predictions)
+    for prediction in predictions:
+        assert prediction["evidence"] == expected[prediction["title"], prediction["h_idx"], prediction["t_idx"]]
+    assert {len(p["evidence"]) for p in predictions} >= {1, 2}
+    # Scored against the gold evidence rebuilt from the rows, label by label.
+    gold = documents_from_features(rows, model.config.id2label)
+    for row, document in zip(rows, gold):
+        for label in document["labels"]:
+            pair = row["hts"].index([label["h"], label["t"]])
+            column = model.config.label2id[label["r"]]
+            assert label["evidence"] == sorted(s for p, c, s in row["relation_evidence"] if (p, c) == (pair, column))
+    scores = official_scores(predictions, gold, relation_vocabulary=[r for i, r in model.config.id2label.items() if i])
+    assert 0 < scores["evi_p"] < 100 and 0 < scores["evi_r"] < 100
+    for key in ("evi_p", "evi_r", "evi_f1"):
+        assert output.metrics[f"test_{key}"] == scores[key]
+
+
+def test_evidence_weight_needs_training_documents_with_evidence(tmp_path, caplog):
+    rows = featurized_rows()
+    model = tiny_model(evidence_weight=0.5)
+    with pytest.raises(ValueError, match=r"evidence_weight > 0 needs evidence labels, but the training set has no "
+                                         r"`relation_evidence` column: featurize it with data_collators.featurize_dataset"):
+        make_trainer(tmp_path, model=model, train_dataset=Dataset.from_list(rows))
+    none = Dataset.from_list(with_sentences(rows, without_evidence=range(5)))
+    with pytest.raises(ValueError, match=r"none of the 5 training documents has a label with `evidence` sentences: "
+                                         r"give the labels their `evidence` .*, or train with evidence_weight 0"):
+        make_trainer(tmp_path, model=model, train_dataset=none)
+    some = Dataset.from_list(with_sentences(rows, without_evidence=(1, 3)))
+    with caplog.at_level("INFO", logger="docre_training.trainer"):
+        make_trainer(tmp_path, model=model, train_dataset=some)
+    assert "2 of 5 training documents have no evidence labels: the evidence term skips them" in caplog.text
+    make_trainer(tmp_path, model=tiny_model(), train_dataset=none)  # evidence off: nothing to check
+    check_evidence_labels(some.to_iterable_dataset())  # an iterable dataset cannot be counted ahead: accepted
