@@ -401,8 +401,9 @@ def padded(batch: dict, length: int, pad_id: int) -> dict:
     missing = length - batch["input_ids"].shape[1]
     if missing <= 0:
         return batch
-    return {**batch, "input_ids": F.pad(batch["input_ids"], (0, missing), value=pad_id),
-            "attention_mask": F.pad(batch["attention_mask"], (0, missing), value=0)}
+    padding = {"input_ids": pad_id, "attention_mask": 0, "sentence_ids": -1}
+    return {**batch, **{name: F.pad(batch[name], (0, missing), value=value)
+                        for name, value in padding.items() if name in batch}}
 
 
 def step_plan(batches: tuple[str, ...]) -> list[dict]:
