@@ -527,24 +527,26 @@ class CheckpointHubPush(TrainerCallback):
             self.trainer.push_checkpoint(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"))
 
 
+def _rows_per_document(values: torch.Tensor, document: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Rows `values` [N, C] (grouped by their batch `document`, non-decreasing) laid out as [B, F, C], each document's
+    rows first in its slot, padded with -100 (F = most rows of a document)."""
+    counts = torch.bincount(document, minlength=batch_size)
+    width = int(counts.max()) if counts.numel() and document.numel() else 0
+    out = torch.full((batch_size, width, values.shape[1]), -100, dtype=values.dtype, device=values.device)
+    if document.numel():
+        rank = torch.arange(document.numel(), device=values.device) - (torch.cumsum(counts, 0) - counts)[document]
+        out[document, rank] = values
+    return out
+
+
 def decoded_facts(logits, predictions, hts, pair_document_index, document_index, loss_kind: str) -> torch.Tensor:
     """Decoded relations as padded per-document fact rows (see `DocRETrainer.prediction_step`)."""
     margins = relation_margins(logits, decision_threshold(loss_kind))
     pair, column = predictions[:, 1:].nonzero(as_tuple=True)
-    label = column + 1
     document = pair_document_index[pair]
-    batch_size = document_index.shape[0]
-    counts = torch.bincount(document, minlength=batch_size)
-    width = int(counts.max()) if counts.numel() and pair.numel() else 0
-    facts = torch.full((batch_size, width, 5), -100.0, dtype=torch.float64, device=logits.device)
-    if pair.numel():
-        # Facts come out grouped by document (pairs are ordered by document): rank within the document.
-        offsets = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(pair.numel(), device=logits.device) - offsets[document]
-        facts[document, rank] = torch.stack(
-            [document_index[document].double(), hts[pair, 0].double(), hts[pair, 1].double(), label.double(),
-             margins[pair, column].double()], dim=1)
-    return facts
+    values = torch.stack([document_index[document].double(), hts[pair, 0].double(), hts[pair, 1].double(),
+                          (column + 1).double(), margins[pair, column].double()], dim=1)
+    return _rows_per_document(values, document, document_index.shape[0])
 
 
 def decoded_evidence(predictions, evidence_predictions, hts, pair_document_index, document_index) -> torch.Tensor:
@@ -552,15 +554,8 @@ def decoded_evidence(predictions, evidence_predictions, hts, pair_document_index
     row `(document_index, head, tail, sentence)` per evidence sentence, padded with -100."""
     pair, sentence = (evidence_predictions & ~predictions[:, :1]).nonzero(as_tuple=True)
     document = pair_document_index[pair]
-    batch_size = document_index.shape[0]
-    counts = torch.bincount(document, minlength=batch_size)
-    width = int(counts.max()) if counts.numel() and pair.numel() else 0
-    rows = torch.full((batch_size, width, 4), -100, dtype=torch.long, device=hts.device)
-    if pair.numel():
-        offsets = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(pair.numel(), device=hts.device) - offsets[document]
-        rows[document, rank] = torch.stack([document_index[document], hts[pair, 0], hts[pair, 1], sentence], dim=1)
-    return rows
+    values = torch.stack([document_index[document], hts[pair, 0], hts[pair, 1], sentence], dim=1)
+    return _rows_per_document(values, document, document_index.shape[0])
 
 
 def official_predictions(facts, titles: Sequence[str], id2label: Mapping[int, str], evidence=None) -> list[dict]:
