@@ -490,8 +490,16 @@ def evidence_section(summary: dict) -> list[str]:
     header = ["evidence_weight", "seeds", "threshold (held-out)", "held-out F1", "held-out evi F1",
               "heuristic held-out evi F1", "test F1", "test Ign F1", "test evi F1", "heuristic test evi F1", "minutes"]
     if summary["complete"]:
+        base = statistics.fmean(summary["weights"]["0.0"]["held_out_f1"])
+        reasons = "; ".join(
+            f"{weight}: held-out evidence F1 {statistics.fmean(v['held_out_evi_f1']):.2f} against the heuristic's "
+            f"{statistics.fmean(v['held_out_heuristic_evi_f1']):.2f}, held-out relation F1 "
+            f"{statistics.fmean(v['held_out_f1']) - base:+.2f} against weight 0 (at most -{EVIDENCE_MAX_RELATION_COST} "
+            "allowed)" for weight, v in summary["weights"].items() if weight != "0.0")
         decision = (f"By the rule of `bench/experiments.py` (written before the runs), the default is `evidence_weight "
-                    f"{summary['chosen_weight']:g}` with `evidence_threshold {summary['chosen_threshold']:g}`.")
+                    f"{summary['chosen_weight']:g}` with `evidence_threshold {summary['chosen_threshold']:g}` ({reasons})."
+                    + (" Evidence supervision costs relation F1 at this scale, so it stays off by default."
+                       if summary["chosen_weight"] == 0 else ""))
     else:
         decision = (f"Runs still missing (every weight of {list(EVIDENCE_WEIGHTS)} needs seeds {EVIDENCE_SEEDS}): no "
                     "default is chosen yet.")
