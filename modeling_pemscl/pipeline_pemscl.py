@@ -362,11 +362,12 @@ class DocumentRelationExtractionPipeline(Pipeline):
 
     def _forward(self, model_inputs: dict[str, Any]) -> list[dict[str, Any]]:
         batch, documents = model_inputs["batch"], model_inputs["documents"]
-        output = self.model(**batch, return_predictions=True)
+        # Relations are decoded in `postprocess` (its threshold and top_k); only the evidence is decoded here.
+        output = self.model(**batch)
         counts = torch.bincount(batch["pair_document_index"], minlength=len(documents)).tolist()
         # The batch's sentence columns are those of its longest document: each document keeps its own.
         evidence = [rows[:, :len(document[0]["sents"])]
-                    for rows, document in zip(output.evidence_predictions.split(counts), documents)]
+                    for rows, document in zip(self.model.decode_evidence(output.evidence).split(counts), documents)]
         return [
             {"logits": doc_logits, "hts": doc_hts, "evidence": doc_evidence, "document": document}
             for doc_logits, doc_hts, doc_evidence, document in zip(

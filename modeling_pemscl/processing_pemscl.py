@@ -366,7 +366,7 @@ def _relation_evidence(doc: Mapping[str, Any], num_entities: int, rel2id: Mappin
         return None
     rows = set()
     for (head, tail, relation, _), sentences in zip(records, _label_evidence(doc)):
-        pair_row = head * (num_entities - 1) + tail - (tail > head)
+        pair_row = _pair_row(head, tail, num_entities)
         rows.update((pair_row, rel2id[relation], int(sentence)) for sentence in sentences)
     return np.array(sorted(rows), dtype=np.int32).reshape(-1, 3)
 
@@ -389,6 +389,11 @@ def _pairs(num_entities: int) -> np.ndarray:
     return np.stack([heads, tails + (tails >= heads)], axis=1).astype(np.int64)
 
 
+def _pair_row(head, tail, num_entities: int):
+    """Row of (head, tail) in the pair order of `_pairs` (head-major, no diagonal); ints or NumPy arrays."""
+    return head * (num_entities - 1) + tail - (tail > head)
+
+
 def _pair_labels(doc: Mapping[str, Any], num_entities: int, rel2id: Mapping[str, int]) -> Optional[np.ndarray]:
     """Multi-hot int8 [P, len(rel2id)] rows in the order of `_pairs`, or None for an unlabelled document."""
     triples = document_triples(doc)
@@ -397,8 +402,7 @@ def _pair_labels(doc: Mapping[str, Any], num_entities: int, rel2id: Mapping[str,
     labels = np.zeros((num_entities * (num_entities - 1), len(rel2id)), dtype=np.int8)
     if triples:
         heads, tails, relations = (np.asarray(column) for column in zip(*triples))
-        # Row of (head, tail) in head-major order without the diagonal.
-        rows = heads * (num_entities - 1) + tails - (tails > heads)
+        rows = _pair_row(heads, tails, num_entities)
         labels[rows, [rel2id[relation] for relation in relations]] = 1
     labels[:, 0] = ~labels[:, 1:].any(axis=1)  # Na (column 0) iff no relation
     return labels
