@@ -45,9 +45,9 @@ from docre_training.hub import check_dry_run_dir
 from docre_training.metrics import TRAIN_REFERENCE_FILE, load_train_documents
 from docre_training.pipeline import check_model_and_tokenizer
 from docre_training.trainer import DocRETrainer, latest_complete_checkpoint, write_json_atomically
-from modeling_pemscl import INFERENCE_PRECISIONS, PemsclConfig, PemsclModel, optimize_for_inference
+from modeling_pemscl import INFERENCE_PRECISIONS, PemsclConfig, PemsclModel, prepare_for_inference
 from modeling_pemscl.configuration_pemscl import SETTING_CHOICES
-from modeling_pemscl.modeling_pemscl import cpu_computes_bf16_natively, run_encoder_in_onnx_runtime
+from modeling_pemscl.modeling_pemscl import cpu_computes_bf16_natively
 from modeling_pemscl.processing_pemscl import byte_level_prefix_space
 
 logger = logging.getLogger("run_docre")
@@ -72,7 +72,8 @@ class RunModelArguments:
         "help": "Evaluate / predict in this arithmetic (fp16: GPU, int8: CPU; docs/speed.md)",
         "choices": list(INFERENCE_PRECISIONS)})
     onnx_file: str | None = field(default=None, metadata={
-        "help": "Evaluate / predict with the encoder in ONNX Runtime from this file (docs/onnx.md)"})
+        "help": "Evaluate / predict with the encoder in ONNX Runtime from this file; the head in fp32, or int8 with "
+                "--inference_precision int8 (docs/onnx.md)"})
 
     def __post_init__(self):
         # A number, or "auto" (PemsclConfig validates the value itself); the flag arrives as text.
@@ -741,10 +742,7 @@ def build_trainer(model, tokenizer, vocab: RelationVocab, features, model_args, 
         head_learning_rate=model_args.head_learning_rate,
         model_card_kwargs={"data_args": data_args, "model_args": model_args},
     )
-    if model_args.onnx_file is not None:
-        run_encoder_in_onnx_runtime(trainer.model, model_args.onnx_file, model_args.inference_precision)
-    elif model_args.inference_precision is not None:
-        optimize_for_inference(trainer.model, model_args.inference_precision)  # on the Trainer's device
+    prepare_for_inference(trainer.model, model_args.inference_precision, model_args.onnx_file)  # on its device
     trainer.train_documents_hint = ("--train_file, or a --data_dir that holds the training file (train_revised.json / "
                                     "train_annotated.json)")
     return trainer

@@ -28,7 +28,7 @@ from bench.harness import PeakRSS, log, machine, markdown_table, read_documents,
 from data_collators import DataCollatorForDocRE, featurize_document  # noqa: E402
 from docre_training.metrics import load_train_documents, official_scores  # noqa: E402
 from docre_training.trainer import decoded_facts, official_predictions  # noqa: E402
-from modeling_pemscl import PemsclModel, optimize_for_inference  # noqa: E402
+from modeling_pemscl import PemsclModel, optimize_for_inference, prepare_for_inference  # noqa: E402
 from modeling_pemscl.modeling_pemscl import INT8_KEEP_FLOAT  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference.json"
@@ -46,13 +46,10 @@ INT8_CANDIDATES = {
 def load_variant(folder: str, precision: str, onnx_file: str | None = None,
                  keep_float: tuple[str, ...] = INT8_KEEP_FLOAT) -> PemsclModel:
     model = PemsclModel.from_pretrained(folder)
+    if onnx_file:  # the encoder from the file, the head in `precision`
+        return prepare_for_inference(model, precision, onnx_file, onnx_threads=torch.get_num_threads())
     last = model.config.encoder.num_hidden_layers - 1
-    model = optimize_for_inference(model, precision, int8_keep_float=tuple(p.format(last=last) for p in keep_float))
-    if onnx_file:
-        from modeling_pemscl.export_onnx import use_onnx_encoder
-
-        model = use_onnx_encoder(model, onnx_file, threads=torch.get_num_threads())
-    return model
+    return optimize_for_inference(model, precision, int8_keep_float=tuple(p.format(last=last) for p in keep_float))
 
 
 def batches_of(documents, tokenizer, config, batch_size):
@@ -95,8 +92,9 @@ def main(argv=None) -> dict:
         specs.update({f"int8 keeping {name}": ("int8", None, keep) for name, keep in INT8_CANDIDATES.items()})
     else:
         specs["int8"] = ("int8", None, INT8_KEEP_FLOAT)
-    specs.update({name: ("fp32", onnx, ()) for name, onnx in (("onnx fp32", args.onnx), ("onnx int8", args.onnx_int8))
-                  if onnx})
+    specs.update({name: (head, onnx, ()) for name, head, onnx in (
+        ("onnx fp32", "fp32", args.onnx), ("onnx int8", "fp32", args.onnx_int8),
+        ("onnx int8 + int8 head", "int8", args.onnx_int8)) if onnx})
     models = {name: load_variant(args.model, *spec) for name, spec in specs.items()}
     config = next(iter(models.values())).config
     model_s, encoder_s = dict.fromkeys(models, 0.0), dict.fromkeys(models, 0.0)

@@ -52,7 +52,7 @@ try:
 except ImportError:  # the core install has no spaCy; only the component needs it
     spacy = None
 
-from modeling_pemscl.modeling_pemscl import optimize_for_inference, run_encoder_in_onnx_runtime
+from modeling_pemscl.modeling_pemscl import prepare_for_inference
 from modeling_pemscl.pipeline_pemscl import decoding_parameters
 from modeling_pemscl.processing_pemscl import group_mentions, mentions_to_document
 
@@ -115,7 +115,8 @@ class PemsclRelations:
             mention is a dict with `text`, `start`, `end`, `type` (the span's label) and `span` (the Span).
         precision: The arithmetic of inference, `"fp32"`, `"bf16"`, `"fp16"` (GPU) or `"int8"` (CPU)
             (`modeling_pemscl.optimize_for_inference`); `None` keeps the model as loaded.
-        onnx_file: Run the encoder in ONNX Runtime from this file (`python -m modeling_pemscl.export_onnx`).
+        onnx_file: Run the encoder in ONNX Runtime from this file (`python -m modeling_pemscl.export_onnx`), and
+            the pair head in `precision` "fp32" or "int8" (`modeling_pemscl.prepare_for_inference`).
 
     Raises:
         ImportError: If spaCy is not installed.
@@ -232,10 +233,7 @@ def _load_pipeline(model: Any, device: Optional[Union[int, str]], precision: Opt
     from .pipeline import DocumentRelationExtractionPipeline
 
     if isinstance(model, DocumentRelationExtractionPipeline):
-        if onnx_file is not None:
-            run_encoder_in_onnx_runtime(model.model, onnx_file, precision)
-        elif precision is not None:
-            optimize_for_inference(model.model, precision)
+        prepare_for_inference(model.model, precision, onnx_file)
         return model
     if not isinstance(model, str) or not model:
         raise ValueError(f"{FACTORY}: `model` must be a model folder or Hub id (a string), got {model!r}.")

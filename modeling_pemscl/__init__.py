@@ -28,6 +28,7 @@ from .modeling_pemscl import (
     PemsclModelOutput,
     PemsclPreTrainedModel,
     optimize_for_inference,
+    prepare_for_inference,
 )
 
 AutoConfig.register(PemsclConfig.model_type, PemsclConfig, exist_ok=True)
@@ -54,4 +55,5 @@ __all__ = [
     "relation_margins",
     "INFERENCE_PRECISIONS",
     "optimize_for_inference",
+    "prepare_for_inference",
 ]

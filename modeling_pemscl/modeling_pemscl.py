@@ -786,22 +786,32 @@ def optimize_for_inference(model: "PemsclModel", precision: str = "fp32",
     return model.eval()
 
 
-def run_encoder_in_onnx_runtime(model, onnx_file: str, precision: str | None = None):
-    """`modeling_pemscl.export_onnx.use_onnx_encoder(model, onnx_file)`, imported where this project is installed
-    (the ONNX code is not part of the remote code); `precision` must be None or "fp32": the file has its own.
+def prepare_for_inference(model: "PemsclModel", precision: str | None = None, onnx_file: str | None = None,
+                          onnx_threads: int | None = None) -> "PemsclModel":
+    """What a user's `precision=` and `onnx_file=` ask of a model, the one rule every place that predicts follows
+    (the pipeline, the spaCy component, `run_docre.py`); in place, returns the model.
+
+    - No `onnx_file`: `optimize_for_inference(model, precision)` (nothing for None).
+    - An `onnx_file` (written by `python -m modeling_pemscl.export_onnx`): the encoder runs in ONNX Runtime in the
+      file's own precision (`use_onnx_encoder`); `precision` is then that of the pair head, which stays in
+      PyTorch: None / "fp32", or "int8" (the grouped bilinear in int8; the fastest CPU path with an int8 file).
 
     Raises:
-        ValueError: For another precision, or where the project's ONNX code is not installed.
+        ValueError: For bf16 / fp16 with an `onnx_file`, or where the project's ONNX code is not installed (it is not
+            part of the remote code).
     """
-    if precision not in (None, "fp32"):
-        raise ValueError(f"onnx_file= runs the encoder in the ONNX file's own precision; drop precision={precision!r} "
-                         "(for int8, export with: python -m modeling_pemscl.export_onnx ... --quantize int8).")
+    if onnx_file is None:
+        return model if precision is None else optimize_for_inference(model, precision)
+    if precision not in (None, "fp32", "int8"):
+        raise ValueError(f"onnx_file= runs the encoder in the ONNX file's own precision and the pair head in fp32 or "
+                         f"int8; precision={precision!r} cannot go with it (drop onnx_file= for {precision}).")
     try:
         export_onnx = importlib.import_module("modeling_pemscl.export_onnx")
     except ImportError as error:
         raise ValueError(f"onnx_file= needs the pemscl project installed with its onnx extra "
                          f"(pip install 'pemscl[onnx]' in the clone): {error}") from None
-    return export_onnx.use_onnx_encoder(model, onnx_file)
+    export_onnx.use_onnx_encoder(model, onnx_file, threads=onnx_threads)  # before int8: it checks the float weights
+    return optimize_for_inference(model, precision or "fp32")
 
 
 def cpu_has_int8_dot_products() -> bool:

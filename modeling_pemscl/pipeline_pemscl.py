@@ -73,7 +73,7 @@ from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 from transformers.pipelines.token_classification import AggregationStrategy
 
 from .losses import decision_threshold, decode_relations, relation_margins
-from .modeling_pemscl import optimize_for_inference, run_encoder_in_onnx_runtime
+from .modeling_pemscl import prepare_for_inference
 from .processing_pemscl import (
     NA_LABEL,
     DataCollatorForDocRE,
@@ -262,7 +262,8 @@ class DocumentRelationExtractionPipeline(Pipeline):
             (CPU): see `optimize_for_inference`, which prepares the model in place. Default: the model as given.
         onnx_file (`str`, *optional*): Run the encoder in ONNX Runtime from this file, written from this model by
             `python -m modeling_pemscl.export_onnx` (fp32, or int8 with `--quantize int8`); the rest stays in
-            PyTorch. Needs this project installed with its `onnx` extra.
+            PyTorch, in fp32 or, with `precision="int8"`, int8 (`prepare_for_inference`). Needs this project
+            installed with its `onnx` extra.
 
     Raises:
         ValueError: At construction, if the model and the tokenizer do not match (`check_model_and_tokenizer`),
@@ -281,10 +282,7 @@ class DocumentRelationExtractionPipeline(Pipeline):
         if self.tokenizer is None:
             raise ValueError("DocumentRelationExtractionPipeline needs the model's tokenizer (`tokenizer=`).")
         check_model_and_tokenizer(self.model, self.tokenizer)
-        if onnx_file is not None:
-            run_encoder_in_onnx_runtime(self.model, onnx_file, precision)
-        elif precision is not None:
-            optimize_for_inference(self.model, precision)
+        prepare_for_inference(self.model, precision, onnx_file)
         self._collator = DataCollatorForDocRE(tokenizer=self.tokenizer)
 
     def __call__(self, inputs, *args, **kwargs):

@@ -20,7 +20,7 @@ import docre_training.pipeline  # noqa: F401  (registers the task)
 from data_helpers import REDOCRED_TEST, minilm_tokenizer
 from docre_training.pipeline import TASK
 from model_helpers import tiny_model
-from modeling_pemscl import PemsclModel
+from modeling_pemscl import PemsclModel, optimize_for_inference
 from modeling_pemscl.convert_original_checkpoint import convert_original_checkpoint
 from modeling_pemscl.processing_pemscl import DataCollatorForDocRE, featurize_document
 
@@ -180,18 +180,31 @@ def test_every_way_in_takes_an_onnx_file(released, onnx_files, tmp_path):
     extractor = pipeline(TASK, model=str(released), onnx_file=str(onnx_files["int8"]), **local)
     assert type(extractor.model.encoder).__name__ == "OnnxEncoder"
     assert extractor(DOCUMENTS[:2]) == by_hand
-    with pytest.raises(ValueError, match="runs the encoder in the ONNX file's own precision; drop precision='int8'"):
-        pipeline(TASK, model=str(released), onnx_file=str(onnx_files["int8"]), precision="int8", **local)
-    component = spacy_component.PemsclRelations(None, model=str(released), onnx_file=str(onnx_files["int8"]))
+    # precision="int8" beside the file: the ONNX encoder, and the grouped bilinear in int8.
+    int8_by_hand = optimize_for_inference(onnx_model(released, onnx_files["int8"]), "int8")
+    # One batch of both documents, as the command line predicts: int8 activations are quantized per batch.
+    int8_expected = pipeline(TASK, model=int8_by_hand, tokenizer=tokenizer, batch_size=2)(DOCUMENTS[:2])
+    int8_extractor = pipeline(TASK, model=str(released), onnx_file=str(onnx_files["int8"]), precision="int8", **local)
+    assert type(int8_extractor.model.encoder).__name__ == "OnnxEncoder"
+    assert int8_extractor.model.inference_precision == "int8"
+    assert int8_extractor.model.bilinear.int8_groups is not None
+    assert int8_extractor(DOCUMENTS[:2], batch_size=2) == int8_expected
+    for precision in ("bf16", "fp16"):
+        with pytest.raises(ValueError, match=f"onnx_file= runs the encoder in the ONNX file's own precision and the "
+                                             f"pair head in fp32 or int8; precision='{precision}' cannot go with it"):
+            pipeline(TASK, model=str(released), onnx_file=str(onnx_files["int8"]), precision=precision, **local)
+    component = spacy_component.PemsclRelations(None, model=str(released), onnx_file=str(onnx_files["int8"]),
+                                                precision="int8")
     assert type(component.extractor.model.encoder).__name__ == "OnnxEncoder"
-    # The command line: predictions of the ONNX encoder, the facts of the pipeline by hand.
+    assert component.extractor.model.inference_precision == "int8"
+    # The command line: predictions of the ONNX encoder (with the int8 head), the facts of the pipeline by hand.
     (tmp_path / "test.json").write_text(json.dumps(DOCUMENTS[:2]))
     run_docre.main(["--model_name_or_path", str(released), "--test_file", str(tmp_path / "test.json"),
                     "--do_predict", "--output_dir", str(tmp_path / "out"), "--onnx_file", str(onnx_files["int8"]),
-                    "--report_to", "none", "--use_cpu", "--disable_tqdm", "true"])
+                    "--inference_precision", "int8", "--report_to", "none", "--use_cpu", "--disable_tqdm", "true"])
     facts = {(f["h_idx"], f["t_idx"], f["r"]) for f in json.loads((tmp_path / "out" / "predictions_test.json").read_text())
              if f["title"] == DOCUMENTS[0]["title"]}
-    assert facts == {(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in by_hand[0]}
+    assert facts == {(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in int8_expected[0]}
     with pytest.raises(ValueError, match="--onnx_file is for evaluating / predicting a trained model, not with --do_train"):
         run_docre.main(["--model_name_or_path", str(released), "--train_file", str(tmp_path / "test.json"),
                         "--do_train", "--output_dir", str(tmp_path / "train"), "--onnx_file", str(onnx_files["int8"])])
