@@ -114,8 +114,8 @@ def main(argv=None):
     args.model_name_or_path = args.model_name_or_path or encoder_path()
     weight_of = {job_name(weight): weight for weight in args.weights}
     jobs = [(name, seed) for seed in args.seeds for name in weight_of]  # seed-major: every weight a first seed
-    run_queue(jobs, RESULTS, WORK / "evidence", lambda name, seed: run_job(weight_of[name], seed, args),
-              args.max_minutes, args.keep_work, label="evidence ")
+    run_queue(jobs, RESULTS, WORK / "evidence", lambda name, seed: run_job(weight_of[name], seed, args), args,
+              label="evidence ")
 
 
 if __name__ == "__main__":

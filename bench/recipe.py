@@ -75,8 +75,7 @@ def main(argv=None):
         configs = [config for config in configs if config not in emulated]
     jobs = [(config, seed) for seed in seeds for config in configs]  # seed-major: every configuration a first seed
     run_queue(jobs, RESULTS / args.stage, WORK / "recipe" / args.stage,
-              lambda config, seed: run_job(args.stage, config, seed, args), args.max_minutes, args.keep_work,
-              label=f"{args.stage} ")
+              lambda config, seed: run_job(args.stage, config, seed, args), args, label=f"{args.stage} ")
 
 
 if __name__ == "__main__":
