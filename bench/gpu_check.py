@@ -264,16 +264,21 @@ def gib(count: int) -> float:
     return round(count / 2**30, 3)
 
 
-def training_step(forward: Callable, loss_of: Callable, parameters, device, precision: str) -> Callable[[], float]:
-    """A Trainer-like step: forward under autocast, backward (scaled for fp16; a disabled scaler passes everything
-    through), clipping, a fused AdamW step (the Trainer's `adamw_torch_fused`)."""
+def device_step(forward: Callable, device, precision: str, loss_of: Optional[Callable] = None, parameters=None):
+    """With `loss_of`, a Trainer-like training step: forward under autocast, backward (scaled for fp16; a disabled
+    scaler passes everything through), clipping, a fused AdamW step (`adamw_torch_fused`). Else a forward only."""
     import torch
 
+    if loss_of is None:
+        def infer() -> None:
+            with torch.no_grad(), autocast(device, precision):
+                forward()
+        return infer
     parameters = list(parameters)
     optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATE, fused=True)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
-    def step() -> float:
+    def train() -> float:
         with autocast(device, precision):
             loss = loss_of(forward())
         scaler.scale(loss).backward()
@@ -284,17 +289,7 @@ def training_step(forward: Callable, loss_of: Callable, parameters, device, prec
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    return step
-
-
-def inference_step(run: Callable, device, precision: str) -> Callable[[], None]:
-    import torch
-
-    def step() -> None:
-        with torch.no_grad(), autocast(device, precision):
-            run()
-
-    return step
+    return train
 
 
 def measure(make_step: Callable[[], Callable[[], Optional[float]]], device, warmup: int, timed: int) -> dict:
@@ -358,24 +353,6 @@ def step_plan(batches: tuple[str, ...]) -> list[dict]:
             for precision, attention, checkpointing in configurations for batch in batches]
 
 
-def step_makers(model, entry: dict, batch: dict, windows: tuple, device) -> tuple[Callable, Callable]:
-    """Factories of the full model's step and of the encoder-alone step for one configuration of `step_plan`."""
-    precision = entry["precision"]
-
-    def encoder_forward():
-        return encoder_alone(model.encoder, *windows)
-
-    if entry["mode"] == "train":
-        model.train()
-        return (lambda: training_step(lambda: model(**batch), lambda output: output.loss, model.parameters(),
-                                      device, precision),
-                lambda: training_step(encoder_forward, encoder_loss, model.encoder.parameters(), device, precision))
-    model.eval()
-    unlabelled = {key: value for key, value in batch.items() if key != "labels"}
-    return (lambda: inference_step(lambda: model(**unlabelled), device, precision),
-            lambda: inference_step(encoder_forward, device, precision))
-
-
 def run_configuration(model, entry: dict, batch: dict, windows: tuple, context) -> str:
     """Measure one configuration of `step_plan` into `entry`; returns the console line."""
     device = context.device
@@ -384,7 +361,18 @@ def run_configuration(model, entry: dict, batch: dict, windows: tuple, context) 
         model.activation_checkpointing_enable()
     else:
         model.activation_checkpointing_disable()
-    full, alone = step_makers(model, entry, batch, windows, device)
+    precision, train = entry["precision"], entry["mode"] == "train"
+    model.train(train)
+    inputs = batch if train else {key: value for key, value in batch.items() if key != "labels"}
+
+    def full():
+        loss_of = (lambda output: output.loss) if train else None
+        return device_step(lambda: model(**inputs), device, precision, loss_of, model.parameters())
+
+    def alone():
+        return device_step(lambda: encoder_alone(model.encoder, *windows), device, precision,
+                           encoder_loss if train else None, model.encoder.parameters())
+
     entry["full"] = measure(full, device, context.warmup_steps, context.timed_steps)
     entry["encoder_only"] = measure(alone, device, context.warmup_steps, context.timed_steps)
     entry["full_over_encoder_time"] = entry["full"]["step_s_median"] / entry["encoder_only"]["step_s_median"]
@@ -430,24 +418,17 @@ def part_steps(context: SimpleNamespace, section: dict, deadline: float, save: C
         for batch in batches.values():  # untimed: the device's libraries initialize before any measurement
             model(**{key: value for key, value in batch.items() if key != "labels"})
     section.update(
-        model={"encoder": "RoBERTa-large shape, random weights" if not tiny else "tiny RoBERTa (--tiny)",
-               "encoder_config": {key: getattr(encoder_config, key) for key in TINY_ENCODER},
+        model={"encoder": "tiny RoBERTa (--tiny)" if tiny else "RoBERTa-large shape, random weights",
                "head": {key: getattr(config, key) for key in ("pair_embedding_size", "bilinear_block_size", "loss",
-                                                              "contrastive_anchors")},
-               "encoder_window_length": config.encoder_window_length,
-               "parameters": sum(parameter.numel() for parameter in model.parameters()),
-               "encoder_parameters": sum(parameter.numel() for parameter in model.encoder.parameters())},
+                                                              "contrastive_anchors", "encoder_window_length")},
+               "parameters": sum(parameter.numel() for parameter in model.parameters())},
         batches={name: {"titles": [documents[index]["title"] for index in chosen[name][0]],
                         "subwords": [len(features[index]["input_ids"]) for index in chosen[name][0]],
                         "padded_length": int(batches[name]["input_ids"].shape[1]),
                         # [rows, length] the encoder runs on: overlapping windows beyond encoder_window_length
                         "encoder_input_shape": list(windows[name][0].shape),
                         "pairs": int(batches[name]["hts"].shape[0])} for name in batches},
-        tokenizer="MiniLM's WordPiece (uncased), ids within RoBERTa's vocabulary",
-        step="forward, backward, clip_grad_norm 1.0, fused AdamW step (lr 1e-5); fp16 with torch.amp.GradScaler",
-        encoder_only="the model's encoder on the model's windows, output_attentions=True, loss = mean of the last "
-                     "hidden state + mean of the last layer's attention, its own fused AdamW",
-        warmup_steps=context.warmup_steps, timed_steps=context.timed_steps, statistic="median")
+        warmup_steps=context.warmup_steps, timed_steps=context.timed_steps)
     if device.type != "cuda":
         section["memory_note"] = "no CUDA device: peak memory is not measured (null)"
         section["precision_note"] = "no CUDA device: bf16 and fp16 run under CPU autocast (fp16 with a CPU GradScaler)"
