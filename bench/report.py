@@ -13,6 +13,7 @@ import math
 import statistics
 import sys
 from collections import Counter, defaultdict
+from operator import itemgetter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +86,9 @@ def aggregate(records: list[dict]) -> dict:
 def mean_spread(values: list[float]) -> str:
     if not values:
         return "-"
-    return f"{values[0]:.2f}" if len(values) == 1 else f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def seeds_cell(summary: dict | None) -> str:
@@ -107,7 +110,7 @@ def per_seed(rows, name: str, metric: str = "test_f1") -> dict[int, float]:
     return {r["seed"]: r["metrics"][metric] for r in rows.get(name, []) if metric in r["metrics"]}
 
 
-def paired_difference(rows, better: str, worse: str, metric: str = "test_f1") -> tuple[float, float, list[float]] | None:
+def paired_difference(rows, better: str, worse: str, metric: str = "test_f1") -> tuple[float, float, list] | None:
     a, b = per_seed(rows, better, metric), per_seed(rows, worse, metric)
     differences = [a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())]
     if not differences:
@@ -119,11 +122,12 @@ def describe_difference(result: tuple[float, float, list[float]]) -> str:
     mean, spread, differences = result
     if len(differences) == 1:
         return f"{mean:+.2f} (1 seed)"
-    return f"{mean:+.2f} ± {spread:.2f} over {len(differences)} paired seeds ({', '.join(f'{d:+.2f}' for d in differences)})"
+    values = ", ".join(f"{d:+.2f}" for d in differences)
+    return f"{mean:+.2f} ± {spread:.2f} over {len(differences)} paired seeds ({values})"
 
 
 def target_verdict(result: tuple[float, float, list[float]], target: float) -> str:
-    """Whether a paired mean reaches `target`; short of it but positive at every seed is a smaller, consistent effect."""
+    """Whether a paired mean reaches `target`; short of it yet positive at every seed is a smaller, steady effect."""
     mean, _, differences = result
     if mean >= target:
         return "holds"
@@ -261,7 +265,8 @@ def speed_verdicts(speed: dict) -> list[str]:
         within = train <= TRAIN_RATIO_CAP and infer <= INFER_RATIO_CAP
         lines.append(f"- On the densest batch ({densest['shape']['pairs']:,} pairs): training {train:.2f}x fp32 "
                      f"(cap {TRAIN_RATIO_CAP}x; the released code {RELEASE_STEP_RATIOS['densest_train']}x), inference "
-                     f"{infer:.2f}x (cap {INFER_RATIO_CAP}x; the released code {RELEASE_STEP_RATIOS['densest_infer']}x): "
+                     f"{infer:.2f}x (cap {INFER_RATIO_CAP}x; the released code "
+                     f"{RELEASE_STEP_RATIOS['densest_infer']}x): "
                      f"{'within the caps' if within else 'above a cap'}."
                      + (training_cap_diagnosis(speed) if train > TRAIN_RATIO_CAP else ""))
     epoch = speed.get("epoch", {})
@@ -279,14 +284,16 @@ def speed_verdicts(speed: dict) -> list[str]:
         best = max(entry["docs_per_s"] for entry in predict.values())
         line = (f"- Predicting the {infer.get('docs', 500)} test documents with `DocRETrainer.predict`: "
                 + ", ".join(f"{entry['docs_per_s']:.2f} docs/s {precision}" for precision, entry in predict.items())
-                + f" (target {PREDICT_TARGET_DOCS_PER_S:.0f}): {'met' if best >= PREDICT_TARGET_DOCS_PER_S else 'missed'}.")
+                + f" (target {PREDICT_TARGET_DOCS_PER_S:.0f}): "
+                + f"{'met' if best >= PREDICT_TARGET_DOCS_PER_S else 'missed'}.")
         if encoder := infer.get("fp32", {}).get("encoder_docs_per_s"):
             line += f" The eager encoder alone runs {encoder:.2f} docs/s fp32 on the same batches"
             flops, full = infer.get("forward_gflop", {}), infer["fp32"].get("docs_per_s")
             if flops.get("encoder") and full:
                 flop_ratio, time_ratio = flops["full"] / flops["encoder"], encoder / full
                 line += (f"; the full forward counts {flop_ratio:.2f}x its FLOPs and takes {time_ratio:.2f}x its time"
-                         + (": the head computes at the encoder's rate" if abs(time_ratio / flop_ratio - 1) < 0.1 else ""))
+                         + (": the head computes at the encoder's rate"
+                            if abs(time_ratio / flop_ratio - 1) < 0.1 else ""))
             line += "."
         lines.append(line)
     return lines
@@ -299,7 +306,8 @@ def training_cap_diagnosis(speed: dict) -> str:
     text = ""
     if len(seconds) == 4:
         text += (f" Of its {seconds['full']:.2f} s, the encoder takes {seconds['encoder']:.2f} s, the grouped bilinear "
-                 f"{seconds['bilinear']:.2f} s and the contrastive term {seconds['loss.contrastive']:.2f} s (parts timed "
+                 f"{seconds['bilinear']:.2f} s and the contrastive term {seconds['loss.contrastive']:.2f} s "
+                 "(parts timed "
                  "alone): with every pair an anchor (the default) its similarity is [pairs, pairs].")
     if positive := speed.get("settings", {}).get("contrastive_anchors=positive"):
         text += (f" With `--contrastive_anchors positive` (Eq. 10 as printed) the worst batch trains at "
@@ -319,13 +327,9 @@ def precision_rows(rows: list[tuple[str, dict, object, str]]) -> list[str]:
     return markdown_table(["", *PRECISIONS], table)
 
 
-def key_reader(key: str):
-    return lambda source: source[key]
-
-
 def speed_table(speed: dict) -> list[str]:
     measured, memory = {"fp32": speed, "bf16": speed.get("bf16", {})}, speed.get("memory", {})
-    rows = [(label, measured, key_reader(key), template) for key, label, template in (
+    rows = [(label, measured, itemgetter(key), template) for key, label, template in (
         ("train_step_ratio_vs_encoder", "train step / encoder-only step", "{:.2f}x"),
         ("infer_ratio_vs_encoder", "inference / encoder-only inference", "{:.2f}x"),
         ("train_docs_per_s", "training docs/s (full model)", "{:.2f}"),
@@ -333,7 +337,7 @@ def speed_table(speed: dict) -> list[str]:
         ("infer_docs_per_s", "inference docs/s (full model)", "{:.2f}"),
         ("encoder_infer_docs_per_s", "inference docs/s (encoder only)", "{:.2f}"))]
     if memory:
-        rows += [(f"{label} (MiB, {memory.get('pairs', '?')} pairs)", memory, key_reader(key), "{:.0f}")
+        rows += [(f"{label} (MiB, {memory.get('pairs', '?')} pairs)", memory, itemgetter(key), "{:.0f}")
                  for key, label in (("full_train_mib", "peak memory, training step"),
                                     ("encoder_train_mib", "peak memory, encoder-only training step"),
                                     ("full_infer_mib", "peak memory, inference"),
@@ -356,8 +360,8 @@ def epoch_table(epoch: dict) -> list[str]:
         recipe_docs = 3 * train["docs"]
         rows += [
             (f"training docs/s, one length-grouped epoch of {train['docs']} documents (batch {train['batch_size']})",
-             train, key_reader("docs_per_s"), "{:.2f}"),
-            (encoder_alone, train, key_reader("encoder_docs_per_s"), "{:.2f}"),
+             train, itemgetter("docs_per_s"), "{:.2f}"),
+            (encoder_alone, train, itemgetter("encoder_docs_per_s"), "{:.2f}"),
             ("full / encoder step, mean over batches (worst batch)", train,
              lambda e: f"{e['mean_batch_ratio']:.2f}x ({e['max_batch_ratio']:.2f}x)", "{}"),
             (f"the recipe's {recipe_docs} training documents at this speed, s (target {TRAIN_TARGET_S:.0f})", train,
@@ -366,13 +370,13 @@ def epoch_table(epoch: dict) -> list[str]:
              "{:.0f}")]
     if infer:
         rows += [(f"inference docs/s, {infer['docs']} documents in length-sorted batches of {infer['batch_size']}",
-                  infer, key_reader("docs_per_s"), "{:.2f}"),
-                 (encoder_alone, infer, key_reader("encoder_docs_per_s"), "{:.2f}"),
-                 ("full / encoder, ratio of the sums", infer, key_reader("ratio_of_sums"), "{:.2f}x")]
+                  infer, itemgetter("docs_per_s"), "{:.2f}"),
+                 (encoder_alone, infer, itemgetter("encoder_docs_per_s"), "{:.2f}"),
+                 ("full / encoder, ratio of the sums", infer, itemgetter("ratio_of_sums"), "{:.2f}x")]
     if predict:
         rows += [(f"`DocRETrainer.predict` docs/s (target {PREDICT_TARGET_DOCS_PER_S:.0f})", predict,
-                  key_reader("docs_per_s"), "{:.2f}"),
-                 ("`DocRETrainer.predict` peak RSS, MiB", predict, key_reader("peak_rss_mib"), "{:.0f}")]
+                  itemgetter("docs_per_s"), "{:.2f}"),
+                 ("`DocRETrainer.predict` peak RSS, MiB", predict, itemgetter("peak_rss_mib"), "{:.0f}")]
     out = precision_rows(rows)
     if train:
         out += ["", f"Padding: {train['padding_share_length_grouped']:.0%} of the padded token grid with "
@@ -390,21 +394,26 @@ def speed_section(speed: dict) -> list[str]:
     return out
 
 
+def inference_table(result: dict) -> list[str]:
+    """One results file of `bench/speed_inference.py`: each variant's speed, memory and F1."""
+    variants = result["variants"]
+    labelled = "test_f1" in variants["fp32"]
+    rows = [[name, f"{v['documents_per_s']:.2f}", f"{v['documents_per_s'] / variants['fp32']['documents_per_s']:.2f}x",
+             f"{v['encoder_documents_per_s']:.2f}", f"{v['peak_mib']:.0f}", f"{v['agreement_f1_with_fp32']:.2f}"]
+            + ([f"{v['test_f1']:.2f}", f"{v['test_ign_f1']:.2f}"] if labelled else []) for name, v in variants.items()]
+    header = ["variant", "docs/s", "vs fp32", "encoder alone docs/s", "peak MiB", "facts as fp32 (F1)"]
+    return markdown_table(header + (["test F1", "test Ign F1"] if labelled else []), rows)
+
+
 def inference_section() -> list[str]:
     out = []
     for path in sorted(RESULTS.glob("inference*.json")):
         result = json.loads(path.read_text())
-        variants, machine = result["variants"], result["machine"]
-        labelled = "test_f1" in variants["fp32"]
-        rows = [[name, f"{v['documents_per_s']:.2f}", f"{v['documents_per_s'] / variants['fp32']['documents_per_s']:.2f}x",
-                 f"{v['encoder_documents_per_s']:.2f}", f"{v['peak_mib']:.0f}", f"{v['agreement_f1_with_fp32']:.2f}"]
-                + ([f"{v['test_f1']:.2f}", f"{v['test_ign_f1']:.2f}"] if labelled else [])
-                for name, v in variants.items()]
-        header = ["variant", "docs/s", "vs fp32", "encoder alone docs/s", "peak MiB", "facts as fp32 (F1)"]
-        out += [f"`{path.relative_to(RESULTS)}`: {result['documents']} {'test' if labelled else 'held-out'} "
-                f"documents, batches of {result['batch_size']}, {machine['torch_threads']} thread(s), "
-                f"{machine['cpu']} ({'/'.join(machine['cpu_flags'])}).", ""]
-        out += markdown_table(header + (["test F1", "test Ign F1"] if labelled else []), rows) + [""]
+        machine = result["machine"]
+        out += [f"`{path.relative_to(RESULTS)}`: {result['documents']} "
+                f"{'test' if 'test_f1' in result['variants']['fp32'] else 'held-out'} documents, batches of "
+                f"{result['batch_size']}, {machine['torch_threads']} thread(s), {machine['cpu']} "
+                f"({'/'.join(machine['cpu_flags'])}).", ""] + inference_table(result) + [""]
     return ["### Inference precision (bench/speed_inference.py)", ""] + out if out else []
 
 
@@ -426,7 +435,8 @@ def evidence_summaries(runs: dict[float, list[dict]]) -> dict:
             **{f"{name}_{metric}": scores(split, metric, threshold)
                for name, split in (("held_out", "validation"), ("test", "test"))
                for metric in ("f1", "ign_f1", "evi_f1", "evi_p", "evi_r")},
-            "held_out_heuristic_evi_f1": scores("validation", "evi_f1"), "test_heuristic_evi_f1": scores("test", "evi_f1"),
+            "held_out_heuristic_evi_f1": scores("validation", "evi_f1"),
+            "test_heuristic_evi_f1": scores("test", "evi_f1"),
             "minutes_per_run": round(statistics.fmean(r["minutes"] for r in records), 1),
         }
     complete = all(len(weights.get(w, {}).get("seeds", [])) >= len(EVIDENCE_SEEDS) for w in EVIDENCE_WEIGHTS)
@@ -435,7 +445,8 @@ def evidence_summaries(runs: dict[float, list[dict]]) -> dict:
         def mean(weight, key):
             return statistics.fmean(weights[weight][key])
 
-        qualifying = [w for w in EVIDENCE_WEIGHTS if w > 0 and mean(w, "held_out_evi_f1") > mean(w, "held_out_heuristic_evi_f1")
+        qualifying = [w for w in EVIDENCE_WEIGHTS
+                      if w > 0 and mean(w, "held_out_evi_f1") > mean(w, "held_out_heuristic_evi_f1")
                       and mean(w, "held_out_f1") >= mean(0.0, "held_out_f1") - EVIDENCE_MAX_RELATION_COST]
         chosen = max(qualifying, default=0.0, key=lambda w: (mean(w, "held_out_f1"), mean(w, "held_out_evi_f1")))
     return {"weights": {str(w): v for w, v in weights.items()}, "complete": complete, "chosen_weight": chosen,
@@ -459,7 +470,8 @@ def evidence_section(summary: dict) -> list[str]:
             f"{statistics.fmean(v['held_out_f1']) - base:+.2f} against weight 0 (at most -{EVIDENCE_MAX_RELATION_COST} "
             "allowed)" for weight, v in summary["weights"].items() if weight != "0.0")
         decision = (f"By the rule of `bench/experiments.py` (written before the runs), the default is `evidence_weight "
-                    f"{summary['chosen_weight']:g}` with `evidence_threshold {summary['chosen_threshold']:g}` ({reasons})."
+                    f"{summary['chosen_weight']:g}` with `evidence_threshold {summary['chosen_threshold']:g}` "
+                    f"({reasons})."
                     + (" Evidence supervision costs relation F1 at this scale, so it stays off by default."
                        if summary["chosen_weight"] == 0 else ""))
     else:
@@ -467,9 +479,9 @@ def evidence_section(summary: dict) -> list[str]:
                     "default is chosen yet.")
     return ["## Evidence (bench/evidence.py)", "",
             "The recipe with 50 training documents held out; each weight's evidence threshold chosen on them (best "
-            "held-out evidence F1, seed mean); the heuristic's evidence is every sentence that mentions the head or the "
-            "tail, on the same predicted relations. Evidence scores as the official DocRED scorer computes them. Mean "
-            "± standard deviation over seeds.", ""] + markdown_table(header, rows) + ["", decision, ""]
+            "held-out evidence F1, seed mean); the heuristic's evidence is every sentence that mentions the head or "
+            "the tail, on the same predicted relations. Evidence scores as the official DocRED scorer computes them. "
+            "Mean ± standard deviation over seeds.", ""] + markdown_table(header, rows) + ["", decision, ""]
 
 
 # ------------------------------------------------------------------------------------------ the released recipe
@@ -500,12 +512,6 @@ def measured_recipe_verdicts(idle_runs: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def compared_configuration(name: str, measured) -> str:
-    """The configuration without as many of its last changes as it takes to reach a measured one."""
-    cuts = [index for index, char in enumerate(name) if char in "+-"]
-    return next((name[:cut] for cut in reversed(cuts) if name[:cut] in measured), name[:cuts[0]] if cuts else name)
-
-
 def diagnostic_table(runs: dict[str, list[dict]]) -> list[str]:
     if not runs:
         return []
@@ -514,7 +520,10 @@ def diagnostic_table(runs: dict[str, list[dict]]) -> list[str]:
     rows = []
     for name in (name for name in order if name in by_name):
         metrics = by_name[name]
-        start, change, compared = compared_configuration(name, by_name), "-", "-"
+        # Compared with itself without as many of its last changes as it takes to reach a measured configuration.
+        cuts = [index for index, char in enumerate(name) if char in "+-"]
+        start = next((name[:cut] for cut in reversed(cuts) if name[:cut] in by_name), name[:cuts[0]] if cuts else name)
+        change, compared = "-", "-"
         if start != name and start in by_name:
             compared, paired = start, sorted(metrics.keys() & by_name[start].keys())
             change = mean_spread([metrics[s]["eval_f1"] - by_name[start][s]["eval_f1"] for s in paired])
@@ -615,7 +624,8 @@ def demo_verdict(demo: dict | None) -> list[str]:
             f"spread {demo['spread']:.2f} (target at most {DEMO_SPREAD_TARGET}, 3 seeds): {verdict}; "
             f"{max(demo['minutes']):.1f} minutes at most"
             + (f" on 2 threads alone (target under {DEMO_MINUTES_TARGET})." if alone else
-               f" with 1 thread beside another run (an upper bound for 2 cores alone; target under {DEMO_MINUTES_TARGET}).")]
+               " with 1 thread beside another run (an upper bound for 2 cores alone; target under "
+               f"{DEMO_MINUTES_TARGET}).")]
 
 
 def same_recipe_table(same_recipe: dict[str, dict]) -> list[str]:
@@ -657,7 +667,8 @@ def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict[str, di
         if any("+prior" in name for name in diagnostic):
             out += ["`X+prior`: configuration X with every relation logit starting 4.6 = log 96 below the threshold "
                     "(`--relation_bias_init 4.6`), a candidate fix of the all-NA start (bench/notes.md); "
-                    "`release+prior-X` is `release+prior` with factor X back to the project's (the paper's) setting.", ""]
+                    "`release+prior-X` is `release+prior` with factor X back to the project's (the paper's) "
+                    "setting.", ""]
         if decision := decision_table(diagnostic):
             out += ["### Choosing the defaults", ""] + decision + [""]
     if same_recipe:
@@ -712,12 +723,19 @@ def plot_sweep(rows, path) -> bool:
     return save_figure(fig, path)
 
 
+def bucket_f1(counts: dict[str, list[int]], relations: list[str]) -> float:
+    """F1 over a group of relations from per-relation [true positives, predicted, gold] counts."""
+    tp, predicted, gold = (sum(counts.get(r, [0, 0, 0])[i] for r in relations) for i in range(3))
+    return 200 * tp / (predicted + gold) if predicted + gold else 0.0
+
+
 def plot_frequency_f1(rows, path) -> bool:
     if "atlop" not in rows and "pemscl" not in rows:
         return False
     frequencies: Counter = Counter()
     if TRAIN_FILE.exists():
-        frequencies.update(label["r"] for document in json.loads(TRAIN_FILE.read_text()) for label in document["labels"])
+        documents = json.loads(TRAIN_FILE.read_text())
+        frequencies.update(label["r"] for document in documents for label in document["labels"])
     ranked = [r for r, _ in frequencies.most_common()]
     buckets = [("top 10", ranked[:10]), ("11-30", ranked[10:30]), ("31-60", ranked[30:60]), ("rest", ranked[60:])]
     fig, ax = figure(5.5, 3.6)
@@ -725,14 +743,8 @@ def plot_frequency_f1(rows, path) -> bool:
     for offset, name in ((-width / 2, "atlop"), (width / 2, "pemscl")):
         if name not in rows:
             continue
-        scores = []
-        for _, relations in buckets:
-            f1s = []
-            for record in rows[name]:
-                tp, predicted, gold = (sum(record["per_relation_test"].get(r, [0, 0, 0])[i] for r in relations)
-                                       for i in range(3))
-                f1s.append(200 * tp / (predicted + gold) if predicted + gold else 0.0)
-            scores.append(statistics.fmean(f1s))
+        scores = [statistics.fmean(bucket_f1(record["per_relation_test"], relations) for record in rows[name])
+                  for _, relations in buckets]
         ax.bar([i + offset for i in range(len(buckets))], scores, width, label=name.upper())
     ax.set_xticks(range(len(buckets)), [b for b, _ in buckets])
     ax.set(xlabel="relations ranked by training frequency", ylabel="test F1 (%)", title="F1 by relation frequency")
@@ -779,7 +791,8 @@ def plot_margins(rows, path) -> bool:
     return save_figure(fig, path)
 
 
-PRIOR_CURVES = (("project", "C0", "--"), ("release", "C3", "--"), ("project+prior", "C0", "-"), ("release+prior", "C3", "-"))
+PRIOR_CURVES = (("project", "C0", "--"), ("release", "C3", "--"), ("project+prior", "C0", "-"),
+                ("release+prior", "C3", "-"))
 
 
 def plot_prior_curves(runs: dict[str, list[dict]], path) -> bool:
@@ -841,7 +854,8 @@ def per_seed_table(rows) -> list[str]:
         if record is None:
             return "-"
         threads = record.get("torch_threads", 2)  # records without the field ran on 2 threads
-        return f"{record['metrics']['test_f1']:.2f}{' †' if is_stuck(record) else ''} ({record['minutes']:.0f} min, {threads})"
+        stuck = " †" if is_stuck(record) else ""
+        return f"{record['metrics']['test_f1']:.2f}{stuck} ({record['minutes']:.0f} min, {threads})"
 
     table = [[name, *(run_cell({r["seed"]: r for r in rows.get(name, [])}.get(seed)) for seed in seeds)]
              for name in ROWS if name not in ALIASES]
@@ -863,9 +877,11 @@ def results_tables(rows, summaries, variants) -> list[str]:
     out += ["", "The paper's ablation numbers (Table 3) are dev F1 with RoBERTa-large.", "",
             "## Incomplete training labels (Table 4, Figure 2)", "",
             "Half of the training triples dropped (seeded): about DocRED's degree of incompleteness relative to "
-            "Re-DocRED. Paper (OOG regime, Gold-Test F1): ATLOP 47.65, PEMSCL 51.10, PEMSCL with sampling 0.1: 64.03.", ""]
+            "Re-DocRED. Paper (OOG regime, Gold-Test F1): ATLOP 47.65, PEMSCL 51.10, PEMSCL with sampling 0.1: "
+            "64.03.", ""]
     table = [[f"{name} (= {ALIASES[name]}: ratio 1.0 keeps every negative label)" if name in ALIASES else name,
-              seeds_cell(summaries.get(name)), *(cell(summaries.get(name), m) for m in ("test_f1", "test_ign_f1", "eval_f1"))]
+              seeds_cell(summaries.get(name)),
+              *(cell(summaries.get(name), m) for m in ("test_f1", "test_ign_f1", "eval_f1"))]
              for name in ROWS if name not in TABLE_ROWS]
     out += markdown_table(["row", "seeds", "test F1", "test Ign F1", "dev F1"], table) + [""]
     # A figure with nothing to draw yet is removed: a stale figure of another budget must not stand in for it.
