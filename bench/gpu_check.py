@@ -36,7 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.harness import encoder_alone, encoder_inputs, encoder_loss, log, machine, read_documents, write_json  # noqa: E402
+from bench.harness import (  # noqa: E402
+    encoder_alone, encoder_inputs, encoder_loss, log, machine, read_documents, write_json,
+)
 
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "re-docred"
 BUILTIN_REL2ID = REPO / "data_collators" / "vocabularies" / "docred" / "rel2id.json"
@@ -219,7 +221,8 @@ def environment(device) -> dict:
             info[package] = importlib.metadata.version(package)
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
-        info["gpu"] = {"name": torch.cuda.get_device_name(device), "capability": f"{properties.major}.{properties.minor}",
+        info["gpu"] = {"name": torch.cuda.get_device_name(device),
+                       "capability": f"{properties.major}.{properties.minor}",
                        "memory_gib": round(properties.total_memory / 2**30, 2),
                        "bf16_supported": torch.cuda.is_bf16_supported(), "cudnn": torch.backends.cudnn.version(),
                        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32}
@@ -445,7 +448,8 @@ def part_steps(context: SimpleNamespace, section: dict, deadline: float, save: C
                                                          windows[entry["batch"]], context))
         except Exception as error:
             out_of_memory = isinstance(error, torch.cuda.OutOfMemoryError)
-            entry.update(status="error", error=f"out of memory: {str(error)[:300]}" if out_of_memory else repr(error)[:500])
+            entry.update(status="error",
+                         error=f"out of memory: {str(error)[:300]}" if out_of_memory else repr(error)[:500])
             if not out_of_memory:
                 entry["traceback"] = traceback.format_exc()[-2000:]
             log(f"[steps] {label}: {'out of memory' if out_of_memory else repr(error)}")
@@ -468,22 +472,6 @@ def cpu_reference(seed: int) -> Optional[dict]:
     return {"file": str(path.relative_to(REPO)), "commit": record.get("commit"),
             "precision": "fp32", "torch_threads": record.get("torch_threads"),
             **{key: metrics.get(key) for key in ("test_f1", "test_ign_f1", "train_runtime", "train_loss")}}
-
-
-def stop_process_group(process: subprocess.Popen) -> None:
-    for sent, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sent)
-            process.wait(timeout=wait)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def tail(path: Path, lines: int = 25) -> list[str]:
-    return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
 
 
 def part_recipe(context: SimpleNamespace, section: dict, deadline: float, save: Callable[[], None]) -> None:
@@ -516,7 +504,8 @@ def part_recipe(context: SimpleNamespace, section: dict, deadline: float, save: 
         try:
             process.wait(timeout=max(0.1, seconds_left(deadline)))
         except subprocess.TimeoutExpired:
-            stop_process_group(process)
+            os.killpg(process.pid, signal.SIGKILL)  # run_docre.py and any worker it started
+            process.wait()
             section.update(status="skipped", reason="the part's time cap was reached; run_docre.py was stopped")
     section.update(wall_s=round(time.monotonic() - started, 1), returncode=process.returncode)
     if (output_dir / "all_results.json").exists():
@@ -530,7 +519,7 @@ def part_recipe(context: SimpleNamespace, section: dict, deadline: float, save: 
     if section["status"] == "running":
         section["status"] = "done" if process.returncode == 0 and "test_f1" in section else "error"
     if section["status"] != "done":
-        section["log_tail"] = tail(log_path)
+        section["log_tail"] = log_path.read_text(errors="replace").splitlines()[-25:]
     reference = section["cpu_reference"] or {}
     if section.get("test_f1") is not None and reference.get("test_f1") is not None:
         section["test_f1_minus_cpu"] = section["test_f1"] - reference["test_f1"]
@@ -614,7 +603,8 @@ def part_pipeline(context: SimpleNamespace, section: dict, deadline: float, save
             log(f"[pipeline] {name}: {error!r}")
         release_memory(device)
         save()
-    section["status"] = "done" if all(entry["status"] == "done" for entry in section["variants"].values()) else "partial"
+    done = all(entry["status"] == "done" for entry in section["variants"].values())
+    section["status"] = "done" if done else "partial"
 
 
 # ------------------------------------------------------------------------------------- prepare

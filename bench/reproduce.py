@@ -69,7 +69,8 @@ def threshold_margins(model_dir: Path, gold_path: Path, limit: int = 200) -> dic
         margins, gold = logits[:, 1:] - logits[:, :1], labels[:, 1:].bool()
         positive += margins[gold].tolist()
         negatives = margins[~gold]
-        negative += negatives[torch.randperm(negatives.numel(), generator=generator)[: 4 * int(gold.sum()) + 1]].tolist()
+        sample = torch.randperm(negatives.numel(), generator=generator)[: 4 * int(gold.sum()) + 1]
+        negative += negatives[sample].tolist()
     return {"positive": [round(x, 3) for x in positive], "negative": [round(x, 3) for x in negative]}
 
 

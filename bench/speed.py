@@ -84,7 +84,8 @@ def main(argv=None) -> dict:
     features = featurize(read_documents(args.data_dir, args.batch_file, limit=args.batches * args.batch_size),
                          tokenizer, vocab)
     collator = DataCollatorForDocRE(tokenizer)
-    batches = [collator(features[start : start + args.batch_size]) for start in range(0, len(features), args.batch_size)]
+    batches = [collator(features[start : start + args.batch_size])
+               for start in range(0, len(features), args.batch_size)]
     path = Path(args.output_dir) / f"speed{'_quick' if args.quick else ''}.json"
     previous = json.loads(path.read_text()) if args.only and path.is_file() else {}  # --only keeps the other sections
     results = Results(path, {
@@ -94,7 +95,8 @@ def main(argv=None) -> dict:
                  "(SDPA layers, explicit last-layer attention) unless a step says eager",
         # A partial rerun keeps the full run's arguments and records its own per rerun section.
         "arguments": previous.get("arguments", vars(args)),
-        "section_arguments": {**previous.get("section_arguments", {}), **{name: vars(args) for name in args.only or []}},
+        "section_arguments": {**previous.get("section_arguments", {}),
+                              **{name: vars(args) for name in args.only or []}},
         "definitions": DEFINITIONS, "batch_file": args.batch_file, "batch_size": args.batch_size,
     })
     sections = {  # section -> what measures it, in the order they run

@@ -94,7 +94,8 @@ def section_batches(model, eager_model, batches: list[dict], repeats: int, resul
                    for mode in MODES},
                 "train_losses": losses, "loss_finite": all(math.isfinite(loss) for loss in losses)}
             log(f"  {precision}: " + " | ".join(
-                f"{mode} enc {fmt_s(stats[f'encoder_{mode}']['median_s'])} full {fmt_s(stats[f'full_{mode}']['median_s'])}"
+                f"{mode} enc {fmt_s(stats[f'encoder_{mode}']['median_s'])} "
+                f"full {fmt_s(stats[f'full_{mode}']['median_s'])}"
                 f" (x{entry[precision][f'{mode}_ratio']:.2f})" for mode in MODES) + f" | loss {losses[-1]:.3f}")
         per_batch.append(entry)
         totals = aggregate_batches(per_batch)
@@ -143,8 +144,9 @@ def section_settings(vocab, eager_model, batches: list[dict], repeats: int) -> d
         out[name] = {**{f"{mode}_ratio": totals[f"full_{mode}/{name}"] / totals[f"encoder_{mode}"] for mode in MODES},
                      **{f"max_batch_{mode}_ratio": max(entry[name][f"{mode}_ratio"] for entry in per_batch)
                         for mode in MODES}}
-        log(f"  {name}: training x{out[name]['train_ratio']:.2f} (worst batch x{out[name]['max_batch_train_ratio']:.2f})"
-            f", inference x{out[name]['infer_ratio']:.2f} (worst x{out[name]['max_batch_infer_ratio']:.2f})")
+        log(f"  {name}: training x{out[name]['train_ratio']:.2f} "
+            f"(worst batch x{out[name]['max_batch_train_ratio']:.2f}), inference x{out[name]['infer_ratio']:.2f} "
+            f"(worst x{out[name]['max_batch_infer_ratio']:.2f})")
     return out
 
 

@@ -71,8 +71,9 @@ def epoch_training(model, eager_model, collator, train: list[dict], args) -> dic
         out[p] = {"docs_per_s": len(train) / full, "encoder_docs_per_s": len(train) / encoder, "seconds": full,
                   "encoder_seconds": encoder, "ratio_of_sums": full / encoder,
                   "mean_batch_ratio": statistics.mean(ratios), "max_batch_ratio": max(ratios)}
-        log(f"  training {p}: {out[p]['docs_per_s']:.2f} docs/s (eager encoder alone {out[p]['encoder_docs_per_s']:.2f})"
-            f"; full / encoder step x{out[p]['mean_batch_ratio']:.2f} on average, worst x{out[p]['max_batch_ratio']:.2f}")
+        log(f"  training {p}: {out[p]['docs_per_s']:.2f} docs/s (eager encoder alone "
+            f"{out[p]['encoder_docs_per_s']:.2f}); full / encoder step x{out[p]['mean_batch_ratio']:.2f} on average, "
+            f"worst x{out[p]['max_batch_ratio']:.2f}")
     return out
 
 
@@ -108,8 +109,9 @@ def epoch_inference(model, eager_model, collator, test: list[dict], args) -> dic
         full_s, encoder_s = sum(times[f"{p}/full_infer"]), sum(times[f"{p}/encoder_infer"])
         out[p] = {"docs_per_s": len(test) / full_s, "encoder_docs_per_s": len(test) / encoder_s, "seconds": full_s,
                   "ratio_of_sums": full_s / encoder_s, "full_gflop_per_s": gflop["full"] / full_s}
-        log(f"  inference {p}: {out[p]['docs_per_s']:.2f} docs/s (eager encoder alone {out[p]['encoder_docs_per_s']:.2f}"
-            f", x{out[p]['ratio_of_sums']:.2f}); {out[p]['full_gflop_per_s']:.1f} GFLOP/s")
+        log(f"  inference {p}: {out[p]['docs_per_s']:.2f} docs/s (eager encoder alone "
+            f"{out[p]['encoder_docs_per_s']:.2f}, x{out[p]['ratio_of_sums']:.2f}); "
+            f"{out[p]['full_gflop_per_s']:.1f} GFLOP/s")
     return out
 
 
@@ -138,10 +140,12 @@ def trainer_predict(model, tokenizer, args) -> dict:
                                        report_to="none", use_cpu=True, bf16=precision == "bf16", disable_tqdm=True))
             with PeakRSS() as peak:
                 metrics = trainer.predict(features).metrics
-        out[precision] = {"docs_per_s": features.num_rows / metrics["test_runtime"], "runtime_s": metrics["test_runtime"],
+        out[precision] = {"docs_per_s": features.num_rows / metrics["test_runtime"],
+                          "runtime_s": metrics["test_runtime"],
                           "test_f1": metrics.get("test_f1"), "num_predictions": metrics.get("test_num_predictions"),
                           "accelerate_mixed_precision": trainer.accelerator.mixed_precision, "peak_rss_mib": peak.mib}
-        log(f"  DocRETrainer.predict {precision}: {out[precision]['docs_per_s']:.2f} docs/s, peak RSS {peak.mib:.0f} MiB")
+        log(f"  DocRETrainer.predict {precision}: {out[precision]['docs_per_s']:.2f} docs/s, "
+            f"peak RSS {peak.mib:.0f} MiB")
     return out
 
 
