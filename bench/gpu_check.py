@@ -329,23 +329,12 @@ def measure(make_step: Callable[[], Callable[[], Optional[float]]], device, warm
 
 
 def pick_batches(lengths: list[int], size: int) -> dict[str, tuple[list[int], Optional[int]]]:
-    """Name -> (document indices, length to pad to): the `size` documents around the median length and the `size`
-    longest, padded to 1,024 subwords; and the median ones padded as the collator pads them."""
+    """Name -> (document indices, multiple to pad to): the `size` documents around the median length and the `size`
+    longest, padded to 1,024 subwords; and the median ones padded to the longest of them, as in training."""
     order = sorted(range(len(lengths)), key=lambda index: (lengths[index], index))
     start = max(0, min(len(order) // 2 - size // 2, len(order) - size))
     median, longest = order[start : start + size], order[-size:]
     return {"median": (median, PADDED_LENGTH), "longest": (longest, PADDED_LENGTH), "median_unpadded": (median, None)}
-
-
-def padded(batch: dict, length: Optional[int], pad_id: int) -> dict:
-    import torch.nn.functional as F
-
-    missing = (length or 0) - batch["input_ids"].shape[1]
-    if missing <= 0:
-        return batch
-    padding = {"input_ids": pad_id, "attention_mask": 0, "sentence_ids": -1}
-    return {**batch, **{name: F.pad(batch[name], (0, missing), value=value)
-                        for name, value in padding.items() if name in batch}}
 
 
 def step_plan(batches: tuple[str, ...]) -> list[dict]:
@@ -410,10 +399,11 @@ def part_steps(context: SimpleNamespace, section: dict, deadline: float, save: C
                           **(TINY_HEAD if tiny else {}))
     with torch.device(device):
         model = PemsclModel(config)
-    collator = DataCollatorForDocRE(pad_token_id=config.encoder.pad_token_id, num_labels=config.num_labels)
     batches, windows = {}, {}
     for name, (indices, length) in chosen.items():
-        batch = padded(collator([features[index] for index in indices]), length, config.encoder.pad_token_id)
+        collator = DataCollatorForDocRE(pad_token_id=config.encoder.pad_token_id, num_labels=config.num_labels,
+                                        pad_to_multiple_of=length)
+        batch = collator([features[index] for index in indices])
         batches[name] = {key: value.to(device) for key, value in batch.items()}
         windows[name] = encoder_inputs(model, batches[name])
     model.eval()
