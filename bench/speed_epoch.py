@@ -40,13 +40,24 @@ def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
     return 1 - sum(lengths[i] for batch in batches for i in batch) / grid
 
 
-def timed_once(batches, make_steps, description: str) -> dict[str, list[float]]:
-    """Every batch's steps once, interleaved (the first batch warmed up first): step -> seconds per batch."""
+def timed_split(batches, make_steps, mode: str, documents: int, description: str) -> dict:
+    """Every batch's steps once, interleaved (the first batch warmed up first); per precision, documents/s of the full
+    model and of the eager encoder alone, and full / encoder over the split and per batch."""
     times = defaultdict(list)
     for index, members in enumerate(tqdm(batches, desc=description, mininterval=10)):
         for name, measured in interleaved(make_steps(members), repeats=1, warmup=int(index == 0))[0].items():
             times[name].append(measured[0])
-    return times
+    out = {}
+    for p in PRECISIONS:
+        full, encoder = times[f"{p}/full_{mode}"], times[f"{p}/encoder_{mode}"]
+        ratios = [f / e for f, e in zip(full, encoder)]
+        out[p] = {"docs_per_s": documents / sum(full), "encoder_docs_per_s": documents / sum(encoder),
+                  "seconds": sum(full), "encoder_seconds": sum(encoder), "ratio_of_sums": sum(full) / sum(encoder),
+                  "mean_batch_ratio": statistics.mean(ratios), "max_batch_ratio": max(ratios)}
+        log(f"  {mode} {p}: {out[p]['docs_per_s']:.2f} docs/s (eager encoder alone {out[p]['encoder_docs_per_s']:.2f}"
+            f"); full / encoder x{out[p]['ratio_of_sums']:.2f}, per batch x{out[p]['mean_batch_ratio']:.2f} on "
+            f"average, worst x{out[p]['max_batch_ratio']:.2f}")
+    return out
 
 
 def epoch_training(model, eager_model, collator, train: list[dict], args) -> dict:
@@ -59,22 +70,13 @@ def epoch_training(model, eager_model, collator, train: list[dict], args) -> dic
         return {f"{p}/{kind}": step for p in PRECISIONS
                 for kind, step in step_kinds(model, eager_model, batch, p).items() if kind.endswith("_train")}
 
-    times = timed_once(order, steps, "timing a training epoch")
+    timed = timed_split(order, steps, "train", len(train), "timing a training epoch")
     model.zero_grad(set_to_none=True), eager_model.zero_grad(set_to_none=True)
-    out = {"file": args.epoch_train_file, "docs": len(train), "batches": len(order), "batch_size": args.batch_size,
-           "tokens": sum(lengths), "pairs": sum(len(feature["hts"]) for feature in train),
-           "padding_share_length_grouped": padding_share(lengths, order),
-           "padding_share_shuffled": padding_share(lengths, epoch_batches(lengths, args.batch_size, 0, grouped=False))}
-    for p in PRECISIONS:
-        full, encoder = sum(times[f"{p}/full_train"]), sum(times[f"{p}/encoder_train"])
-        ratios = [f / e for f, e in zip(times[f"{p}/full_train"], times[f"{p}/encoder_train"])]
-        out[p] = {"docs_per_s": len(train) / full, "encoder_docs_per_s": len(train) / encoder, "seconds": full,
-                  "encoder_seconds": encoder, "ratio_of_sums": full / encoder,
-                  "mean_batch_ratio": statistics.mean(ratios), "max_batch_ratio": max(ratios)}
-        log(f"  training {p}: {out[p]['docs_per_s']:.2f} docs/s (eager encoder alone "
-            f"{out[p]['encoder_docs_per_s']:.2f}); full / encoder step x{out[p]['mean_batch_ratio']:.2f} on average, "
-            f"worst x{out[p]['max_batch_ratio']:.2f}")
-    return out
+    return {"file": args.epoch_train_file, "docs": len(train), "batches": len(order), "batch_size": args.batch_size,
+            "tokens": sum(lengths), "pairs": sum(len(feature["hts"]) for feature in train),
+            "padding_share_length_grouped": padding_share(lengths, order),
+            "padding_share_shuffled": padding_share(lengths, epoch_batches(lengths, args.batch_size, 0, grouped=False)),
+            **timed}
 
 
 def epoch_inference(model, eager_model, collator, test: list[dict], args) -> dict:
@@ -98,21 +100,15 @@ def epoch_inference(model, eager_model, collator, test: list[dict], args) -> dic
         return {f"{p}/{kind}": Step(lambda p=p, run=run: run(p, collator([test[i] for i in members])))
                 for p in PRECISIONS for kind, run in (("encoder_infer", encoder_only), ("full_infer", full))}
 
-    times = timed_once(chunks, steps, "timing the prediction of a split")
+    timed = timed_split(chunks, steps, "infer", len(test), "timing the prediction of a split")
     counts = [forward_gflop(model, eager_model, collator([test[i] for i in members]))
               for members in tqdm(chunks, desc="counting inference FLOPs", mininterval=10)]
     gflop = {kind: sum(count[kind] for count in counts) for kind in ("encoder", "full")}
-    out = {"file": args.epoch_test_file, "docs": len(test), "batch_size": args.eval_batch_size,
-           "tokens": sum(len(f["input_ids"]) for f in test), "pairs": sum(len(f["hts"]) for f in test),
-           "forward_gflop": gflop}
     for p in PRECISIONS:
-        full_s, encoder_s = sum(times[f"{p}/full_infer"]), sum(times[f"{p}/encoder_infer"])
-        out[p] = {"docs_per_s": len(test) / full_s, "encoder_docs_per_s": len(test) / encoder_s, "seconds": full_s,
-                  "ratio_of_sums": full_s / encoder_s, "full_gflop_per_s": gflop["full"] / full_s}
-        log(f"  inference {p}: {out[p]['docs_per_s']:.2f} docs/s (eager encoder alone "
-            f"{out[p]['encoder_docs_per_s']:.2f}, x{out[p]['ratio_of_sums']:.2f}); "
-            f"{out[p]['full_gflop_per_s']:.1f} GFLOP/s")
-    return out
+        timed[p]["full_gflop_per_s"] = gflop["full"] / timed[p]["seconds"]
+    return {"file": args.epoch_test_file, "docs": len(test), "batch_size": args.eval_batch_size,
+            "tokens": sum(len(f["input_ids"]) for f in test), "pairs": sum(len(f["hts"]) for f in test),
+            "forward_gflop": gflop, **timed}
 
 
 def trainer_predict(model, tokenizer, args) -> dict:
