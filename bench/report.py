@@ -1,18 +1,19 @@
 #!/usr/bin/env python
-"""Write `bench/REPORT.md`, `bench/results/summary.json` and the plots from the results under `bench/results/`
-(rows by `bench/reproduce.py`, recipe runs by `bench/recipe.py`, speed by `bench/speed.py`) and the registry of
-experiments (`bench/experiments.py`). Rows still missing are reported as missing; nothing is trained.
+"""Write `bench/REPORT.md`, `bench/results/summary.json` and the plots from the results under `bench/results/` and
+the registry (`bench/experiments.py`). Missing rows are reported as missing; nothing is trained.
 
     python bench/report.py
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
 import sys
 from collections import Counter, defaultdict
+from operator import itemgetter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,12 +22,11 @@ sys.path.insert(0, str(REPO))
 from bench.experiments import (  # noqa: E402
     ALIASES, DECISION_BASE, DECISION_MIN_COST, DECISION_SEEDS, DEFAULT_CANDIDATES, DEMO_EPOCHS, DEMO_MINUTES_TARGET,
     DEMO_SPREAD_TARGET, DIAGNOSTIC, EVIDENCE_MAX_RELATION_COST, EVIDENCE_SEEDS, EVIDENCE_THRESHOLDS, EVIDENCE_WEIGHTS,
-    INFER_RATIO_CAP, MODEL_SETTINGS, PAPER, PAPER_CLAIMS, PEMSCL_GAIN_TARGET,
-    PREDICT_TARGET_DOCS_PER_S, RELEASE_STEP_RATIOS, RELEASE_TEST_F1, RELEASE_TRAIN_S, ROWS, SAME_RECIPE_CONFIGS,
-    SAMPLING_SHARE_TARGET, SWEEP_RATIOS, TABLE_ROWS, TRAIN_RATIO_CAP, TRAIN_TARGET_S, VARIANT_NOTES, budget_flags,
-    parse_configuration,
+    INFER_RATIO_CAP, MODEL_SETTINGS, PAPER, PAPER_CLAIMS, PEMSCL_GAIN_TARGET, PREDICT_TARGET_DOCS_PER_S,
+    RELEASE_STEP_RATIOS, RELEASE_TEST_F1, RELEASE_TRAIN_S, ROWS, SAME_RECIPE_CONFIGS, SAMPLING_SHARE_TARGET,
+    SWEEP_RATIOS, TABLE_ROWS, TRAIN_RATIO_CAP, TRAIN_TARGET_S, VARIANT_NOTES, budget_flags, parse_configuration,
 )
-from bench.harness import markdown_table  # noqa: E402
+from bench.harness import PRECISIONS, markdown_table  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 REPORT = REPO / "bench" / "REPORT.md"
@@ -34,13 +34,11 @@ NOTES = REPO / "bench" / "notes.md"
 TRAIN_FILE = REPO.parent / "shared" / "data" / "re-docred" / "dev_revised.json"
 METRICS = ["test_f1", "test_ign_f1", "test_head_f1", "test_mid_f1", "test_tail_f1", "eval_f1"]
 RESULT_COLUMNS = ["seeds", "test F1", "test Ign F1", "head F1", "mid F1", "tail F1", "dev F1"]
-PRECISIONS = ("fp32", "bf16")
 STUCK_DEV_F1 = 5.0  # a run whose best dev F1 stays below this never left the all-NA state within its budget
 
 
 # ------------------------------------------------------------------------------------------ loading and statistics
 def load_runs(folder: Path, key: str) -> dict[str, list[dict]]:
-    """The records of a results folder (`name__seedN.json`), grouped by `key` (`row` or `config`)."""
     runs = defaultdict(list)
     for path in sorted(folder.glob("*__seed*.json")):
         record = json.loads(path.read_text())
@@ -49,21 +47,18 @@ def load_runs(folder: Path, key: str) -> dict[str, list[dict]]:
 
 
 def load_rows(rows_dir: Path = RESULTS / "rows") -> dict[str, list[dict]]:
-    """Row -> its runs; an alias shares the runs of the row it names."""
     rows = load_runs(rows_dir, "row")
     rows.update({alias: rows[source] for alias, source in ALIASES.items() if source in rows})
     return rows
 
 
 def load_variants(variants_root: Path = RESULTS / "variants") -> dict[str, dict[str, list[dict]]]:
-    """Variant name -> its rows (`reproduce.py --variant NAME`), skipping variants without a finished run."""
     variants = {d.parent.name: load_rows(d) for d in sorted(variants_root.glob("*/rows"))}
     return {name: rows for name, rows in variants.items() if rows}
 
 
 def is_stuck(record: dict) -> bool:
-    """Best dev F1 (the per-epoch curve included: a diagnostic run scores its final model) below `STUCK_DEV_F1`;
-    a run without dev evaluation cannot be judged."""
+    """Best dev F1 (per-epoch curve included) below `STUCK_DEV_F1`; a run without dev F1 cannot be judged."""
     dev_f1 = record["metrics"].get("eval_f1")
     return dev_f1 is not None and max([f1 for _, f1 in record.get("dev_f1_per_epoch", [])] + [dev_f1]) < STUCK_DEV_F1
 
@@ -91,14 +86,14 @@ def aggregate(records: list[dict]) -> dict:
 def mean_spread(values: list[float]) -> str:
     if not values:
         return "-"
-    return f"{values[0]:.2f}" if len(values) == 1 else f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def seeds_cell(summary: dict | None) -> str:
-    if not summary:
-        return "0"
-    stuck = summary.get("stuck_at_na", 0)
-    return f"{summary['seeds']} ({stuck} stuck at NA)" if stuck else str(summary["seeds"])
+    stuck = (summary or {}).get("stuck_at_na", 0)
+    return "0" if not summary else f"{summary['seeds']} ({stuck} stuck at NA)" if stuck else str(summary["seeds"])
 
 
 def cell(summary: dict | None, metric: str) -> str:
@@ -108,7 +103,6 @@ def cell(summary: dict | None, metric: str) -> str:
 
 
 def result_cells(summary: dict | None) -> str:
-    """The seeds, test F1, Ign F1, head / mid / tail F1 and dev F1 cells of a results table row."""
     return " | ".join([seeds_cell(summary)] + [cell(summary, metric) for metric in METRICS])
 
 
@@ -116,8 +110,7 @@ def per_seed(rows, name: str, metric: str = "test_f1") -> dict[int, float]:
     return {r["seed"]: r["metrics"][metric] for r in rows.get(name, []) if metric in r["metrics"]}
 
 
-def paired_difference(rows, better: str, worse: str, metric: str = "test_f1") -> tuple[float, float, list[float]] | None:
-    """Mean and standard deviation over the seeds both rows have of (better - worse), and the differences."""
+def paired_difference(rows, better: str, worse: str, metric: str = "test_f1") -> tuple[float, float, list] | None:
     a, b = per_seed(rows, better, metric), per_seed(rows, worse, metric)
     differences = [a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())]
     if not differences:
@@ -129,12 +122,12 @@ def describe_difference(result: tuple[float, float, list[float]]) -> str:
     mean, spread, differences = result
     if len(differences) == 1:
         return f"{mean:+.2f} (1 seed)"
-    return f"{mean:+.2f} ± {spread:.2f} over {len(differences)} paired seeds ({', '.join(f'{d:+.2f}' for d in differences)})"
+    values = ", ".join(f"{d:+.2f}" for d in differences)
+    return f"{mean:+.2f} ± {spread:.2f} over {len(differences)} paired seeds ({values})"
 
 
 def target_verdict(result: tuple[float, float, list[float]], target: float) -> str:
-    """Whether a paired mean difference reaches `target`; one that falls short but has the claimed sign at every
-    seed is said so (a consistent, smaller effect is not the same finding as no effect)."""
+    """Whether a paired mean reaches `target`; short of it yet positive at every seed is a smaller, steady effect."""
     mean, _, differences = result
     if mean >= target:
         return "holds"
@@ -145,13 +138,12 @@ def target_verdict(result: tuple[float, float, list[float]], target: float) -> s
 
 def noise_bound(result: tuple[float, float, list[float]]) -> float:
     """Twice the standard error of a paired mean: a mean within it is seed noise."""
-    _, spread, differences = result
-    return 2 * spread / math.sqrt(len(differences))
+    return 2 * result[1] / math.sqrt(len(result[2]))
 
 
 def sign_verdict(result: tuple[float, float, list[float]]) -> str:
-    """Whether a difference the paper reports as positive is positive here: it holds (or is reversed) when it has
-    that sign at every seed and its mean lies beyond twice its standard error; otherwise it is within seed noise."""
+    """A claimed positive difference holds (or is reversed) with that sign at every seed and a mean beyond
+    `noise_bound`; otherwise it is within seed noise."""
     mean, _, differences = result
     if len(differences) == 1:
         return "positive, 1 seed" if mean > 0 else "negative, 1 seed"
@@ -164,13 +156,11 @@ def sign_verdict(result: tuple[float, float, list[float]]) -> str:
 
 
 def flag_value(flags: list[str], flag: str) -> str | None:
-    """The value after the last `flag` in a flag list (the last one wins, as argparse does)."""
     values = [flags[index + 1] for index, item in enumerate(flags[:-1]) if item == flag]
     return values[-1] if values else None
 
 
 def budget_summary(flags: list[str]) -> dict:
-    """`--name value` training flags as {name: value} (numbers as numbers, bare flags as True)."""
 
     def value(text: str):
         try:
@@ -185,8 +175,6 @@ def budget_summary(flags: list[str]) -> dict:
 
 # ------------------------------------------------------------------------------------------ the paper's claims
 def method_claims(rows, budget: str) -> list[str]:
-    """The paper's claims about the losses, each as a paired-seed difference over the runs of `rows` (one budget);
-    a claim whose rows have no run yet is left out."""
     lines = []
     if gap := paired_difference(rows, "pemscl", "atlop"):
         lines.append(f"- PEMSCL vs ATLOP loss on Re-DocRED test F1: {describe_difference(gap)} (target "
@@ -195,7 +183,7 @@ def method_claims(rows, budget: str) -> list[str]:
     for ablated, term in (("pemscl_no_entropy", "the entropy term (Eq. 5-6)"),
                           ("pemscl_no_contrastive", "the contrastive term (Eq. 8-10)"),
                           ("pemscl_no_both", "both terms")):
-        overall, tail = paired_difference(rows, "pemscl", ablated), paired_difference(rows, "pemscl", ablated, "test_tail_f1")
+        overall, tail = (paired_difference(rows, "pemscl", ablated, metric) for metric in ("test_f1", "test_tail_f1"))
         if overall and tail:
             lines.append(f"- Effect of {term} (pemscl - {ablated}): test F1 {describe_difference(overall)}; "
                          f"tail F1 {tail[0]:+.2f}. The paper: it helps, most on tail relations (Table 3)."
@@ -216,8 +204,6 @@ def method_claims(rows, budget: str) -> list[str]:
 
 
 def paper_claims_table(rows, variants: dict[str, dict]) -> list[str]:
-    """One line per claim of the paper: its difference there, here under the main budget, and here with the NA
-    prior off for both rows (variant `prior_off`, the papers' setting), each with its verdict."""
 
     def verdict_cell(runs, better, worse, target):
         if not (result := paired_difference(runs, better, worse)):
@@ -233,35 +219,29 @@ def paper_claims_table(rows, variants: dict[str, dict]) -> list[str]:
            "The main table gives every row this project's NA prior; the last column trains both rows as the "
            "papers do, without it (variant `prior_off`).", ""]
     table = [[f"{claim}{f' (target {target:+.1f})' if target is not None else ''}", paper,
-              verdict_cell(rows, better, worse, target), verdict_cell(variants.get("prior_off", {}), better, worse, target)]
+              *(verdict_cell(runs, better, worse, target) for runs in (rows, variants.get("prior_off", {})))]
              for claim, better, worse, paper, target in PAPER_CLAIMS]
     return out + markdown_table(["claim", "paper", "here: main table", "here: without the NA prior"], table) + [""]
 
 
 def changed_settings(main_rows, variant_rows) -> dict[str, tuple[str, str]] | None:
-    """`{flag: (main value, variant value)}` when the variant ran the main budget with only model settings changed
-    (`reproduce.py --model_setting`), so its rows pair with the main table's seed by seed; None when its budget
-    differs in anything else (epochs, learning rate, ...) or either side has no run."""
+    """`{flag: (main value, variant value)}` when the variant changed model settings only (so its rows pair with
+    the main table's), else None."""
     main_budget, variant_budget = (next((records[0] for records in rows.values() if records), {}).get("budget")
                                    for rows in (main_rows, variant_rows))
-    if not main_budget or not variant_budget or len(main_budget) != len(variant_budget):
-        return None
-    if main_budget[::2] != variant_budget[::2]:  # other flags: another budget
+    if not main_budget or not variant_budget or main_budget[::2] != variant_budget[::2]:
         return None
     changed = {flag: (a, b) for flag, a, b in zip(main_budget[::2], main_budget[1::2], variant_budget[1::2]) if a != b}
     return changed if changed and set(changed) <= set(MODEL_SETTINGS[::2]) else None
 
 
 def baseline_variant_gap(main_rows, variant_rows) -> tuple[float, float, list[float]] | None:
-    """PEMSCL as the main table trains it minus the ATLOP of a variant that changes model settings only, paired by
-    seed; None for any other variant."""
     if "atlop" not in variant_rows or "pemscl" not in main_rows or not changed_settings(main_rows, variant_rows):
         return None
     return paired_difference({"pemscl": main_rows["pemscl"], "atlop": variant_rows["atlop"]}, "pemscl", "atlop")
 
 
 def verdicts(rows, speed, variants: dict[str, dict] | None = None) -> list[str]:
-    """The claims under the main budget, then the same claims in each variant, then speed."""
     lines = method_claims(rows, "under the main budget") or ["- No row of the main budget has finished yet."]
     for name, variant_rows in (variants or {}).items():
         if claims := method_claims(variant_rows, f"in variant `{name}`"):
@@ -275,8 +255,6 @@ def verdicts(rows, speed, variants: dict[str, dict] | None = None) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ speed
 def speed_verdicts(speed: dict) -> list[str]:
-    """The speed targets against `speed.json`: the per-batch ratio caps on the densest bench batch, the recipe's
-    training time and the prediction of the 500 test documents."""
     lines = []
     if (ratio := speed.get("train_step_ratio_vs_encoder")) is not None:
         lines.append(f"- Full training step / encoder-only step over the bench batches: {ratio:.2f}x; inference "
@@ -287,7 +265,8 @@ def speed_verdicts(speed: dict) -> list[str]:
         within = train <= TRAIN_RATIO_CAP and infer <= INFER_RATIO_CAP
         lines.append(f"- On the densest batch ({densest['shape']['pairs']:,} pairs): training {train:.2f}x fp32 "
                      f"(cap {TRAIN_RATIO_CAP}x; the released code {RELEASE_STEP_RATIOS['densest_train']}x), inference "
-                     f"{infer:.2f}x (cap {INFER_RATIO_CAP}x; the released code {RELEASE_STEP_RATIOS['densest_infer']}x): "
+                     f"{infer:.2f}x (cap {INFER_RATIO_CAP}x; the released code "
+                     f"{RELEASE_STEP_RATIOS['densest_infer']}x): "
                      f"{'within the caps' if within else 'above a cap'}."
                      + (training_cap_diagnosis(speed) if train > TRAIN_RATIO_CAP else ""))
     epoch = speed.get("epoch", {})
@@ -305,29 +284,30 @@ def speed_verdicts(speed: dict) -> list[str]:
         best = max(entry["docs_per_s"] for entry in predict.values())
         line = (f"- Predicting the {infer.get('docs', 500)} test documents with `DocRETrainer.predict`: "
                 + ", ".join(f"{entry['docs_per_s']:.2f} docs/s {precision}" for precision, entry in predict.items())
-                + f" (target {PREDICT_TARGET_DOCS_PER_S:.0f}): {'met' if best >= PREDICT_TARGET_DOCS_PER_S else 'missed'}.")
+                + f" (target {PREDICT_TARGET_DOCS_PER_S:.0f}): "
+                + f"{'met' if best >= PREDICT_TARGET_DOCS_PER_S else 'missed'}.")
         if encoder := infer.get("fp32", {}).get("encoder_docs_per_s"):
             line += f" The eager encoder alone runs {encoder:.2f} docs/s fp32 on the same batches"
             flops, full = infer.get("forward_gflop", {}), infer["fp32"].get("docs_per_s")
             if flops.get("encoder") and full:
                 flop_ratio, time_ratio = flops["full"] / flops["encoder"], encoder / full
                 line += (f"; the full forward counts {flop_ratio:.2f}x its FLOPs and takes {time_ratio:.2f}x its time"
-                         + (": the head computes at the encoder's rate" if abs(time_ratio / flop_ratio - 1) < 0.1 else ""))
+                         + (": the head computes at the encoder's rate"
+                            if abs(time_ratio / flop_ratio - 1) < 0.1 else ""))
             line += "."
         lines.append(line)
     return lines
 
 
 def training_cap_diagnosis(speed: dict) -> str:
-    """Where the densest batch's fp32 training step goes (the `breakdown` section) and the worst batch's ratio with
-    Eq. 10's positive anchors (the `settings` section), when the training cap is missed."""
     parts = speed.get("breakdown", {}).get("fp32", {})
     seconds = {name: parts[f"train/{name}"]["median_s"] for name in ("full", "encoder", "bilinear", "loss.contrastive")
                if f"train/{name}" in parts}
     text = ""
     if len(seconds) == 4:
         text += (f" Of its {seconds['full']:.2f} s, the encoder takes {seconds['encoder']:.2f} s, the grouped bilinear "
-                 f"{seconds['bilinear']:.2f} s and the contrastive term {seconds['loss.contrastive']:.2f} s (parts timed "
+                 f"{seconds['bilinear']:.2f} s and the contrastive term {seconds['loss.contrastive']:.2f} s "
+                 "(parts timed "
                  "alone): with every pair an anchor (the default) its similarity is [pairs, pairs].")
     if positive := speed.get("settings", {}).get("contrastive_anchors=positive"):
         text += (f" With `--contrastive_anchors positive` (Eq. 10 as printed) the worst batch trains at "
@@ -335,27 +315,21 @@ def training_cap_diagnosis(speed: dict) -> str:
     return text
 
 
-def per_precision(sources: dict, read) -> dict:
-    """{precision: read(sources[precision])} for each precision whose value `read` finds."""
-    values = {}
-    for precision in PRECISIONS:
-        try:
-            values[precision] = read(sources[precision])
-        except KeyError:
-            pass
-    return values
-
-
-def precision_rows(rows: list[tuple[str, dict, str]]) -> list[str]:
-    """A fp32 / bf16 table: each row a label, {precision: value} and a format ("-" where a precision is missing)."""
-    return markdown_table(["", *PRECISIONS], [[label, *(template.format(values[p]) if p in values else "-"
-                                                        for p in PRECISIONS)] for label, values, template in rows])
+def precision_rows(rows: list[tuple[str, dict, object, str]]) -> list[str]:
+    """A fp32 / bf16 table; each row a label, {precision: source}, `read(source)` and a format ("-" when missing)."""
+    table = []
+    for label, sources, read, template in rows:
+        values = {}
+        for precision in PRECISIONS:
+            with contextlib.suppress(KeyError):
+                values[precision] = read(sources[precision])
+        table.append([label, *(template.format(values[p]) if p in values else "-" for p in PRECISIONS)])
+    return markdown_table(["", *PRECISIONS], table)
 
 
 def speed_table(speed: dict) -> list[str]:
-    """The bench batches: ratios, throughput and peak memory, one column per precision."""
     measured, memory = {"fp32": speed, "bf16": speed.get("bf16", {})}, speed.get("memory", {})
-    rows = [(label, per_precision(measured, lambda source, key=key: source[key]), template) for key, label, template in (
+    rows = [(label, measured, itemgetter(key), template) for key, label, template in (
         ("train_step_ratio_vs_encoder", "train step / encoder-only step", "{:.2f}x"),
         ("infer_ratio_vs_encoder", "inference / encoder-only inference", "{:.2f}x"),
         ("train_docs_per_s", "training docs/s (full model)", "{:.2f}"),
@@ -363,50 +337,46 @@ def speed_table(speed: dict) -> list[str]:
         ("infer_docs_per_s", "inference docs/s (full model)", "{:.2f}"),
         ("encoder_infer_docs_per_s", "inference docs/s (encoder only)", "{:.2f}"))]
     if memory:
-        rows += [(f"{label} (MiB, {memory.get('pairs', '?')} pairs)",
-                  per_precision(memory, lambda source, key=key: source[key]), "{:.0f}") for key, label in (
-            ("full_train_mib", "peak memory, training step"), ("encoder_train_mib", "peak memory, encoder-only training step"),
-            ("full_infer_mib", "peak memory, inference"), ("encoder_infer_mib", "peak memory, encoder-only inference"))]
+        rows += [(f"{label} (MiB, {memory.get('pairs', '?')} pairs)", memory, itemgetter(key), "{:.0f}")
+                 for key, label in (("full_train_mib", "peak memory, training step"),
+                                    ("encoder_train_mib", "peak memory, encoder-only training step"),
+                                    ("full_infer_mib", "peak memory, inference"),
+                                    ("encoder_infer_mib", "peak memory, encoder-only inference"))]
     return precision_rows(rows)
 
 
 def settings_table(settings: dict) -> list[str]:
-    """The `settings` section: full / eager encoder-only step ratios per head setting, over the batches and on the
-    worst batch."""
     rows = [["the defaults" if name == "default" else f"`--{name.replace('=', ' ')}`",
-             f"{settings[name]['train_ratio']:.2f}x ({settings[name]['max_batch_train_ratio']:.2f}x)",
-             f"{settings[name]['infer_ratio']:.2f}x ({settings[name]['max_batch_infer_ratio']:.2f}x)"]
-            for name in settings.get("flags", {})]
+             *(f"{settings[name][f'{mode}_ratio']:.2f}x ({settings[name][f'max_batch_{mode}_ratio']:.2f}x)"
+               for mode in ("train", "infer"))] for name in settings.get("flags", {})]
     return markdown_table(["setting", "training (worst batch)", "inference (worst batch)"], rows)
 
 
 def epoch_table(epoch: dict) -> list[str]:
-    """What users feel (`bench/speed.py`'s epoch section): whole splits, fp32 and bf16, with the targets."""
     train, infer, predict = epoch.get("train", {}), epoch.get("infer", {}), epoch.get("trainer_predict", {})
+    encoder_alone = "the eager encoder alone on the same batches"
     rows = []
     if train:
+        recipe_docs = 3 * train["docs"]
         rows += [
             (f"training docs/s, one length-grouped epoch of {train['docs']} documents (batch {train['batch_size']})",
-             per_precision(train, lambda e: e["docs_per_s"]), "{:.2f}"),
-            ("the eager encoder alone on the same batches", per_precision(train, lambda e: e["encoder_docs_per_s"]),
-             "{:.2f}"),
-            ("full / encoder step, mean over batches (worst batch)",
-             per_precision(train, lambda e: f"{e['mean_batch_ratio']:.2f}x ({e['max_batch_ratio']:.2f}x)"), "{}"),
-            (f"the recipe's {3 * train['docs']} training documents at this speed, s (target {TRAIN_TARGET_S:.0f})",
-             per_precision(train, lambda e: 3 * train["docs"] / e["docs_per_s"]), "{:.0f}"),
-            ("the same with the eager encoder alone, s",
-             per_precision(train, lambda e: 3 * train["docs"] / e["encoder_docs_per_s"]), "{:.0f}")]
+             train, itemgetter("docs_per_s"), "{:.2f}"),
+            (encoder_alone, train, itemgetter("encoder_docs_per_s"), "{:.2f}"),
+            ("full / encoder step, mean over batches (worst batch)", train,
+             lambda e: f"{e['mean_batch_ratio']:.2f}x ({e['max_batch_ratio']:.2f}x)", "{}"),
+            (f"the recipe's {recipe_docs} training documents at this speed, s (target {TRAIN_TARGET_S:.0f})", train,
+             lambda e: recipe_docs / e["docs_per_s"], "{:.0f}"),
+            ("the same with the eager encoder alone, s", train, lambda e: recipe_docs / e["encoder_docs_per_s"],
+             "{:.0f}")]
     if infer:
-        rows += [
-            (f"inference docs/s, {infer['docs']} documents in length-sorted batches of {infer['batch_size']}",
-             per_precision(infer, lambda e: e["docs_per_s"]), "{:.2f}"),
-            ("the eager encoder alone on the same batches", per_precision(infer, lambda e: e["encoder_docs_per_s"]),
-             "{:.2f}"),
-            ("full / encoder, ratio of the sums", per_precision(infer, lambda e: e["ratio_of_sums"]), "{:.2f}x")]
+        rows += [(f"inference docs/s, {infer['docs']} documents in length-sorted batches of {infer['batch_size']}",
+                  infer, itemgetter("docs_per_s"), "{:.2f}"),
+                 (encoder_alone, infer, itemgetter("encoder_docs_per_s"), "{:.2f}"),
+                 ("full / encoder, ratio of the sums", infer, itemgetter("ratio_of_sums"), "{:.2f}x")]
     if predict:
-        rows += [(f"`DocRETrainer.predict` docs/s (target {PREDICT_TARGET_DOCS_PER_S:.0f})",
-                  per_precision(predict, lambda e: e["docs_per_s"]), "{:.2f}"),
-                 ("`DocRETrainer.predict` peak RSS, MiB", per_precision(predict, lambda e: e["peak_rss_mib"]), "{:.0f}")]
+        rows += [(f"`DocRETrainer.predict` docs/s (target {PREDICT_TARGET_DOCS_PER_S:.0f})", predict,
+                  itemgetter("docs_per_s"), "{:.2f}"),
+                 ("`DocRETrainer.predict` peak RSS, MiB", predict, itemgetter("peak_rss_mib"), "{:.0f}")]
     out = precision_rows(rows)
     if train:
         out += ["", f"Padding: {train['padding_share_length_grouped']:.0%} of the padded token grid with "
@@ -424,30 +394,33 @@ def speed_section(speed: dict) -> list[str]:
     return out
 
 
+def inference_table(result: dict) -> list[str]:
+    """One results file of `bench/speed_inference.py`: each variant's speed, memory and F1."""
+    variants = result["variants"]
+    labelled = "test_f1" in variants["fp32"]
+    rows = [[name, f"{v['documents_per_s']:.2f}", f"{v['documents_per_s'] / variants['fp32']['documents_per_s']:.2f}x",
+             f"{v['encoder_documents_per_s']:.2f}", f"{v['peak_mib']:.0f}", f"{v['agreement_f1_with_fp32']:.2f}"]
+            + ([f"{v['test_f1']:.2f}", f"{v['test_ign_f1']:.2f}"] if labelled else []) for name, v in variants.items()]
+    header = ["variant", "docs/s", "vs fp32", "encoder alone docs/s", "peak MiB", "facts as fp32 (F1)"]
+    return markdown_table(header + (["test F1", "test Ign F1"] if labelled else []), rows)
+
+
 def inference_section() -> list[str]:
-    """Each inference precision on the recipe's model (`bench/speed_inference.py`), one table per results file."""
     out = []
     for path in sorted(RESULTS.glob("inference*.json")):
         result = json.loads(path.read_text())
-        variants, machine = result["variants"], result["machine"]
-        fp32 = variants["fp32"]["documents_per_s"]
-        labelled = "test_f1" in variants["fp32"]
-        rows = [[name, f"{v['documents_per_s']:.2f}", f"{v['documents_per_s'] / fp32:.2f}x",
-                 f"{v['encoder_documents_per_s']:.2f}", f"{v['peak_mib']:.0f}", f"{v['agreement_f1_with_fp32']:.2f}"]
-                + ([f"{v['test_f1']:.2f}", f"{v['test_ign_f1']:.2f}"] if labelled else [])
-                for name, v in variants.items()]
-        header = ["variant", "docs/s", "vs fp32", "encoder alone docs/s", "peak MiB", "facts as fp32 (F1)"]
-        out += [f"`{path.relative_to(RESULTS)}`: {result['documents']} {'test' if labelled else 'held-out'} "
-                f"documents, batches of {result['batch_size']}, {machine['torch_threads']} thread(s), "
-                f"{machine['cpu']} ({'/'.join(machine['cpu_flags'])}).", ""]
-        out += markdown_table(header + (["test F1", "test Ign F1"] if labelled else []), rows) + [""]
+        machine = result["machine"]
+        out += [f"`{path.relative_to(RESULTS)}`: {result['documents']} "
+                f"{'test' if 'test_f1' in result['variants']['fp32'] else 'held-out'} documents, batches of "
+                f"{result['batch_size']}, {machine['torch_threads']} thread(s), {machine['cpu']} "
+                f"({'/'.join(machine['cpu_flags'])}).", ""] + inference_table(result) + [""]
     return ["### Inference precision (bench/speed_inference.py)", ""] + out if out else []
 
 
 # ------------------------------------------------------------------------------------------ evidence
 def evidence_summaries(runs: dict[float, list[dict]]) -> dict:
-    """Per weight (`bench/evidence.py` records): its threshold chosen on the held-out documents and the per-seed scores
-    there, with the mention-sentence heuristic on the same relations; then the weight the decision rule chooses."""
+    """Per weight: its threshold chosen on the held-out documents, the per-seed scores there and the heuristic's;
+    then the weight the decision rule of `experiments.py` chooses."""
     weights = {}
     for weight, records in sorted(runs.items()):
         records = by_seed(records)
@@ -462,30 +435,30 @@ def evidence_summaries(runs: dict[float, list[dict]]) -> dict:
             **{f"{name}_{metric}": scores(split, metric, threshold)
                for name, split in (("held_out", "validation"), ("test", "test"))
                for metric in ("f1", "ign_f1", "evi_f1", "evi_p", "evi_r")},
-            "held_out_heuristic_evi_f1": scores("validation", "evi_f1"), "test_heuristic_evi_f1": scores("test", "evi_f1"),
+            "held_out_heuristic_evi_f1": scores("validation", "evi_f1"),
+            "test_heuristic_evi_f1": scores("test", "evi_f1"),
             "minutes_per_run": round(statistics.fmean(r["minutes"] for r in records), 1),
         }
     complete = all(len(weights.get(w, {}).get("seeds", [])) >= len(EVIDENCE_SEEDS) for w in EVIDENCE_WEIGHTS)
     chosen = None
     if complete:
-        base = statistics.fmean(weights[0.0]["held_out_f1"])
-        qualifying = [w for w in EVIDENCE_WEIGHTS if w > 0
-                      and statistics.fmean(weights[w]["held_out_evi_f1"])
-                      > statistics.fmean(weights[w]["held_out_heuristic_evi_f1"])
-                      and statistics.fmean(weights[w]["held_out_f1"]) >= base - EVIDENCE_MAX_RELATION_COST]
-        chosen = max(qualifying, default=0.0, key=lambda w: (statistics.fmean(weights[w]["held_out_f1"]),
-                                                              statistics.fmean(weights[w]["held_out_evi_f1"])))
+        def mean(weight, key):
+            return statistics.fmean(weights[weight][key])
+
+        qualifying = [w for w in EVIDENCE_WEIGHTS
+                      if w > 0 and mean(w, "held_out_evi_f1") > mean(w, "held_out_heuristic_evi_f1")
+                      and mean(w, "held_out_f1") >= mean(0.0, "held_out_f1") - EVIDENCE_MAX_RELATION_COST]
+        chosen = max(qualifying, default=0.0, key=lambda w: (mean(w, "held_out_f1"), mean(w, "held_out_evi_f1")))
     return {"weights": {str(w): v for w, v in weights.items()}, "complete": complete, "chosen_weight": chosen,
             "chosen_threshold": weights[chosen]["threshold"] if chosen is not None else None}
 
 
 def evidence_section(summary: dict) -> list[str]:
-    """The evidence table (`bench/evidence.py`) and the decision."""
     if not summary["weights"]:
         return []
-    rows = [[weight, str(len(v["seeds"])), f"{v['threshold']:g}", mean_spread(v["held_out_f1"]),
-             mean_spread(v["held_out_evi_f1"]), mean_spread(v["held_out_heuristic_evi_f1"]), mean_spread(v["test_f1"]),
-             mean_spread(v["test_ign_f1"]), mean_spread(v["test_evi_f1"]), mean_spread(v["test_heuristic_evi_f1"]),
+    columns = ("held_out_f1", "held_out_evi_f1", "held_out_heuristic_evi_f1", "test_f1", "test_ign_f1", "test_evi_f1",
+               "test_heuristic_evi_f1")
+    rows = [[weight, str(len(v["seeds"])), f"{v['threshold']:g}", *(mean_spread(v[key]) for key in columns),
              f"{v['minutes_per_run']:.0f}"] for weight, v in summary["weights"].items()]
     header = ["evidence_weight", "seeds", "threshold (held-out)", "held-out F1", "held-out evi F1",
               "heuristic held-out evi F1", "test F1", "test Ign F1", "test evi F1", "heuristic test evi F1", "minutes"]
@@ -497,7 +470,8 @@ def evidence_section(summary: dict) -> list[str]:
             f"{statistics.fmean(v['held_out_f1']) - base:+.2f} against weight 0 (at most -{EVIDENCE_MAX_RELATION_COST} "
             "allowed)" for weight, v in summary["weights"].items() if weight != "0.0")
         decision = (f"By the rule of `bench/experiments.py` (written before the runs), the default is `evidence_weight "
-                    f"{summary['chosen_weight']:g}` with `evidence_threshold {summary['chosen_threshold']:g}` ({reasons})."
+                    f"{summary['chosen_weight']:g}` with `evidence_threshold {summary['chosen_threshold']:g}` "
+                    f"({reasons})."
                     + (" Evidence supervision costs relation F1 at this scale, so it stays off by default."
                        if summary["chosen_weight"] == 0 else ""))
     else:
@@ -505,15 +479,13 @@ def evidence_section(summary: dict) -> list[str]:
                     "default is chosen yet.")
     return ["## Evidence (bench/evidence.py)", "",
             "The recipe with 50 training documents held out; each weight's evidence threshold chosen on them (best "
-            "held-out evidence F1, seed mean); the heuristic's evidence is every sentence that mentions the head or the "
-            "tail, on the same predicted relations. Evidence scores as the official DocRED scorer computes them. Mean "
-            "± standard deviation over seeds.", ""] + markdown_table(header, rows) + ["", decision, ""]
+            "held-out evidence F1, seed mean); the heuristic's evidence is every sentence that mentions the head or "
+            "the tail, on the same predicted relations. Evidence scores as the official DocRED scorer computes them. "
+            "Mean ± standard deviation over seeds.", ""] + markdown_table(header, rows) + ["", decision, ""]
 
 
 # ------------------------------------------------------------------------------------------ the released recipe
 def speed_defaults_f1_verdict(same_recipe_runs: dict[str, list[dict]]) -> list[str]:
-    """The speed defaults must leave the recipe's F1 unchanged within noise: `default` against
-    `default+eager_random` (eager attention, shuffled batches), paired by seed."""
     result = paired_difference(same_recipe_runs, "default", "default+eager_random")
     if result is None or len(result[2]) < 2:
         return []
@@ -525,8 +497,6 @@ def speed_defaults_f1_verdict(same_recipe_runs: dict[str, list[dict]]) -> list[s
 
 
 def measured_recipe_verdicts(idle_runs: dict[str, list[dict]]) -> list[str]:
-    """The end-to-end targets from whole recipe runs timed on 2 threads alone (`recipe/idle_timing/`):
-    `train_runtime` against a tenth of the release's, and the test split's prediction rate against 2.5x its."""
     lines = []
     for record in (run for runs in idle_runs.values() for run in runs):
         metrics = record["metrics"]
@@ -542,16 +512,7 @@ def measured_recipe_verdicts(idle_runs: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def compared_configuration(name: str, measured) -> str:
-    """What a configuration is compared with: itself without as many of its last changes as it takes to reach a
-    measured one (`release+prior-d1-init-average` -> `release+prior-d1` when no `release+prior-d1-init` ran)."""
-    cuts = [index for index, char in enumerate(name) if char in "+-"]
-    return next((name[:cut] for cut in reversed(cuts) if name[:cut] in measured), name[:cuts[0]] if cuts else name)
-
-
 def diagnostic_table(runs: dict[str, list[dict]]) -> list[str]:
-    """One row per configuration: its factors, held-out F1 (what decisions read), the paired change against its
-    starting configuration, and test F1 for information."""
     if not runs:
         return []
     by_name = {name: {r["seed"]: r["metrics"] for r in records} for name, records in runs.items()}
@@ -559,7 +520,10 @@ def diagnostic_table(runs: dict[str, list[dict]]) -> list[str]:
     rows = []
     for name in (name for name in order if name in by_name):
         metrics = by_name[name]
-        start, change, compared = compared_configuration(name, by_name), "-", "-"
+        # Compared with itself without as many of its last changes as it takes to reach a measured configuration.
+        cuts = [index for index, char in enumerate(name) if char in "+-"]
+        start = next((name[:cut] for cut in reversed(cuts) if name[:cut] in by_name), name[:cuts[0]] if cuts else name)
+        change, compared = "-", "-"
         if start != name and start in by_name:
             compared, paired = start, sorted(metrics.keys() & by_name[start].keys())
             change = mean_spread([metrics[s]["eval_f1"] - by_name[start][s]["eval_f1"] for s in paired])
@@ -573,7 +537,6 @@ def diagnostic_table(runs: dict[str, list[dict]]) -> list[str]:
 
 
 def diagnostic_stuck_note(runs: dict[str, list[dict]]) -> list[str]:
-    """The diagnostic runs that never left the all-NA state: they make a mean over seeds meaningless."""
     stuck = [(name, r) for name in sorted(runs) for r in by_seed(runs[name]) if is_stuck(r)]
     if not stuck:
         return []
@@ -586,14 +549,14 @@ def diagnostic_stuck_note(runs: dict[str, list[dict]]) -> list[str]:
 
 
 def decision_rows(runs: dict[str, list[dict]]) -> list[tuple[str, list[float], str]]:
-    """(configuration, held-out F1 change per seed against `DECISION_BASE`, verdict) for every `release+prior-...`:
-    "costs F1", "tie", or "pending" (fewer than `DECISION_SEEDS` paired seeds, every one lower so far)."""
+    """(configuration, held-out change per seed against `DECISION_BASE`, verdict) for every `release+prior-...`:
+    "costs F1", "tie", or "pending" (fewer than `DECISION_SEEDS` seeds, every one lower so far)."""
     base = {r["seed"]: r["metrics"]["eval_f1"] for r in runs.get(DECISION_BASE, [])}
     out = []
     for name in sorted((n for n in runs if n.startswith(DECISION_BASE + "-")), key=lambda n: (len(n), n)):
         changes = [r["metrics"]["eval_f1"] - base[r["seed"]] for r in by_seed(runs[name]) if r["seed"] in base]
         if any(change >= 0 for change in changes):
-            verdict = "tie"  # settled at the first seed that is not lower: "costs F1" needs every seed lower
+            verdict = "tie"  # "costs F1" needs every seed lower
         elif len(changes) < DECISION_SEEDS:
             verdict = "pending"
         else:
@@ -603,8 +566,7 @@ def decision_rows(runs: dict[str, list[dict]]) -> list[tuple[str, list[float], s
 
 
 def chosen_default(rows: list[tuple[str, list[float], str]]) -> str | None:
-    """The most paper-like of `DEFAULT_CANDIDATES` whose change is a tie; None while a more paper-like candidate is
-    still pending (it could still win)."""
+    """The most paper-like tie of `DEFAULT_CANDIDATES`; None while a more paper-like one is pending."""
     verdicts = {name: verdict for name, _, verdict in rows}
     for name in reversed(DEFAULT_CANDIDATES):
         if verdicts.get(name, "pending") != "costs F1":
@@ -613,8 +575,6 @@ def chosen_default(rows: list[tuple[str, list[float], str]]) -> str | None:
 
 
 def decision_table(runs: dict[str, list[dict]]) -> list[str]:
-    """The rule applied: each `release+prior-...` configuration's held-out change against `release+prior`, its
-    verdict, and the defaults it selects."""
     if not (rows := decision_rows(runs)):
         return []
     out = [f"Each configuration against `{DECISION_BASE}`, paired by seed (held-out F1). The rule, fixed before the "
@@ -633,7 +593,6 @@ def decision_table(runs: dict[str, list[dict]]) -> list[str]:
 
 
 def same_recipe_summary(runs: dict[str, list[dict]], config: str = "default") -> dict | None:
-    """One configuration's entry of summary.json on the full recipe."""
     if not (records := by_seed(runs.get(config, []))):
         return None
     return {"config": config, "seeds": [r["seed"] for r in records],
@@ -643,8 +602,7 @@ def same_recipe_summary(runs: dict[str, list[dict]], config: str = "default") ->
 
 
 def demo_summary(runs: dict[str, list[dict]]) -> dict | None:
-    """The `demo` entry of summary.json: `run_docre.py --demo` as it ships (`DEMO_EPOCHS`), one run per seed; a run
-    of another demo budget is not one of its seeds."""
+    """The `demo` entry of summary.json: one run per seed of `run_docre.py --demo` as it ships (`DEMO_EPOCHS`)."""
     records = [r for r in by_seed(runs.get("default", []))
                if flag_value(r.get("recipe", []), "--num_train_epochs") == DEMO_EPOCHS]
     if not records:
@@ -656,7 +614,6 @@ def demo_summary(runs: dict[str, list[dict]]) -> dict | None:
 
 
 def demo_verdict(demo: dict | None) -> list[str]:
-    """The demo's targets against its runs (`demo_summary`)."""
     if not demo:
         return []
     runs = ", ".join(f"{f1:.2f} (seed {seed})" for seed, f1 in zip(demo["seeds"], demo["test_f1"]))
@@ -667,11 +624,28 @@ def demo_verdict(demo: dict | None) -> list[str]:
             f"spread {demo['spread']:.2f} (target at most {DEMO_SPREAD_TARGET}, 3 seeds): {verdict}; "
             f"{max(demo['minutes']):.1f} minutes at most"
             + (f" on 2 threads alone (target under {DEMO_MINUTES_TARGET})." if alone else
-               f" with 1 thread beside another run (an upper bound for 2 cores alone; target under {DEMO_MINUTES_TARGET}).")]
+               " with 1 thread beside another run (an upper bound for 2 cores alone; target under "
+               f"{DEMO_MINUTES_TARGET}).")]
+
+
+def same_recipe_table(same_recipe: dict[str, dict]) -> list[str]:
+    default = same_recipe.get("default")
+    base = dict(zip(default["seeds"], default["test_f1"])) if default else {}
+    rows = []
+    for config, entry in same_recipe.items():
+        paired = [f - base[s] for s, f in zip(entry["seeds"], entry["test_f1"]) if s in base]
+        rows.append([config, ", ".join(map(str, entry["seeds"])), mean_spread(entry["test_f1"]),
+                     mean_spread(entry["test_ign_f1"]), f"{mean_spread(entry['train_runtime_s'])}; "
+                     f"{'/'.join(sorted({str(t) for t in entry['torch_threads']}))}",
+                     "-" if config == "default" or not paired else f"{mean_spread(paired)} ({len(paired)})"])
+    if seeds := [s for s in (default or {}).get("seeds", []) if s in RELEASE_TEST_F1]:
+        rows.append(["the released code", ", ".join(map(str, seeds)), mean_spread([RELEASE_TEST_F1[s] for s in seeds]),
+                     "-", f"{RELEASE_TRAIN_S:,} (2 threads, idle machine)", "-"])
+    return markdown_table(["configuration", "seeds", "test F1", "test Ign F1", "train runtime (s; torch threads)",
+                           "change in test F1 vs `default`"], rows)
 
 
 def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict[str, dict]) -> list[str]:
-    """`same_recipe`: configuration -> its `same_recipe_summary`."""
     if not diagnostic and not same_recipe:
         return []
     out = ["## The released code's recipe (bench/recipe.py)", "",
@@ -693,7 +667,8 @@ def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict[str, di
         if any("+prior" in name for name in diagnostic):
             out += ["`X+prior`: configuration X with every relation logit starting 4.6 = log 96 below the threshold "
                     "(`--relation_bias_init 4.6`), a candidate fix of the all-NA start (bench/notes.md); "
-                    "`release+prior-X` is `release+prior` with factor X back to the project's (the paper's) setting.", ""]
+                    "`release+prior-X` is `release+prior` with factor X back to the project's (the paper's) "
+                    "setting.", ""]
         if decision := decision_table(diagnostic):
             out += ["### Choosing the defaults", ""] + decision + [""]
     if same_recipe:
@@ -701,22 +676,7 @@ def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict[str, di
                 "All 500 documents of `dev_revised.json`, tested on `test_revised.json`. `default` is the shipped "
                 "configuration; `default+eager_random` runs the encoder eagerly and shuffles batches without "
                 "grouping by length (what the speed defaults replace), `default+bf16` trains under bf16 autocast. "
-                "The change is paired by seed against `default`.", ""]
-        default = same_recipe.get("default")
-        base = dict(zip(default["seeds"], default["test_f1"])) if default else {}
-        rows = []
-        for config, entry in same_recipe.items():
-            paired = [f - base[s] for s, f in zip(entry["seeds"], entry["test_f1"]) if s in base]
-            rows.append([config, ", ".join(map(str, entry["seeds"])), mean_spread(entry["test_f1"]),
-                         mean_spread(entry["test_ign_f1"]), f"{mean_spread(entry['train_runtime_s'])}; "
-                         f"{'/'.join(sorted({str(t) for t in entry['torch_threads']}))}",
-                         "-" if config == "default" or not paired else f"{mean_spread(paired)} ({len(paired)})"])
-        if seeds := [s for s in (default or {}).get("seeds", []) if s in RELEASE_TEST_F1]:
-            rows.append(["the released code", ", ".join(map(str, seeds)),
-                         mean_spread([RELEASE_TEST_F1[s] for s in seeds]), "-",
-                         f"{RELEASE_TRAIN_S:,} (2 threads, idle machine)", "-"])
-        out += markdown_table(["configuration", "seeds", "test F1", "test Ign F1", "train runtime (s; torch threads)",
-                               "change in test F1 vs `default`"], rows) + [""]
+                "The change is paired by seed against `default`.", ""] + same_recipe_table(same_recipe) + [""]
     return out
 
 
@@ -724,23 +684,23 @@ def recipe_sections(diagnostic: dict[str, list[dict]], same_recipe: dict[str, di
 def figure(width: float, height: float, columns: int = 1):
     import matplotlib.pyplot as plt
 
-    return plt.subplots(1, columns, figsize=(width, height), sharey=True) if columns > 1 else plt.subplots(
-        figsize=(width, height))
+    if columns > 1:
+        return plt.subplots(1, columns, figsize=(width, height), sharey=True)
+    return plt.subplots(figsize=(width, height))
 
 
-def save_figure(fig, path) -> None:
-    """Every plot of the report: tight layout, 120 dpi, the figure closed."""
+def save_figure(fig, path) -> bool:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return True
 
 
 def plot_sweep(rows, path) -> bool:
-    """Test F1 against the sampling ratio, one line per seed (seeds cover different ratios, and a mean over unequal
-    seed sets would mislead), with each seed's clean-label PEMSCL dashed. False (nothing written) before any
-    dropped-label row has finished."""
+    """Test F1 against the sampling ratio, one line per seed (seeds cover different ratios), with each seed's
+    clean-label PEMSCL dashed. False (nothing written) before any dropped-label row has finished."""
     seeds = sorted({r["seed"] for r in rows.get("drop50_pemscl_nls0.1", []) + rows.get("drop50_pemscl", [])})
     if not seeds:
         return False
@@ -760,17 +720,22 @@ def plot_sweep(rows, path) -> bool:
     ax.set(xlabel="negative label sampling ratio (1.0 = no sampling)", ylabel="Re-DocRED test F1 (%)",
            title="Negative label sampling (cf. paper Figure 2)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    save_figure(fig, path)
-    return True
+    return save_figure(fig, path)
+
+
+def bucket_f1(counts: dict[str, list[int]], relations: list[str]) -> float:
+    """F1 over a group of relations from per-relation [true positives, predicted, gold] counts."""
+    tp, predicted, gold = (sum(counts.get(r, [0, 0, 0])[i] for r in relations) for i in range(3))
+    return 200 * tp / (predicted + gold) if predicted + gold else 0.0
 
 
 def plot_frequency_f1(rows, path) -> bool:
-    """Test F1 of ATLOP and PEMSCL by training-frequency bucket. False before either has a row."""
     if "atlop" not in rows and "pemscl" not in rows:
         return False
     frequencies: Counter = Counter()
     if TRAIN_FILE.exists():
-        frequencies.update(label["r"] for document in json.loads(TRAIN_FILE.read_text()) for label in document["labels"])
+        documents = json.loads(TRAIN_FILE.read_text())
+        frequencies.update(label["r"] for document in documents for label in document["labels"])
     ranked = [r for r, _ in frequencies.most_common()]
     buckets = [("top 10", ranked[:10]), ("11-30", ranked[10:30]), ("31-60", ranked[30:60]), ("rest", ranked[60:])]
     fig, ax = figure(5.5, 3.6)
@@ -778,25 +743,16 @@ def plot_frequency_f1(rows, path) -> bool:
     for offset, name in ((-width / 2, "atlop"), (width / 2, "pemscl")):
         if name not in rows:
             continue
-        scores = []
-        for _, relations in buckets:
-            f1s = []
-            for record in rows[name]:
-                tp, predicted, gold = (sum(record["per_relation_test"].get(r, [0, 0, 0])[i] for r in relations)
-                                       for i in range(3))
-                f1s.append(200 * tp / (predicted + gold) if predicted + gold else 0.0)
-            scores.append(statistics.fmean(f1s))
+        scores = [statistics.fmean(bucket_f1(record["per_relation_test"], relations) for record in rows[name])
+                  for _, relations in buckets]
         ax.bar([i + offset for i in range(len(buckets))], scores, width, label=name.upper())
     ax.set_xticks(range(len(buckets)), [b for b, _ in buckets])
     ax.set(xlabel="relations ranked by training frequency", ylabel="test F1 (%)", title="F1 by relation frequency")
     ax.legend()
-    save_figure(fig, path)
-    return True
+    return save_figure(fig, path)
 
 
 def plot_dev_curves(rows, variants: dict[str, dict], path) -> bool:
-    """Dev F1 after each epoch of every PEMSCL and ATLOP run that kept its curve (main budget solid, variants
-    dashed). False (nothing written) when no run has a curve yet."""
     runs = [("", "-", rows)] + [(f" {name}", "--", variant_rows) for name, variant_rows in variants.items()]
     curves = [(suffix, style, color, name, record) for suffix, style, source in runs
               for color, name in (("C0", "pemscl"), ("C3", "atlop"))
@@ -814,12 +770,10 @@ def plot_dev_curves(rows, variants: dict[str, dict], path) -> bool:
     ax.set_title("Model-selection curves: PEMSCL (blue) vs ATLOP (red)\nsolid: main budget, dashed: variants",
                  fontsize=10)
     ax.legend(fontsize=6, ncol=2)
-    save_figure(fig, path)
-    return True
+    return save_figure(fig, path)
 
 
 def plot_margins(rows, path) -> bool:
-    """Histograms of f_r - f_NA on test pairs (Figure 3's quantity). False before any row kept them."""
     if not any("test_margins" in r for name in ("atlop", "pemscl") for r in rows.get(name, [])):
         return False
     fig, axes = figure(8, 3.4, columns=2)
@@ -834,16 +788,16 @@ def plot_margins(rows, path) -> bool:
         ax.set(title=f"{name.upper()}: logit - threshold logit", xlabel="f_r - f_NA on test pairs")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("density")
-    save_figure(fig, path)
-    return True
+    return save_figure(fig, path)
 
 
-PRIOR_CURVES = (("project", "C0", "--"), ("release", "C3", "--"), ("project+prior", "C0", "-"), ("release+prior", "C3", "-"))
+PRIOR_CURVES = (("project", "C0", "--"), ("release", "C3", "--"), ("project+prior", "C0", "-"),
+                ("release+prior", "C3", "-"))
 
 
 def plot_prior_curves(runs: dict[str, list[dict]], path) -> bool:
-    """Held-out F1 after each epoch of the diagnostic's starting configurations, without (dashed) and with (solid)
-    the NA prior: every seed faint, the mean bold. False (nothing written) without curves."""
+    """Held-out F1 per epoch of the diagnostic's starting configurations without (dashed) and with (solid) the NA
+    prior: every seed faint, the mean bold. False (nothing written) without curves."""
     drawn = [(name, color, style, curves) for name, color, style in PRIOR_CURVES
              if (curves := [dict(r["dev_f1_per_epoch"]) for r in runs.get(name, []) if r.get("dev_f1_per_epoch")])]
     if not drawn:
@@ -860,22 +814,20 @@ def plot_prior_curves(runs: dict[str, list[dict]], path) -> bool:
     ax.set_title("The released code's recipe: the all-NA start and the NA prior\n(dashed: relation biases as "
                  "drawn; solid: 4.6 below the threshold)", fontsize=10)
     ax.legend(fontsize=7)
-    save_figure(fig, path)
-    return True
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------ the report
 def variant_sections(main_rows, variants: dict[str, dict[str, list[dict]]]) -> list[str]:
-    """Diagnostic runs outside the main tables, one small table each, next to the same rows and seeds under the
-    main budget; for a variant of model settings only, what the change does to each row."""
+    """One small table per variant next to the same rows and seeds of the main budget; for a variant of model
+    settings only, what the change does to each row."""
     out = []
     for variant, rows in variants.items():
         out += [f"### Variant `{variant}`", ""] + ([VARIANT_NOTES[variant], ""] if variant in VARIANT_NOTES else [])
         out += [f"Budget: `{' '.join(next(iter(rows.values()))[0]['budget'])}`.", ""]
         table = []
         for name in (name for name in ROWS if name in rows and name not in ALIASES):
-            seeds = {r["seed"] for r in rows[name]}
-            same_seeds = [r for r in main_rows.get(name, []) if r["seed"] in seeds]
+            same_seeds = [r for r in main_rows.get(name, []) if r["seed"] in {r["seed"] for r in rows[name]}]
             table.append([name, result_cells(aggregate(rows[name])),
                           cell(aggregate(same_seeds) if same_seeds else None, "test_f1")])
         out += markdown_table(["row", *RESULT_COLUMNS, "test F1, main budget, same seeds"], table)
@@ -894,7 +846,6 @@ def variant_sections(main_rows, variants: dict[str, dict[str, list[dict]]]) -> l
 
 
 def per_seed_table(rows) -> list[str]:
-    """Test F1 of every run, one column per seed, with its wall time and thread count."""
     seeds = sorted({record["seed"] for records in rows.values() for record in records})
     if not seeds:
         return []
@@ -902,8 +853,9 @@ def per_seed_table(rows) -> list[str]:
     def run_cell(record):
         if record is None:
             return "-"
-        threads = record.get("torch_threads", 2)  # the first seed's records predate the field: 2 threads
-        return f"{record['metrics']['test_f1']:.2f}{' †' if is_stuck(record) else ''} ({record['minutes']:.0f} min, {threads})"
+        threads = record.get("torch_threads", 2)  # records without the field ran on 2 threads
+        stuck = " †" if is_stuck(record) else ""
+        return f"{record['metrics']['test_f1']:.2f}{stuck} ({record['minutes']:.0f} min, {threads})"
 
     table = [[name, *(run_cell({r["seed"]: r for r in rows.get(name, [])}.get(seed)) for seed in seeds)]
              for name in ROWS if name not in ALIASES]
@@ -915,7 +867,6 @@ def per_seed_table(rows) -> list[str]:
 
 
 def results_tables(rows, summaries, variants) -> list[str]:
-    """Tables 2-4 with their figures, every run, and the variants."""
     out = ["## Main results and ablations (Tables 2 and 3)", ""]
     table = []
     for name in TABLE_ROWS:
@@ -926,13 +877,14 @@ def results_tables(rows, summaries, variants) -> list[str]:
     out += ["", "The paper's ablation numbers (Table 3) are dev F1 with RoBERTa-large.", "",
             "## Incomplete training labels (Table 4, Figure 2)", "",
             "Half of the training triples dropped (seeded): about DocRED's degree of incompleteness relative to "
-            "Re-DocRED. Paper (OOG regime, Gold-Test F1): ATLOP 47.65, PEMSCL 51.10, PEMSCL with sampling 0.1: 64.03.", ""]
+            "Re-DocRED. Paper (OOG regime, Gold-Test F1): ATLOP 47.65, PEMSCL 51.10, PEMSCL with sampling 0.1: "
+            "64.03.", ""]
     table = [[f"{name} (= {ALIASES[name]}: ratio 1.0 keeps every negative label)" if name in ALIASES else name,
-              seeds_cell(summaries.get(name)), *(cell(summaries.get(name), m) for m in ("test_f1", "test_ign_f1", "eval_f1"))]
+              seeds_cell(summaries.get(name)),
+              *(cell(summaries.get(name), m) for m in ("test_f1", "test_ign_f1", "eval_f1"))]
              for name in ROWS if name not in TABLE_ROWS]
     out += markdown_table(["row", "seeds", "test F1", "test Ign F1", "dev F1"], table) + [""]
-    # Drawn from the main rows only: a figure with nothing to draw yet is removed (a stale figure of another budget
-    # must not stand in for it).
+    # A figure with nothing to draw yet is removed: a stale figure of another budget must not stand in for it.
     for title, name, plot in (("sampling ratio", "sampling_ratio.png", plot_sweep),
                               ("F1 by relation frequency", "f1_by_frequency.png", plot_frequency_f1),
                               ("margins", "margins.png", plot_margins)):
@@ -946,7 +898,6 @@ def results_tables(rows, summaries, variants) -> list[str]:
 
 
 def write_summary(rows, summaries, speed, diagnostic, same_recipe, demo, budget, evidence) -> None:
-    """`summary.json`: the aggregated rows, the headline speed, the recipe's runs, the main budget and evidence."""
     summary = {"rows": {name: summaries[name] for name in ROWS if name in summaries},
                "speed": {k: speed[k] for k in ("train_step_ratio_vs_encoder", "infer_ratio_vs_encoder",
                                                 "train_docs_per_s", "infer_docs_per_s") if k in speed}}
@@ -992,9 +943,7 @@ def main():
     out += (["## Claims", ""] + verdicts(rows, speed, variants) + speed_defaults_f1_verdict(recipe["same_recipe"])
             + measured_recipe_verdicts(recipe["idle_timing"]) + demo_verdict(demo) + [""])
     out += recipe_sections(recipe["diagnostic"], same_recipe) + results_tables(rows, summaries, variants)
-    out += speed_section(speed) if speed else []
-    out += inference_section()
-    out += evidence_section(evidence)
+    out += (speed_section(speed) if speed else []) + inference_section() + evidence_section(evidence)
     if NOTES.exists():
         out += ["## Diagnosis and notes", "", NOTES.read_text().strip(), ""]
     REPORT.write_text("\n".join(out))

@@ -1,7 +1,6 @@
 #!/usr/bin/env python
-"""Reproduce the paper's claims (Tables 2-4, Figure 2) at CPU scale, one resumable (row, seed) at a time: the rows,
-seeds and budget of `bench/experiments.py`, each finished run a record under `bench/results/rows/` (or a variant's
-folder). Workers may share the queue; docs/bench.md says how to run it on 2 cores.
+"""Reproduce the paper's claims (Tables 2-4, Figure 2) at CPU scale, one resumable (row, seed) at a time, with the
+rows, seeds and budget of `bench/experiments.py`; records under `bench/results/rows/` (docs/bench.md).
 
     python bench/reproduce.py --rows pemscl atlop --seeds 0 1 2 --max_minutes 120
     python bench/reproduce.py            # every row at every seed (the sweep's extra ratios at the first only)
@@ -30,8 +29,8 @@ VARIANTS = REPO / "bench" / "results" / "variants"
 
 
 def queue(args) -> list[tuple[str, int]]:
-    """(row, seed) in the order to run them: seed-major, so every row gets a first seed before any a third.
-    Without `--rows`, the sweep-only ratios run at the first seed only; an alias runs as the row it names."""
+    """(row, seed), seed-major; without `--rows` the sweep-only ratios run at the first seed only. An alias runs as
+    the row it names."""
     explicit = args.rows is not None
     rows = args.rows if explicit else [r for r in ROWS if r not in ALIASES]
     return [(ALIASES.get(name, name), seed) for seed in args.seeds for name in rows
@@ -43,7 +42,6 @@ def row_budget(args) -> list[str]:
 
 
 def row_work_dir(args, name: str, seed: int) -> Path:
-    """Checkpoints and predictions of one (row, seed) while it runs."""
     return (WORK / args.variant if args.variant else WORK) / f"{name}__seed{seed}"
 
 
@@ -71,7 +69,8 @@ def threshold_margins(model_dir: Path, gold_path: Path, limit: int = 200) -> dic
         margins, gold = logits[:, 1:] - logits[:, :1], labels[:, 1:].bool()
         positive += margins[gold].tolist()
         negatives = margins[~gold]
-        negative += negatives[torch.randperm(negatives.numel(), generator=generator)[: 4 * int(gold.sum()) + 1]].tolist()
+        sample = torch.randperm(negatives.numel(), generator=generator)[: 4 * int(gold.sum()) + 1]
+        negative += negatives[sample].tolist()
     return {"positive": [round(x, 3) for x in positive], "negative": [round(x, 3) for x in negative]}
 
 
@@ -126,7 +125,7 @@ def main(argv=None):
                  "or pass --fp32 --variant fp32 (a separate budget: its rows do not pool with the bf16 table).")
     results = VARIANTS / args.variant / "rows" if args.variant else RESULTS
     run_queue(queue(args), results, row_work_dir(args, "", 0).parent, lambda name, seed: run_row(name, seed, args),
-              args.max_minutes, args.keep_work)
+              args)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Speed benchmark of PEMSCL on MiniLM-L6 (CPU): what the pair head and the PEMSCL losses cost on top of the encoder
-alone, each comparison measured side by side (docs/bench.md lists the sections and their method).
+"""Speed of PEMSCL on MiniLM-L6 (CPU): what the pair head and the losses cost on top of the encoder alone, each
+comparison measured side by side (docs/bench.md lists the sections and their method).
 
-    python bench/speed.py                 # full run (about 50 minutes on 2 otherwise idle cores)
+    python bench/speed.py                 # full run (about 45 minutes on 2 otherwise idle cores)
     python bench/speed.py --only epoch    # one section again (or parts of it: epoch_train epoch_infer trainer_predict)
-    python bench/speed.py --quick         # smoke run: 1 batch, 1 repetition, 1 document per length bucket
+    python bench/speed.py --quick         # smoke run: 1 batch, 1 repetition, 8 documents per split
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench import speed_batches, speed_epoch, speed_parts, speed_scaling  # noqa: E402
+from bench import speed_batches, speed_epoch, speed_parts  # noqa: E402
 from bench.harness import (  # noqa: E402
     Results, featurize, load_model, load_tokenizer, load_vocab, log, machine, machine_label, read_documents, write_json,
 )
@@ -32,51 +32,39 @@ from data_collators import DataCollatorForDocRE  # noqa: E402
 
 DEFINITIONS = {
     "encoder_train": "the eager encoder (every layer eager attention, output_attentions=True) on the model's encoder "
-                     "inputs + backward of mean(last hidden state) + mean(last attention); train mode. The baseline "
-                     "of every ratio",
-    "full_train": "model(**batch) with labels (PEMSCL loss: pmt + entropy + contrastive) + loss.backward(); no "
-                  "optimizer step; train mode",
+                     "inputs + backward of mean(last hidden state) + mean(last attention); the baseline of every ratio",
+    "full_train": "model(**batch) with labels (PEMSCL loss) + loss.backward(); no optimizer step; train mode",
     "eager_full_train": "full_train with every encoder layer on eager attention (encoder_attention='eager')",
-    "encoder_infer": "the eager encoder's forward under torch.no_grad(); eval mode",
-    "full_infer": "model(**batch) without labels under torch.no_grad(); eval mode",
-    "eager_full_infer": "full_infer with encoder_attention='eager'",
+    "encoder_infer / full_infer / eager_full_infer": "the same forwards under torch.no_grad(), eval mode, no labels",
     "ratios": "sum over batches of median full time / sum of median encoder time (repetitions interleaved)",
-    "docs_per_s": "documents / summed median full step time (fwd+bwd for training)",
     "epoch": "every batch of a split once (training: length-grouped batches as run_docre.py draws them; inference: "
-             "length-sorted batches, collation and decoding included), fp32 and bf16 interleaved per batch; "
-             "mean_batch_ratio averages full / encoder over the batches",
+             "length-sorted batches, collation and decoding included), fp32 and bf16 interleaved per batch",
 }
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data_dir", default=None, help="shared data folder (default: ../shared/data beside the repository)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data_dir", default=None, help="shared data folder (default: ../shared/data)")
     parser.add_argument("--batch_file", default="re-docred/dev_revised.json",
-                        help="labelled documents of the timed batches, relative to --data_dir (its first 4: 2,494 pairs)")
+                        help="labelled documents of the timed batches, relative to --data_dir")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--batches", type=int, default=3, help="number of batches timed")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed repetitions per step (after 1 warm-up) in the batch, breakdown and bilinear sections")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per step (after 1 warm-up)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    parser.add_argument("--scaling_docs_per_bucket", type=int, default=4)
-    parser.add_argument("--scaling_repeats", type=int, default=3, help="repetitions per document (no warm-up)")
-    parser.add_argument("--unlabeled_docs", type=int, default=32, help="DocRED test documents for end-to-end inference (0: skip)")
-    parser.add_argument("--skip_scaling", action="store_true")
     parser.add_argument("--epoch_documents", type=int, default=500,
                         help="documents of each split in the epoch section (0: every document; -1: skip the section)")
     parser.add_argument("--epoch_train_file", default="re-docred/dev_revised.json")
     parser.add_argument("--epoch_test_file", default="re-docred/test_revised.json")
     parser.add_argument("--eval_batch_size", type=int, default=8, help="inference batch size of the epoch section")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="run only these sections (e.g. epoch), the others kept from the previous run; parts of the "
-                             f"epoch section alone: {', '.join(speed_epoch.EPOCH_PARTS)}")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 batch, 1 repetition, 1 document per bucket, "
-                        "4 unlabeled documents; writes speed_quick.json / speed_scaling_quick.png")
+                        help="run only these sections (e.g. epoch), keeping the others from the previous run; parts "
+                             f"of the epoch section: {', '.join(speed_epoch.EPOCH_PARTS)}")
+    parser.add_argument("--quick", action="store_true", help="smoke run, written to speed_quick.json")
     parser.add_argument("--output_dir", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args(argv)
     if args.quick:
-        args.batches, args.repeats, args.scaling_docs_per_bucket, args.scaling_repeats = 1, 1, 1, 1
-        args.unlabeled_docs, args.epoch_documents = min(args.unlabeled_docs, args.batch_size), 2 * args.batch_size
+        args.batches, args.repeats, args.epoch_documents = 1, 1, 2 * args.batch_size
     return args
 
 
@@ -84,8 +72,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    started, suffix, output_dir = time.perf_counter(), "_quick" if args.quick else "", Path(args.output_dir)
-    description = machine()
+    started, description = time.perf_counter(), machine()
     label = machine_label(description)
     log(f"machine: {label}")
     if not {"avx512_bf16", "amx_bf16"} & set(description["cpu_flags"]):
@@ -97,28 +84,25 @@ def main(argv=None) -> dict:
     features = featurize(read_documents(args.data_dir, args.batch_file, limit=args.batches * args.batch_size),
                          tokenizer, vocab)
     collator = DataCollatorForDocRE(tokenizer)
-    batches = [collator(features[start : start + args.batch_size]) for start in range(0, len(features), args.batch_size)]
-
-    path = output_dir / f"speed{suffix}.json"
+    batches = [collator(features[start : start + args.batch_size])
+               for start in range(0, len(features), args.batch_size)]
+    path = Path(args.output_dir) / f"speed{'_quick' if args.quick else ''}.json"
     previous = json.loads(path.read_text()) if args.only and path.is_file() else {}  # --only keeps the other sections
     results = Results(path, {
-        **previous, "machine": previous.get("machine", label), "machine_details": previous.get("machine_details", description),
+        **previous, "machine": previous.get("machine", label),
+        "machine_details": previous.get("machine_details", description),
         "model": "PemsclModel on all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), new head; encoder_attention='sdpa' "
                  "(SDPA layers, explicit last-layer attention) unless a step says eager",
         # A partial rerun keeps the full run's arguments and records its own per rerun section.
         "arguments": previous.get("arguments", vars(args)),
-        "section_arguments": {**previous.get("section_arguments", {}), **{name: vars(args) for name in args.only or []}},
+        "section_arguments": {**previous.get("section_arguments", {}),
+                              **{name: vars(args) for name in args.only or []}},
         "definitions": DEFINITIONS, "batch_file": args.batch_file, "batch_size": args.batch_size,
     })
     sections = {  # section -> what measures it, in the order they run
-        "bf16_check": lambda: speed_batches.section_bf16_check(model, batches[0]),
         "memory": lambda: speed_batches.section_memory(model, eager_model, batches),
         "breakdown": lambda: speed_parts.section_breakdown(model, eager_model, batches[0], args.repeats),
-        "bilinear": lambda: speed_parts.section_bilinear(model, batches[0], args.repeats),
         "settings": lambda: speed_batches.section_settings(vocab, eager_model, batches, args.repeats),
-        "unlabeled": lambda: speed_epoch.section_unlabeled(model, tokenizer, vocab, args) if args.unlabeled_docs > 0 else None,
-        "scaling": lambda: None if args.skip_scaling else speed_scaling.section_scaling(
-            model, eager_model, tokenizer, vocab, args, output_dir / f"speed_scaling{suffix}.png", label),
         "epoch": lambda: None if args.epoch_documents < 0 else speed_epoch.section_epoch(
             model, eager_model, tokenizer, vocab, args),
     }
@@ -133,7 +117,8 @@ def main(argv=None) -> dict:
     results.data.update(complete=True, wall_s=time.perf_counter() - started)
     write_json(results.path, results.data, indent=2)
     log(f"\n== summary: {len(batches)} batches of {args.batch_size} documents from {args.batch_file} ==")
-    log("\n".join(speed_table(results.data) + ([""] + epoch_table(results.data["epoch"]) if "epoch" in results.data else [])))
+    log("\n".join(speed_table(results.data) + ([""] + epoch_table(results.data["epoch"])
+                                               if "epoch" in results.data else [])))
     log(f"results: {results.path} ({results.data['wall_s']:.0f} s)")
     return results.data
 

@@ -1,12 +1,11 @@
-"""Speed sections on the bench batches: the steps every section compares (the eager encoder alone against the full
-model, training and inference), their times per batch and precision, the head settings, peak memory, bf16 vs fp32."""
+"""Speed sections on the bench batches: the eager encoder alone against the full model (training and inference) per
+batch and precision, with other head settings, and the peak memory of each step."""
 
 from __future__ import annotations
 
 import copy
 import math
 import statistics
-from typing import Any
 
 import torch
 
@@ -19,28 +18,12 @@ STEP_KINDS = ("encoder_train", "full_train", "eager_full_train", "encoder_infer"
 MODES = ("train", "infer")
 # Head settings whose step cost differs: the defaults, the released code's d1 (the bilinear's fan-in d1 * k grows
 # with it), and Eq. 10's positive anchors (the default all-pair anchors make the contrastive similarity [pairs, pairs]).
-HEAD_SETTINGS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "pair_embedding_size=1024": {"pair_embedding_size": 1024},
-    "contrastive_anchors=positive": {"contrastive_anchors": "positive"},
-}
-
-
-def describe(model, batch: dict) -> dict[str, int]:
-    windowed = batch["input_ids"].shape[1] > model.config.encoder_window_length
-    return {
-        "docs": batch["input_ids"].shape[0],
-        "tokens": int(batch["attention_mask"].sum()),
-        "max_len": batch["input_ids"].shape[1],
-        "entities": int((batch["mention_positions"] >= 0).any(-1).sum()),
-        "pairs": batch["hts"].shape[0],
-        "windows": encoder_inputs(model, batch)[0].shape[0] if windowed else 0,
-    }
+HEAD_SETTINGS = {"default": {}, "pair_embedding_size=1024": {"pair_embedding_size": 1024},
+                 "contrastive_anchors=positive": {"contrastive_anchors": "positive"}}
 
 
 def eager_twin(model):
-    """The same model (same weights) with every encoder layer on eager attention: its encoder is the baseline of every
-    ratio (the encoder as transformers runs it when attention probabilities are asked for)."""
+    """The same weights with every encoder layer on eager attention: its encoder is the baseline of every ratio."""
     twin = copy.deepcopy(model)
     twin.set_encoder_attention("eager")
     return twin
@@ -60,42 +43,42 @@ def step_kinds(model, eager_model, batch: dict, precision: str, with_eager_full:
     def eval_mode():
         model.eval(), eager_model.eval()
 
-    def encoder_train():
-        with autocast(precision):
-            scalar = encoder_loss(encoder_alone(eager_model.encoder, *windows))
-        scalar.backward()
-        return float(scalar.detach())
+    def train(forward):
+        def run():
+            with autocast(precision):
+                loss = forward()
+            loss.backward()
+            return float(loss.detach())
+        return Step(run, train_mode)
 
-    def full_train(model=model):
-        with autocast(precision):
-            loss = model(**batch).loss
-        loss.backward()
-        return float(loss.detach())
+    def infer(forward):
+        def run():
+            with torch.no_grad(), autocast(precision):
+                forward()
+        return Step(run, eval_mode)
 
-    def encoder_infer():
-        with torch.no_grad(), autocast(precision):
-            encoder_alone(eager_model.encoder, *windows)
-
-    def full_infer(model=model):
-        with torch.no_grad(), autocast(precision):
-            model(**unlabelled)
-
-    kinds = {"encoder_train": Step(encoder_train, train_mode), "full_train": Step(full_train, train_mode),
-             "encoder_infer": Step(encoder_infer, eval_mode), "full_infer": Step(full_infer, eval_mode)}
+    kinds = {"encoder_train": train(lambda: encoder_loss(encoder_alone(eager_model.encoder, *windows))),
+             "full_train": train(lambda: model(**batch).loss),
+             "encoder_infer": infer(lambda: encoder_alone(eager_model.encoder, *windows)),
+             "full_infer": infer(lambda: model(**unlabelled))}
     if with_eager_full:
-        kinds["eager_full_train"] = Step(lambda: full_train(eager_model), train_mode)
-        kinds["eager_full_infer"] = Step(lambda: full_infer(eager_model), eval_mode)
+        kinds.update(eager_full_train=train(lambda: eager_model(**batch).loss),
+                     eager_full_infer=infer(lambda: eager_model(**unlabelled)))
     return kinds
 
 
 def section_batches(model, eager_model, batches: list[dict], repeats: int, results) -> None:
-    """Every step kind per batch, fp32 and bf16 interleaved; the aggregate over batches updates the result file after
-    each batch."""
+    """Every step kind per batch, fp32 and bf16 interleaved; the result file is updated after each batch."""
     log(f"\n== batches: encoder-only vs full step, fp32 and bf16 interleaved, median of {repeats} ==")
     per_batch = []
     for index, batch in enumerate(batches):
-        entry: dict[str, Any] = {"shape": describe(model, batch)}
-        log(f"batch {index + 1}/{len(batches)}: " + ", ".join(f"{value} {key}" for key, value in entry["shape"].items()))
+        windowed = batch["input_ids"].shape[1] > model.config.encoder_window_length
+        shape = {"docs": batch["input_ids"].shape[0], "tokens": int(batch["attention_mask"].sum()),
+                 "max_len": batch["input_ids"].shape[1],
+                 "entities": int((batch["mention_positions"] >= 0).any(-1).sum()), "pairs": batch["hts"].shape[0],
+                 "windows": encoder_inputs(model, batch)[0].shape[0] if windowed else 0}
+        entry = {"shape": shape}
+        log(f"batch {index + 1}/{len(batches)}: " + ", ".join(f"{value} {key}" for key, value in shape.items()))
         steps = {f"{precision}/{kind}": step for precision in PRECISIONS
                  for kind, step in step_kinds(model, eager_model, batch, precision, with_eager_full=True).items()}
         seconds, values = interleaved(steps, repeats)
@@ -111,11 +94,12 @@ def section_batches(model, eager_model, batches: list[dict], repeats: int, resul
                    for mode in MODES},
                 "train_losses": losses, "loss_finite": all(math.isfinite(loss) for loss in losses)}
             log(f"  {precision}: " + " | ".join(
-                f"{mode} enc {fmt_s(stats[f'encoder_{mode}']['median_s'])} full {fmt_s(stats[f'full_{mode}']['median_s'])}"
+                f"{mode} enc {fmt_s(stats[f'encoder_{mode}']['median_s'])} "
+                f"full {fmt_s(stats[f'full_{mode}']['median_s'])}"
                 f" (x{entry[precision][f'{mode}_ratio']:.2f})" for mode in MODES) + f" | loss {losses[-1]:.3f}")
         per_batch.append(entry)
-        aggregate = aggregate_batches(per_batch)
-        results.section("batches_per_batch", per_batch, batches=len(per_batch), **aggregate["fp32"], bf16=aggregate["bf16"])
+        totals = aggregate_batches(per_batch)
+        results.section("batches_per_batch", per_batch, batches=len(per_batch), **totals["fp32"], bf16=totals["bf16"])
 
 
 def aggregate_batches(per_batch: list[dict]) -> dict:
@@ -123,8 +107,8 @@ def aggregate_batches(per_batch: list[dict]) -> dict:
     docs = sum(entry["shape"]["docs"] for entry in per_batch)
     out = {}
     for precision in PRECISIONS:
-        total = {kind: sum(entry[precision][kind]["median_s"] for entry in per_batch) for kind in STEP_KINDS}
-        minima = {kind: sum(entry[precision][kind]["min_s"] for entry in per_batch) for kind in STEP_KINDS}
+        total, minima = ({kind: sum(entry[precision][kind][statistic] for entry in per_batch) for kind in STEP_KINDS}
+                         for statistic in ("median_s", "min_s"))
         out[precision] = {
             "train_step_ratio_vs_encoder": total["full_train"] / total["encoder_train"],
             "infer_ratio_vs_encoder": total["full_infer"] / total["encoder_infer"],
@@ -143,8 +127,7 @@ def section_settings(vocab, eager_model, batches: list[dict], repeats: int) -> d
     """The step ratios of each of `HEAD_SETTINGS`, fp32, against the same eager encoder, every step interleaved."""
     log(f"\n== settings: full / encoder-only step with {', '.join(HEAD_SETTINGS)}, fp32 ==")
     models = {name: load_model(vocab, **overrides) for name, overrides in HEAD_SETTINGS.items()}
-    totals: dict[str, float] = {}
-    per_batch = []
+    totals, per_batch = {}, []
     for batch in batches:
         steps = {}
         for name, model in models.items():
@@ -161,8 +144,9 @@ def section_settings(vocab, eager_model, batches: list[dict], repeats: int) -> d
         out[name] = {**{f"{mode}_ratio": totals[f"full_{mode}/{name}"] / totals[f"encoder_{mode}"] for mode in MODES},
                      **{f"max_batch_{mode}_ratio": max(entry[name][f"{mode}_ratio"] for entry in per_batch)
                         for mode in MODES}}
-        log(f"  {name}: training x{out[name]['train_ratio']:.2f} (worst batch x{out[name]['max_batch_train_ratio']:.2f}), "
-            f"inference x{out[name]['infer_ratio']:.2f} (worst x{out[name]['max_batch_infer_ratio']:.2f})")
+        log(f"  {name}: training x{out[name]['train_ratio']:.2f} "
+            f"(worst batch x{out[name]['max_batch_train_ratio']:.2f}), inference x{out[name]['infer_ratio']:.2f} "
+            f"(worst x{out[name]['max_batch_infer_ratio']:.2f})")
     return out
 
 
@@ -171,9 +155,8 @@ def section_memory(model, eager_model, batches: list[dict]) -> dict:
     index = max(range(len(batches)), key=lambda i: batches[i]["hts"].shape[0])
     batch = batches[index]
     log(f"\n== memory: peak RSS of one step, batch {index + 1} ({batch['hts'].shape[0]} pairs) ==")
-    parameters_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
-    out: dict[str, Any] = {"batch": index + 1, "pairs": batch["hts"].shape[0], "parameters_mib": parameters_mib,
-                           "method": PeakRSS.method}
+    out = {"batch": index + 1, "pairs": batch["hts"].shape[0], "method": PeakRSS.method,
+           "parameters_mib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20}
     for precision in PRECISIONS:
         out[precision] = {}
         for kind, step in step_kinds(model, eager_model, batch, precision, with_eager_full=True).items():
@@ -184,30 +167,3 @@ def section_memory(model, eager_model, batches: list[dict]) -> dict:
         log(f"  {precision}: " + ", ".join(f"{kind} {mib:.0f} MiB" for kind, mib in out[precision].items()))
     model.zero_grad(set_to_none=True)
     return out
-
-
-def section_bf16_check(model, batch: dict) -> dict:
-    """bf16 autocast against fp32 on one batch, eval mode (no dropout): logits, decisions, loss."""
-    log("\n== bf16 check: fp32 vs bf16 autocast, first batch, eval mode ==")
-    model.eval()
-    outputs = {}
-    with torch.no_grad():
-        for precision in PRECISIONS:
-            with autocast(precision):
-                outputs[precision] = model(**batch, return_predictions=True)
-    fp32, bf16 = outputs["fp32"].logits.float(), outputs["bf16"].logits.float()
-    loss32, loss16 = float(outputs["fp32"].loss), float(outputs["bf16"].loss)
-    check = {
-        "logits_dtype_bf16": str(outputs["bf16"].logits.dtype),
-        "logits_max_abs_diff": float((fp32 - bf16).abs().max()),
-        "logits_rel_l2_error": float((fp32 - bf16).norm() / fp32.norm().clamp(min=1e-12)),
-        "logits_std_fp32": float(fp32.std()),
-        "margin_sign_agreement": float(((fp32[:, 1:] > fp32[:, :1]) == (bf16[:, 1:] > bf16[:, :1])).float().mean()),
-        "prediction_agreement": float((outputs["fp32"].predictions == outputs["bf16"].predictions).all(1).float().mean()),
-        "loss_fp32": loss32, "loss_bf16": loss16, "loss_rel_diff": abs(loss16 - loss32) / abs(loss32),
-        "contrastive_fp32": float(outputs["fp32"].contrastive_loss),
-        "contrastive_bf16": float(outputs["bf16"].contrastive_loss),
-        "loss_finite": math.isfinite(loss32) and math.isfinite(loss16),
-    }
-    log(", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in check.items()))
-    return check

@@ -1,15 +1,13 @@
-"""Inference in every precision a user can choose, side by side: documents/s of the whole model and of its encoder
-alone, peak memory, and test F1 / Ign F1, on the same batches of Re-DocRED test documents.
+"""Inference in every precision a user can choose, side by side on the same batches of Re-DocRED test documents:
+documents/s of the whole model and of its encoder alone, peak memory, test F1 / Ign F1.
 
     python bench/speed_inference.py --model DIR [--documents 500] [--threads 2] [--onnx FILE] [--onnx_int8 FILE]
     python bench/speed_inference.py --model DIR --documents_file UNLABELLED.json --int8_candidates
 
-DIR is a trained model folder (e.g. one trained with `bench/recipe.py`); `--onnx` / `--onnx_int8` are files written
-by `python -m modeling_pemscl.export_onnx`. Variants take turns on every batch (the order rotated), so a noisy
-machine slows them alike. On documents without labels (`--documents_file`, e.g. held-out DocRED test documents) the
-score is the agreement F1 of each variant's facts with fp32's: `--int8_candidates` adds int8 variants that keep
-other encoder layers in float, to choose `INT8_KEEP_FLOAT` without looking at test labels.
-Results: `bench/results/inference.json` (`--out`).
+DIR is a trained model folder; `--onnx` / `--onnx_int8` are files of `python -m modeling_pemscl.export_onnx`.
+Variants take turns on every batch (the order rotated), so a noisy machine slows them alike. Without labels
+(`--documents_file`) the score is the agreement F1 of each variant's facts with fp32's; `--int8_candidates` adds int8
+variants that keep other encoder layers in float, to choose `INT8_KEEP_FLOAT` without test labels.
 """
 
 from __future__ import annotations
@@ -24,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
-from bench.harness import PeakRSS, log, machine, markdown_table, read_documents, write_json  # noqa: E402
+from bench.harness import PeakRSS, log, machine, read_documents, write_json  # noqa: E402
+from bench.report import inference_table  # noqa: E402
 from data_collators import DataCollatorForDocRE, featurize_document  # noqa: E402
 from docre_training.metrics import load_train_documents, official_scores  # noqa: E402
 from docre_training.trainer import decoded_facts, official_predictions  # noqa: E402
@@ -121,9 +120,10 @@ def main(argv=None) -> dict:
     relations = [label for index, label in sorted(config.id2label.items()) if index]
     titles = [f"{row}" for row in range(len(documents))]  # titles repeat in DocRED's test set; rows do not
     labelled = all("labels" in document for document in documents)
-    predictions = {name: official_predictions([row for batch_facts in facts[name] for row in batch_facts.reshape(-1, 5)],
+    predictions = {name: official_predictions([row for found in facts[name] for row in found.reshape(-1, 5)],
                                               titles, config.id2label) for name in models}
-    fact_sets = {name: {(p["title"], p["h_idx"], p["t_idx"], p["r"]) for p in found} for name, found in predictions.items()}
+    fact_sets = {name: {(p["title"], p["h_idx"], p["t_idx"], p["r"]) for p in found}
+                 for name, found in predictions.items()}
     results = {"machine": machine(), "model": args.model, "documents": len(documents),
                "batch_size": args.batch_size, "variants": {}}
     for name in models:
@@ -139,13 +139,7 @@ def main(argv=None) -> dict:
             result.update(test_f1=scores["f1"], test_ign_f1=scores["ign_f1"])
         results["variants"][name] = result
     write_json(Path(args.out), results, indent=2)
-    reference = results["variants"]["fp32"]
-    rows = [[name, f"{v['documents_per_s']:.2f}", f"{v['documents_per_s'] / reference['documents_per_s']:.2f}x",
-             f"{v['encoder_documents_per_s']:.2f}", f"{v['peak_mib']:.0f}", f"{v['agreement_f1_with_fp32']:.2f}",
-             f"{v.get('test_f1', float('nan')):.2f}", f"{v.get('test_ign_f1', float('nan')):.2f}"]
-            for name, v in results["variants"].items()]
-    log("\n".join(markdown_table(["variant", "docs/s", "vs fp32", "encoder alone docs/s", "peak MiB (longest batch)",
-                                  "agreement F1 with fp32", "test F1", "test Ign F1"], rows)))
+    log("\n".join(inference_table(results)))
     return results
 
 
