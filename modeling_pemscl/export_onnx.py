@@ -460,7 +460,7 @@ def use_onnx_encoder(model, onnx_file: str | os.PathLike, threads: int | None = 
         ImportError: If onnxruntime is missing (`pip install 'pemscl[onnx]'`).
         FileNotFoundError: If `onnx_file` does not exist.
         ValueError: If the file was not written by `export_onnx`, or was exported from another encoder (other config
-            or weights), or the model already runs an ONNX encoder.
+            or weights), or the model already runs an ONNX encoder or was prepared for another precision.
 
     Returns:
         The model (changed in place).
@@ -470,6 +470,11 @@ def use_onnx_encoder(model, onnx_file: str | os.PathLike, threads: int | None = 
         raise ValueError(f"The model already runs its encoder in ONNX Runtime ({encoder.onnx_file}).")
     if not isinstance(encoder, nn.Module):
         raise ValueError(f"Expected a PemsclModel (with an `encoder`), got {type(model).__name__}.")
+    precision = getattr(model, "inference_precision", "fp32")
+    if precision != "fp32":  # an int8 encoder no longer matches the file's fingerprint; bf16 cannot go with a file
+        raise ValueError(f"The model is already prepared for {precision} inference; load it again and call "
+                         f"prepare_for_inference(model, precision, onnx_file), which runs the ONNX encoder first "
+                         f"(precision None or 'int8').")
     (onnxruntime,) = _import_onnx_packages("onnxruntime")
     session = _inference_session(onnxruntime, onnx_file, threads)
     metadata = _session_metadata(session, onnx_file)

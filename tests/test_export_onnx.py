@@ -189,6 +189,9 @@ def test_every_way_in_takes_an_onnx_file(released, onnx_files, tmp_path):
     assert int8_extractor.model.inference_precision == "int8"
     assert int8_extractor.model.bilinear.int8_groups is not None
     assert int8_extractor(DOCUMENTS[:2], batch_size=2) == int8_expected
+    with pytest.raises(ValueError, match=r"already prepared for int8 inference; load it again and call "
+                                         r"prepare_for_inference\(model, precision, onnx_file\)"):
+        use_onnx_encoder(optimize_for_inference(PemsclModel.from_pretrained(released), "int8"), onnx_files["int8"])
     for precision in ("bf16", "fp16"):
         with pytest.raises(ValueError, match=f"onnx_file= runs the encoder in the ONNX file's own precision and the "
                                              f"pair head in fp32 or int8; precision='{precision}' cannot go with it"):
