@@ -72,8 +72,7 @@ class RunModelArguments:
         "help": "Evaluate / predict in this arithmetic (fp16: GPU, int8: CPU; docs/speed.md)",
         "choices": list(INFERENCE_PRECISIONS)})
     onnx_file: str | None = field(default=None, metadata={
-        "help": "Evaluate / predict with the encoder in ONNX Runtime from this file; the head in fp32, or int8 with "
-                "--inference_precision int8 (docs/onnx.md)"})
+        "help": "Predict with the encoder in ONNX Runtime from this file (docs/onnx.md)"})
 
     def __post_init__(self):
         # A number, or "auto" (PemsclConfig validates the value itself); the flag arrives as text.
@@ -221,14 +220,12 @@ def demo_arguments(argv: list[str]) -> list[str]:
     return defaults + argv
 
 
-def _leading_flags(argv: list[str]) -> argparse.Namespace:
-    """The few flags needed before the full parse: `--demo` (its defaults depend on `--data_dir`) and
-    `--log_level` (whether an error shows its traceback)."""
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("settings_file", nargs="?")  # `run_docre.py settings.json`: every setting from one file
-    early.add_argument("--demo", action="store_true")
-    early.add_argument("--data_dir")
-    early.add_argument("--log_level")
+def _leading_flags(argv: list[str] | None) -> argparse.Namespace:
+    """The few settings needed before the full parse: a settings file (`run_docre.py settings.json`), `--demo` (its
+    defaults depend on `--data_dir`) and `--log_level` (whether an error shows its traceback). Read with every flag
+    known, so that a flag's own value (`--test_file docs.json`) is never taken for the settings file."""
+    early = argument_parser()
+    early.add_argument("settings_file", nargs="?")
     return early.parse_known_args(argv)[0]
 
 
@@ -255,6 +252,14 @@ def check_inference_precision(model_args, training_args: TrainingArguments) -> N
         raise ValueError(f"{given.split()[0]} is for evaluating / predicting a trained model, not with "
                          f"{', '.join(conflicts)}: train (and push) first, then run --do_eval / --do_predict on the "
                          f"saved model with {given}.")
+    precision = model_args.inference_precision
+    if model_args.onnx_file is not None and precision not in (None, "fp32", "int8"):
+        raise ValueError(f"--onnx_file runs the encoder in the file's own precision and the pair head in fp32 or int8; "
+                         f"--inference_precision {precision} cannot go with it (drop --onnx_file for {precision}).")
+    autocast = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None
+    if autocast is not None and (model_args.onnx_file is not None or precision not in (None, autocast)):
+        raise ValueError(f"--{autocast} makes the Trainer evaluate / predict under {autocast} autocast, which cannot go "
+                         f"with {given}: drop --{autocast}, or predict with --inference_precision {autocast} alone.")
 
 
 def warn_if_bf16_is_emulated(training_args: TrainingArguments) -> None:
@@ -319,25 +324,49 @@ def argument_parser() -> HfArgumentParser:
 def parse_arguments(argv: list[str] | None = None):
     """`(ModelArguments, DataArguments, TrainingArguments)` from a command line or one JSON file of settings."""
     leading = _leading_flags(argv)
-    if leading.settings_file and leading.settings_file.endswith(".json"):
-        with open(os.path.abspath(leading.settings_file), encoding="utf-8") as handle:
-            settings = json.load(handle)
+    parser = argument_parser()
+    if leading.settings_file is not None:
+        settings = _settings_file(leading)
     else:
-        parser = argument_parser()
         if leading.demo:  # the demo's flags, parsed alone, are the defaults of this parse: the user's flags win
-            data_dir = ["--data_dir", leading.data_dir] if leading.data_dir else []
-            parser.set_defaults(**vars(parser.parse_args(demo_arguments(data_dir))))
+            parser.set_defaults(**_demo_settings(parser, leading.data_dir))
         settings = vars(parser.parse_args(argv))
     if settings.get("bf16") and not settings.get("use_cpu") and not accelerator_available():
         # transformers refuses bf16 without a GPU unless use_cpu is given; with no accelerator at all the CPU is
         # the only device, so say so for the user instead of failing (a GPU without bf16 still gets the error).
         settings["use_cpu"] = True
         logger.warning(BF16_ON_THE_CPU)
-    model_args, data_args, training_args = argument_parser().parse_dict(settings)
+    model_args, data_args, training_args = parser.parse_dict(settings)
     training_args.__class__ = TrainingArguments  # the same fields; TrainerArguments only groups them in --help
     if model_args.model_name_or_path is None:
         raise ValueError("--model_name_or_path is required (or --demo).")
     return model_args, data_args, training_args
+
+
+def _demo_settings(parser: HfArgumentParser, data_dir: str | None) -> dict:
+    return vars(parser.parse_args(demo_arguments(["--data_dir", data_dir] if data_dir else [])))
+
+
+def _settings_file(leading: argparse.Namespace) -> dict:
+    """Every setting from one JSON file (`"demo": true` starts from the demo's); flags beside it are refused rather
+    than silently ignored."""
+    path = leading.settings_file
+    if not path.endswith(".json"):
+        raise ValueError(f"{path}: the one positional argument is a JSON file of settings (run_docre.py "
+                         "settings.json); give every other setting as a --flag.")
+    defaults = vars(argument_parser().parse_args([]))
+    given = [key for key, value in vars(leading).items() if key != "settings_file" and value != defaults[key]]
+    if given:
+        flags = ", ".join(f"--{key}" for key in given)
+        raise ValueError(f"{path} gives every setting; {flags} beside it would be ignored: put them in the file, or "
+                         "drop the file and give every setting as a flag.")
+    with open(os.path.abspath(path), encoding="utf-8") as handle:
+        settings = json.load(handle)
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: a settings file holds one JSON object of settings, got {type(settings).__name__}.")
+    if settings.get("demo"):
+        settings = {**_demo_settings(argument_parser(), settings.get("data_dir")), **settings}
+    return settings
 
 
 def load_splits(data_args: DataArguments, seed: int):

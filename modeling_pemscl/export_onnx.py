@@ -460,14 +460,17 @@ def use_onnx_encoder(model, onnx_file: str | os.PathLike, threads: int | None = 
         ImportError: If onnxruntime is missing (`pip install 'pemscl[onnx]'`).
         FileNotFoundError: If `onnx_file` does not exist.
         ValueError: If the file was not written by `export_onnx`, or was exported from another encoder (other config
-            or weights), or the model already runs an ONNX encoder or was prepared for another precision.
+            or weights), or the model already runs another ONNX file or was prepared for another precision.
 
     Returns:
         The model (changed in place).
     """
     encoder = getattr(model, "encoder", None)
     if isinstance(encoder, OnnxEncoder):
-        raise ValueError(f"The model already runs its encoder in ONNX Runtime ({encoder.onnx_file}).")
+        if Path(encoder.onnx_file).resolve() == Path(onnx_file).resolve():
+            return model.eval()  # already so: a pipeline given this model and its file
+        raise ValueError(f"The model already runs its encoder in ONNX Runtime from {encoder.onnx_file}, not "
+                         f"{onnx_file}; load it again to use another file.")
     if not isinstance(encoder, nn.Module):
         raise ValueError(f"Expected a PemsclModel (with an `encoder`), got {type(model).__name__}.")
     precision = getattr(model, "inference_precision", "fp32")

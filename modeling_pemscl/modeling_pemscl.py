@@ -770,6 +770,9 @@ def optimize_for_inference(model: "PemsclModel", precision: str = "fp32",
     if current != "fp32":
         raise ValueError(f"The model is already prepared for {current} inference; load it again to use {precision}.")
     device = next(model.parameters()).device
+    if precision in AUTOCAST_DTYPES and getattr(model.encoder, "onnx_file", None) is not None:
+        raise ValueError(f"precision={precision!r}: this model runs its encoder in ONNX Runtime, whose outputs stay "
+                         "in float32; its head runs in fp32 or int8 (load the model again for bf16 / fp16).")
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision='fp16' runs on GPUs; on a CPU use 'bf16' (with bf16 instructions) or 'int8'.")
     if precision == "bf16" and device.type == "cpu" and cpu_computes_bf16_natively() is False:
@@ -800,11 +803,13 @@ def prepare_for_inference(model: "PemsclModel", precision: str | None = None, on
         ValueError: For bf16 / fp16 with an `onnx_file`, or where the project's ONNX code is not installed (it is not
             part of the remote code).
     """
+    if precision is not None and precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"precision={precision!r}: choose one of {list(INFERENCE_PRECISIONS)}.")
     if onnx_file is None:
         return model if precision is None else optimize_for_inference(model, precision)
     if precision not in (None, "fp32", "int8"):
-        raise ValueError(f"onnx_file= runs the encoder in the ONNX file's own precision and the pair head in fp32 or "
-                         f"int8; precision={precision!r} cannot go with it (drop onnx_file= for {precision}).")
+        raise ValueError(f"An ONNX file runs the encoder in its own precision and the pair head in fp32 or int8; "
+                         f"precision {precision!r} cannot go with it (use {precision} without the file).")
     try:
         export_onnx = importlib.import_module("modeling_pemscl.export_onnx")
     except ImportError as error:

