@@ -225,7 +225,8 @@ def _leading_flags(argv: list[str] | None) -> argparse.Namespace:
     defaults depend on `--data_dir`) and `--log_level` (whether an error shows its traceback). Read with every flag
     known, so that a flag's own value (`--test_file docs.json`) is never taken for the settings file."""
     early = argument_parser()
-    early.add_argument("settings_file", nargs="?")
+    early.add_argument("settings_file", nargs="?", metavar="SETTINGS.json",
+                       help="All settings from one JSON file instead of flags (docs/training.md)")
     return early.parse_known_args(argv)[0]
 
 
