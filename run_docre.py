@@ -362,7 +362,10 @@ def _settings_file(leading: argparse.Namespace) -> dict:
         raise ValueError(f"{path} gives every setting; {flags} beside it would be ignored: put them in the file, or "
                          "drop the file and give every setting as a flag.")
     with open(os.path.abspath(path), encoding="utf-8") as handle:
-        settings = json.load(handle)
+        try:
+            settings = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error}).") from None
     if not isinstance(settings, dict):
         raise ValueError(f"{path}: a settings file holds one JSON object of settings, got {type(settings).__name__}.")
     if settings.get("demo"):

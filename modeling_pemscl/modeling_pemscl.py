@@ -800,8 +800,8 @@ def prepare_for_inference(model: "PemsclModel", precision: str | None = None, on
       PyTorch: None / "fp32", or "int8" (the grouped bilinear in int8; the fastest CPU path with an int8 file).
 
     Raises:
-        ValueError: For bf16 / fp16 with an `onnx_file`, or where the project's ONNX code is not installed (it is not
-            part of the remote code).
+        ValueError: For an unknown precision, bf16 / fp16 with an `onnx_file`, what `optimize_for_inference` and
+            `use_onnx_encoder` refuse, or where the project's ONNX code is not installed (not part of the remote code).
     """
     if precision is not None and precision not in INFERENCE_PRECISIONS:
         raise ValueError(f"precision={precision!r}: choose one of {list(INFERENCE_PRECISIONS)}.")

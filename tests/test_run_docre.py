@@ -373,6 +373,9 @@ def test_demo_settings_are_defaults_the_users_flags_override(tmp_path, monkeypat
         1, 42, str(folder / "dev_revised.json"))
     with pytest.raises(ValueError, match="settings.json gives every setting; --seed beside it would be ignored"):
         run_docre.parse_arguments([str(settings), "--seed", "1"])
+    (tmp_path / "broken.json").write_text('{"seed": 1,')
+    with pytest.raises(ValueError, match=r"broken.json: not valid JSON \(Expecting"):
+        run_docre.parse_arguments([str(tmp_path / "broken.json")])
     with pytest.raises(ValueError, match="a settings file holds one JSON object of settings, got list"):
         run_docre.parse_arguments([str(write_json([1], tmp_path / "list.json"))])
     # A flag's own value that ends in .json is that flag's, not a settings file, wherever it stands.
