@@ -81,6 +81,7 @@ from .processing_pemscl import (
     checked_docred,
     entity_mentions,
     featurize_document,
+    is_text_document,
     mentions_to_document,
     sentence_character_spans,
 )
@@ -349,8 +350,8 @@ class DocumentRelationExtractionPipeline(Pipeline):
         config = self.model.config
         features = featurize_document(document, self.tokenizer, config.label2id, entity_marker=config.entity_marker,
                                       word_prefix_space=config.word_prefix_space)
-        is_text = "text" in inputs and "entities" in inputs  # as `to_docred` tells the formats apart
-        character_spans = sentence_character_spans(inputs["text"], document["sents"]) if is_text else None
+        character_spans = (sentence_character_spans(inputs["text"], document["sents"]) if is_text_document(inputs)
+                           else None)
         return {"features": features, "document": document, "mentions": entity_mentions(inputs, document),
                 "character_spans": character_spans}
 

@@ -887,6 +887,11 @@ def sentence_character_spans(text: str, sents: Sequence[Sequence[str]]) -> list[
     return spans
 
 
+def is_text_document(document: Mapping[str, Any]) -> bool:
+    """Whether a document is plain text with character spans (`text` and `entities`), not DocRED format."""
+    return "text" in document and "entities" in document
+
+
 def to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
     """Either input format (module docstring) as a DocRED-format document without labels.
 
@@ -899,7 +904,7 @@ def to_docred(document: Mapping[str, Any]) -> dict[str, Any]:
             f"A document must be a dict (DocRED format with `sents` and `vertexSet`, or `text` and `entities`), "
             f"got {type(document).__name__}{decode}."
         )
-    if "text" in document and "entities" in document:
+    if is_text_document(document):
         return text_to_docred(document)
     if "sents" in document and "vertexSet" in document:
         sents, vertex_set = document["sents"], document["vertexSet"]
@@ -952,7 +957,7 @@ def entity_mentions(document: Mapping[str, Any], converted: Optional[Mapping[str
         for plain text, `{"text", "sent_id", "pos"}` for a DocRED-format document (`text` is the mention's `name`,
         or its words joined by spaces; DocRED carries no character offsets).
     """
-    if "text" in document and "entities" in document:
+    if is_text_document(document):
         text = document["text"]
         return [
             [{"text": text[start:end], "start": start, "end": end} for start, end in _entity_spans(entity, e)[0]]
