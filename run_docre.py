@@ -47,7 +47,7 @@ from docre_training.pipeline import check_model_and_tokenizer
 from docre_training.trainer import DocRETrainer, latest_complete_checkpoint, write_json_atomically
 from modeling_pemscl import INFERENCE_PRECISIONS, PemsclConfig, PemsclModel, prepare_for_inference
 from modeling_pemscl.configuration_pemscl import SETTING_CHOICES
-from modeling_pemscl.modeling_pemscl import cpu_computes_bf16_natively
+from modeling_pemscl.modeling_pemscl import ONNX_HEAD_PRECISIONS, cpu_computes_bf16_natively
 from modeling_pemscl.processing_pemscl import byte_level_prefix_space
 
 logger = logging.getLogger("run_docre")
@@ -254,7 +254,7 @@ def check_inference_precision(model_args, training_args: TrainingArguments) -> N
                          f"{', '.join(conflicts)}: train (and push) first, then run --do_eval / --do_predict on the "
                          f"saved model with {given}.")
     precision = model_args.inference_precision
-    if model_args.onnx_file is not None and precision not in (None, "fp32", "int8"):
+    if model_args.onnx_file is not None and precision not in (None, *ONNX_HEAD_PRECISIONS):
         raise ValueError(f"--onnx_file runs the encoder in the file's own precision and the pair head in fp32 or int8; "
                          f"--inference_precision {precision} cannot go with it (drop --onnx_file for {precision}).")
     autocast = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None

@@ -244,11 +244,11 @@ class GroupedBilinear(nn.Module):
         from torch.ao.quantization import per_channel_dynamic_qconfig
 
         groups = []
+        weights = self.weight.detach().float().split(self.block_size**2, dim=1)  # W_o^g [R + 1, k * k] per group
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*")
-            for group in range(self.num_groups):
-                weight = self.weight.detach().float()[:, group * self.block_size**2: (group + 1) * self.block_size**2]
+            for weight in weights:
                 observer = per_channel_dynamic_qconfig.weight()  # as `quantize_dynamic` quantizes a linear layer
                 observer(weight)
                 scales, zero_points = observer.calculate_qparams()
@@ -263,9 +263,10 @@ class GroupedBilinear(nn.Module):
         # The kernel quantizes its input with one scale per call; scaling each pair's z_h^g and z_t^g to a largest
         # entry of 1 first (and its logits back) gives every pair's products the whole int8 range.
         floor = torch.finfo(torch.float32).tiny
-        head_scale = head.float().abs().amax(-1, keepdim=True).clamp(min=floor)  # [P, G, 1]
-        tail_scale = tail.float().abs().amax(-1, keepdim=True).clamp(min=floor)
-        head, tail, pair_scale = head.float() / head_scale, tail.float() / tail_scale, (head_scale * tail_scale)[..., 0]
+        head, tail = head.float(), tail.float()
+        head_scale = head.abs().amax(-1, keepdim=True).clamp(min=floor)  # [P, G, 1]
+        tail_scale = tail.abs().amax(-1, keepdim=True).clamp(min=floor)
+        head, tail, pair_scale = head / head_scale, tail / tail_scale, (head_scale * tail_scale)[..., 0]
         for start in range(0, num_pairs, rows):
             end = min(start + rows, num_pairs)
             for group, packed in enumerate(self.int8_groups):
@@ -727,6 +728,8 @@ class PemsclModel(PemsclPreTrainedModel):
 
 # ------------------------------------------------------------------- inference precision
 INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+# Beside an ONNX encoder, whose outputs are float32, the PyTorch head runs in one of these (no autocast).
+ONNX_HEAD_PRECISIONS = ("fp32", "int8")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Encoder linear layers that int8 leaves in float, as regular expressions on their names in the encoder: chosen by
 # the agreement of int8 with fp32 decisions on held-out documents (docs/speed.md).
@@ -760,8 +763,7 @@ def optimize_for_inference(model: "PemsclModel", precision: str = "fp32",
         ValueError: For an unknown precision, fp16 or int8 on a device that cannot run it, or a model already
             prepared for another precision (load it again).
     """
-    if precision not in INFERENCE_PRECISIONS:
-        raise ValueError(f"precision={precision!r}: choose one of {list(INFERENCE_PRECISIONS)}.")
+    _check_precision(precision)
     current = getattr(model, "inference_precision", None)
     if current is None:
         raise TypeError(f"optimize_for_inference takes a PemsclModel, got {type(model).__name__}.")
@@ -770,7 +772,7 @@ def optimize_for_inference(model: "PemsclModel", precision: str = "fp32",
     if current != "fp32":
         raise ValueError(f"The model is already prepared for {current} inference; load it again to use {precision}.")
     device = next(model.parameters()).device
-    if precision in AUTOCAST_DTYPES and getattr(model.encoder, "onnx_file", None) is not None:
+    if precision not in ONNX_HEAD_PRECISIONS and getattr(model.encoder, "onnx_file", None) is not None:
         raise ValueError(f"precision={precision!r}: this model runs its encoder in ONNX Runtime, whose outputs stay "
                          "in float32; its head runs in fp32 or int8 (load the model again for bf16 / fp16).")
     if precision == "fp16" and device.type == "cpu":
@@ -789,6 +791,11 @@ def optimize_for_inference(model: "PemsclModel", precision: str = "fp32",
     return model.eval()
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"precision={precision!r}: choose one of {list(INFERENCE_PRECISIONS)}.")
+
+
 def prepare_for_inference(model: "PemsclModel", precision: str | None = None, onnx_file: str | None = None,
                           onnx_threads: int | None = None) -> "PemsclModel":
     """What a user's `precision=` and `onnx_file=` ask of a model, the one rule every place that predicts follows
@@ -803,11 +810,11 @@ def prepare_for_inference(model: "PemsclModel", precision: str | None = None, on
         ValueError: For an unknown precision, bf16 / fp16 with an `onnx_file`, what `optimize_for_inference` and
             `use_onnx_encoder` refuse, or where the project's ONNX code is not installed (not part of the remote code).
     """
-    if precision is not None and precision not in INFERENCE_PRECISIONS:
-        raise ValueError(f"precision={precision!r}: choose one of {list(INFERENCE_PRECISIONS)}.")
     if onnx_file is None:
         return model if precision is None else optimize_for_inference(model, precision)
-    if precision not in (None, "fp32", "int8"):
+    if precision is not None:
+        _check_precision(precision)  # before the ONNX branch, so an unknown one is named as such
+    if precision not in (None, *ONNX_HEAD_PRECISIONS):
         raise ValueError(f"An ONNX file runs the encoder in its own precision and the pair head in fp32 or int8; "
                          f"precision {precision!r} cannot go with it (use {precision} without the file).")
     try:
