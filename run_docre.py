@@ -40,6 +40,7 @@ from data_collators import (
     invalid_documents,
     load_docred,
 )
+from data_collators.builder import read_json_file
 from data_collators.hub_data import download_redocred
 from docre_training.hub import check_dry_run_dir
 from docre_training.metrics import TRAIN_REFERENCE_FILE, load_train_documents
@@ -221,13 +222,9 @@ def demo_arguments(argv: list[str]) -> list[str]:
 
 
 def _leading_flags(argv: list[str] | None) -> argparse.Namespace:
-    """The few settings needed before the full parse: a settings file (`run_docre.py settings.json`), `--demo` (its
-    defaults depend on `--data_dir`) and `--log_level` (whether an error shows its traceback). Read with every flag
-    known, so that a flag's own value (`--test_file docs.json`) is never taken for the settings file."""
-    early = argument_parser()
-    early.add_argument("settings_file", nargs="?", metavar="SETTINGS.json",
-                       help="All settings from one JSON file instead of flags (docs/training.md)")
-    return early.parse_known_args(argv)[0]
+    """The flags of a command line that may not parse in full: `--data_dir` for the demo's data files, `--log_level`
+    for whether an error shows its traceback."""
+    return argument_parser().parse_known_args(argv)[0]
 
 
 def accelerator_available() -> bool:
@@ -316,6 +313,9 @@ def argument_parser() -> HfArgumentParser:
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainerArguments), description=HELP_DESCRIPTION,
                               usage="run_docre.py [--demo] --model_name_or_path NAME --output_dir DIR [flags]",
                               formatter_class=_HelpFormatter)
+    # Every flag is known to the parse that finds it, so a flag's own value (`--test_file docs.json`) is never it.
+    parser.add_argument("settings_file", nargs="?", metavar="SETTINGS.json",
+                        help="All settings from one JSON file instead of flags (docs/training.md)")
     for name in CONFIG_SETTINGS:  # `--no_use_entropy` for the boolean settings (their default is None, not True)
         if PemsclConfig.__dataclass_fields__[name].default is True:
             parser.add_argument(f"--no_{name}", action="store_false", dest=name, help=argparse.SUPPRESS)
@@ -324,14 +324,16 @@ def argument_parser() -> HfArgumentParser:
 
 def parse_arguments(argv: list[str] | None = None):
     """`(ModelArguments, DataArguments, TrainingArguments)` from a command line or one JSON file of settings."""
-    leading = _leading_flags(argv)
     parser = argument_parser()
-    if leading.settings_file is not None:
-        settings = _settings_file(leading)
+    given = parser.parse_args(argv)
+    if given.settings_file is not None:
+        settings = _settings_file(given, parser)
     else:
-        if leading.demo:  # the demo's flags, parsed alone, are the defaults of this parse: the user's flags win
-            parser.set_defaults(**_demo_settings(parser, leading.data_dir))
-        settings = vars(parser.parse_args(argv))
+        if given.demo:  # the demo's flags, parsed alone, are the defaults of a second parse: the user's flags win
+            parser.set_defaults(**_demo_settings(parser, given.data_dir))
+            given = parser.parse_args(argv)
+        settings = vars(given)
+    settings.pop("settings_file", None)
     if settings.get("bf16") and not settings.get("use_cpu") and not accelerator_available():
         # transformers refuses bf16 without a GPU unless use_cpu is given; with no accelerator at all the CPU is
         # the only device, so say so for the user instead of failing (a GPU without bf16 still gets the error).
@@ -348,28 +350,23 @@ def _demo_settings(parser: HfArgumentParser, data_dir: str | None) -> dict:
     return vars(parser.parse_args(demo_arguments(["--data_dir", data_dir] if data_dir else [])))
 
 
-def _settings_file(leading: argparse.Namespace) -> dict:
+def _settings_file(given: argparse.Namespace, parser: HfArgumentParser) -> dict:
     """Every setting from one JSON file (`"demo": true` starts from the demo's); flags beside it are refused rather
     than silently ignored."""
-    path = leading.settings_file
+    path = given.settings_file
     if not path.endswith(".json"):
         raise ValueError(f"{path}: the one positional argument is a JSON file of settings (run_docre.py "
                          "settings.json); give every other setting as a --flag.")
-    defaults = vars(argument_parser().parse_args([]))
-    given = [key for key, value in vars(leading).items() if key != "settings_file" and value != defaults[key]]
-    if given:
-        flags = ", ".join(f"--{key}" for key in given)
-        raise ValueError(f"{path} gives every setting; {flags} beside it would be ignored: put them in the file, or "
-                         "drop the file and give every setting as a flag.")
-    with open(os.path.abspath(path), encoding="utf-8") as handle:
-        try:
-            settings = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error}).") from None
+    defaults = vars(parser.parse_args([]))
+    flags = [key for key, value in vars(given).items() if key != "settings_file" and value != defaults[key]]
+    if flags:
+        raise ValueError(f"{path} gives every setting; {', '.join(f'--{key}' for key in flags)} beside it would be "
+                         "ignored: put them in the file, or drop the file and give every setting as a flag.")
+    settings = read_json_file(path)
     if not isinstance(settings, dict):
         raise ValueError(f"{path}: a settings file holds one JSON object of settings, got {type(settings).__name__}.")
     if settings.get("demo"):
-        settings = {**_demo_settings(argument_parser(), settings.get("data_dir")), **settings}
+        settings = {**_demo_settings(parser, settings.get("data_dir")), **settings}
     return settings
 
 

@@ -191,16 +191,21 @@ def document_to_row(document: dict, relation_names: Optional[dict] = None) -> di
     }
 
 
-def _read_documents(path: str) -> list[dict]:
-    """The documents of a DocRED-format JSON file; every way it can be unreadable ends in a ValueError naming it."""
+def read_json_file(path: str) -> Any:
+    """The content of a UTF-8 JSON file; text that is not UTF-8 or not JSON ends in a ValueError naming the file."""
     try:
         with open(path, encoding="utf-8") as f:
-            documents = json.load(f)
+            return json.load(f)
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); DocRED files are UTF-8 "
-                         "JSON.") from None
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); JSON files are read as "
+                         "UTF-8.") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}).") from None
+
+
+def _read_documents(path: str) -> list[dict]:
+    """The documents of a DocRED-format JSON file; every way it can be unreadable ends in a ValueError naming it."""
+    documents = read_json_file(path)
     if not isinstance(documents, list):
         raise ValueError(f"{path}: expected a JSON list of DocRED-format documents, got {type(documents).__name__}")
     if not documents:
