@@ -22,19 +22,24 @@ PRECISIONS = ("fp32", "bf16")
 
 
 # ------------------------------------------------------------------------------------------ data and model
-def read_documents(folder: Optional[os.PathLike], name: str, limit: Optional[int] = None) -> list[dict]:
-    """The first `limit` (all when None) documents of `folder / name` (`folder` None: the shared data folder)."""
+def data_folder(folder: Optional[os.PathLike] = None) -> Path:
+    """`folder`, or the shared data folder; FileNotFoundError naming the flag when it is missing."""
     folder = Path(folder) if folder is not None else DEFAULT_DATA_DIR
     if not folder.is_dir():
         raise FileNotFoundError(f"Data folder {folder} not found: pass --data_dir pointing at the shared data folder.")
-    return json.loads((folder / name).read_text(encoding="utf-8"))[:limit]
+    return folder
+
+
+def read_documents(folder: Optional[os.PathLike], name: str, limit: Optional[int] = None) -> list[dict]:
+    """The first `limit` (all when None) documents of `folder / name` (`folder` None: the shared data folder)."""
+    return json.loads((data_folder(folder) / name).read_text(encoding="utf-8"))[:limit]
 
 
 def load_vocab(folder: Optional[os.PathLike] = None):
     """The Re-DocRED relation vocabulary (97 labels, `Na` at 0)."""
     from data_collators import RelationVocab
 
-    return RelationVocab.from_dir((Path(folder) if folder is not None else DEFAULT_DATA_DIR) / "re-docred")
+    return RelationVocab.from_dir(data_folder(folder) / "re-docred")
 
 
 def featurize(documents: Sequence[dict], tokenizer, vocab) -> list[dict]:

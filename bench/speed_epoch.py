@@ -7,13 +7,12 @@ import copy
 import statistics
 import tempfile
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from bench.harness import (
-    DEFAULT_DATA_DIR, PRECISIONS, PeakRSS, Step, autocast, encoder_alone, encoder_inputs, featurize, interleaved, log,
+    PRECISIONS, PeakRSS, Step, autocast, data_folder, encoder_alone, encoder_inputs, featurize, interleaved, log,
     read_documents,
 )
 from bench.speed_batches import step_kinds
@@ -119,7 +118,7 @@ def trainer_predict(model, tokenizer, args) -> dict:
     from data_collators import featurize_dataset, load_docred
     from docre_training.trainer import DocRETrainer
 
-    test_file = Path(args.data_dir or DEFAULT_DATA_DIR) / args.epoch_test_file
+    test_file = data_folder(args.data_dir) / args.epoch_test_file
     raw = load_docred("re-docred", data_files={"test": str(test_file)})["test"]
     if args.epoch_documents:
         raw = raw.select(range(min(args.epoch_documents, raw.num_rows)))
